@@ -1,0 +1,212 @@
+"""The `corral` command line: serve, db, token (and later the CI commands)."""
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import migrate
+from app.config import Settings, SettingsError, load_settings
+from app.db import create_engine, in_unit_of_work
+from app.errors import ProblemError
+from app.models import Scope
+from app.models.base import utcnow
+from app.pagination import PageRequest
+from app.tokens.service import TokenService
+
+T = TypeVar("T")
+
+cli = typer.Typer(name="corral", help="Corral: open-model release and evaluation registry.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(db_cli, name="database", hidden=True)
+cli.add_typer(token_cli, name="token")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"corral: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        _fail(str(exc), code=2)
+
+
+def _database_error(settings: Settings, exc: Exception) -> NoReturn:
+    _fail(f"cannot use the database at {settings.database_display}: {str(exc).splitlines()[0]}")
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrate an embedded SQLite database; refuse a PostgreSQL one that is behind (an operator's call)."""
+    try:
+        if settings.is_sqlite:
+            migrate.upgrade(settings)
+            return
+        current = asyncio.run(_current_revision(settings))
+    except (OperationalError, OSError, CommandError) as exc:
+        _database_error(settings, exc)
+    head = migrate.head_revision()
+    if current != head:
+        _fail(
+            f"the database at {settings.database_display} is at schema revision {current or '(empty)'}, "
+            f"but this Corral needs {head}: run `corral db upgrade` first."
+        )
+
+
+async def _current_revision(settings: Settings) -> str | None:
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            return await migrate.current_revision(connection)
+    finally:
+        await engine.dispose()
+
+
+def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """The CLI's unit of work: a domain error becomes one line and exit status 1."""
+    try:
+        return asyncio.run(in_unit_of_work(settings, work))
+    except ProblemError as exc:
+        _fail(exc.detail)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind [default: CORRAL_HOST or 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: CORRAL_PORT or 8000].")] = None,
+) -> None:
+    """Run the API server (migrating an embedded SQLite database first)."""
+    import uvicorn
+
+    from app.logging import configure_logging
+    from app.main import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    prepare_database(settings)
+    uvicorn.run(
+        create_app(settings), host=host or settings.host, port=port or settings.port,
+        access_log=False, log_config=None, proxy_headers=True, server_header=False,
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the database up to REVISION (default: the newest)."""
+    settings = _settings()
+    try:
+        migrate.upgrade(settings, revision)
+    except (OperationalError, OSError, CommandError) as exc:
+        _database_error(settings, exc)
+    typer.echo(f"database at {settings.database_display} is at {revision}", err=True)
+
+
+@db_cli.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")]) -> None:
+    """Migrate the database down to REVISION."""
+    settings = _settings()
+    try:
+        migrate.downgrade(settings, revision)
+    except (OperationalError, OSError, CommandError) as exc:
+        _database_error(settings, exc)
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and this build's head; exit 1 if they differ."""
+    settings = _settings()
+    try:
+        current = asyncio.run(_current_revision(settings))
+    except (OperationalError, OSError) as exc:
+        _database_error(settings, exc)
+    head = migrate.head_revision()
+    typer.echo(f"current: {current or '(empty)'}\nhead:    {head}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+def _scope_value(value: str) -> Scope:
+    try:
+        scope = Scope(value)
+    except ValueError:
+        _fail(f"--scope must be one of admin, publish, read (got {value!r})", code=2)
+    if scope == Scope.RUNNER:
+        _fail("runner tokens are issued by runner registration and bound to their runner; "
+              "use admin, publish or read here", code=2)
+    return scope
+
+
+@token_cli.command("create")
+def token_create(
+    scope: Annotated[str, typer.Option(help="admin, publish or read.")],
+    name: Annotated[str, typer.Option(help="What the token is for.")],
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Expire after this many days.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """Issue a token and print it once (only its hash is stored)."""
+    settings = _settings()
+    chosen = _scope_value(scope)
+    if not 1 <= len(name.strip()) <= 100:
+        _fail("--name must be 1 to 100 characters", code=2)
+    prepare_database(settings)
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    created = run_in_unit_of_work(
+        settings, lambda session: TokenService(session).issue(name=name.strip(), scope=chosen, expires_at=expires_at)
+    )
+    if as_json:
+        typer.echo(created.model_dump_json(indent=2))
+        return
+    # The secret alone on stdout, so `TOKEN=$(corral token create ...)` works; the rest goes to stderr.
+    typer.echo(f"created {created.scope.value} token {created.name!r} (id {created.id}); "
+               "it is shown only this once:", err=True)
+    typer.echo(created.token)
+
+
+@token_cli.command("list")
+def token_list(
+    active: Annotated[bool | None, typer.Option("--active/--inactive", help="Filter on usability.")] = None,
+) -> None:
+    """List tokens as JSON lines (never their secrets)."""
+    settings = _settings()
+    prepare_database(settings)
+    cursor: str | None = None
+    while True:
+        page = PageRequest(cursor=cursor, limit=settings.page_limit_max)
+        items, cursor = run_in_unit_of_work(
+            settings,
+            lambda session, page=page: TokenService(session).list(  # type: ignore[misc]
+                scope=None, active=active, sort="-created_at", page=page),
+        )
+        for item in items:
+            typer.echo(item.model_dump_json())
+        if cursor is None:
+            return
+
+
+@token_cli.command("revoke")
+def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's id.")]) -> None:
+    """Revoke a token at once."""
+    settings = _settings()
+    prepare_database(settings)
+    revoked = run_in_unit_of_work(settings, lambda session: TokenService(session).revoke(token_id))
+    typer.echo(json.dumps({"id": str(revoked.id), "revoked_at": revoked.revoked_at and revoked.revoked_at.isoformat()}))
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,84 @@
+"""Settings: every knob is a CORRAL_* environment variable (or a line in .env), validated once at start-up."""
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+# Driver per database family: the embedded default is SQLite through aiosqlite; production is PostgreSQL
+# through psycopg 3. A bare `postgresql://` URL (as most tools print it) is upgraded to the psycopg driver.
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./corral.db",
+        description="SQLAlchemy URL; sqlite (embedded, default) or postgresql.",
+    )
+    public_reads: bool = Field(default=True, description="Let anonymous clients read; writes always need a token.")
+    hub_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    hub_token: SecretStr | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    page_limit_default: int = Field(default=50, ge=1, le=1000)
+    page_limit_max: int = Field(default=200, ge=1, le=1000)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    token_touch_seconds: int = Field(
+        default=60, ge=0, description="A token's last_used_at is written at most this often (fewer writes on reads)."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (expected sqlite+aiosqlite:///PATH or postgresql://...)") from None
+        family = url.get_backend_name()
+        if family not in _ASYNC_DRIVERS:
+            raise ValueError(f"unsupported database {family!r}: use sqlite or postgresql")
+        return value
+
+    @field_validator("page_limit_max")
+    @classmethod
+    def _max_not_below_default(cls, value: int, info: object) -> int:
+        default = getattr(info, "data", {}).get("page_limit_default", 1)
+        if value < default:
+            raise ValueError(f"must be at least CORRAL_PAGE_LIMIT_DEFAULT ({default})")
+        return value
+
+    @cached_property
+    def database(self) -> URL:
+        """The async URL the engine uses (driver filled in)."""
+        url = make_url(self.database_url)
+        return url.set(drivername=_ASYNC_DRIVERS[url.get_backend_name()])
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database.get_backend_name() == "sqlite"
+
+    @property
+    def database_display(self) -> str:
+        """The database URL with any password hidden, for messages and logs."""
+        return self.database.render_as_string(hide_password=True)
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message is one line naming the setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; turn a validation failure into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "CORRAL_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

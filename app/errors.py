@@ -1,0 +1,160 @@
+"""Errors as RFC 9457 problem details (application/problem+json), for ours and for FastAPI's/Starlette's own.
+
+    ProblemError                 status, slug and title travel with the exception
+     ├── BadRequest              400  e.g. an invalid cursor
+     ├── Unauthorized            401  no/invalid/expired/revoked token (with WWW-Authenticate)
+     ├── Forbidden               403  a valid token without the needed scope
+     ├── NotFound                404
+     ├── Conflict                409
+     └── ServiceUnavailable      503  e.g. database unreachable or schema behind
+"""
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.logging import current_request_id
+from app.schemas import FieldError, Problem
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:corral:problem:"
+
+
+class ProblemError(Exception):
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+        self.extensions = extensions
+
+
+class BadRequest(ProblemError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(ProblemError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str, *, error: str = "invalid_token") -> None:
+        # RFC 6750: a missing token gets a bare challenge; a bad one names the error.
+        challenge = 'Bearer realm="corral"' if error == "" else f'Bearer realm="corral", error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ProblemError):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(ProblemError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(ProblemError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class ServiceUnavailable(ProblemError):
+    status, slug, title = 503, "service-unavailable", "Service unavailable"
+
+
+# Slugs for the statuses Starlette/FastAPI raise themselves, so clients can switch on `type` alone.
+_STATUS_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "request-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    500: "internal-error",
+    503: "service-unavailable",
+}
+
+
+def problem_response(
+    request: Request | None,
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    errors: list[FieldError] | None = None,
+    extensions: dict[str, Any] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=PROBLEM_TYPE_BASE + (slug or _STATUS_SLUGS.get(status, "error")),
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path if request is not None else None,
+        request_id=current_request_id(),
+        errors=errors,
+    )
+    body = problem.model_dump(mode="json", exclude_none=True) | (extensions or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _location(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """('body', 'limits', 0, 'name') -> ('body', '/limits/0/name'): where, and a JSON pointer within it."""
+    where = str(loc[0]) if loc else "request"
+    return where, "/" + "/".join(str(part) for part in loc[1:]) if len(loc) > 1 else ""
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    fields = []
+    for error in exc.errors():
+        where, pointer = _location(tuple(error.get("loc", ())))
+        # Pydantic repeats the rejected input in `input`; it is never echoed (it may be a secret).
+        fields.append(FieldError(location=where, pointer=pointer, field=pointer.lstrip("/").replace("/", ".") or where,
+                                 message=str(error.get("msg", "invalid")), code=str(error.get("type", "invalid"))))
+    return fields
+
+
+async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _field_errors(exc)
+    content_type = request.headers.get("content-type", "")
+    body_unreadable = any(e.location == "body" and e.pointer == "" and e.code != "missing" for e in errors)
+    if body_unreadable and "json" not in content_type:
+        return problem_response(request, 415, "Send the body as JSON with 'Content-Type: application/json'.",
+                                title="Unsupported media type")
+    if any(error.code == "json_invalid" for error in errors):
+        return problem_response(request, 400, "The request body is not valid JSON.", slug="malformed-json",
+                                title="Malformed JSON", errors=errors)
+    summary = "; ".join(f"{error.location} {error.field}: {error.message}" for error in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return problem_response(request, 422, summary + more, title="Invalid request", errors=errors)
+
+
+async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(request, exc.status, exc.detail, slug=exc.slug, title=exc.title,
+                            headers=exc.headers, extensions=exc.extensions)
+
+
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route matches {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)

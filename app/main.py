@@ -1,0 +1,110 @@
+"""The application factory: settings → engine → middleware → problem handlers → routers → offline docs."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+
+from app.config import Settings, load_settings
+from app.db import create_engine, create_sessionmaker
+from app.errors import install_problem_handlers
+from app.metrics import Metrics
+from app.middleware import ETagMiddleware, RequestContextMiddleware, RequestSizeLimitMiddleware
+from app.migrate import head_revision
+from app.ops.router import router as ops_router
+from app.schemas import Problem
+from app.security import route_access
+from app.tokens.router import router as tokens_router
+
+DESCRIPTION = """\
+Corral records open-weight model releases — licences with their real terms, the exact Hub weights
+(repo + commit) and what it takes to run them — schedules lm-evaluation-harness runs on registered
+runner machines, and publishes score tables.
+
+**Authentication**: `Authorization: Bearer crl_...`. Reads are public unless the server turns that off;
+every write needs a token with the right scope (`admin` ⊃ `publish` ⊃ `read`; `runner` for runner machines).
+
+**Errors** are RFC 9457 `application/problem+json` documents; switch on `type`.
+
+**Lists** are cursor-paginated: pass `next_cursor` back as `cursor`. GETs carry an `ETag`; send it back in
+`If-None-Match` to get `304 Not Modified`.
+"""
+
+TAGS = [
+    {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
+    {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
+]
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable, readable ids (`list_tokens`) for generated clients, instead of FastAPI's path-derived ones.
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    engine = create_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPIOffline(
+        title="Corral",
+        version="0.1.0",
+        summary="Open-model release and evaluation registry.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.metrics = Metrics()
+    app.state.schema_head = head_revision()
+
+    install_problem_handlers(app)
+    app.include_router(ops_router)
+    app.include_router(tokens_router)
+
+    # Added last = runs first: the request id must exist before anything else logs or fails.
+    app.add_middleware(ETagMiddleware)
+    app.add_middleware(RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus: errors documented only as problem+json, and optional auth on public reads."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, description=app.description,
+        routes=app.routes, tags=app.openapi_tags,
+    )
+    schema["components"]["schemas"].setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+    settings: Settings = app.state.settings
+    operations = {(route.path, method.lower()): route for route in app.routes if isinstance(route, APIRoute)
+                  for method in route.methods}
+    for path, path_item in schema["paths"].items():
+        for method, operation in path_item.items():
+            rule = route_access(operations[(path, method)])
+            if rule is not None and rule.scope is not None:
+                operation["x-required-scope"] = rule.scope.value
+            if rule is not None and rule.anonymous_allowed(settings) and "security" in operation:
+                operation["security"] = [{}, *operation["security"]]  # {} = no credentials needed
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if code[0] in "45" and "application/problem+json" in content:
+                    content.pop("application/json", None)
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,42 @@
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Enum, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, IdMixin, TimestampMixin
+
+
+class Scope(StrEnum):
+    """What a token may do. `admin` includes `publish`, which includes `read`; `runner` stands apart."""
+
+    ADMIN = "admin"
+    PUBLISH = "publish"
+    RUNNER = "runner"
+    READ = "read"
+
+
+class ApiToken(IdMixin, TimestampMixin, Base):
+    """A bearer token. Only a SHA-256 of the secret is kept; `key_id` is the public half used to find the row."""
+
+    __tablename__ = "api_tokens"
+
+    name: Mapped[str] = mapped_column(String(100))
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[Scope] = mapped_column(
+        Enum(
+            Scope,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="scope",
+            values_callable=lambda enum: [member.value for member in enum],
+        )
+    )
+    # Runner tokens are bound to one runner; the foreign key arrives with the runners table.
+    runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)

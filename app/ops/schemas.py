@@ -1,0 +1,13 @@
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    database: str = Field(description="The database family the service is using: sqlite or postgresql.")
+    schema_revision: str = Field(description="The migration the database is at (the head).")

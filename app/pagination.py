@@ -1,0 +1,98 @@
+"""Keyset (cursor) pagination: stable under inserts, no OFFSET scans, opaque to clients.
+
+A list endpoint declares which columns it sorts on; `sort=-created_at` means descending. The cursor
+carries the sort key and the last row's (value, id), base64url-encoded; a cursor made under another sort
+is refused rather than misread.
+"""
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Query, Request
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.config import Settings
+from app.errors import BadRequest
+
+RowT = TypeVar("RowT")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    cursor: str | None
+    limit: int
+
+
+async def page_request(
+    request: Request,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` from the previous page.")
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, description="Items per page; capped by the server (CORRAL_PAGE_LIMIT_MAX).")
+    ] = None,
+) -> PageRequest:
+    settings: Settings = request.app.state.settings
+    chosen = settings.page_limit_default if limit is None else limit
+    return PageRequest(cursor=cursor, limit=min(chosen, settings.page_limit_max))
+
+
+PageDep = Annotated[PageRequest, Depends(page_request)]
+
+
+def _encode(sort: str, value: Any, row_id: uuid.UUID) -> str:
+    if isinstance(value, datetime):
+        value = {"dt": value.isoformat()}
+    payload = json.dumps({"s": sort, "v": value, "id": str(row_id)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        value = payload["v"]
+        if isinstance(value, dict):
+            value = datetime.fromisoformat(value["dt"])
+        row_id = uuid.UUID(payload["id"])
+        made_for = payload["s"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise BadRequest("The cursor is not valid; start again without one.") from None
+    if made_for != sort:
+        raise BadRequest(f"The cursor was made for sort={made_for}; send the same sort with it.")
+    return value, row_id
+
+
+async def paginate(
+    session: AsyncSession,
+    statement: Select[tuple[RowT]],
+    *,
+    sort: str,
+    columns: dict[str, InstrumentedAttribute[Any]],
+    id_column: InstrumentedAttribute[uuid.UUID],
+    page: PageRequest,
+) -> tuple[list[RowT], str | None]:
+    """One page of `statement` ordered by `sort` (a key of `columns`, '-' for descending), ties broken by id."""
+    descending = sort.startswith("-")
+    key = sort.removeprefix("-")
+    column = columns[key]
+    if page.cursor is not None:
+        value, last_id = _decode(page.cursor, sort)
+        if descending:
+            statement = statement.where(or_(column < value, and_(column == value, id_column < last_id)))
+        else:
+            statement = statement.where(or_(column > value, and_(column == value, id_column > last_id)))
+    order = (column.desc(), id_column.desc()) if descending else (column.asc(), id_column.asc())
+    rows = list((await session.execute(statement.order_by(*order).limit(page.limit + 1))).scalars())
+    if len(rows) <= page.limit:
+        return rows, None
+    rows = rows[: page.limit]
+    last = rows[-1]
+    return rows, _encode(sort, getattr(last, key), getattr(last, id_column.key))

@@ -1,0 +1,169 @@
+"""Bearer tokens and the access rule every route declares.
+
+A token reads `crl_<key id: 16 hex>_<secret: 32 random bytes, base64url>`. The key id finds the row; the
+SHA-256 of the whole token is compared in constant time. Only the hash is stored, so a token is shown once.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.config import Settings
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized
+from app.models import ApiToken, Scope
+from app.models.base import utcnow
+from app.tokens.repository import TokenRepository
+
+TOKEN_PREFIX = "crl_"
+_TOKEN_SHAPE = re.compile(r"^crl_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
+# Hashed when the key id is unknown, so a miss costs the same as a wrong secret.
+_DUMMY_HASH = hashlib.sha256(b"corral-no-such-token").hexdigest()
+
+# What each scope may do: admin includes publish, publish includes read; runner is only the runner protocol.
+GRANTS: dict[Scope, frozenset[Scope]] = {
+    Scope.ADMIN: frozenset({Scope.ADMIN, Scope.PUBLISH, Scope.READ}),
+    Scope.PUBLISH: frozenset({Scope.PUBLISH, Scope.READ}),
+    Scope.READ: frozenset({Scope.READ}),
+    Scope.RUNNER: frozenset({Scope.RUNNER}),
+}
+
+
+@dataclass(frozen=True)
+class NewToken:
+    plaintext: str
+    key_id: str
+    secret_hash: str
+
+
+def generate_token() -> NewToken:
+    key_id = secrets.token_hex(8)
+    plaintext = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return NewToken(plaintext=plaintext, key_id=key_id, secret_hash=hash_token(plaintext))
+
+
+def hash_token(plaintext: str) -> str:
+    # A fast hash is right here: the secret has 256 bits of entropy, so there is nothing to brute-force.
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's identity and scope (never its secret)."""
+
+    token_id: uuid.UUID
+    name: str
+    scope: Scope
+    runner_id: uuid.UUID | None
+
+    def can(self, scope: Scope) -> bool:
+        return scope in GRANTS[self.scope]
+
+
+_bearer = HTTPBearer(auto_error=False, description="A Corral token: `Authorization: Bearer crl_...`")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def authenticate(request: Request, session: SessionDep, credentials: BearerDep) -> Principal | None:
+    """The token's principal, None when no token was sent; 401 for anything wrong with a token that was."""
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Unauthorized("The Authorization header must be 'Bearer <token>'.", error="invalid_request")
+        return None
+    match = _TOKEN_SHAPE.match(credentials.credentials)
+    if match is None:
+        raise Unauthorized("The bearer token is not a Corral token (crl_...).")
+    token = await TokenRepository(session).get_by_key_id(match.group(1))
+    expected = token.secret_hash if token is not None else _DUMMY_HASH
+    if not hmac.compare_digest(expected, hash_token(credentials.credentials)) or token is None:
+        raise Unauthorized("The token is not valid.")
+    now = utcnow()
+    if token.revoked_at is not None:
+        raise Unauthorized("The token has been revoked.")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("The token has expired.")
+    settings: Settings = request.app.state.settings
+    if token.last_used_at is None or now - token.last_used_at >= timedelta(seconds=settings.token_touch_seconds):
+        token.last_used_at = now
+        await session.flush()
+    return Principal(token_id=token.id, name=token.name, scope=token.scope, runner_id=token.runner_id)
+
+
+PrincipalDep = Annotated[Principal | None, Depends(authenticate)]
+
+
+class Access:
+    """A route's access rule. Every route names exactly one; tests/test_permissions.py walks them all.
+
+    `scope=None` with `anonymous=True` is an open route (health, metrics). A read rule lets anonymous
+    callers in when CORRAL_PUBLIC_READS is on. A token that is sent is always checked, even where none
+    is needed, so a revoked token fails loudly instead of silently acting anonymous.
+    """
+
+    def __init__(self, scope: Scope | None, *, anonymous: bool = False) -> None:
+        self.scope = scope
+        self.anonymous = anonymous
+
+    def __repr__(self) -> str:
+        return f"Access({self.scope}, anonymous={self.anonymous})"
+
+    def anonymous_allowed(self, settings: Settings) -> bool:
+        return self.anonymous or (self.scope == Scope.READ and settings.public_reads)
+
+    async def __call__(self, request: Request, principal: PrincipalDep) -> Principal | None:
+        settings: Settings = request.app.state.settings
+        if principal is None:
+            if self.anonymous_allowed(settings):
+                return None
+            raise Unauthorized("This operation needs a token: 'Authorization: Bearer crl_...'.", error="")
+        if self.scope is not None and not principal.can(self.scope):
+            raise Forbidden(f"A {principal.scope.value} token cannot do this; it needs the {self.scope.value} scope.",
+                            required_scope=self.scope.value)
+        return principal
+
+
+class OpenAccess(Access):
+    """For routes anyone may call without a token (health, metrics): no token is read at all."""
+
+    def __init__(self) -> None:
+        super().__init__(None, anonymous=True)
+
+    async def __call__(self) -> None:  # type: ignore[override]
+        return None
+
+
+def route_access(route: APIRoute) -> Access | None:
+    """The access rule a route declares (searched through its dependency tree), None if it has none."""
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if isinstance(dependant.call, Access):
+            return dependant.call
+        pending.extend(dependant.dependencies)
+    return None
+
+
+OPEN = OpenAccess()
+READ = Access(Scope.READ)
+PUBLISH = Access(Scope.PUBLISH)
+ADMIN = Access(Scope.ADMIN)
+RUNNER = Access(Scope.RUNNER)
+ANY_TOKEN = Access(None)
+
+
+async def _require_principal(principal: Annotated[Principal | None, Depends(ANY_TOKEN)]) -> Principal:
+    assert principal is not None  # ANY_TOKEN never admits an anonymous caller
+    return principal
+
+
+# For endpoints that need to know who called (the rule is still ANY_TOKEN).
+CallerDep = Annotated[Principal, Depends(_require_principal)]

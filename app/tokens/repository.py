@@ -1,0 +1,40 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import ApiToken, Scope
+from app.pagination import PageRequest, paginate
+
+SORT_COLUMNS = {"created_at": ApiToken.created_at, "name": ApiToken.name}
+
+
+class TokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, token: ApiToken) -> ApiToken:
+        self.session.add(token)
+        await self.session.flush()
+        return token
+
+    async def get(self, token_id: uuid.UUID) -> ApiToken | None:
+        return await self.session.get(ApiToken, token_id)
+
+    async def get_by_key_id(self, key_id: str) -> ApiToken | None:
+        statement = select(ApiToken).where(ApiToken.key_id == key_id)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def list(
+        self, *, scope: Scope | None, active: bool | None, now: datetime, sort: str, page: PageRequest
+    ) -> tuple[list[ApiToken], str | None]:
+        statement: Select[tuple[ApiToken]] = select(ApiToken)
+        if scope is not None:
+            statement = statement.where(ApiToken.scope == scope)
+        if active is not None:
+            live = (ApiToken.revoked_at.is_(None)) & (or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))
+            statement = statement.where(live if active else ~live)
+        return await paginate(
+            self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=ApiToken.id, page=page
+        )

@@ -1,0 +1,118 @@
+"""Fixtures: every API test runs twice, on SQLite and on PostgreSQL, each time on a fresh migrated database."""
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.db import in_unit_of_work
+from app.main import create_app
+from app.models import Scope
+from app.tokens.schemas import TokenCreated
+from app.tokens.service import TokenService
+from tests.support import databases
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers; otherwise the reason (a failure when CORRAL_REQUIRE_POSTGRES=1)."""
+    return databases.postgres_unreachable_reason()
+
+
+def _need_postgres(reason: str | None) -> None:
+    if reason is None:
+        return
+    if databases.REQUIRE_POSTGRES:
+        pytest.fail(f"{reason} (CORRAL_REQUIRE_POSTGRES=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return databases.sqlite_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_available: str | None) -> Iterator[str]:
+    _need_postgres(postgres_available)
+    with databases.postgres_template() as name:
+        yield name
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of the parametrized backend."""
+    if backend == "sqlite":
+        yield databases.sqlite_clone(request.getfixturevalue("sqlite_template"), tmp_path)
+        return
+    template = request.getfixturevalue("postgres_template")
+    with databases.postgres_clone(template) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return databases.make_settings(database_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+IssueToken = Callable[..., TokenCreated]
+
+
+@pytest.fixture
+def issue_token(settings: Settings) -> IssueToken:
+    """Issue a token straight through the service (as `corral token create` does), outside any request."""
+
+    def issue(scope: Scope | str = Scope.ADMIN, name: str = "test", expires_at: datetime | None = None) -> TokenCreated:
+        scope = Scope(scope)
+        runner_id = uuid.uuid4() if scope == Scope.RUNNER else None
+        return asyncio.run(
+            in_unit_of_work(
+                settings,
+                lambda session: TokenService(session).issue(
+                    name=name, scope=scope, expires_at=expires_at, runner_id=runner_id
+                ),
+            )
+        )
+
+    return issue
+
+
+def bearer(token: TokenCreated | str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token if isinstance(token, str) else token.token}"}
+
+
+@pytest.fixture
+def admin_headers(issue_token: IssueToken) -> dict[str, str]:
+    return bearer(issue_token(Scope.ADMIN, name="admin"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    missing = [report for report in skipped if databases.POSTGRES_SKIP_REASON in str(report.longrepr)]
+    if missing:
+        bar = "!" * 78
+        terminalreporter.write_line(bar, red=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(missing)} PostgreSQL tests were SKIPPED: the server was not reachable. Half of the database "
+            "coverage did not run. Set CORRAL_REQUIRE_POSTGRES=1 (as .ci/run does) to make this a failure.",
+            red=True, bold=True,
+        )
+        terminalreporter.write_line(bar, red=True, bold=True)
