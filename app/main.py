@@ -17,7 +17,7 @@ from app.middleware import ETagMiddleware, RequestContextMiddleware, RequestSize
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
 from app.schemas import Problem
-from app.security import route_access
+from app.security import api_routes, route_access
 from app.tokens.router import router as tokens_router
 
 DESCRIPTION = """\
@@ -93,8 +93,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     schema["components"]["schemas"].setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
     settings: Settings = app.state.settings
-    operations = {(route.path, method.lower()): route for route in app.routes if isinstance(route, APIRoute)
-                  for method in route.methods}
+    operations = {(path, method.lower()): route for path, route in api_routes(app) for method in route.methods}
     for path, path_item in schema["paths"].items():
         for method, operation in path_item.items():
             rule = route_access(operations[(path, method)])

@@ -8,7 +8,6 @@ cli = typer.Typer(
         "Corral's runner agent: registers this machine with a Corral server, claims evaluation jobs, runs "
         "lm-evaluation-harness and uploads the results. Not implemented yet: this build only prints this help."
     ),
-    no_args_is_help=True,
     add_completion=False,
 )
 

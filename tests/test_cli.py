@@ -1,0 +1,93 @@
+"""The `corral` command line, run as a real process: settings errors, tokens, and the schema guard on serve."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app import migrate
+from app.config import Settings
+
+CORRAL = [sys.executable, "-m", "app"]
+
+
+def run(args: list[str], database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
+    environment |= {"CORRAL_DATABASE_URL": database_url} | env
+    return subprocess.run(CORRAL + args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=120)
+
+
+def test_invalid_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = run(["serve"], "sqlite+aiosqlite:///x.db", tmp_path, CORRAL_PAGE_LIMIT_MAX="lots")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "CORRAL_PAGE_LIMIT_MAX" in result.stderr
+    bad_db = run(["serve"], "mysql://root@localhost/x", tmp_path)
+    assert bad_db.returncode == 2
+    assert "CORRAL_DATABASE_URL" in bad_db.stderr
+    assert "Traceback" not in bad_db.stderr + result.stderr
+
+
+def test_hub_token_never_echoed_in_settings_errors(tmp_path: Path) -> None:
+    result = run(["serve"], "sqlite+aiosqlite:///x.db", tmp_path, CORRAL_HUB_TOKEN="hf_supersecret",
+                 CORRAL_HUB_ENDPOINT="not a url hf_supersecret")
+    assert result.returncode == 2
+    assert "CORRAL_HUB_ENDPOINT" in result.stderr
+    assert "hf_supersecret" not in result.stderr
+
+
+def test_token_create_prints_secret_alone_on_stdout(settings: Settings, tmp_path: Path) -> None:
+    result = run(["token", "create", "--scope", "admin", "--name", "bootstrap"], settings.database_url, tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.startswith("crl_") and "\n" not in token
+    assert "shown only this once" in result.stderr
+    assert token not in result.stderr
+
+    listed = run(["token", "list"], settings.database_url, tmp_path)
+    record = json.loads(listed.stdout.splitlines()[0])
+    assert record["name"] == "bootstrap" and record["scope"] == "admin"
+    assert token not in listed.stdout
+
+    revoked = run(["token", "revoke", record["id"]], settings.database_url, tmp_path)
+    assert revoked.returncode == 0, revoked.stderr
+    assert json.loads(run(["token", "list", "--inactive"], settings.database_url, tmp_path).stdout)["id"] == record["id"]
+
+
+def test_token_create_refuses_runner_scope(settings: Settings, tmp_path: Path) -> None:
+    result = run(["token", "create", "--scope", "runner", "--name", "x"], settings.database_url, tmp_path)
+    assert result.returncode == 2
+    assert "runner registration" in result.stderr
+
+
+def test_serve_refuses_postgres_schema_behind(settings: Settings, tmp_path: Path, backend: str) -> None:
+    migrate.downgrade(settings, "base")
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: serve exits at bind time, after its database step.
+    result = run(["serve", "--host", "192.0.2.1", "--port", "8000"], settings.database_url, tmp_path)
+    if backend == "postgresql":
+        assert result.returncode == 1
+        assert "run `corral db upgrade`" in result.stderr
+        assert "postgres@" in result.stderr or "127.0.0.1" in result.stderr
+        current = run(["db", "current"], settings.database_url, tmp_path)
+        assert current.returncode == 1 and "(empty)" in current.stdout
+        assert run(["db", "upgrade"], settings.database_url, tmp_path).returncode == 0
+        assert run(["db", "current"], settings.database_url, tmp_path).returncode == 0
+    else:
+        # The embedded database is migrated by serve itself (then fails to bind).
+        assert run(["db", "current"], settings.database_url, tmp_path).returncode == 0
+
+
+def test_database_password_never_printed(tmp_path: Path) -> None:
+    result = run(["db", "upgrade"], "postgresql://corral:hunter2secret@127.0.0.1:1/corral", tmp_path)
+    assert result.returncode == 1
+    assert "cannot use the database" in result.stderr
+    assert "hunter2secret" not in result.stderr + result.stdout
+
+
+def test_runner_prints_help() -> None:
+    # The installed console script, as operators will call it.
+    runner = str(Path(sys.executable).parent / "corral-runner")
+    result = subprocess.run([runner], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "corral-runner" in result.stdout
