@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import current_request_id
+from app.routing import allowed_methods
 from app.schemas import FieldError, Problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -149,9 +150,12 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route matches {request.method} {request.url.path}."
-    elif exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}."
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app, request.url.path)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}."
+    return problem_response(request, exc.status_code, detail, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

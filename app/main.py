@@ -17,7 +17,8 @@ from app.middleware import ETagMiddleware, RequestContextMiddleware, RequestSize
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
 from app.schemas import Problem
-from app.security import api_routes, route_access
+from app.routing import api_routes
+from app.security import route_access
 from app.tokens.router import router as tokens_router
 
 DESCRIPTION = """\
@@ -93,7 +94,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     schema["components"]["schemas"].setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
     settings: Settings = app.state.settings
-    operations = {(path, method.lower()): route for path, route in api_routes(app) for method in route.methods}
+    operations = {
+        (mounted.path_format, method.lower()): mounted.route
+        for mounted in api_routes(app)
+        for method in mounted.route.methods
+    }
     for path, path_item in schema["paths"].items():
         for method, operation in path_item.items():
             rule = route_access(operations[(path, method)])

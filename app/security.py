@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -139,20 +139,6 @@ class OpenAccess(Access):
 
     async def __call__(self) -> None:  # type: ignore[override]
         return None
-
-
-def api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:
-    """Every API route of the app with its full path, through included routers."""
-    try:
-        # FastAPI >= 0.16x keeps included routers as nodes instead of copying their routes into app.routes.
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes is already flat
-        return [(route.path, route) for route in app.routes if isinstance(route, APIRoute)]
-    return [
-        (str(context.path), context.original_route)
-        for context in iter_route_contexts(app.routes)
-        if isinstance(context.original_route, APIRoute)
-    ]
 
 
 def route_access(route: APIRoute) -> Access | None:

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.models import Scope
-from app.security import GRANTS, Access, api_routes, route_access
+from app.routing import api_routes
+from app.security import GRANTS, Access, route_access
 from tests.conftest import IssueToken, bearer
 from tests.support.databases import make_settings
 
@@ -22,7 +23,7 @@ def test_every_route_declares_an_access_rule(settings) -> None:  # type: ignore[
     assert len(routes) >= 8  # the walk really sees the routes of included routers
     missing = [
         f"{sorted(route.methods)} {path}"
-        for path, route in routes
+        for path, _, route in routes
         if path not in DOCS_ROUTES and route_access(route) is None
     ]
     assert missing == [], f"routes without an access rule (add Depends(OPEN/READ/PUBLISH/ADMIN/RUNNER)): {missing}"
@@ -55,7 +56,7 @@ def test_each_caller_gets_the_status_its_rule_says(
         import time
 
         time.sleep(0.25)
-        for path, route in api_routes(app):
+        for path, _, route in api_routes(app):
             if path in DOCS_ROUTES:
                 continue
             rule = route_access(route)

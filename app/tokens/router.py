@@ -41,14 +41,14 @@ async def current_token(caller: CallerDep, session: SessionDep) -> TokenRead:
     return await TokenService(session).get(caller.token_id)
 
 
-@router.get("/{token_id}", dependencies=[Depends(ADMIN)], responses=problem_responses(304, 404))
+@router.get("/{token_id:uuid}", dependencies=[Depends(ADMIN)], responses=problem_responses(304, 404))
 async def get_token(token_id: uuid.UUID, session: SessionDep) -> TokenRead:
     """Show one token's record."""
     return await TokenService(session).get(token_id)
 
 
 @router.delete(
-    "/{token_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(ADMIN)],
+    "/{token_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(ADMIN)],
     responses=problem_responses(404),
 )
 async def revoke_token(token_id: uuid.UUID, session: SessionDep) -> Response:

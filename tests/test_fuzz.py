@@ -1,0 +1,36 @@
+"""Schemathesis drives every operation from the app's own OpenAPI document, with an admin token.
+
+Fails on any 5xx, and on any response that contradicts the document (status, content type, body schema,
+headers). Bounded example counts keep it to seconds per operation.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+
+from app.main import create_app
+from app.models import Scope
+from tests.conftest import IssueToken, bearer
+
+ADMIN_HEADERS: dict[str, str] = {}
+CONFIG = SchemathesisConfig.from_path(Path(__file__).with_name("schemathesis.toml"))
+
+
+@pytest.fixture
+def api_schema(settings, issue_token: IssueToken) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    ADMIN_HEADERS.clear()
+    ADMIN_HEADERS.update(bearer(issue_token(Scope.ADMIN, name="fuzzer")))
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(settings), config=CONFIG)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
+    case.call_and_validate(headers=ADMIN_HEADERS)
