@@ -24,8 +24,13 @@ from app.tokens.service import TokenService
 
 T = TypeVar("T")
 
-cli = typer.Typer(name="corral", help="Corral: open-model release and evaluation registry.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+cli = typer.Typer(
+    name="corral",
+    help="Corral: open-model release and evaluation registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
@@ -98,8 +103,13 @@ def serve(
     configure_logging(settings.log_format, settings.log_level)
     prepare_database(settings)
     uvicorn.run(
-        create_app(settings), host=host or settings.host, port=port or settings.port,
-        access_log=False, log_config=None, proxy_headers=True, server_header=False,
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
     )
 
 
@@ -144,8 +154,11 @@ def _scope_value(value: str) -> Scope:
     except ValueError:
         _fail(f"--scope must be one of admin, publish, read (got {value!r})", code=2)
     if scope == Scope.RUNNER:
-        _fail("runner tokens are issued by runner registration and bound to their runner; "
-              "use admin, publish or read here", code=2)
+        _fail(
+            "runner tokens are issued by runner registration and bound to their runner; "
+            "use admin, publish or read here",
+            code=2,
+        )
     return scope
 
 
@@ -164,14 +177,17 @@ def token_create(
     prepare_database(settings)
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     created = run_in_unit_of_work(
-        settings, lambda session: TokenService(session).issue(name=name.strip(), scope=chosen, expires_at=expires_at)
+        settings,
+        lambda session: TokenService(session).issue(name=name.strip(), scope=chosen, expires_at=expires_at),
     )
     if as_json:
         typer.echo(created.model_dump_json(indent=2))
         return
     # The secret alone on stdout, so `TOKEN=$(corral token create ...)` works; the rest goes to stderr.
-    typer.echo(f"created {created.scope.value} token {created.name!r} (id {created.id}); "
-               "it is shown only this once:", err=True)
+    typer.echo(
+        f"created {created.scope.value} token {created.name!r} (id {created.id}); it is shown only this once:",
+        err=True,
+    )
     typer.echo(created.token)
 
 
@@ -188,7 +204,8 @@ def token_list(
         items, cursor = run_in_unit_of_work(
             settings,
             lambda session, page=page: TokenService(session).list(  # type: ignore[misc]
-                scope=None, active=active, sort="-created_at", page=page),
+                scope=None, active=active, sort="-created_at", page=page
+            ),
         )
         for item in items:
             typer.echo(item.model_dump_json())

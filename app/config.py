@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(default=200, ge=1, le=1000)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     token_touch_seconds: int = Field(
-        default=60, ge=0, description="A token's last_used_at is written at most this often (fewer writes on reads)."
+        default=60,
+        ge=0,
+        description="A token's last_used_at is written at most this often (fewer writes on reads).",
     )
 
     @field_validator("database_url")

@@ -1,12 +1,12 @@
 """Errors as RFC 9457 problem details (application/problem+json), for ours and for FastAPI's/Starlette's own.
 
-    ProblemError                 status, slug and title travel with the exception
-     ├── BadRequest              400  e.g. an invalid cursor
-     ├── Unauthorized            401  no/invalid/expired/revoked token (with WWW-Authenticate)
-     ├── Forbidden               403  a valid token without the needed scope
-     ├── NotFound                404
-     ├── Conflict                409
-     └── ServiceUnavailable      503  e.g. database unreachable or schema behind
+ProblemError                 status, slug and title travel with the exception
+ ├── BadRequest              400  e.g. an invalid cursor
+ ├── Unauthorized            401  no/invalid/expired/revoked token (with WWW-Authenticate)
+ ├── Forbidden               403  a valid token without the needed scope
+ ├── NotFound                404
+ ├── Conflict                409
+ └── ServiceUnavailable      503  e.g. database unreachable or schema behind
 """
 
 from http import HTTPStatus
@@ -118,8 +118,15 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     for error in exc.errors():
         where, pointer = _location(tuple(error.get("loc", ())))
         # Pydantic repeats the rejected input in `input`; it is never echoed (it may be a secret).
-        fields.append(FieldError(location=where, pointer=pointer, field=pointer.lstrip("/").replace("/", ".") or where,
-                                 message=str(error.get("msg", "invalid")), code=str(error.get("type", "invalid"))))
+        fields.append(
+            FieldError(
+                location=where,
+                pointer=pointer,
+                field=pointer.lstrip("/").replace("/", ".") or where,
+                message=str(error.get("msg", "invalid")),
+                code=str(error.get("type", "invalid")),
+            )
+        )
     return fields
 
 
@@ -129,11 +136,21 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     content_type = request.headers.get("content-type", "")
     body_unreadable = any(e.location == "body" and e.pointer == "" and e.code != "missing" for e in errors)
     if body_unreadable and "json" not in content_type:
-        return problem_response(request, 415, "Send the body as JSON with 'Content-Type: application/json'.",
-                                title="Unsupported media type")
+        return problem_response(
+            request,
+            415,
+            "Send the body as JSON with 'Content-Type: application/json'.",
+            title="Unsupported media type",
+        )
     if any(error.code == "json_invalid" for error in errors):
-        return problem_response(request, 400, "The request body is not valid JSON.", slug="malformed-json",
-                                title="Malformed JSON", errors=errors)
+        return problem_response(
+            request,
+            400,
+            "The request body is not valid JSON.",
+            slug="malformed-json",
+            title="Malformed JSON",
+            errors=errors,
+        )
     summary = "; ".join(f"{error.location} {error.field}: {error.message}" for error in errors[:5])
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return problem_response(request, 422, summary + more, title="Invalid request", errors=errors)
@@ -141,8 +158,15 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(request, exc.status, exc.detail, slug=exc.slug, title=exc.title,
-                            headers=exc.headers, extensions=exc.extensions)
+    return problem_response(
+        request,
+        exc.status,
+        exc.detail,
+        slug=exc.slug,
+        title=exc.title,
+        headers=exc.headers,
+        extensions=exc.extensions,
+    )
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:

@@ -13,11 +13,16 @@ from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
 from app.metrics import Metrics
-from app.middleware import ETagMiddleware, RequestContextMiddleware, RequestSizeLimitMiddleware
+from app.middleware import (
+    ETagMiddleware,
+    RequestContextMiddleware,
+    RequestSizeLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
-from app.schemas import Problem
 from app.routing import api_routes
+from app.schemas import Problem
 from app.security import route_access
 from app.tokens.router import router as tokens_router
 
@@ -76,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(ETagMiddleware)
     app.add_middleware(RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
@@ -89,18 +95,27 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(
-        title=app.title, version=app.version, summary=app.summary, description=app.description,
-        routes=app.routes, tags=app.openapi_tags,
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
     )
-    schema["components"]["schemas"].setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+    schema["components"]["schemas"].setdefault(
+        "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
     settings: Settings = app.state.settings
     operations = {
         (mounted.path_format, method.lower()): mounted.route
         for mounted in api_routes(app)
-        for method in mounted.route.methods
+        for method in mounted.route.methods or ()
     }
     for path, path_item in schema["paths"].items():
         for method, operation in path_item.items():
+            # The endpoint's one-line docstring is the best summary; FastAPI would use the function name.
+            if operation.get("description") and "\n" not in operation["description"].strip():
+                operation["summary"] = operation["description"].strip().rstrip(".")
             rule = route_access(operations[(path, method)])
             if rule is not None and rule.scope is not None:
                 operation["x-required-scope"] = rule.scope.value

@@ -32,9 +32,7 @@ class PageRequest:
 
 async def page_request(
     request: Request,
-    cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` from the previous page.")
-    ] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` from the previous page.")] = None,
     limit: Annotated[
         int | None, Query(ge=1, description="Items per page; capped by the server (CORRAL_PAGE_LIMIT_MAX).")
     ] = None,
@@ -72,7 +70,7 @@ def _decode(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
 
 async def paginate(
     session: AsyncSession,
-    statement: Select[tuple[RowT]],
+    statement: Select[RowT],  # one entity selected: rows come back as scalars
     *,
     sort: str,
     columns: dict[str, InstrumentedAttribute[Any]],

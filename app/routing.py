@@ -31,7 +31,7 @@ def api_routes(app: FastAPI) -> list[MountedRoute]:
 
 @cache
 def _method_table(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
-    return [(compile_path(mounted.path)[0], frozenset(mounted.route.methods)) for mounted in api_routes(app)]
+    return [(compile_path(mounted.path)[0], frozenset(mounted.route.methods or ())) for mounted in api_routes(app)]
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:

@@ -41,8 +41,13 @@ class Problem(BaseModel):
                     "instance": "/v1/tokens",
                     "request_id": "5f0c3a0e6b0f4a4c9d1e2f3a4b5c6d7e",
                     "errors": [
-                        {"location": "body", "pointer": "/name", "field": "name",
-                         "message": "Field required", "code": "missing"}
+                        {
+                            "location": "body",
+                            "pointer": "/name",
+                            "field": "name",
+                            "message": "Field required",
+                            "code": "missing",
+                        }
                     ],
                 }
             ]

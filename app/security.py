@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
-from app.models import ApiToken, Scope
+from app.models import Scope
 from app.models.base import utcnow
 from app.tokens.repository import TokenRepository
 
@@ -126,8 +126,10 @@ class Access:
                 return None
             raise Unauthorized("This operation needs a token: 'Authorization: Bearer crl_...'.", error="")
         if self.scope is not None and not principal.can(self.scope):
-            raise Forbidden(f"A {principal.scope.value} token cannot do this; it needs the {self.scope.value} scope.",
-                            required_scope=self.scope.value)
+            raise Forbidden(
+                f"A {principal.scope.value} token cannot do this; it needs the {self.scope.value} scope.",
+                required_scope=self.scope.value,
+            )
         return principal
 
 

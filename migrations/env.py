@@ -18,9 +18,7 @@ config = context.config
 if config.config_file_name is not None:  # run as `alembic ...` with alembic.ini
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-database_url = config.attributes.get("database_url") or load_settings().database.render_as_string(
-    hide_password=False
-)
+database_url = config.attributes.get("database_url") or load_settings().database.render_as_string(hide_password=False)
 
 
 def _render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | Literal[False]:

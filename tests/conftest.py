@@ -113,6 +113,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"{len(missing)} PostgreSQL tests were SKIPPED: the server was not reachable. Half of the database "
             "coverage did not run. Set CORRAL_REQUIRE_POSTGRES=1 (as .ci/run does) to make this a failure.",
-            red=True, bold=True,
+            red=True,
+            bold=True,
         )
         terminalreporter.write_line(bar, red=True, bold=True)

@@ -30,8 +30,13 @@ def test_invalid_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
 
 
 def test_hub_token_never_echoed_in_settings_errors(tmp_path: Path) -> None:
-    result = run(["serve"], "sqlite+aiosqlite:///x.db", tmp_path, CORRAL_HUB_TOKEN="hf_supersecret",
-                 CORRAL_HUB_ENDPOINT="not a url hf_supersecret")
+    result = run(
+        ["serve"],
+        "sqlite+aiosqlite:///x.db",
+        tmp_path,
+        CORRAL_HUB_TOKEN="hf_supersecret",
+        CORRAL_HUB_ENDPOINT="not a url hf_supersecret",
+    )
     assert result.returncode == 2
     assert "CORRAL_HUB_ENDPOINT" in result.stderr
     assert "hf_supersecret" not in result.stderr
@@ -41,18 +46,22 @@ def test_token_create_prints_secret_alone_on_stdout(settings: Settings, tmp_path
     result = run(["token", "create", "--scope", "admin", "--name", "bootstrap"], settings.database_url, tmp_path)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
-    assert token.startswith("crl_") and "\n" not in token
+    assert token.startswith("crl_")
+    assert "\n" not in token
     assert "shown only this once" in result.stderr
     assert token not in result.stderr
 
     listed = run(["token", "list"], settings.database_url, tmp_path)
     record = json.loads(listed.stdout.splitlines()[0])
-    assert record["name"] == "bootstrap" and record["scope"] == "admin"
+    assert record["name"] == "bootstrap"
+    assert record["scope"] == "admin"
     assert token not in listed.stdout
 
     revoked = run(["token", "revoke", record["id"]], settings.database_url, tmp_path)
     assert revoked.returncode == 0, revoked.stderr
-    assert json.loads(run(["token", "list", "--inactive"], settings.database_url, tmp_path).stdout)["id"] == record["id"]
+    assert (
+        json.loads(run(["token", "list", "--inactive"], settings.database_url, tmp_path).stdout)["id"] == record["id"]
+    )
 
 
 def test_token_create_refuses_runner_scope(settings: Settings, tmp_path: Path) -> None:
@@ -70,7 +79,8 @@ def test_serve_refuses_postgres_schema_behind(settings: Settings, tmp_path: Path
         assert "run `corral db upgrade`" in result.stderr
         assert "postgres@" in result.stderr or "127.0.0.1" in result.stderr
         current = run(["db", "current"], settings.database_url, tmp_path)
-        assert current.returncode == 1 and "(empty)" in current.stdout
+        assert current.returncode == 1
+        assert "(empty)" in current.stdout
         assert run(["db", "upgrade"], settings.database_url, tmp_path).returncode == 0
         assert run(["db", "current"], settings.database_url, tmp_path).returncode == 0
     else:

@@ -18,7 +18,7 @@ from tests.support.databases import make_settings
 PROBLEM = "application/problem+json"
 
 
-def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def assert_problem(response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM
     body = response.json()
@@ -26,7 +26,7 @@ def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-de
     assert body["status"] == status
     assert body["type"].startswith("urn:corral:problem:")
     assert body["request_id"] == response.headers["x-request-id"]
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def test_unknown_route_is_problem_404(client: TestClient) -> None:
@@ -48,19 +48,21 @@ def test_query_validation_lists_each_field(client: TestClient, admin_headers: di
     assert all(error["location"] == "query" for error in body["errors"])
 
 
-def test_request_over_size_limit_is_413_and_writes_nothing(database_url: str, issue_token) -> None:  # type: ignore[no-untyped-def]
+def test_request_over_size_limit_is_413_and_writes_nothing(database_url: str, issue_token) -> None:
     settings = make_settings(database_url, max_request_bytes=1024)
     admin = issue_token(Scope.ADMIN).token
     with TestClient(create_app(settings)) as client:
         response = client.post(
-            "/v1/tokens", json={"name": "x" * 5000, "scope": "read"}, headers={"Authorization": f"Bearer {admin}"}
+            "/v1/tokens",
+            json={"name": "x" * 5000, "scope": "read"},
+            headers={"Authorization": f"Bearer {admin}"},
         )
         assert_problem(response, 413)
         listed = client.get("/v1/tokens", headers={"Authorization": f"Bearer {admin}"}).json()["items"]
         assert len(listed) == 1
 
 
-def _app_with_faulty_routes(settings: Settings):  # type: ignore[no-untyped-def]
+def _app_with_faulty_routes(settings: Settings):
     """The real app plus routes that fail on purpose, to watch the unit of work and the 500 handler."""
     app = create_app(settings)
     router = APIRouter(dependencies=[Depends(OPEN)])
@@ -113,7 +115,8 @@ def test_unhandled_error_is_problem_500_without_trace_and_rolls_back(
     assert "crash" not in _names(faulty, admin_headers)
     # The server log has the traceback, under the same request id.
     logged = [record for record in caplog.records if record.name == "corral.errors"]
-    assert logged and logged[0].exc_info is not None
+    assert logged
+    assert logged[0].exc_info is not None
     assert body["request_id"]
 
 

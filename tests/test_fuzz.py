@@ -21,10 +21,10 @@ CONFIG = SchemathesisConfig.from_path(Path(__file__).with_name("schemathesis.tom
 
 
 @pytest.fixture
-def api_schema(settings, issue_token: IssueToken) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def api_schema(settings, issue_token: IssueToken) -> Iterator[object]:
     ADMIN_HEADERS.clear()
     ADMIN_HEADERS.update(bearer(issue_token(Scope.ADMIN, name="fuzzer")))
-    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(settings), config=CONFIG)
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(settings), config=CONFIG)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

@@ -54,5 +54,5 @@ def test_engine_is_disposed_on_shutdown(settings: Settings) -> None:
     assert asyncio.run(_pool_checked_out(app)) == 0
 
 
-async def _pool_checked_out(app) -> int:  # type: ignore[no-untyped-def]
+async def _pool_checked_out(app) -> int:
     return int(app.state.engine.pool.checkedout())

@@ -18,7 +18,7 @@ from tests.support.databases import make_settings
 DOCS_ROUTES = {"/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"}
 
 
-def test_every_route_declares_an_access_rule(settings) -> None:  # type: ignore[no-untyped-def]
+def test_every_route_declares_an_access_rule(settings) -> None:
     routes = api_routes(create_app(settings))
     assert len(routes) >= 8  # the walk really sees the routes of included routers
     missing = [

@@ -6,7 +6,7 @@ from app.config import SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name in list(__import__("os").environ):
         if name.startswith("CORRAL_"):
@@ -60,5 +60,6 @@ def test_hub_token_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_HUB_TOKEN", "hf_abcdef")
     settings = load_settings()
     assert settings.hub_token is not None
-    assert "hf_abcdef" not in repr(settings) and "hf_abcdef" not in str(settings)
+    assert "hf_abcdef" not in repr(settings)
+    assert "hf_abcdef" not in str(settings)
     assert settings.hub_token.get_secret_value() == "hf_abcdef"

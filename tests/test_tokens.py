@@ -30,7 +30,7 @@ def test_create_token_shows_secret_once_and_it_works(client: TestClient, admin_h
     assert whoami.json()["last_used_at"] is not None
 
 
-def test_secret_is_stored_only_as_hash(client: TestClient, admin_headers: dict[str, str], settings) -> None:  # type: ignore[no-untyped-def]
+def test_secret_is_stored_only_as_hash(client: TestClient, admin_headers: dict[str, str], settings) -> None:
     import asyncio
 
     from sqlalchemy import select
@@ -40,7 +40,7 @@ def test_secret_is_stored_only_as_hash(client: TestClient, admin_headers: dict[s
 
     created = client.post("/v1/tokens", json={"name": "x", "scope": "read"}, headers=admin_headers).json()
 
-    async def stored(session):  # type: ignore[no-untyped-def]
+    async def stored(session):
         return (await session.execute(select(ApiToken).where(ApiToken.key_id == created["key_id"]))).scalar_one()
 
     row = asyncio.run(in_unit_of_work(settings, stored))
@@ -92,8 +92,11 @@ def test_malformed_json_and_wrong_media_type(client: TestClient, admin_headers: 
     assert malformed.headers["content-type"] == PROBLEM
     assert malformed.json()["type"].endswith(":malformed-json")
 
-    form = client.post("/v1/tokens", content=b"name=x&scope=read",
-                       headers=admin_headers | {"Content-Type": "application/x-www-form-urlencoded"})
+    form = client.post(
+        "/v1/tokens",
+        content=b"name=x&scope=read",
+        headers=admin_headers | {"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert form.status_code == 415
     assert "application/json" in form.json()["detail"]
     assert len(client.get("/v1/tokens", headers=admin_headers).json()["items"]) == 1
@@ -144,7 +147,7 @@ def test_bad_tokens_get_401(client: TestClient, header: str, detail: str) -> Non
 
 def test_wrong_secret_for_existing_key_id_is_refused(client: TestClient, issue_token: IssueToken) -> None:
     real = issue_token(Scope.ADMIN).token
-    forged = real[: -4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
+    forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
     assert client.get("/v1/tokens/current", headers=bearer(forged)).status_code == 401
 
 
@@ -191,7 +194,7 @@ def test_list_filters_sort_and_cursor_pagination(
     assert "gone" not in [item["name"] for item in active]
 
 
-def test_limit_is_capped_by_the_server(settings, issue_token: IssueToken) -> None:  # type: ignore[no-untyped-def]
+def test_limit_is_capped_by_the_server(settings, issue_token: IssueToken) -> None:
     from app.main import create_app
     from tests.support.databases import make_settings
 

@@ -29,7 +29,7 @@ class TokenRepository:
     async def list(
         self, *, scope: Scope | None, active: bool | None, now: datetime, sort: str, page: PageRequest
     ) -> tuple[list[ApiToken], str | None]:
-        statement: Select[tuple[ApiToken]] = select(ApiToken)
+        statement: Select[ApiToken] = select(ApiToken)
         if scope is not None:
             statement = statement.where(ApiToken.scope == scope)
         if active is not None:

@@ -15,7 +15,10 @@ router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problem_respo
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, dependencies=[Depends(ADMIN)], responses=problem_responses(400, 415)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(ADMIN)],
+    responses=problem_responses(400, 415),
 )
 async def create_token(body: TokenCreate, session: SessionDep) -> TokenCreated:
     """Issue a token; the secret is in this response only."""
@@ -48,7 +51,9 @@ async def get_token(token_id: uuid.UUID, session: SessionDep) -> TokenRead:
 
 
 @router.delete(
-    "/{token_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(ADMIN)],
+    "/{token_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(ADMIN)],
     responses=problem_responses(404),
 )
 async def revoke_token(token_id: uuid.UUID, session: SessionDep) -> Response:

@@ -26,7 +26,12 @@ class TokenService:
         self.repository = TokenRepository(session)
 
     async def issue(
-        self, *, name: str, scope: Scope, expires_at: datetime | None = None, runner_id: uuid.UUID | None = None
+        self,
+        *,
+        name: str,
+        scope: Scope,
+        expires_at: datetime | None = None,
+        runner_id: uuid.UUID | None = None,
     ) -> TokenCreated:
         if expires_at is not None and expires_at <= utcnow():
             raise BadRequest("expires_at is in the past; a token must be usable when it is issued.")
@@ -34,8 +39,14 @@ class TokenService:
             raise BadRequest("A runner token is bound to exactly one runner, and only runner tokens are.")
         new = generate_token()
         token = await self.repository.add(
-            ApiToken(name=name, scope=scope, key_id=new.key_id, secret_hash=new.secret_hash,
-                     expires_at=expires_at, runner_id=runner_id)
+            ApiToken(
+                name=name,
+                scope=scope,
+                key_id=new.key_id,
+                secret_hash=new.secret_hash,
+                expires_at=expires_at,
+                runner_id=runner_id,
+            )
         )
         return TokenCreated(**to_read(token).model_dump(), token=new.plaintext)
 

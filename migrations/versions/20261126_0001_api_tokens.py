@@ -24,8 +24,16 @@ def upgrade() -> None:
         sa.Column("secret_hash", sa.String(length=64), nullable=False),
         sa.Column(
             "scope",
-            sa.Enum("admin", "publish", "runner", "read", name="scope", native_enum=False,
-                    create_constraint=True, length=16),
+            sa.Enum(
+                "admin",
+                "publish",
+                "runner",
+                "read",
+                name="scope",
+                native_enum=False,
+                create_constraint=True,
+                length=16,
+            ),
             nullable=False,
         ),
         sa.Column("runner_id", sa.Uuid(), nullable=True),

@@ -1,0 +1,137 @@
+"""The docs render in a real headless Chromium against a real `corral serve`, with the network cut off.
+
+Every request the page makes is recorded; any that is not to the server itself fails the test, so a CDN
+link sneaking back into the docs pages is caught.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+CHROMIUM = os.environ.get("CORRAL_CHROMIUM", "/usr/bin/chromium")
+REQUIRE_BROWSER = os.environ.get("CORRAL_REQUIRE_BROWSER") == "1"
+ARTIFACTS = Path(os.environ.get("CORRAL_TEST_ARTIFACTS", "test-artifacts"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not shutil.which(CHROMIUM):
+        message = f"BROWSER MISSING: no chromium at {CHROMIUM} (apt-get install chromium)"
+        if REQUIRE_BROWSER:
+            pytest.fail(message + "; CORRAL_REQUIRE_BROWSER=1 makes this a failure")
+        pytest.skip(message)
+    workdir = tmp_path_factory.mktemp("serve")
+    port = _free_port()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
+    environment["CORRAL_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'corral.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        cwd=workdir,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"corral serve did not become ready:\n{output}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        if process.stdout:
+            process.stdout.close()
+
+
+def _open(server: str, path: str, ready_selector: str, screenshot: str) -> tuple[str, list[str]]:
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    blocked: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            # Stopped in the browser by our Content-Security-Policy: never reached the network.
+            page.on(
+                "requestfailed",
+                lambda request: (
+                    blocked.append(request.url)
+                    if (request.failure or "").lower() in ("csp", "net::err_blocked_by_csp")
+                    else None
+                ),
+            )
+            page.goto(server + path)
+            page.wait_for_selector(ready_selector, timeout=30_000)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / screenshot), full_page=False)
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    return text, [url for url in requested if url not in blocked]
+
+
+def _foreign(server: str, urls: list[str]) -> list[str]:
+    own = urlsplit(server).netloc
+    return [url for url in urls if urlsplit(url).scheme in ("http", "https") and urlsplit(url).netloc != own]
+
+
+def test_swagger_ui_renders_operations_offline(server: str) -> None:
+    text, requested = _open(server, "/docs", ".opblock-summary-path", "docs.png")
+    for operation in ("/v1/tokens", "/v1/tokens/current", "/v1/tokens/{token_id}", "/healthz", "/readyz"):
+        assert operation in text
+    assert "tokens" in text
+    assert "operations" in text
+    assert _foreign(server, requested) == []
+    assert any(url.endswith("swagger-ui-bundle.js") for url in requested)
+
+
+def test_redoc_renders_offline(server: str) -> None:
+    text, requested = _open(server, "/redoc", "[data-section-id]", "redoc.png")
+    assert "Issue a token; the secret is in this response only." in text
+    assert _foreign(server, requested) == []
+
+
+def test_html_pages_forbid_other_origins(server: str) -> None:
+    for path in ("/docs", "/redoc"):
+        policy = httpx.get(server + path).headers["content-security-policy"]
+        assert "default-src 'self'" in policy
+        assert "https:" not in policy
+        assert "*" not in policy
