@@ -10,10 +10,11 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from alembic.util.exc import CommandError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrate
+from app.catalog.loader import load_catalog
 from app.config import Settings, SettingsError, load_settings
 from app.db import create_engine, in_unit_of_work
 from app.errors import ProblemError
@@ -36,6 +37,8 @@ token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(db_cli, name="database", hidden=True)
 cli.add_typer(token_cli, name="token")
+catalog_cli = typer.Typer(help="The shipped Llama catalog.", no_args_is_help=True)
+cli.add_typer(catalog_cli, name="catalog")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -55,13 +58,17 @@ def _database_error(settings: Settings, exc: Exception) -> NoReturn:
 
 
 def prepare_database(settings: Settings) -> None:
-    """Migrate an embedded SQLite database; refuse a PostgreSQL one that is behind (an operator's call)."""
+    """Migrate an embedded SQLite database (seeding a new one with the Llama catalog); refuse a PostgreSQL
+    database that is behind, since migrating shared production data is an operator's call."""
     try:
+        current = asyncio.run(_current_revision(settings))
         if settings.is_sqlite:
             migrate.upgrade(settings)
+            if current is None:
+                loaded = run_in_unit_of_work(settings, load_catalog)
+                typer.echo(f"corral: new embedded database: loaded the Llama catalog {loaded.created}", err=True)
             return
-        current = asyncio.run(_current_revision(settings))
-    except (OperationalError, OSError, CommandError) as exc:
+    except (SQLAlchemyError, OSError, CommandError) as exc:
         _database_error(settings, exc)
     head = migrate.head_revision()
     if current != head:
@@ -119,7 +126,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     settings = _settings()
     try:
         migrate.upgrade(settings, revision)
-    except (OperationalError, OSError, CommandError) as exc:
+    except (SQLAlchemyError, OSError, CommandError) as exc:
         _database_error(settings, exc)
     typer.echo(f"database at {settings.database_display} is at {revision}", err=True)
 
@@ -130,7 +137,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, 
     settings = _settings()
     try:
         migrate.downgrade(settings, revision)
-    except (OperationalError, OSError, CommandError) as exc:
+    except (SQLAlchemyError, OSError, CommandError) as exc:
         _database_error(settings, exc)
 
 
@@ -140,7 +147,7 @@ def db_current() -> None:
     settings = _settings()
     try:
         current = asyncio.run(_current_revision(settings))
-    except (OperationalError, OSError) as exc:
+    except (SQLAlchemyError, OSError) as exc:
         _database_error(settings, exc)
     head = migrate.head_revision()
     typer.echo(f"current: {current or '(empty)'}\nhead:    {head}")
@@ -203,7 +210,7 @@ def token_list(
         page = PageRequest(cursor=cursor, limit=settings.page_limit_max)
         items, cursor = run_in_unit_of_work(
             settings,
-            lambda session, page=page: TokenService(session).list(  # type: ignore[misc]
+            lambda session, page=page: TokenService(session).list_page(  # type: ignore[misc]
                 scope=None, active=active, sort="-created_at", page=page
             ),
         )
@@ -220,6 +227,15 @@ def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's
     prepare_database(settings)
     revoked = run_in_unit_of_work(settings, lambda session: TokenService(session).revoke(token_id))
     typer.echo(json.dumps({"id": str(revoked.id), "revoked_at": revoked.revoked_at and revoked.revoked_at.isoformat()}))
+
+
+@catalog_cli.command("load")
+def catalog_load() -> None:
+    """Load (or bring up to date) the Llama catalog: licences, families, models. Safe to repeat."""
+    settings = _settings()
+    prepare_database(settings)
+    loaded = run_in_unit_of_work(settings, load_catalog)
+    typer.echo(loaded.model_dump_json())
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ ProblemError                 status, slug and title travel with the exception
  ├── Forbidden               403  a valid token without the needed scope
  ├── NotFound                404
  ├── Conflict                409
+ ├── UnprocessableEntity     422  a body naming something that does not exist (unknown licence slug)
  └── ServiceUnavailable      503  e.g. database unreachable or schema behind
 """
 
@@ -60,6 +61,26 @@ class NotFound(ProblemError):
 
 class Conflict(ProblemError):
     status, slug, title = 409, "conflict", "Conflict"
+
+
+class UnprocessableEntity(ProblemError):
+    """A well-formed request naming something that does not exist or cannot be used (422)."""
+
+    status, slug, title = 422, "validation-error", "Invalid request"
+
+    def __init__(self, detail: str, *, field: str) -> None:
+        super().__init__(
+            detail,
+            errors=[
+                {
+                    "location": "body",
+                    "pointer": f"/{field}",
+                    "field": field,
+                    "message": detail,
+                    "code": "invalid_reference",
+                }
+            ],
+        )
 
 
 class ServiceUnavailable(ProblemError):

@@ -12,15 +12,21 @@ from fastapi_offline import FastAPIOffline
 from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
+from app.hardware.router import router as hardware_router
 from app.metrics import Metrics
 from app.middleware import (
     ETagMiddleware,
+    NulCharacterMiddleware,
     RequestContextMiddleware,
     RequestSizeLimitMiddleware,
     SecurityHeadersMiddleware,
 )
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
+from app.registry.families.router import router as families_router
+from app.registry.licenses.router import router as licenses_router
+from app.registry.models.router import router as models_router
+from app.registry.revisions.router import router as revisions_router
 from app.routing import api_routes
 from app.schemas import Problem
 from app.security import route_access
@@ -41,6 +47,11 @@ every write needs a token with the right scope (`admin` ⊃ `publish` ⊃ `read`
 """
 
 TAGS = [
+    {"name": "licenses", "description": "Licences with their real terms, and a check of a described use."},
+    {"name": "families", "description": "Release trains (Llama 2, Llama 3.1, ...): vendor, date, licence."},
+    {"name": "models", "description": "One model per Hub repo id: architecture, lineage, requirements, search."},
+    {"name": "revisions", "description": "Immutable commit-pinned snapshots of a model, and movable aliases."},
+    {"name": "hardware", "description": "The accelerator catalog and memory estimates for any architecture."},
     {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
 ]
@@ -79,10 +90,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(ops_router)
     app.include_router(tokens_router)
+    app.include_router(licenses_router)
+    app.include_router(families_router)
+    app.include_router(models_router)
+    app.include_router(revisions_router)
+    app.include_router(hardware_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(ETagMiddleware)
+    app.add_middleware(NulCharacterMiddleware)
     app.add_middleware(RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
 

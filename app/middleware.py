@@ -86,6 +86,22 @@ def internal_error_response(scope: Scope) -> Response:
     )
 
 
+class NulCharacterMiddleware:
+    """400 for a NUL (%00) in the path or query: no database stores or compares it, so refuse it up front."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope["path"].encode()
+            if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
+                response = problem_response(Request(scope), 400, "The URL contains a NUL (%00) character.")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class RequestSizeLimitMiddleware:
     """Refuses bodies over the limit with 413 before the application reads them."""
 

@@ -9,12 +9,13 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -45,9 +46,31 @@ async def page_request(
 PageDep = Annotated[PageRequest, Depends(page_request)]
 
 
+@dataclass(frozen=True)
+class SortKey:
+    """A nullable sort column: NULLs sort as `nulls_as` (first ascending, last descending), so keysets work."""
+
+    column: InstrumentedAttribute[Any]
+    nulls_as: Any
+
+    def expression(self) -> ColumnElement[Any]:
+        return func.coalesce(self.column, literal(self.nulls_as, self.column.type))
+
+    def value_of(self, row: Any) -> Any:
+        value = getattr(row, self.column.key)
+        return self.nulls_as if value is None else value
+
+
+def _sort_key(column: "InstrumentedAttribute[Any] | SortKey") -> SortKey:
+    # A NOT NULL column needs no coalescing; a sentinel of None keeps the plain column in the SQL.
+    return column if isinstance(column, SortKey) else SortKey(column, nulls_as=None)
+
+
 def _encode(sort: str, value: Any, row_id: uuid.UUID) -> str:
     if isinstance(value, datetime):
         value = {"dt": value.isoformat()}
+    elif isinstance(value, date):
+        value = {"d": value.isoformat()}
     payload = json.dumps({"s": sort, "v": value, "id": str(row_id)}, separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
@@ -58,7 +81,7 @@ def _decode(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         value = payload["v"]
         if isinstance(value, dict):
-            value = datetime.fromisoformat(value["dt"])
+            value = datetime.fromisoformat(value["dt"]) if "dt" in value else date.fromisoformat(value["d"])
         row_id = uuid.UUID(payload["id"])
         made_for = payload["s"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -73,14 +96,14 @@ async def paginate(
     statement: Select[RowT],  # one entity selected: rows come back as scalars
     *,
     sort: str,
-    columns: dict[str, InstrumentedAttribute[Any]],
+    columns: Mapping[str, Any],  # name -> column (NOT NULL) or SortKey (nullable)
     id_column: InstrumentedAttribute[uuid.UUID],
     page: PageRequest,
 ) -> tuple[list[RowT], str | None]:
     """One page of `statement` ordered by `sort` (a key of `columns`, '-' for descending), ties broken by id."""
     descending = sort.startswith("-")
-    key = sort.removeprefix("-")
-    column = columns[key]
+    key = _sort_key(columns[sort.removeprefix("-")])
+    column: Any = key.column if key.nulls_as is None else key.expression()
     if page.cursor is not None:
         value, last_id = _decode(page.cursor, sort)
         if descending:
@@ -93,4 +116,4 @@ async def paginate(
         return rows, None
     rows = rows[: page.limit]
     last = rows[-1]
-    return rows, _encode(sort, getattr(last, key), getattr(last, id_column.key))
+    return rows, _encode(sort, key.value_of(last), getattr(last, id_column.key))

@@ -1,16 +1,68 @@
 """Models every domain shares: the problem document, the page envelope, the strict base for write models."""
 
-from typing import Any, Generic, TypeVar
+from datetime import date
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 T = TypeVar("T")
+
+
+def _iso_text(value: Any) -> Any:
+    # Pydantic's lax mode would read 0 as 1970-01-01; a date must come as ISO 8601 text.
+    if isinstance(value, (int, float, bool)):
+        raise ValueError("expected an ISO 8601 string")
+    return value
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("cannot be null; leave the field out to keep its value")
+    return value
+
+
+# A PATCH field that may be left out (unchanged) but never set to null; the schema shows no null branch.
+NotNull = Annotated[T | SkipJsonSchema[None], AfterValidator(_refuse_null)]
+
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+def _find_nul(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)  # type: ignore[assignment]
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return f"{path}/{key!r}"
+        found = _find_nul(item, f"{path}/{key}")
+        if found is not None:
+            return found
+    return None
 
 
 class WriteModel(BaseModel):
     """Base for request bodies: an unknown field is an error, not silently dropped."""
 
+    # Booleans and integers in write models are StrictBool / StrictInt (see app/registry/fields.py): JSON `0`
+    # is not `false` and `"5"` is not `5`. FastAPI validates decoded Python objects, so a model-wide strict
+    # mode would also refuse ISO date strings and enum values.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        # PostgreSQL cannot store U+0000 in text or JSONB; refuse it here rather than fail in the database.
+        path = _find_nul(data, "")
+        if path is not None:
+            raise ValueError(f"{path or 'body'}: contains a NUL (U+0000) character")
+        return data
 
 
 class ReadModel(BaseModel):
@@ -97,3 +149,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
     return responses
+
+
+# Errors any API operation may answer: malformed requests, tokens, scopes, oversized bodies, invalid fields.
+COMMON_ERRORS = problem_responses(400, 401, 403, 413, 422)

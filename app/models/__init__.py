@@ -2,5 +2,27 @@
 
 from app.models.api_token import ApiToken, Scope
 from app.models.base import Base
+from app.models.registry import (
+    Alias,
+    Family,
+    License,
+    Lineage,
+    Model,
+    ModelKind,
+    ModelStatus,
+    Revision,
+)
 
-__all__ = ["ApiToken", "Base", "Scope"]
+__all__ = [
+    "Alias",
+    "ApiToken",
+    "Base",
+    "Family",
+    "License",
+    "Lineage",
+    "Model",
+    "ModelKind",
+    "ModelStatus",
+    "Revision",
+    "Scope",
+]

@@ -26,7 +26,7 @@ class TokenRepository:
         statement = select(ApiToken).where(ApiToken.key_id == key_id)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def list(
+    async def list_page(
         self, *, scope: Scope | None, active: bool | None, now: datetime, sort: str, page: PageRequest
     ) -> tuple[list[ApiToken], str | None]:
         statement: Select[ApiToken] = select(ApiToken)

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from app.db import SessionDep
 from app.models import Scope
 from app.pagination import PageDep
-from app.schemas import Page, problem_responses
+from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import ADMIN, CallerDep
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead, TokenSort
 from app.tokens.service import TokenService
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problem_responses(401, 403, 413, 422))
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=COMMON_ERRORS)
 
 
 @router.post(
@@ -34,7 +34,7 @@ async def list_tokens(
     sort: Annotated[TokenSort, Query(description="Sort key; '-' for descending.")] = "-created_at",
 ) -> Page[TokenRead]:
     """List tokens (never their secrets)."""
-    items, next_cursor = await TokenService(session).list(scope=scope, active=active, sort=sort, page=page)
+    items, next_cursor = await TokenService(session).list_page(scope=scope, active=active, sort=sort, page=page)
     return Page(items=items, next_cursor=next_cursor)
 
 

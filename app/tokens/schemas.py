@@ -2,10 +2,10 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from app.models import Scope
-from app.schemas import ReadModel, WriteModel
+from app.schemas import IsoDateTime, ReadModel, WriteModel
 
 TokenSort = Literal["created_at", "-created_at", "name", "-name"]
 # Runner tokens come from runner registration, bound to their runner; they cannot be asked for here.
@@ -19,7 +19,7 @@ class TokenCreate(WriteModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$", description="What it is for.")
     scope: IssuableScope
-    expires_at: AwareDatetime | None = Field(default=None, description="When it stops working; none = never.")
+    expires_at: IsoDateTime | None = Field(default=None, description="When it stops working; none = never.")
 
 
 class TokenRead(ReadModel):

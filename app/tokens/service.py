@@ -56,11 +56,11 @@ class TokenService:
             raise NotFound(f"No token with id {token_id}.")
         return to_read(token)
 
-    async def list(
+    async def list_page(
         self, *, scope: Scope | None, active: bool | None, sort: str, page: PageRequest
     ) -> tuple[list[TokenRead], str | None]:
         now = utcnow()
-        tokens, cursor = await self.repository.list(scope=scope, active=active, now=now, sort=sort, page=page)
+        tokens, cursor = await self.repository.list_page(scope=scope, active=active, now=now, sort=sort, page=page)
         return [to_read(token, now) for token in tokens], cursor
 
     async def revoke(self, token_id: uuid.UUID) -> TokenRead:

@@ -1,0 +1,106 @@
+"""Memory arithmetic for transformer checkpoints: exact integer bytes, computed from the architecture.
+
+Every formula is integer arithmetic (`*`, `//`, `+`) so the same function computes a figure in Python and
+builds the matching SQL expression from columns (the model search's "fits on N x accelerator" filter).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+PRECISION_BITS: dict[str, int] = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4}
+
+# Inference overhead: "add up to an additional 20%" (EleutherAI, as quoted by accelerate's estimate-memory).
+INFERENCE_OVERHEAD_PERCENT = 20
+INFERENCE_OVERHEAD_RULE = "20% of weights + KV cache (EleutherAI's rule of thumb, quoted by accelerate)"
+KV_CACHE_FORMULA = "2 (K and V) x layers x KV heads x head dim x bytes per value x tokens x batch"
+
+# Training accounting, bytes per parameter (activations excluded: they depend on sequence and batch).
+FULL_FINETUNE_BYTES_PER_PARAM = 16
+FULL_FINETUNE_ACCOUNTING = (
+    "16 bytes/parameter, mixed-precision AdamW as in the ZeRO paper (arXiv 1910.02054): 2 bf16 weights + "
+    "2 bf16 gradients + 12 optimizer state (fp32 master weights, momentum, variance); activations excluded"
+)
+LORA_ACCOUNTING = (
+    "frozen base weights at 2 bytes/parameter (bf16) + 16 bytes per trainable adapter parameter "
+    "(rank-r A and B on the q, k, v, o projections of every layer); activations excluded"
+)
+# QLoRA NF4 with double quantization: 4 bits + 0.127 bits of quantization constants per parameter
+# (Dettmers et al. 2023, section 3), i.e. 4.127 bits = 4127 / 8000 bytes.
+QLORA_ACCOUNTING = (
+    "frozen base weights in NF4 with double quantization at 4.127 bits/parameter (QLoRA paper) + 16 bytes per "
+    "trainable adapter parameter (q, k, v, o adapters); activations excluded"
+)
+
+
+def weight_bytes(parameters: Any, precision: str) -> Any:
+    return parameters * PRECISION_BITS[precision] // 8
+
+
+def kv_cache_bytes(num_layers: Any, num_kv_heads: Any, head_dim: Any, tokens: int, batch: int, precision: str) -> Any:
+    return 2 * num_layers * num_kv_heads * head_dim * tokens * batch * PRECISION_BITS[precision] // 8
+
+
+def with_overhead(total: Any) -> Any:
+    return total + total * INFERENCE_OVERHEAD_PERCENT // 100
+
+
+def default_kv_precision(precision: str) -> str:
+    """KV caches stay at 16 bits when only the weights are quantized (fp8/int8/int4); fp32 runs keep fp32."""
+    return "fp32" if precision == "fp32" else ("fp16" if precision == "fp16" else "bf16")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the arithmetic needs. `head_dim` defaults to hidden / heads, as in transformers' configs."""
+
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    intermediate_size: int | None = None
+    vocab_size: int | None = None
+    head_dim: int | None = None
+    tied_embeddings: bool = False
+    moe_experts_total: int | None = None
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_dense(self) -> bool:
+        return not self.moe_experts_total or self.moe_experts_total <= 1
+
+
+def dense_parameter_count(arch: Architecture, *, legacy_rotary_buffers: bool = False) -> int:
+    """Exact parameters of a dense Llama-architecture decoder (SwiGLU MLP, RMSNorm, no biases).
+
+    embeddings + layers x (q + k + v + o + gate/up/down + 2 norms) + final norm + lm_head (unless tied).
+    `legacy_rotary_buffers`: Llama 2 checkpoints also saved each layer's rotary inv_freq (head_dim / 2 values).
+    """
+    if arch.intermediate_size is None or arch.vocab_size is None:
+        raise ValueError("intermediate_size and vocab_size are needed to count parameters")
+    d, head_dim = arch.hidden_size, arch.resolved_head_dim
+    attention = d * arch.num_attention_heads * head_dim * 2 + d * arch.num_kv_heads * head_dim * 2
+    mlp = 3 * d * arch.intermediate_size
+    per_layer = attention + mlp + 2 * d + (head_dim // 2 if legacy_rotary_buffers else 0)
+    embeddings = arch.vocab_size * d
+    lm_head = 0 if arch.tied_embeddings else arch.vocab_size * d
+    return embeddings + arch.num_layers * per_layer + d + lm_head
+
+
+def lora_trainable_parameters(arch: Architecture, rank: int) -> int:
+    """Adapter parameters for rank-`rank` LoRA on q, k, v, o of every layer: r x (in + out) per matrix."""
+    d, head_dim = arch.hidden_size, arch.resolved_head_dim
+    q_out, kv_out = arch.num_attention_heads * head_dim, arch.num_kv_heads * head_dim
+    per_layer = rank * ((d + q_out) + 2 * (d + kv_out) + (q_out + d))
+    return arch.num_layers * per_layer
+
+
+def qlora_base_bytes(parameters: int) -> int:
+    return parameters * 4127 // 8000
+
+
+def accelerators_needed(total_bytes: int, memory_bytes: int) -> int:
+    return -(-total_bytes // memory_bytes)

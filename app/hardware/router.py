@@ -1,0 +1,43 @@
+from fastapi import APIRouter, Depends
+
+from app.hardware.catalog import accelerators
+from app.hardware.estimator import Architecture, dense_parameter_count
+from app.hardware.schemas import AcceleratorRead, ArchitectureInput, Requirements
+from app.hardware.service import requirements_report
+from app.schemas import COMMON_ERRORS, problem_responses
+from app.security import READ
+
+router = APIRouter(prefix="/v1", tags=["hardware"], responses=COMMON_ERRORS)
+
+
+@router.get("/accelerators", dependencies=[Depends(READ)], responses=problem_responses(304))
+async def list_accelerators() -> list[AcceleratorRead]:
+    """The accelerator catalog, with memory in bytes."""
+    return [AcceleratorRead.model_validate(device, from_attributes=True) for device in accelerators().values()]
+
+
+@router.post("/requirements", dependencies=[Depends(READ)], responses=problem_responses(415))
+async def estimate_requirements(body: ArchitectureInput) -> Requirements:
+    """Memory needed by an ad-hoc architecture: weights, KV cache, inference, training, accelerators."""
+    arch = Architecture(
+        hidden_size=body.hidden_size,
+        num_layers=body.num_layers,
+        num_attention_heads=body.num_attention_heads,
+        num_kv_heads=body.num_kv_heads,
+        intermediate_size=body.intermediate_size,
+        vocab_size=body.vocab_size,
+        head_dim=body.head_dim,
+        tied_embeddings=body.tied_embeddings,
+    )
+    recorded = body.parameter_count is not None
+    return requirements_report(
+        model=None,
+        arch=arch,
+        parameters=body.parameter_count if body.parameter_count is not None else dense_parameter_count(arch),
+        parameters_source="recorded" if recorded else "computed",
+        precision=body.precision,
+        kv_precision=body.kv_precision,
+        context_tokens=body.context_tokens,
+        batch=body.batch,
+        lora_rank=body.lora_rank,
+    )

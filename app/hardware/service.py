@@ -1,0 +1,83 @@
+"""Requirements reports: the estimator's arithmetic, laid out per precision, method and accelerator."""
+
+from app.hardware import estimator
+from app.hardware.catalog import accelerators
+from app.hardware.estimator import Architecture
+from app.hardware.schemas import AcceleratorFit, Bytes, Inference, Requirements, TrainingEstimate
+
+
+def requirements_report(
+    *,
+    model: str | None,
+    arch: Architecture,
+    parameters: int,
+    parameters_source: str,
+    precision: str,
+    kv_precision: str | None,
+    context_tokens: int,
+    batch: int,
+    lora_rank: int = 16,
+    notes: list[str] | None = None,
+) -> Requirements:
+    kv_precision = kv_precision or estimator.default_kv_precision(precision)
+    head_dim = arch.resolved_head_dim
+    weights = estimator.weight_bytes(parameters, precision)
+    kv_per_token = estimator.kv_cache_bytes(arch.num_layers, arch.num_kv_heads, head_dim, 1, 1, kv_precision)
+    kv = estimator.kv_cache_bytes(arch.num_layers, arch.num_kv_heads, head_dim, context_tokens, batch, kv_precision)
+    total = estimator.with_overhead(weights + kv)
+    adapter = estimator.lora_trainable_parameters(arch, lora_rank)
+    notes = list(notes or [])
+    if not arch.is_dense:
+        notes.append("Mixture of experts: every expert is resident, so weights count all parameters, not active ones.")
+    notes.append("Training estimates exclude activations, which grow with sequence length and batch size.")
+    return Requirements(
+        model=model,
+        precision=precision,
+        kv_precision=kv_precision,
+        context_tokens=context_tokens,
+        batch=batch,
+        parameters=parameters,
+        parameters_source=parameters_source,
+        weights_by_precision={
+            name: Bytes.of(estimator.weight_bytes(parameters, name)) for name in estimator.PRECISION_BITS
+        },
+        kv_cache_per_token=Bytes.of(kv_per_token),
+        kv_cache_formula=estimator.KV_CACHE_FORMULA,
+        inference=Inference(
+            weights=Bytes.of(weights),
+            kv_cache=Bytes.of(kv),
+            overhead=Bytes.of(total - weights - kv),
+            overhead_rule=estimator.INFERENCE_OVERHEAD_RULE,
+            total=Bytes.of(total),
+        ),
+        training=[
+            TrainingEstimate(
+                method="full_finetune",
+                trainable_parameters=parameters,
+                accounting=estimator.FULL_FINETUNE_ACCOUNTING,
+                total=Bytes.of(parameters * estimator.FULL_FINETUNE_BYTES_PER_PARAM),
+            ),
+            TrainingEstimate(
+                method="lora",
+                trainable_parameters=adapter,
+                accounting=f"rank {lora_rank}: " + estimator.LORA_ACCOUNTING,
+                total=Bytes.of(estimator.weight_bytes(parameters, "bf16") + adapter * 16),
+            ),
+            TrainingEstimate(
+                method="qlora",
+                trainable_parameters=adapter,
+                accounting=f"rank {lora_rank}: " + estimator.QLORA_ACCOUNTING,
+                total=Bytes.of(estimator.qlora_base_bytes(parameters) + adapter * 16),
+            ),
+        ],
+        accelerators=[
+            AcceleratorFit(
+                accelerator=device.slug,
+                memory_bytes=device.memory_bytes,
+                count_needed=estimator.accelerators_needed(total, device.memory_bytes),
+                fits_on_one=total <= device.memory_bytes,
+            )
+            for device in accelerators().values()
+        ],
+        notes=notes,
+    )

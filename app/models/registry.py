@@ -1,0 +1,180 @@
+"""Registry tables: licences with their terms, families (release trains), models, revisions, aliases, tags."""
+
+import uuid
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, IdMixin, TimestampMixin
+from app.models.types import JsonDocument
+
+
+def _enum(enum: type[StrEnum], name: str) -> Enum:
+    # Stored as checked VARCHAR on both databases: adding a member is a migration, never an ALTER TYPE.
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=name,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class ModelKind(StrEnum):
+    BASE = "base"
+    INSTRUCT = "instruct"
+    CODE = "code"
+    VISION = "vision"
+    GUARD = "guard"
+
+
+class ModelStatus(StrEnum):
+    ANNOUNCED = "announced"
+    RELEASED = "released"
+    DEPRECATED = "deprecated"
+    WITHDRAWN = "withdrawn"
+
+
+class Lineage(StrEnum):
+    """How a model derives from its base model."""
+
+    FINETUNE = "finetune"
+    QUANTIZED = "quantized"
+    ADAPTER = "adapter"
+    MERGE = "merge"
+    DISTILLED = "distilled"
+    PRUNED = "pruned"
+
+
+class License(IdMixin, TimestampMixin, Base):
+    __tablename__ = "licenses"
+
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version_date: Mapped[date | None] = mapped_column(Date)
+    license_url: Mapped[str | None] = mapped_column(String(500))
+    acceptable_use_policy_url: Mapped[str | None] = mapped_column(String(500))
+    hub_license_id: Mapped[str | None] = mapped_column(String(64))
+    hub_license_name: Mapped[str | None] = mapped_column(String(64))
+    spdx_ref: Mapped[str | None] = mapped_column(String(128))
+    commercial_use: Mapped[bool]
+    mau_threshold: Mapped[int | None] = mapped_column(BigInteger)
+    attribution_text: Mapped[str | None] = mapped_column(String(200))
+    derivative_name_prefix: Mapped[str | None] = mapped_column(String(64))
+    outputs_may_improve_other_models: Mapped[bool]
+    eu_multimodal_restriction: Mapped[bool]
+    notice_text: Mapped[str | None] = mapped_column(Text)
+    source_note: Mapped[str | None] = mapped_column(Text)
+    unverified: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+
+
+class Family(IdMixin, TimestampMixin, Base):
+    __tablename__ = "families"
+
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    vendor: Mapped[str] = mapped_column(String(100))
+    release_date: Mapped[date | None] = mapped_column(Date)
+    license_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("licenses.id", ondelete="RESTRICT"))
+    description: Mapped[str | None] = mapped_column(Text)
+    source_note: Mapped[str | None] = mapped_column(Text)
+    unverified: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+
+    license: Mapped[License | None] = relationship(lazy="raise")
+
+
+class Model(IdMixin, TimestampMixin, Base):
+    """One model per Hub repo id. Architecture fields are what the hardware estimator computes from."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        Index("ix_models_family_id", "family_id"),
+        Index("ix_models_base_model_id", "base_model_id"),
+    )
+
+    repo_id: Mapped[str] = mapped_column(String(200), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    family_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("families.id", ondelete="RESTRICT"))
+    license_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("licenses.id", ondelete="RESTRICT"))
+    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"))
+    modalities: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+    status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus, "model_status"))
+    release_date: Mapped[date | None] = mapped_column(Date)
+    base_model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"))
+    lineage: Mapped[Lineage | None] = mapped_column(_enum(Lineage, "lineage"))
+
+    parameter_count: Mapped[int | None] = mapped_column(BigInteger)
+    active_parameters: Mapped[int | None] = mapped_column(BigInteger)
+    hidden_size: Mapped[int | None]
+    num_layers: Mapped[int | None]
+    num_attention_heads: Mapped[int | None]
+    num_kv_heads: Mapped[int | None]
+    head_dim: Mapped[int | None]
+    intermediate_size: Mapped[int | None]
+    context_length: Mapped[int | None] = mapped_column(BigInteger)
+    vocab_size: Mapped[int | None]
+    tied_embeddings: Mapped[bool | None]
+    moe_experts_total: Mapped[int | None]
+    moe_experts_active: Mapped[int | None]
+    default_dtype: Mapped[str | None] = mapped_column(String(16))
+
+    tags: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+    description: Mapped[str | None] = mapped_column(Text)
+    source_note: Mapped[str | None] = mapped_column(Text)
+    unverified: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+
+    # lazy="raise": every load is explicit (selectinload in the repository), never a hidden query.
+    family: Mapped[Family | None] = relationship(lazy="raise")
+    license: Mapped[License | None] = relationship(lazy="raise")
+    base_model: Mapped["Model | None"] = relationship(remote_side="Model.id", lazy="raise")
+
+
+class Revision(IdMixin, TimestampMixin, Base):
+    """An immutable (model, commit sha) snapshot; evaluations point here, never at a branch."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "sha"),
+        # Target of the aliases' composite key: an alias can only name a revision of its own model.
+        UniqueConstraint("id", "model_id", name="uq_revisions_id_model_id"),
+    )
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(String(40))
+    ref: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(16))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+
+
+class Alias(TimestampMixin, Base):
+    """A movable name (`champion`, `latest`) for one revision of the same model."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["revision_id", "model_id"],
+            ["revisions.id", "revisions.model_id"],
+            name="fk_model_aliases_revision_same_model",
+            ondelete="CASCADE",
+        ),
+    )
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision_id: Mapped[uuid.UUID]
+
+    revision: Mapped[Revision] = relationship(lazy="raise", overlaps="model_id")

@@ -1,0 +1,35 @@
+"""Column types shared by the tables."""
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+# JSONB on PostgreSQL (indexable, compact), plain JSON text on SQLite.
+JsonDocument: Any = JSON().with_variant(JSONB(), "postgresql")
+
+
+class json_array_contains(FunctionElement[bool]):
+    """`column` (a JSON array of strings) contains `value`, on PostgreSQL and SQLite alike."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "json_array_contains"
+
+
+@compiles(json_array_contains, "postgresql")
+def _contains_postgresql(element: json_array_contains, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value = list(element.clauses)
+    return f"({compiler.process(column, **kw)} @> jsonb_build_array(CAST({compiler.process(value, **kw)} AS TEXT)))"
+
+
+@compiles(json_array_contains, "sqlite")
+def _contains_sqlite(element: json_array_contains, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value = list(element.clauses)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.value = {compiler.process(value, **kw)})"
+    )

@@ -1,0 +1,45 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.db import SessionDep
+from app.pagination import PageDep
+from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilySort, FamilyUpdate
+from app.registry.families.service import FamilyService
+from app.registry.fields import Slug
+from app.schemas import COMMON_ERRORS, Page, problem_responses
+from app.security import PUBLISH, READ
+
+router = APIRouter(prefix="/v1/families", tags=["families"], responses=COMMON_ERRORS)
+
+
+@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+async def list_families(
+    session: SessionDep,
+    page: PageDep,
+    vendor: Annotated[str | None, Query(max_length=100)] = None,
+    sort: Annotated[FamilySort, Query()] = "-release_date",
+) -> Page[FamilyRead]:
+    """List model families (release trains)."""
+    items, cursor = await FamilyService(session).list_page(vendor=vendor, sort=sort, page=page)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, dependencies=[Depends(PUBLISH)], responses=problem_responses(409, 415)
+)
+async def create_family(body: FamilyCreate, session: SessionDep) -> FamilyRead:
+    """Record a model family."""
+    return await FamilyService(session).create(body)
+
+
+@router.get("/{slug}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
+async def get_family(slug: Slug, session: SessionDep) -> FamilyRead:
+    """Show a model family."""
+    return await FamilyService(session).get(slug)
+
+
+@router.patch("/{slug}", dependencies=[Depends(PUBLISH)], responses=problem_responses(404, 415))
+async def update_family(slug: Slug, body: FamilyUpdate, session: SessionDep) -> FamilyRead:
+    """Change a model family."""
+    return await FamilyService(session).update(slug, body)

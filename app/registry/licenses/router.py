@@ -1,0 +1,61 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.db import SessionDep
+from app.pagination import PageDep
+from app.registry.fields import Slug
+from app.registry.licenses.schemas import (
+    LicenseCheck,
+    LicenseCreate,
+    LicenseRead,
+    LicenseSort,
+    LicenseUpdate,
+    UseDescription,
+)
+from app.registry.licenses.service import LicenseService
+from app.schemas import COMMON_ERRORS, Page, problem_responses
+from app.security import PUBLISH, READ
+
+router = APIRouter(prefix="/v1/licenses", tags=["licenses"], responses=COMMON_ERRORS)
+
+
+@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+async def list_licenses(
+    session: SessionDep,
+    page: PageDep,
+    hub_license_id: Annotated[str | None, Query(max_length=64, description="The Hub's licence id.")] = None,
+    commercial_use: Annotated[bool | None, Query()] = None,
+    sort: Annotated[LicenseSort, Query()] = "slug",
+) -> Page[LicenseRead]:
+    """List licences with their terms."""
+    items, cursor = await LicenseService(session).list_page(
+        hub_license_id=hub_license_id, commercial_use=commercial_use, sort=sort, page=page
+    )
+    return Page(items=[LicenseRead.model_validate(item) for item in items], next_cursor=cursor)
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, dependencies=[Depends(PUBLISH)], responses=problem_responses(409, 415)
+)
+async def create_license(body: LicenseCreate, session: SessionDep) -> LicenseRead:
+    """Record a licence and its terms."""
+    return LicenseRead.model_validate(await LicenseService(session).create(body))
+
+
+@router.get("/{slug}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
+async def get_license(slug: Slug, session: SessionDep) -> LicenseRead:
+    """Show a licence and its terms."""
+    return LicenseRead.model_validate(await LicenseService(session).get(slug))
+
+
+@router.patch("/{slug}", dependencies=[Depends(PUBLISH)], responses=problem_responses(404, 415))
+async def update_license(slug: Slug, body: LicenseUpdate, session: SessionDep) -> LicenseRead:
+    """Change a licence's recorded terms."""
+    return LicenseRead.model_validate(await LicenseService(session).update(slug, body))
+
+
+@router.post("/{slug}/check", dependencies=[Depends(READ)], responses=problem_responses(404, 415))
+async def check_license(slug: Slug, use: UseDescription, session: SessionDep) -> LicenseCheck:
+    """Check a described use against this licence: verdict, deciding clauses, obligations."""
+    return await LicenseService(session).check(slug, use)

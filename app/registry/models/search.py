@@ -1,0 +1,88 @@
+"""Model search: the filters of GET /v1/models, as one SQL statement (so keyset pagination stays exact)."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import aliased
+
+from app.errors import UnprocessableEntity
+from app.hardware import estimator
+from app.hardware.catalog import accelerators
+from app.models import Family, License, Model, ModelKind, ModelStatus
+from app.models.types import json_array_contains
+from app.registry.repository import MODEL_LOADS
+
+
+@dataclass(frozen=True)
+class ModelFilters:
+    family: str | None = None
+    license: str | None = None
+    kind: ModelKind | None = None
+    status: ModelStatus | None = None
+    modality: str | None = None
+    tag: str | None = None
+    base_model: str | None = None
+    q: str | None = None
+    min_parameters: int | None = None
+    max_parameters: int | None = None
+    min_context: int | None = None
+    fits_accelerator: str | None = None
+    fits_count: int = 1
+    fits_precision: str = "bf16"
+    fits_context_tokens: int = 4096
+
+
+def search_statement(filters: ModelFilters) -> Select[Model]:
+    statement: Select[Model] = select(Model).options(*MODEL_LOADS)
+    if filters.family is not None:
+        statement = statement.where(Model.family_id.in_(select(Family.id).where(Family.slug == filters.family)))
+    if filters.license is not None:
+        # The effective licence: the model's own, else its family's.
+        family_license = select(Family.license_id).where(Family.id == Model.family_id).scalar_subquery()
+        wanted = select(License.id).where(License.slug == filters.license).scalar_subquery()
+        statement = statement.where(func.coalesce(Model.license_id, family_license) == wanted)
+    if filters.kind is not None:
+        statement = statement.where(Model.kind == filters.kind)
+    if filters.status is not None:
+        statement = statement.where(Model.status == filters.status)
+    if filters.modality is not None:
+        statement = statement.where(json_array_contains(Model.modalities, filters.modality))
+    if filters.tag is not None:
+        statement = statement.where(json_array_contains(Model.tags, filters.tag))
+    if filters.base_model is not None:
+        base = aliased(Model)
+        statement = statement.where(Model.base_model_id.in_(select(base.id).where(base.repo_id == filters.base_model)))
+    if filters.q is not None:
+        pattern = "%" + filters.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        statement = statement.where(
+            or_(
+                func.lower(Model.repo_id).like(pattern, escape="\\"),
+                func.lower(Model.display_name).like(pattern, escape="\\"),
+            )
+        )
+    if filters.min_parameters is not None:
+        statement = statement.where(Model.parameter_count >= filters.min_parameters)
+    if filters.max_parameters is not None:
+        statement = statement.where(Model.parameter_count <= filters.max_parameters)
+    if filters.min_context is not None:
+        statement = statement.where(Model.context_length >= filters.min_context)
+    if filters.fits_accelerator is not None:
+        statement = statement.where(_fits(filters))
+    return statement
+
+
+def _fits(filters: ModelFilters) -> Any:
+    """The estimator's inference total, built over columns: a model lacking a figure never matches."""
+    device = accelerators().get(filters.fits_accelerator or "")
+    if device is None:
+        raise UnprocessableEntity(
+            f"Unknown accelerator {filters.fits_accelerator!r}; see GET /v1/accelerators.", field="fits_accelerator"
+        )
+    # head_dim is always stored once hidden size and heads are known (the service fills it in).
+    kv_precision = estimator.default_kv_precision(filters.fits_precision)
+    weights = estimator.weight_bytes(Model.parameter_count, filters.fits_precision)
+    kv = estimator.kv_cache_bytes(
+        Model.num_layers, Model.num_kv_heads, Model.head_dim, filters.fits_context_tokens, 1, kv_precision
+    )
+    return estimator.with_overhead(weights + kv) <= filters.fits_count * device.memory_bytes

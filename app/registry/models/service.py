@@ -1,0 +1,227 @@
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, UnprocessableEntity
+from app.hardware.estimator import Architecture, dense_parameter_count
+from app.hardware.schemas import Requirements
+from app.hardware.service import requirements_report
+from app.models import Family, License, Lineage, Model
+from app.pagination import PageRequest, SortKey, paginate
+from app.registry.licenses.schemas import LicenseCheck, UseDescription
+from app.registry.licenses.terms import check_use
+from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate
+from app.registry.models.search import ModelFilters, search_statement
+from app.registry.repository import model_by_repo_id, require_model, require_slug
+
+SORT_COLUMNS: dict[str, Any] = {
+    "repo_id": Model.repo_id,
+    "created_at": Model.created_at,
+    "release_date": SortKey(Model.release_date, nulls_as=date.min),
+    "parameter_count": SortKey(Model.parameter_count, nulls_as=0),
+}
+MAX_LINEAGE_DEPTH = 32
+
+
+def effective_license(model: Model) -> License | None:
+    return model.license or (model.family.license if model.family else None)
+
+
+def to_read(model: Model) -> ModelRead:
+    license = effective_license(model)
+    plain = {
+        name: getattr(model, name)
+        for name in ModelRead.model_fields
+        if name not in ("family", "license", "license_inherited", "base_model")
+    }
+    return ModelRead(
+        **plain,
+        family=model.family.slug if model.family else None,
+        license=license.slug if license else None,
+        license_inherited=model.license is None and license is not None,
+        base_model=model.base_model.repo_id if model.base_model else None,
+    )
+
+
+def architecture_of(model: Model) -> Architecture | None:
+    hidden, layers, heads, kv_heads = model.hidden_size, model.num_layers, model.num_attention_heads, model.num_kv_heads
+    if hidden is None or layers is None or heads is None or kv_heads is None:
+        return None
+    return Architecture(
+        hidden_size=hidden,
+        num_layers=layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        intermediate_size=model.intermediate_size,
+        vocab_size=model.vocab_size,
+        head_dim=model.head_dim,
+        tied_embeddings=bool(model.tied_embeddings),
+        moe_experts_total=model.moe_experts_total,
+    )
+
+
+class ModelService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, repo_id: str) -> ModelRead:
+        return to_read(await require_model(self.session, repo_id))
+
+    async def create(self, body: ModelCreate) -> ModelRead:
+        if await model_by_repo_id(self.session, body.repo_id) is not None:
+            raise Conflict(f"Model {body.repo_id!r} is registered already.")
+        values = body.model_dump(exclude={"family", "license", "base_model"})
+        model = Model(**values)
+        model.display_name = body.display_name or body.repo_id.split("/", 1)[1]
+        references: dict[str, Any] = {key: getattr(body, key) for key in ("family", "license", "base_model")}
+        await self._apply_references(model, references)
+        if model.base_model_id is not None and model.lineage is None:
+            model.lineage = Lineage.FINETUNE
+        _complete_architecture(model)
+        self.session.add(model)
+        await self.session.flush()
+        return await self.get(body.repo_id)
+
+    async def update(self, repo_id: str, body: ModelUpdate) -> ModelRead:
+        model = await require_model(self.session, repo_id)
+        changes = body.model_dump(exclude_unset=True)
+        references: dict[str, Any] = {
+            key: changes.pop(key) for key in ("family", "license", "base_model") if key in changes
+        }
+        for field, value in changes.items():
+            setattr(model, field, value)
+        await self._apply_references(model, references)
+        if model.lineage is not None and model.base_model_id is None:
+            raise UnprocessableEntity("lineage needs base_model.", field="lineage")
+        _check_heads(model)
+        _complete_architecture(model)
+        await self.session.flush()
+        self.session.expire(model)
+        return await self.get(repo_id)
+
+    async def list_page(
+        self, filters: ModelFilters, *, sort: str, page: PageRequest
+    ) -> tuple[list[ModelRead], str | None]:
+        models, cursor = await paginate(
+            self.session, search_statement(filters), sort=sort, columns=SORT_COLUMNS, id_column=Model.id, page=page
+        )
+        return [to_read(model) for model in models], cursor
+
+    async def lineage(self, repo_id: str) -> LineageRead:
+        model = await require_model(self.session, repo_id)
+        ancestors: list[LineageEntry] = []
+        current = model
+        while current.base_model_id is not None and len(ancestors) < MAX_LINEAGE_DEPTH:
+            base = (await self.session.execute(select(Model).where(Model.id == current.base_model_id))).scalar_one()
+            ancestors.append(LineageEntry(repo_id=base.repo_id, lineage=current.lineage, depth=len(ancestors) + 1))
+            current = base
+        descendants: list[LineageEntry] = []
+        frontier, depth, seen = [model.id], 0, {model.id}
+        while frontier and depth < MAX_LINEAGE_DEPTH:
+            depth += 1
+            children = (
+                (
+                    await self.session.execute(
+                        select(Model).where(Model.base_model_id.in_(frontier)).order_by(Model.repo_id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            frontier = [child.id for child in children if child.id not in seen]
+            seen.update(frontier)
+            descendants += [LineageEntry(repo_id=c.repo_id, lineage=c.lineage, depth=depth) for c in children]
+        return LineageRead(model=model.repo_id, ancestors=ancestors, descendants=descendants)
+
+    async def license_check(self, repo_id: str, use: UseDescription) -> LicenseCheck:
+        model = await require_model(self.session, repo_id)
+        license = effective_license(model)
+        if license is None:
+            raise Conflict(f"Model {repo_id!r} has no licence recorded, neither its own nor its family's.")
+        multimodal = use.multimodal if use.multimodal is not None else any(m != "text" for m in model.modalities)
+        return check_use(license, use, multimodal=multimodal)
+
+    async def requirements(
+        self, repo_id: str, *, precision: str, kv_precision: str | None, context_tokens: int | None, batch: int
+    ) -> Requirements:
+        model = await require_model(self.session, repo_id)
+        arch = architecture_of(model)
+        if arch is None or model.parameter_count is None:
+            missing = [
+                name
+                for name in ("parameter_count", "hidden_size", "num_layers", "num_attention_heads", "num_kv_heads")
+                if getattr(model, name) is None
+            ]
+            raise Conflict(
+                f"Model {repo_id!r} lacks {', '.join(missing)}: its requirements cannot be computed.", missing=missing
+            )
+        notes = []
+        if model.unverified:
+            notes.append(f"Unverified facts in this model's record: {', '.join(model.unverified)}.")
+        tokens = context_tokens or model.context_length or 4096
+        return requirements_report(
+            model=model.repo_id,
+            arch=arch,
+            parameters=model.parameter_count,
+            parameters_source="recorded",
+            precision=precision,
+            kv_precision=kv_precision,
+            context_tokens=tokens,
+            batch=batch,
+            notes=notes,
+        )
+
+    async def _apply_references(self, model: Model, references: Mapping[str, Any]) -> None:
+        if "family" in references:
+            slug = references["family"]
+            model.family_id = (
+                None if slug is None else (await require_slug(self.session, Family, slug, referenced=True)).id
+            )
+        if "license" in references:
+            slug = references["license"]
+            model.license_id = (
+                None if slug is None else (await require_slug(self.session, License, slug, referenced=True)).id
+            )
+        if "base_model" in references:
+            model.base_model_id = await self._base_model_id(model, references["base_model"])
+
+    async def _base_model_id(self, model: Model, repo_id: str | None) -> uuid.UUID | None:
+        if repo_id is None:
+            return None
+        base = await model_by_repo_id(self.session, repo_id)
+        if base is None:
+            raise UnprocessableEntity(f"Base model {repo_id!r} is not registered.", field="base_model")
+        # Walk up from the new base: meeting this model there would make lineage a cycle.
+        current: Model | None = base
+        for _ in range(MAX_LINEAGE_DEPTH):
+            if current is None:
+                break
+            if model.id is not None and current.id == model.id:
+                raise UnprocessableEntity(
+                    f"{repo_id!r} derives from this model: lineage cannot loop.", field="base_model"
+                )
+            if current.base_model_id is None:
+                break
+            current = await self.session.get(Model, current.base_model_id)
+        return base.id
+
+
+def _check_heads(model: Model) -> None:
+    """The schema checks a body's own pair; this checks the pair the update leaves on the record."""
+    if model.num_attention_heads and model.num_kv_heads and model.num_attention_heads % model.num_kv_heads:
+        raise UnprocessableEntity("num_attention_heads must be a multiple of num_kv_heads.", field="num_kv_heads")
+
+
+def _complete_architecture(model: Model) -> None:
+    """Fill what follows by arithmetic: head_dim, and the parameter count of a dense model when unrecorded."""
+    if model.head_dim is None and model.hidden_size and model.num_attention_heads:
+        model.head_dim = model.hidden_size // model.num_attention_heads
+    arch = architecture_of(model)
+    if arch is None or not arch.is_dense or arch.intermediate_size is None or arch.vocab_size is None:
+        return
+    if model.parameter_count is None:
+        model.parameter_count = dense_parameter_count(arch)

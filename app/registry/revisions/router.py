@@ -1,0 +1,78 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.db import SessionDep
+from app.pagination import PageDep
+from app.registry.fields import AliasName
+from app.registry.models.router import RepoIdDep
+from app.registry.revisions.schemas import AliasRead, AliasSet, RevisionCreate, RevisionRead, RevisionSort
+from app.registry.revisions.service import RevisionService
+from app.schemas import COMMON_ERRORS, Page, problem_responses
+from app.security import PUBLISH, READ
+
+router = APIRouter(
+    prefix="/v1/models/{owner}/{name}", tags=["revisions"], responses={**COMMON_ERRORS, **problem_responses(404)}
+)
+
+RevisionRef = Annotated[
+    str, Path(pattern=r"^([0-9a-f]{40}|[a-z][a-z0-9_-]{0,38})$", description="A full commit sha, or an alias name.")
+]
+
+
+@router.get("/revisions", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+async def list_revisions(
+    model: RepoIdDep,
+    session: SessionDep,
+    page: PageDep,
+    sort: Annotated[RevisionSort, Query()] = "-created_at",
+) -> Page[RevisionRead]:
+    """List a model's recorded revisions (commit-pinned snapshots)."""
+    items, cursor = await RevisionService(session).list_page(model, sort=sort, page=page)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post(
+    "/revisions",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(PUBLISH)],
+    responses={
+        200: {"description": "The same revision was recorded already.", "model": RevisionRead},
+        **problem_responses(409, 415),
+    },
+)
+async def create_revision(
+    model: RepoIdDep, body: RevisionCreate, session: SessionDep, response: Response
+) -> RevisionRead:
+    """Record an immutable revision by commit sha (201), or return the identical one already there (200)."""
+    revision, created = await RevisionService(session).create(model, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return revision
+
+
+@router.get("/revisions/{ref}", dependencies=[Depends(READ)], responses=problem_responses(304))
+async def get_revision(model: RepoIdDep, ref: RevisionRef, session: SessionDep) -> RevisionRead:
+    """Show a revision by commit sha or alias."""
+    return await RevisionService(session).get(model, ref)
+
+
+@router.get("/aliases", dependencies=[Depends(READ)], responses=problem_responses(304))
+async def list_aliases(model: RepoIdDep, session: SessionDep) -> list[AliasRead]:
+    """List a model's aliases and the revisions they point at."""
+    return await RevisionService(session).list_aliases(model)
+
+
+@router.put("/aliases/{alias}", dependencies=[Depends(PUBLISH)], responses=problem_responses(415))
+async def set_alias(
+    model: RepoIdDep, alias: Annotated[AliasName, Path()], body: AliasSet, session: SessionDep
+) -> AliasRead:
+    """Point an alias at one of this model's revisions (moving it if it exists)."""
+    return await RevisionService(session).set_alias(model, alias, body.sha)
+
+
+@router.delete("/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(PUBLISH)])
+async def delete_alias(model: RepoIdDep, alias: Annotated[AliasName, Path()], session: SessionDep) -> Response:
+    """Remove an alias (the revision stays)."""
+    await RevisionService(session).delete_alias(model, alias)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,130 @@
+"""Revisions are immutable commit-pinned snapshots; aliases are movable names for one of them."""
+
+import re
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound, UnprocessableEntity
+from app.models import Alias, Model, Revision
+from app.models.base import utcnow
+from app.pagination import PageRequest, paginate
+from app.registry.repository import require_model
+from app.registry.revisions.schemas import AliasRead, RevisionCreate, RevisionRead
+
+SHA = re.compile(r"^[0-9a-f]{40}$")
+SORT_COLUMNS = {"created_at": Revision.created_at}
+
+
+class RevisionService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, repo_id: str, body: RevisionCreate, *, source: str = "manual") -> tuple[RevisionRead, bool]:
+        """Record a revision; the same sha again returns it unchanged (created=False) unless it differs."""
+        model = await require_model(self.session, repo_id)
+        existing = await self._by_sha(model, body.sha)
+        if existing is not None:
+            if (existing.ref, existing.snapshot) != (body.ref, body.snapshot) and body.snapshot:
+                raise Conflict(
+                    f"Revision {body.sha} of {repo_id} exists with another snapshot; revisions are immutable."
+                )
+            return await self._read(model, existing), False
+        revision = Revision(model_id=model.id, sha=body.sha, ref=body.ref, snapshot=body.snapshot, source=source)
+        self.session.add(revision)
+        await self.session.flush()
+        return await self._read(model, revision), True
+
+    async def get(self, repo_id: str, ref: str) -> RevisionRead:
+        """A revision by full sha, or by alias name."""
+        model = await require_model(self.session, repo_id)
+        return await self._read(model, await self._resolve(model, ref))
+
+    async def list_page(self, repo_id: str, *, sort: str, page: PageRequest) -> tuple[list[RevisionRead], str | None]:
+        model = await require_model(self.session, repo_id)
+        statement: Select[Revision] = select(Revision).where(Revision.model_id == model.id)
+        revisions, cursor = await paginate(
+            self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=Revision.id, page=page
+        )
+        aliases = await self._aliases_by_revision(model)
+        return [_to_read(model, revision, aliases.get(revision.id, [])) for revision in revisions], cursor
+
+    async def set_alias(self, repo_id: str, name: str, sha: str) -> AliasRead:
+        model = await require_model(self.session, repo_id)
+        revision = await self._by_sha(model, sha)
+        if revision is None:
+            # Also the answer when the sha belongs to another model: an alias never crosses models.
+            raise UnprocessableEntity(f"{repo_id} has no revision {sha}; record it first.", field="sha")
+        alias = await self.session.get(Alias, (model.id, name))
+        if alias is None:
+            alias = Alias(model_id=model.id, name=name, revision_id=revision.id)
+            self.session.add(alias)
+        elif alias.revision_id != revision.id:
+            alias.revision_id, alias.updated_at = revision.id, utcnow()
+        await self.session.flush()
+        return AliasRead(name=name, sha=revision.sha, revision_id=revision.id, updated_at=alias.updated_at)
+
+    async def delete_alias(self, repo_id: str, name: str) -> None:
+        model = await require_model(self.session, repo_id)
+        alias = await self.session.get(Alias, (model.id, name))
+        if alias is None:
+            raise NotFound(f"{repo_id} has no alias {name!r}.")
+        await self.session.delete(alias)
+        await self.session.flush()
+
+    async def list_aliases(self, repo_id: str) -> list[AliasRead]:
+        model = await require_model(self.session, repo_id)
+        rows = await self.session.execute(
+            select(Alias, Revision.sha)
+            .join(Revision, Revision.id == Alias.revision_id)
+            .where(Alias.model_id == model.id)
+            .order_by(Alias.name)
+        )
+        return [
+            AliasRead(name=alias.name, sha=sha, revision_id=alias.revision_id, updated_at=alias.updated_at)
+            for alias, sha in rows.all()
+        ]
+
+    async def _by_sha(self, model: Model, sha: str) -> Revision | None:
+        statement = select(Revision).where(Revision.model_id == model.id, Revision.sha == sha)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def _resolve(self, model: Model, ref: str) -> Revision:
+        if SHA.match(ref):
+            revision = await self._by_sha(model, ref)
+        else:
+            statement = (
+                select(Revision)
+                .join(Alias, Alias.revision_id == Revision.id)
+                .where(Alias.model_id == model.id, Alias.name == ref)
+            )
+            revision = (await self.session.execute(statement)).scalar_one_or_none()
+        if revision is None:
+            raise NotFound(f"{model.repo_id} has no revision or alias {ref!r}.")
+        return revision
+
+    async def _aliases_by_revision(self, model: Model) -> dict[object, list[str]]:
+        rows = await self.session.execute(
+            select(Alias.revision_id, Alias.name).where(Alias.model_id == model.id).order_by(Alias.name)
+        )
+        grouped: dict[object, list[str]] = {}
+        for revision_id, name in rows.all():
+            grouped.setdefault(revision_id, []).append(name)
+        return grouped
+
+    async def _read(self, model: Model, revision: Revision) -> RevisionRead:
+        aliases = await self._aliases_by_revision(model)
+        return _to_read(model, revision, aliases.get(revision.id, []))
+
+
+def _to_read(model: Model, revision: Revision, aliases: list[str]) -> RevisionRead:
+    return RevisionRead(
+        id=revision.id,
+        model=model.repo_id,
+        sha=revision.sha,
+        ref=revision.ref,
+        source=revision.source,
+        snapshot=revision.snapshot,
+        aliases=aliases,
+        created_at=revision.created_at,
+    )
