@@ -68,19 +68,16 @@ class UnprocessableEntity(ProblemError):
 
     status, slug, title = 422, "validation-error", "Invalid request"
 
-    def __init__(self, detail: str, *, field: str) -> None:
-        super().__init__(
-            detail,
-            errors=[
-                {
-                    "location": "body",
-                    "pointer": f"/{field}",
-                    "field": field,
-                    "message": detail,
-                    "code": "invalid_reference",
-                }
-            ],
-        )
+    def __init__(self, detail: str, *, field: str, location: str = "body") -> None:
+        # Worded like the schema's own validation errors: "body license: no licence with slug 'x'".
+        error = {
+            "location": location,
+            "pointer": f"/{field}",
+            "field": field,
+            "message": detail,
+            "code": "invalid_reference",
+        }
+        super().__init__(f"{location} {field}: {detail}", errors=[error])
 
 
 class ServiceUnavailable(ProblemError):

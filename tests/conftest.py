@@ -117,3 +117,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             bold=True,
         )
         terminalreporter.write_line(bar, red=True, bold=True)
+
+
+@pytest.fixture
+def catalog(settings: Settings) -> None:
+    """The shipped Llama catalog, loaded into this test's database through the real loader."""
+    from app.catalog.loader import load_catalog
+
+    asyncio.run(in_unit_of_work(settings, load_catalog))
+
+
+@pytest.fixture
+def publish_headers(issue_token: IssueToken) -> dict[str, str]:
+    return bearer(issue_token(Scope.PUBLISH, name="ci"))

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import BigInteger, Select, cast, func, or_, select
 from sqlalchemy.orm import aliased
 
 from app.errors import UnprocessableEntity
@@ -77,12 +77,20 @@ def _fits(filters: ModelFilters) -> Any:
     device = accelerators().get(filters.fits_accelerator or "")
     if device is None:
         raise UnprocessableEntity(
-            f"Unknown accelerator {filters.fits_accelerator!r}; see GET /v1/accelerators.", field="fits_accelerator"
+            f"Unknown accelerator {filters.fits_accelerator!r}; see GET /v1/accelerators.",
+            field="fits_accelerator",
+            location="query",
         )
     # head_dim is always stored once hidden size and heads are known (the service fills it in).
     kv_precision = estimator.default_kv_precision(filters.fits_precision)
     weights = estimator.weight_bytes(Model.parameter_count, filters.fits_precision)
+    # BIGINT from the first factor on: PostgreSQL would overflow INTEGER arithmetic on layers x heads x tokens.
     kv = estimator.kv_cache_bytes(
-        Model.num_layers, Model.num_kv_heads, Model.head_dim, filters.fits_context_tokens, 1, kv_precision
+        cast(Model.num_layers, BigInteger),
+        Model.num_kv_heads,
+        Model.head_dim,
+        filters.fits_context_tokens,
+        1,
+        kv_precision,
     )
     return estimator.with_overhead(weights + kv) <= filters.fits_count * device.memory_bytes

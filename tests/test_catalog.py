@@ -1,0 +1,76 @@
+"""The shipped Llama catalog: complete, idempotent, correctable, and loaded on a new embedded database."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from fastapi.testclient import TestClient
+
+from app.catalog.loader import CATALOG, catalog_data, load_catalog
+from app.config import Settings
+from app.db import in_unit_of_work
+
+MAJOR_RELEASES = {"llama-2", "code-llama", "llama-3", "llama-3.1", "llama-3.2", "llama-3.3", "llama-4", "llama-guard"}
+
+
+def test_catalog_covers_every_major_release() -> None:
+    data = catalog_data()
+    assert {family["slug"] for family in data["families"]} == MAJOR_RELEASES
+    assert {entry["slug"] for entry in data["licenses"]} == {
+        "llama2",
+        "llama3",
+        "llama3.1",
+        "llama3.2",
+        "llama3.3",
+        "llama4",
+    }
+    families_with_models = {entry["family"] for entry in data["models"]}
+    assert families_with_models == MAJOR_RELEASES
+
+
+def test_load_is_idempotent(settings: Settings) -> None:
+    first = asyncio.run(in_unit_of_work(settings, load_catalog))
+    assert first.created == {"licenses": 6, "families": 8, "models": len(catalog_data()["models"])}
+    second = asyncio.run(in_unit_of_work(settings, load_catalog))
+    assert second.created == {}
+    assert second.updated == {}
+    assert sum(second.unchanged.values()) == sum(first.created.values())
+
+
+def test_a_corrected_fact_updates_exactly_its_record(settings: Settings, tmp_path: Path, client: TestClient) -> None:
+    asyncio.run(in_unit_of_work(settings, load_catalog))
+    data = yaml.safe_load(CATALOG.read_text())
+    for entry in data["models"]:
+        if entry["repo_id"] == "meta-llama/Llama-3.3-70B-Instruct":
+            entry["release_date"] = "2024-12-04"
+    corrected = tmp_path / "llama.yaml"
+    corrected.write_text(yaml.safe_dump(data))
+    result = asyncio.run(in_unit_of_work(settings, lambda session: load_catalog(session, corrected)))
+    assert result.updated == {"models": 1}
+    assert result.created == {}
+    assert client.get("/v1/models/meta-llama/Llama-3.3-70B-Instruct").json()["release_date"] == "2024-12-04"
+
+
+def _run(args: list[str], database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
+    environment["CORRAL_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_load_and_first_start_of_embedded_database(settings: Settings, tmp_path: Path, backend: str) -> None:
+    loaded = _run(["catalog", "load"], settings.database_url, tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    assert '"models":' in loaded.stdout
+    if backend != "sqlite":
+        return
+    # A new embedded database is seeded the first time it is prepared (serve then fails to bind TEST-NET-1).
+    fresh = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    started = _run(["serve", "--host", "192.0.2.1"], fresh, tmp_path)
+    assert "loaded the Llama catalog" in started.stderr
+    again = _run(["catalog", "load"], fresh, tmp_path)
+    assert '"created":{}' in again.stdout
