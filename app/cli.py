@@ -18,6 +18,8 @@ from app.catalog.loader import load_catalog
 from app.config import Settings, SettingsError, load_settings
 from app.db import create_engine, in_unit_of_work
 from app.errors import ProblemError
+from app.hub.client import HubError
+from app.hub.worker import sync_from_hub
 from app.models import Scope
 from app.models.base import utcnow
 from app.pagination import PageRequest
@@ -39,6 +41,8 @@ cli.add_typer(db_cli, name="database", hidden=True)
 cli.add_typer(token_cli, name="token")
 catalog_cli = typer.Typer(help="The shipped Llama catalog.", no_args_is_help=True)
 cli.add_typer(catalog_cli, name="catalog")
+hub_cli = typer.Typer(help="The Hugging Face Hub (or the mirror in CORRAL_HUB_ENDPOINT).", no_args_is_help=True)
+cli.add_typer(hub_cli, name="hub")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -236,6 +240,23 @@ def catalog_load() -> None:
     prepare_database(settings)
     loaded = run_in_unit_of_work(settings, load_catalog)
     typer.echo(loaded.model_dump_json())
+
+
+@hub_cli.command("sync")
+def hub_sync(
+    repo_id: Annotated[str, typer.Argument(help="Hub repo id, owner/name.")],
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit sha.")] = "main",
+) -> None:
+    """Sync one model from the Hub, registering it from the Hub's metadata if it is new."""
+    settings = _settings()
+    prepare_database(settings)
+    try:
+        result = asyncio.run(sync_from_hub(settings, repo_id, revision))
+    except HubError as error:
+        _fail(error.message)
+    except ProblemError as problem:
+        _fail(problem.detail)
+    typer.echo(result.model_dump_json(indent=2))
 
 
 def main() -> None:

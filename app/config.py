@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     public_reads: bool = Field(default=True, description="Let anonymous clients read; writes always need a token.")
     hub_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     hub_token: SecretStr | None = None
+    hub_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Per Hub request.")
+    hub_retries: int = Field(default=3, ge=0, le=10, description="Retries on 429, 5xx and network errors.")
+    hub_backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="First retry delay; doubles, with jitter.")
+    hub_backoff_max_seconds: float = Field(default=30.0, ge=0, le=600, description="Cap on one retry delay.")
+    hub_sync_interval_seconds: int = Field(
+        default=6 * 3600, ge=0, description="Background re-sync of Hub-synced models; 0 turns it off."
+    )
+    hub_sync_concurrency: int = Field(default=8, ge=1, le=64, description="Models fetched from the Hub at once.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"

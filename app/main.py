@@ -1,5 +1,7 @@
 """The application factory: settings → engine → middleware → problem handlers → routers → offline docs."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +15,9 @@ from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
 from app.hardware.router import router as hardware_router
+from app.hub.client import HubClient
+from app.hub.router import router as hub_router
+from app.hub.worker import background_sync
 from app.metrics import Metrics
 from app.middleware import (
     ETagMiddleware,
@@ -51,6 +56,7 @@ TAGS = [
     {"name": "families", "description": "Release trains (Llama 2, Llama 3.1, ...): vendor, date, licence."},
     {"name": "models", "description": "One model per Hub repo id: architecture, lineage, requirements, search."},
     {"name": "revisions", "description": "Immutable commit-pinned snapshots of a model, and movable aliases."},
+    {"name": "hub", "description": "Syncing models from the Hugging Face Hub (or a mirror): metadata only."},
     {"name": "hardware", "description": "The accelerator catalog and memory estimates for any architecture."},
     {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
@@ -68,7 +74,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        background = None
+        if settings.hub_sync_interval_seconds > 0:
+            background = asyncio.create_task(
+                background_sync(app.state.sessionmaker, settings, app.state.hub_client), name="hub-sync"
+            )
         yield
+        if background is not None:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         await engine.dispose()
 
     app = FastAPIOffline(
@@ -86,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.metrics = Metrics()
     app.state.schema_head = head_revision()
+    app.state.hub_client = HubClient(settings)
 
     install_problem_handlers(app)
     app.include_router(ops_router)
@@ -95,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_router)
     app.include_router(revisions_router)
     app.include_router(hardware_router)
+    app.include_router(hub_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)

@@ -132,7 +132,8 @@ _PROBLEM_DESCRIPTIONS = {
     413: "The request body is larger than the server accepts.",
     415: "The body is not sent as application/json.",
     422: "A field is missing, of the wrong type, too long, or unknown.",
-    503: "The service cannot serve this now (database unreachable or schema behind).",
+    502: "The Hugging Face Hub (or mirror) answered with an error; nothing was changed.",
+    503: "A dependency is unavailable (database, or the Hub unreachable or rate-limiting); nothing was changed.",
 }
 
 

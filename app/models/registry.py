@@ -1,7 +1,7 @@
 """Registry tables: licences with their terms, families (release trains), models, revisions, aliases, tags."""
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -136,6 +137,22 @@ class Model(IdMixin, TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(Text)
     source_note: Mapped[str | None] = mapped_column(Text)
     unverified: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+
+    # Hub sync bookkeeping: what was tracked, how the last attempt went, and a lease so that several server
+    # replicas never sync one model at once.
+    hub_ref: Mapped[str | None] = mapped_column(String(200))
+    hub_sha: Mapped[str | None] = mapped_column(String(40))
+    hub_sync_status: Mapped[str | None] = mapped_column(String(16))
+    hub_last_attempt_at: Mapped[datetime | None]
+    hub_last_success_at: Mapped[datetime | None]
+    hub_last_error: Mapped[str | None] = mapped_column(Text)
+    # Server defaults too: the columns were added to tables that already had rows.
+    hub_consecutive_failures: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    hub_next_sync_at: Mapped[datetime | None] = mapped_column(index=True)
+    hub_lease_until: Mapped[datetime | None]
+    hub_disagreements: Mapped[list[dict[str, Any]]] = mapped_column(
+        JsonDocument, default=list, server_default=text("'[]'")
+    )
 
     # lazy="raise": every load is explicit (selectinload in the repository), never a hidden query.
     family: Mapped[Family | None] = relationship(lazy="raise")

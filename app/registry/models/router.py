@@ -1,11 +1,14 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from app.db import SessionDep
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Precision
 from app.hardware.schemas import Requirements
+from app.hub.client import HubError
+from app.hub.errors import hub_problem
+from app.hub.service import HubSyncService, fetch_in_thread
 from app.models import ModelKind, ModelStatus
 from app.pagination import PageDep
 from app.registry.fields import Modality, RepoId, RepoSegment, Slug, Tag
@@ -85,11 +88,38 @@ async def list_models(
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, dependencies=[Depends(PUBLISH)], responses=problem_responses(409, 415)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(PUBLISH)],
+    responses=problem_responses(409, 415, 502, 503),
 )
-async def create_model(body: ModelCreate, session: SessionDep) -> ModelRead:
-    """Register a model by its Hub repo id."""
-    return await ModelService(session).create(body)
+async def create_model(
+    body: ModelCreate,
+    session: SessionDep,
+    request: Request,
+    revision: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\w./-]+$",
+            description="Hub revision to sync when registering from the Hub.",
+        ),
+    ] = "main",
+) -> ModelRead:
+    """Register a model by its Hub repo id; with no `kind`, everything else is read from the Hub."""
+    if body.kind is not None:
+        return await ModelService(session).create(body)
+    # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync.
+    try:
+        fetch = await fetch_in_thread(request.app.state.hub_client, body.repo_id, revision)
+    except HubError as error:
+        raise hub_problem(error) from None
+    extra = body.model_dump(exclude_unset=True, exclude={"repo_id", "kind"})
+    await HubSyncService(session, request.app.state.settings).register(
+        body.repo_id, fetch, revision=revision, extra=extra
+    )
+    return await ModelService(session).get(body.repo_id)
 
 
 @router.get("/{owner}/{name}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))

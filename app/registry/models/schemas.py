@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
+from app.hub.schemas import HubState
 from app.models import Lineage, ModelKind, ModelStatus
 from app.registry.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
 from app.schemas import NotNull, ReadModel, WriteModel
@@ -85,7 +86,9 @@ class ModelCreate(ArchitectureFields):
     display_name: Name | None = Field(default=None, description="Default: the repo id's name part.")
     family: Slug | None = None
     license: Slug | None = Field(default=None, description="Default: the family's licence.")
-    kind: ModelKind
+    kind: ModelKind | None = Field(
+        default=None, description="Leave out (with everything else) to register from the Hub's metadata alone."
+    )
     modalities: list[Modality] = Field(default_factory=_text_only, min_length=1, max_length=4)
     status: ModelStatus = ModelStatus.RELEASED
     release_date: IsoDate | None = None
@@ -156,6 +159,7 @@ class ModelRead(ReadModel):
     description: str | None
     source_note: str | None
     unverified: list[str]
+    hub: HubState = Field(description="Sync state and where the Hub disagrees with this record.")
     created_at: datetime
     updated_at: datetime
 

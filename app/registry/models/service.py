@@ -10,6 +10,7 @@ from app.errors import Conflict, UnprocessableEntity
 from app.hardware.estimator import Architecture, dense_parameter_count
 from app.hardware.schemas import Requirements
 from app.hardware.service import requirements_report
+from app.hub.schemas import hub_state
 from app.models import Family, License, Lineage, Model
 from app.pagination import PageRequest, SortKey, paginate
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
@@ -36,7 +37,7 @@ def to_read(model: Model) -> ModelRead:
     plain = {
         name: getattr(model, name)
         for name in ModelRead.model_fields
-        if name not in ("family", "license", "license_inherited", "base_model")
+        if name not in ("family", "license", "license_inherited", "base_model", "hub")
     }
     return ModelRead(
         **plain,
@@ -44,6 +45,7 @@ def to_read(model: Model) -> ModelRead:
         license=license.slug if license else None,
         license_inherited=model.license is None and license is not None,
         base_model=model.base_model.repo_id if model.base_model else None,
+        hub=hub_state(model),
     )
 
 

@@ -1,0 +1,67 @@
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from app.db import SessionDep
+from app.errors import Conflict
+from app.hub.client import HubClient, HubError
+from app.hub.errors import hub_problem
+from app.hub.schemas import HubCommit, SyncResult
+from app.hub.service import HubSyncService, fetch_in_thread
+from app.hub.worker import claim, record_failure
+from app.registry.models.router import RepoIdDep
+from app.registry.repository import require_model
+from app.schemas import COMMON_ERRORS, problem_responses
+from app.security import PUBLISH, READ
+
+router = APIRouter(prefix="/v1/models/{owner}/{name}", tags=["hub"], responses=COMMON_ERRORS)
+HUB_ERRORS = problem_responses(404, 409, 502, 503)
+Revision = Annotated[
+    str, Query(min_length=1, max_length=200, pattern=r"^[\w./-]+$", description="Branch, tag or commit sha on the Hub.")
+]
+
+
+def hub_client(request: Request) -> HubClient:
+    client: HubClient = request.app.state.hub_client
+    return client
+
+
+@router.post("/sync", dependencies=[Depends(PUBLISH)], responses=HUB_ERRORS)
+async def sync_model(
+    model: RepoIdDep,
+    session: SessionDep,
+    request: Request,
+    client: Annotated[HubClient, Depends(hub_client)],
+    revision: Revision = "main",
+) -> SyncResult:
+    """Sync a registered model from the Hub: record the commit as a revision, move the branch alias."""
+    await require_model(session, model)
+    sessionmaker = request.app.state.sessionmaker
+    if not await claim(sessionmaker, model):
+        raise Conflict(f"A sync of {model} is already running.")
+    try:
+        fetch = await fetch_in_thread(client, model, revision)
+    except HubError as error:
+        await record_failure(sessionmaker, request.app.state.settings, model, error)
+        raise hub_problem(error) from None
+    return await HubSyncService(session, request.app.state.settings).apply(model, fetch, revision=revision)
+
+
+@router.get("/hub/commits", dependencies=[Depends(READ)], responses=HUB_ERRORS)
+async def list_hub_commits(
+    model: RepoIdDep,
+    client: Annotated[HubClient, Depends(hub_client)],
+    revision: Revision = "main",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[HubCommit]:
+    """The newest commits of the model's Hub repo, to choose a revision to record."""
+    try:
+        commits = await fetch_commits(client, model, revision, limit)
+    except HubError as error:
+        raise hub_problem(error) from None
+    return [HubCommit.model_validate(commit) for commit in commits]
+
+
+async def fetch_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[dict[str, object]]:
+    return await asyncio.to_thread(client.commits, repo_id, revision, limit)

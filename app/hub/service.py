@@ -1,0 +1,130 @@
+"""Applying a Hub fetch to the registry: a revision per new commit, `main` moved, blanks filled, differences kept.
+
+The network part (HubClient.fetch) runs before anything is written, so a Hub failure changes nothing but the
+model's sync bookkeeping.
+"""
+
+import asyncio
+import re
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.errors import Conflict
+from app.hub.client import HubClient, HubError, HubFetch
+from app.hub.schemas import SyncResult, hub_state
+from app.hub.snapshot import disagreements, hub_facts, snapshot
+from app.models import License, Model, ModelKind, Revision
+from app.models.base import utcnow
+from app.registry.models.schemas import ModelCreate
+from app.registry.models.service import ModelService, effective_license
+from app.registry.repository import model_by_repo_id, require_model
+from app.registry.revisions.service import RevisionService
+
+ALIASABLE = re.compile(r"^[a-z][a-z0-9_-]{0,38}$")
+LEASE = timedelta(minutes=5)
+
+
+async def fetch_in_thread(client: HubClient, repo_id: str, revision: str) -> HubFetch:
+    return await asyncio.to_thread(client.fetch, repo_id, revision)
+
+
+class HubSyncService:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def register(self, repo_id: str, fetch: HubFetch, *, revision: str, extra: dict[str, Any]) -> SyncResult:
+        """Create a model from the Hub's metadata (what the body did not state), then apply the fetch."""
+        if await model_by_repo_id(self.session, repo_id) is not None:
+            raise Conflict(f"Model {repo_id!r} is registered already; POST .../sync to refresh it.")
+        record = snapshot(fetch, revision)
+        values = {"repo_id": repo_id, "kind": _guess_kind(repo_id, record), **extra}
+        if "license" not in values and (slug := await self._license_slug(record)) is not None:
+            values["license"] = slug
+        if "base_model" not in values:
+            for base in record["base_model"]:
+                if base != repo_id and await model_by_repo_id(self.session, base) is not None:
+                    values["base_model"] = base
+                    break
+        await ModelService(self.session).create(ModelCreate.model_validate(values))
+        return await self.apply(repo_id, fetch, revision=revision)
+
+    async def apply(self, repo_id: str, fetch: HubFetch, *, revision: str) -> SyncResult:
+        model = await require_model(self.session, repo_id)
+        record = snapshot(fetch, revision)
+        filled = [field for field, value in hub_facts(record).items() if getattr(model, field) is None]
+        for field in filled:
+            setattr(model, field, hub_facts(record)[field])
+        if model.head_dim is None and model.hidden_size and model.num_attention_heads:
+            model.head_dim = model.hidden_size // model.num_attention_heads
+        revisions = RevisionService(self.session)
+        existing = (
+            await self.session.execute(select(Revision).where(Revision.model_id == model.id, Revision.sha == fetch.sha))
+        ).scalar_one_or_none()
+        created = existing is None
+        if created:
+            self.session.add(Revision(model_id=model.id, sha=fetch.sha, ref=revision, snapshot=record, source="hub"))
+            await self.session.flush()
+        if ALIASABLE.match(revision) and revision != fetch.sha:
+            await revisions.set_alias(repo_id, revision, fetch.sha)
+        now = utcnow()
+        model.hub_ref, model.hub_sha = revision, fetch.sha
+        model.hub_sync_status = "gated" if fetch.files_gated else "ok"
+        model.hub_last_attempt_at = model.hub_last_success_at = now
+        model.hub_last_error = "; ".join(fetch.notes) or None
+        model.hub_consecutive_failures = 0
+        model.hub_next_sync_at = now + timedelta(seconds=self.settings.hub_sync_interval_seconds or 0)
+        model.hub_lease_until = None
+        model.hub_disagreements = disagreements(model, effective_license(model), record)
+        await self.session.flush()
+        self.session.expire(model)
+        model = await require_model(self.session, repo_id)
+        return SyncResult(model=repo_id, sha=fetch.sha, revision_created=created, filled=filled, hub=hub_state(model))
+
+    async def record_failure(self, repo_id: str, error: HubError) -> None:
+        """Bookkeeping only: the error and when to try again (exponential, capped at the sync interval)."""
+        model = await model_by_repo_id(self.session, repo_id)
+        if model is None:
+            return
+        failures = model.hub_consecutive_failures + 1
+        interval = self.settings.hub_sync_interval_seconds or 3600
+        delay = min(interval, 60 * 2 ** min(failures, 10))
+        now = utcnow()
+        await self.session.execute(
+            update(Model)
+            .where(Model.id == model.id)
+            .values(
+                hub_sync_status="error",
+                hub_last_attempt_at=now,
+                hub_last_error=error.message,
+                hub_consecutive_failures=failures,
+                hub_next_sync_at=now + timedelta(seconds=delay),
+                hub_lease_until=None,
+            )
+        )
+
+    async def _license_slug(self, record: dict[str, Any]) -> str | None:
+        hub = record["license"]
+        if not hub["id"]:
+            return None
+        column = License.hub_license_name if hub["id"] == "other" and hub["name"] else License.hub_license_id
+        value = hub["name"] if column is License.hub_license_name else hub["id"]
+        slugs = (await self.session.execute(select(License.slug).where(column == value))).scalars().all()
+        return slugs[0] if len(slugs) == 1 else None
+
+
+def _guess_kind(repo_id: str, record: dict[str, Any]) -> str:
+    name, tags, pipeline = repo_id.lower(), set(record["tags"]), record["pipeline_tag"] or ""
+    if "guard" in name:
+        return ModelKind.GUARD.value
+    if pipeline in ("image-text-to-text", "image-to-text") or "vision" in name:
+        return ModelKind.VISION.value
+    if "code" in name:
+        return ModelKind.CODE.value
+    if "conversational" in tags or any(word in name for word in ("instruct", "chat", "-it")):
+        return ModelKind.INSTRUCT.value
+    return ModelKind.BASE.value

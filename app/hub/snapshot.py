@@ -1,0 +1,146 @@
+"""From what the Hub said to what Corral records: the revision snapshot, model fields, disagreements."""
+
+from typing import Any
+
+from app.hub.client import CHAT_TEMPLATE_FILES, WEIGHT_SUFFIXES, HubFetch
+from app.models import License, Model
+
+# config.json key -> model field. Names differ across architectures; the first present wins.
+CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
+    "hidden_size": ("hidden_size", "d_model", "n_embd"),
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head"),
+    "num_kv_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim",),
+    "intermediate_size": ("intermediate_size", "ffn_dim"),
+    "context_length": ("max_position_embeddings", "n_positions", "max_sequence_length"),
+    "vocab_size": ("vocab_size",),
+    "tied_embeddings": ("tie_word_embeddings",),
+    "moe_experts_total": ("num_local_experts", "num_experts", "n_routed_experts"),
+    "moe_experts_active": ("num_experts_per_tok",),
+}
+DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp8": "fp8"}
+SNAPSHOT_CONFIG_KEYS = (
+    "model_type",
+    "architectures",
+    "torch_dtype",
+    "dtype",
+    "rope_theta",
+    *(key for keys in CONFIG_FIELDS.values() for key in keys),
+)
+
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal configs keep the language model's numbers under text_config."""
+    nested = config.get("text_config")
+    return {**config, **nested} if isinstance(nested, dict) else config
+
+
+def architecture_from_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    if not config:
+        return {}
+    flat = text_config(config)
+    fields: dict[str, Any] = {}
+    for field, keys in CONFIG_FIELDS.items():
+        for key in keys:
+            value = flat.get(key)
+            if _usable(field, value):
+                fields[field] = value
+                break
+    if "num_kv_heads" not in fields and "num_attention_heads" in fields:
+        fields["num_kv_heads"] = fields["num_attention_heads"]  # no GQA key: every head has its own K/V
+    dtype = DTYPES.get(str(flat.get("torch_dtype") or flat.get("dtype") or ""))
+    if dtype:
+        fields["default_dtype"] = dtype
+    return fields
+
+
+def _usable(field: str, value: Any) -> bool:
+    if field == "tied_embeddings":
+        return isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def has_chat_template(fetch: HubFetch) -> bool:
+    names = {sibling.rfilename for sibling in fetch.info.siblings or []}
+    tokenizer = (fetch.info.config or {}).get("tokenizer_config") or {}
+    return bool(names & CHAT_TEMPLATE_FILES) or bool(tokenizer.get("chat_template"))
+
+
+def snapshot(fetch: HubFetch, ref: str) -> dict[str, Any]:
+    info, card = fetch.info, fetch.info.card_data
+    siblings = sorted(info.siblings or [], key=lambda item: item.rfilename)
+    files = [
+        {"path": sibling.rfilename, "size": sibling.size, "lfs_sha256": sibling.lfs.sha256 if sibling.lfs else None}
+        for sibling in siblings
+    ]
+    weight_bytes = sum(sibling.size or 0 for sibling in siblings if sibling.rfilename.endswith(WEIGHT_SUFFIXES))
+    parameters = fetch.safetensors_parameters
+    return {
+        "sha": fetch.sha,
+        "ref": ref,
+        "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+        "gated": info.gated if info.gated else False,
+        "files_gated": fetch.files_gated,
+        "private": bool(info.private),
+        "disabled": bool(info.disabled),
+        "license": {
+            "id": card.license if card else None,
+            "name": card.license_name if card else None,
+            "link": card.license_link if card else None,
+        },
+        "base_model": _as_list(card.base_model if card else None),
+        "library_name": info.library_name,
+        "pipeline_tag": info.pipeline_tag,
+        "tags": list(info.tags or []),
+        "downloads": info.downloads,
+        "likes": info.likes,
+        "files": files,
+        "weight_bytes": weight_bytes,
+        "safetensors": None
+        if parameters is None
+        else {
+            "parameters": parameters,
+            "total": sum(parameters.values()),
+            "files": fetch.safetensors_files,
+        },
+        "config": None
+        if fetch.config is None
+        else {key: fetch.config[key] for key in SNAPSHOT_CONFIG_KEYS if key in fetch.config}
+        | ({"text_config": True} if "text_config" in fetch.config else {}),
+        "architecture": architecture_from_config(fetch.config),
+        "chat_template": has_chat_template(fetch),
+        "refs": fetch.refs,
+        "notes": fetch.notes,
+    }
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(item) for item in value]
+
+
+def hub_facts(record: dict[str, Any]) -> dict[str, Any]:
+    """The model fields a snapshot can supply: architecture, exact parameters, context."""
+    facts = dict(record.get("architecture") or {})
+    if record.get("safetensors"):
+        facts["parameter_count"] = record["safetensors"]["total"]
+    return facts
+
+
+def disagreements(model: Model, license: License | None, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the Hub and the registry differ on parameters, context length or licence. Shown, never merged."""
+    found = []
+    facts = hub_facts(record)
+    for field in ("parameter_count", "context_length"):
+        ours, theirs = getattr(model, field), facts.get(field)
+        if ours is not None and theirs is not None and ours != theirs:
+            found.append({"field": field, "registry": ours, "hub": theirs})
+    hub_license = record["license"]
+    hub_id = hub_license["name"] if hub_license["id"] == "other" and hub_license["name"] else hub_license["id"]
+    if license is not None and hub_id:
+        ours_id = license.hub_license_name if license.hub_license_id == "other" else license.hub_license_id
+        if ours_id and ours_id != hub_id:
+            found.append({"field": "license", "registry": ours_id, "hub": hub_id})
+    return found

@@ -1,0 +1,133 @@
+"""Hub sync outside a request's unit of work: the lease that keeps replicas apart, and the background pass."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.errors import Conflict
+from app.hub.client import HubClient, HubError
+from app.hub.schemas import SyncResult
+from app.hub.service import LEASE, HubSyncService, fetch_in_thread
+from app.models import Model
+from app.models.base import utcnow
+from app.registry.repository import model_by_repo_id
+
+log = logging.getLogger("corral.hub")
+
+
+async def claim(sessionmaker: async_sessionmaker[AsyncSession], repo_id: str) -> bool:
+    """Take the model's sync lease in its own committed transaction; False if another sync holds it.
+
+    A conditional UPDATE is atomic on PostgreSQL and SQLite alike: of two replicas, exactly one updates the row.
+    """
+    now = utcnow()
+    async with sessionmaker() as session:
+        result = await session.execute(
+            update(Model)
+            .where(Model.repo_id == repo_id, or_(Model.hub_lease_until.is_(None), Model.hub_lease_until < now))
+            .values(hub_lease_until=now + LEASE)
+        )
+        await session.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def record_failure(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, repo_id: str, error: HubError
+) -> None:
+    async with sessionmaker() as session:
+        await HubSyncService(session, settings).record_failure(repo_id, error)
+        await session.commit()
+
+
+async def sync_one(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, client: HubClient, repo_id: str, revision: str
+) -> SyncResult | HubError:
+    """Fetch (no writes), then apply in one unit of work. The caller holds the lease."""
+    try:
+        fetch = await fetch_in_thread(client, repo_id, revision)
+    except HubError as error:
+        await record_failure(sessionmaker, settings, repo_id, error)
+        return error
+    async with sessionmaker() as session:
+        result = await HubSyncService(session, settings).apply(repo_id, fetch, revision=revision)
+        await session.commit()
+        return result
+
+
+async def due_models(sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> Sequence[tuple[str, str]]:
+    """Models synced before (opted in) whose next sync time has come and whose lease is free."""
+    now = utcnow()
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(Model.repo_id, Model.hub_ref)
+            .where(
+                Model.hub_sync_status.is_not(None),
+                Model.hub_next_sync_at <= now,
+                or_(Model.hub_lease_until.is_(None), and_(Model.hub_lease_until < now)),
+            )
+            .order_by(Model.hub_next_sync_at)
+            .limit(limit)
+        )
+        return [(repo_id, ref or "main") for repo_id, ref in rows.all()]
+
+
+async def sync_due_models(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, client: HubClient, *, limit: int = 500
+) -> list[SyncResult | HubError]:
+    """One background pass: claim what is due, fetch with bounded concurrency, apply each on its own."""
+    gate = asyncio.Semaphore(settings.hub_sync_concurrency)
+
+    async def run(repo_id: str, ref: str) -> SyncResult | HubError | None:
+        async with gate:
+            if not await claim(sessionmaker, repo_id):
+                return None  # another replica has it
+            return await sync_one(sessionmaker, settings, client, repo_id, ref)
+
+    outcomes = await asyncio.gather(*(run(repo_id, ref) for repo_id, ref in await due_models(sessionmaker, limit)))
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def background_sync(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, client: HubClient
+) -> None:
+    """Runs for the life of the server (every replica may run it; the lease keeps them apart)."""
+    tick = min(settings.hub_sync_interval_seconds, 60)
+    while True:
+        await asyncio.sleep(tick)
+        try:
+            outcomes = await sync_due_models(sessionmaker, settings, client)
+        except Exception:  # a pass must never end the loop
+            log.exception("hub: background sync pass failed")
+            continue
+        if outcomes:
+            failed = sum(isinstance(outcome, HubError) for outcome in outcomes)
+            log.info("hub: background pass synced %d models, %d failed", len(outcomes) - failed, failed)
+
+
+async def sync_from_hub(settings: Settings, repo_id: str, revision: str) -> SyncResult:
+    """The command line's sync: register from the Hub if new, else sync under the lease. Raises HubError."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    client = HubClient(settings)
+    try:
+        async with sessionmaker() as session:
+            known = await model_by_repo_id(session, repo_id) is not None
+        if known:
+            if not await claim(sessionmaker, repo_id):
+                raise Conflict(f"A sync of {repo_id} is already running.")
+            outcome = await sync_one(sessionmaker, settings, client, repo_id, revision)
+            if isinstance(outcome, HubError):
+                raise outcome
+            return outcome
+        fetch = await fetch_in_thread(client, repo_id, revision)
+        async with sessionmaker() as session:
+            result = await HubSyncService(session, settings).register(repo_id, fetch, revision=revision, extra={})
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
