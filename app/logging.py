@@ -69,6 +69,7 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "alembic"):
+    # huggingface_hub installs its own stderr handler at import; route it through ours (format, masking).
+    for name in ("uvicorn", "uvicorn.error", "alembic", "huggingface_hub"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

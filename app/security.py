@@ -93,8 +93,9 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
         raise Unauthorized("The token has expired.")
     settings: Settings = request.app.state.settings
     if token.last_used_at is None or now - token.last_used_at >= timedelta(seconds=settings.token_touch_seconds):
+        # Not flushed here: the write goes out with the request's first flush or its commit. On SQLite an
+        # early write would hold the database's single write lock through the whole request (a Hub fetch).
         token.last_used_at = now
-        await session.flush()
     return Principal(token_id=token.id, name=token.name, scope=token.scope, runner_id=token.runner_id)
 
 

@@ -1,6 +1,7 @@
 """Fixtures: every API test runs twice, on SQLite and on PostgreSQL, each time on a fresh migrated database."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -130,3 +131,11 @@ def catalog(settings: Settings) -> None:
 @pytest.fixture
 def publish_headers(issue_token: IssueToken) -> dict[str, str]:
     return bearer(issue_token(Scope.PUBLISH, name="ci"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hub_logs_through_root() -> None:
+    # huggingface_hub binds a stderr handler at import, which outlives pytest's capture of that stream.
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_logger.handlers[:] = []
+    hub_logger.propagate = True

@@ -1,7 +1,6 @@
 """The shipped Llama catalog: complete, idempotent, correctable, and loaded on a new embedded database."""
 
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 from app.catalog.loader import CATALOG, catalog_data, load_catalog
 from app.config import Settings
 from app.db import in_unit_of_work
+from tests.support.databases import offline_environment
 
 MAJOR_RELEASES = {"llama-2", "code-llama", "llama-3", "llama-3.1", "llama-3.2", "llama-3.3", "llama-4", "llama-guard"}
 
@@ -55,8 +55,7 @@ def test_a_corrected_fact_updates_exactly_its_record(settings: Settings, tmp_pat
 
 
 def _run(args: list[str], database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
-    environment["CORRAL_DATABASE_URL"] = database_url
+    environment = offline_environment(CORRAL_DATABASE_URL=database_url)
     return subprocess.run(
         [sys.executable, "-m", "app", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
     )

@@ -1,20 +1,19 @@
 """The `corral` command line, run as a real process: settings errors, tokens, and the schema guard on serve."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from app import migrate
 from app.config import Settings
+from tests.support.databases import offline_environment
 
 CORRAL = [sys.executable, "-m", "app"]
 
 
 def run(args: list[str], database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
-    environment |= {"CORRAL_DATABASE_URL": database_url} | env
+    environment = offline_environment(CORRAL_DATABASE_URL=database_url, **env)
     return subprocess.run(CORRAL + args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=120)
 
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.support.databases import offline_environment
+
 CHROMIUM = os.environ.get("CORRAL_CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("CORRAL_REQUIRE_BROWSER") == "1"
 ARTIFACTS = Path(os.environ.get("CORRAL_TEST_ARTIFACTS", "test-artifacts"))
@@ -49,8 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(message)
     workdir = tmp_path_factory.mktemp("serve")
     port = _free_port()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
-    environment["CORRAL_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'corral.db'}"
+    environment = offline_environment(CORRAL_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'corral.db'}")
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
         cwd=workdir,

@@ -15,16 +15,21 @@ from schemathesis.config import SchemathesisConfig
 from app.main import create_app
 from app.models import Scope
 from tests.conftest import IssueToken, bearer
+from tests.support.databases import make_settings
+from tests.support.fake_hub import FakeHub
 
 ADMIN_HEADERS: dict[str, str] = {}
 CONFIG = SchemathesisConfig.from_path(Path(__file__).with_name("schemathesis.toml"))
 
 
 @pytest.fixture
-def api_schema(settings, issue_token: IssueToken) -> Iterator[object]:
+def api_schema(database_url: str, issue_token: IssueToken) -> Iterator[object]:
     ADMIN_HEADERS.clear()
     ADMIN_HEADERS.update(bearer(issue_token(Scope.ADMIN, name="fuzzer")))
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(settings), config=CONFIG)
+    # An empty fake Hub: registration by repo id and commit listings get its 404s, never the internet.
+    with FakeHub().running() as hub:
+        settings = make_settings(database_url, hub_endpoint=hub.url)
+        yield schemathesis.openapi.from_asgi("/openapi.json", create_app(settings), config=CONFIG)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

@@ -147,7 +147,8 @@ class HubClient:
         )
 
     def commits(self, repo_id: str, revision: str, limit: int) -> list[dict[str, Any]]:
-        listed = self._call(repo_id, lambda: self.api.list_repo_commits(repo_id, revision=revision))
+        # list_repo_commits already retries with its own backoff (huggingface_hub's http_backoff); don't stack ours.
+        listed = self._call(repo_id, lambda: self.api.list_repo_commits(repo_id, revision=revision), retries=0)
         return [
             {
                 "sha": commit.commit_id,
@@ -172,9 +173,10 @@ class HubClient:
             raise HubBadGateway(f"{repo_id}/{filename} on the Hub is not a JSON object.")
         return loaded
 
-    def _call(self, repo_id: str, request: Callable[[], T]) -> T:
+    def _call(self, repo_id: str, request: Callable[[], T], retries: int | None = None) -> T:
         """One Hub call, retried on 429 (honouring Retry-After), 5xx and network errors, with jittered backoff."""
         attempt = 0
+        retries = self.settings.hub_retries if retries is None else retries
         while True:
             try:
                 return request()
@@ -184,11 +186,13 @@ class HubClient:
                 raise HubNotFound(_not_found_message(self.endpoint, repo_id, exc)) from None
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
-                if status not in RETRY_STATUSES or attempt >= self.settings.hub_retries:
+                if status not in RETRY_STATUSES or attempt >= retries:
                     raise _gateway_error(self.endpoint, repo_id, status) from None
                 delay = self._delay(attempt, _retry_after(exc))
+            except ValueError as exc:  # an answer huggingface_hub could not parse (a broken mirror)
+                raise HubBadGateway(f"The Hub at {self.endpoint} sent an answer Corral cannot read: {exc}") from None
             except (httpx2.TransportError, OSError) as exc:
-                if attempt >= self.settings.hub_retries:
+                if attempt >= retries:
                     raise HubUnavailable(
                         f"The Hub at {self.endpoint} is unreachable ({type(exc).__name__}); nothing was changed."
                     ) from None

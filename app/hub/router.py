@@ -51,11 +51,13 @@ async def sync_model(
 @router.get("/hub/commits", dependencies=[Depends(READ)], responses=HUB_ERRORS)
 async def list_hub_commits(
     model: RepoIdDep,
+    session: SessionDep,
     client: Annotated[HubClient, Depends(hub_client)],
     revision: Revision = "main",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[HubCommit]:
-    """The newest commits of the model's Hub repo, to choose a revision to record."""
+    """The newest commits of a registered model's Hub repo, to choose a revision to record."""
+    await require_model(session, model)
     try:
         commits = await fetch_commits(client, model, revision, limit)
     except HubError as error:

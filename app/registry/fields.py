@@ -2,20 +2,31 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, Field, StrictInt, StringConstraints
 
 from app.schemas import IsoDate, IsoDateTime
 
 __all__ = ["IsoDate", "IsoDateTime"]
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+# The Hub's rule: letters, digits, '_', '-', '.'; not starting or ending with '-' or '.', no '--' or '..'.
+_SEGMENT = r"[A-Za-z0-9_]+(?:[.-][A-Za-z0-9_]+)*"
+
+
+def _segments_fit(repo_id: str) -> str:
+    if any(len(segment) > 96 for segment in repo_id.split("/")):
+        raise ValueError("owner and name are at most 96 characters each")
+    return repo_id
+
+
 RepoId = Annotated[
     str,
-    StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"),
+    StringConstraints(max_length=193, pattern=rf"^{_SEGMENT}/{_SEGMENT}$"),
+    AfterValidator(_segments_fit),
     Field(description="Hugging Face Hub repo id, `owner/name`.", examples=["meta-llama/Llama-3.1-8B-Instruct"]),
 ]
 # Path segments of a repo id: /v1/models/{owner}/{name}.
-RepoSegment = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")]
+RepoSegment = Annotated[str, StringConstraints(max_length=96, pattern=rf"^{_SEGMENT}$")]
 CommitSha = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{40}$"),

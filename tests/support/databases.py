@@ -23,9 +23,21 @@ REQUIRE_POSTGRES = os.environ.get("CORRAL_REQUIRE_POSTGRES") == "1"
 POSTGRES_SKIP_REASON = "PostgreSQL NOT REACHABLE"
 
 
+# Nothing in the tests may reach the internet: unless a test points it at its fake Hub, the Hub endpoint is a
+# closed local port (connections refused at once) and the background sync is off.
+OFFLINE_HUB = {"hub_endpoint": "http://127.0.0.1:9", "hub_retries": 0, "hub_sync_interval_seconds": 0}
+
+
+def offline_environment(**variables: str) -> dict[str, str]:
+    """The environment for a `corral` subprocess: no inherited CORRAL_/HF_ settings, the Hub unreachable."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("CORRAL_", "HF_"))}
+    environment["CORRAL_HUB_ENDPOINT"] = str(OFFLINE_HUB["hub_endpoint"])
+    return environment | variables
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     # _env_file=None and explicit values: a developer's .env or CORRAL_* variables cannot leak into tests.
-    return Settings(_env_file=None, database_url=database_url, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=database_url, **(OFFLINE_HUB | overrides))  # type: ignore[call-arg]
 
 
 def postgres_unreachable_reason() -> str | None:

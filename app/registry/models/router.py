@@ -91,7 +91,7 @@ async def list_models(
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(PUBLISH)],
-    responses=problem_responses(409, 415, 502, 503),
+    responses=problem_responses(404, 409, 415, 502, 503),
 )
 async def create_model(
     body: ModelCreate,
