@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     hub_sync_interval_seconds: int = Field(
         default=6 * 3600, ge=0, description="Background re-sync of Hub-synced models; 0 turns it off."
     )
-    hub_sync_concurrency: int = Field(default=8, ge=1, le=64, description="Models fetched from the Hub at once.")
+    hub_sync_concurrency: int = Field(default=16, ge=1, le=64, description="Hub requests in flight at once.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     host: str = "127.0.0.1"

@@ -11,6 +11,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -82,6 +83,8 @@ class HubClient:
         self.endpoint = settings.hub_endpoint
         self.settings = settings
         self._sleep = sleep
+        # Its own threads: asyncio's default pool has only cores + 4 workers, too few for I/O-bound Hub calls.
+        self.executor = ThreadPoolExecutor(max_workers=settings.hub_sync_concurrency, thread_name_prefix="hub")
 
     def fetch(self, repo_id: str, revision: str = "main") -> HubFetch:
         try:

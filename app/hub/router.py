@@ -66,4 +66,4 @@ async def list_hub_commits(
 
 
 async def fetch_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[dict[str, object]]:
-    return await asyncio.to_thread(client.commits, repo_id, revision, limit)
+    return await asyncio.get_running_loop().run_in_executor(client.executor, client.commits, repo_id, revision, limit)

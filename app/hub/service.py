@@ -29,7 +29,7 @@ LEASE = timedelta(minutes=5)
 
 
 async def fetch_in_thread(client: HubClient, repo_id: str, revision: str) -> HubFetch:
-    return await asyncio.to_thread(client.fetch, repo_id, revision)
+    return await asyncio.get_running_loop().run_in_executor(client.executor, client.fetch, repo_id, revision)
 
 
 class HubSyncService:
