@@ -3,6 +3,7 @@
 import asyncio
 import socket
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -315,3 +316,20 @@ def test_cli_hub_sync(settings: Settings, hub: FakeHub, tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "has no model repo" in missing.stderr
+
+
+def test_background_loop_resyncs_due_models(database_url: str, hub: FakeHub, catalog: None,
+                                            publish_headers: dict[str, str]) -> None:
+    repo = hub.add(llama_repo("acme/background", checkpoint_files(ARCH)))
+    settings = hub_settings(database_url, hub.url, hub_sync_interval_seconds=1)
+    with TestClient(create_app(settings)) as client:
+        client.post("/v1/models", json={"repo_id": "acme/background"}, headers=publish_headers)
+        newer = Commit(sha=sha_of("acme/background", 2), files=checkpoint_files(ARCH), title="Fix")
+        repo.commits.append(newer)
+        repo.branches["main"] = newer.sha
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # waits for the loop; asserts on what it did, not on how fast
+            if client.get("/v1/models/acme/background").json()["hub"]["sha"] == newer.sha:
+                break
+            time.sleep(0.2)
+        assert client.get("/v1/models/acme/background/revisions/main").json()["sha"] == newer.sha
