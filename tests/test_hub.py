@@ -3,8 +3,8 @@
 import asyncio
 import socket
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,8 +318,9 @@ def test_cli_hub_sync(settings: Settings, hub: FakeHub, tmp_path: Path) -> None:
     assert "has no model repo" in missing.stderr
 
 
-def test_background_loop_resyncs_due_models(database_url: str, hub: FakeHub, catalog: None,
-                                            publish_headers: dict[str, str]) -> None:
+def test_background_loop_resyncs_due_models(
+    database_url: str, hub: FakeHub, catalog: None, publish_headers: dict[str, str]
+) -> None:
     repo = hub.add(llama_repo("acme/background", checkpoint_files(ARCH)))
     settings = hub_settings(database_url, hub.url, hub_sync_interval_seconds=1)
     with TestClient(create_app(settings)) as client:

@@ -2,10 +2,10 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, String, Uuid
+from sqlalchemy import String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, IdMixin, TimestampMixin
+from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
 
 
 class Scope(StrEnum):
@@ -25,16 +25,7 @@ class ApiToken(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(100))
     key_id: Mapped[str] = mapped_column(String(16), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
-    scope: Mapped[Scope] = mapped_column(
-        Enum(
-            Scope,
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            name="scope",
-            values_callable=lambda enum: [member.value for member in enum],
-        )
-    )
+    scope: Mapped[Scope] = mapped_column(checked_enum(Scope, "scope"))
     # Runner tokens are bound to one runner; the foreign key arrives with the runners table.
     runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)

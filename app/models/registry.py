@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Date,
-    Enum,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -19,20 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, IdMixin, TimestampMixin
+from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
 from app.models.types import JsonDocument
-
-
-def _enum(enum: type[StrEnum], name: str) -> Enum:
-    # Stored as checked VARCHAR on both databases: adding a member is a migration, never an ALTER TYPE.
-    return Enum(
-        enum,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        name=name,
-        values_callable=lambda members: [member.value for member in members],
-    )
 
 
 class ModelKind(StrEnum):
@@ -111,12 +98,12 @@ class Model(IdMixin, TimestampMixin, Base):
     display_name: Mapped[str] = mapped_column(String(200))
     family_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("families.id", ondelete="RESTRICT"))
     license_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("licenses.id", ondelete="RESTRICT"))
-    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"))
+    kind: Mapped[ModelKind] = mapped_column(checked_enum(ModelKind, "model_kind"))
     modalities: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
-    status: Mapped[ModelStatus] = mapped_column(_enum(ModelStatus, "model_status"))
+    status: Mapped[ModelStatus] = mapped_column(checked_enum(ModelStatus, "model_status"))
     release_date: Mapped[date | None] = mapped_column(Date)
     base_model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"))
-    lineage: Mapped[Lineage | None] = mapped_column(_enum(Lineage, "lineage"))
+    lineage: Mapped[Lineage | None] = mapped_column(checked_enum(Lineage, "lineage"))
 
     parameter_count: Mapped[int | None] = mapped_column(BigInteger)
     active_parameters: Mapped[int | None] = mapped_column(BigInteger)
