@@ -23,6 +23,7 @@ from app.hub.worker import sync_from_hub
 from app.models import Scope
 from app.models.base import utcnow
 from app.pagination import PageRequest
+from app.suites.service import SuiteFileError, load_suites
 from app.tokens.service import TokenService
 
 T = TypeVar("T")
@@ -41,6 +42,8 @@ cli.add_typer(db_cli, name="database", hidden=True)
 cli.add_typer(token_cli, name="token")
 catalog_cli = typer.Typer(help="The shipped Llama catalog.", no_args_is_help=True)
 cli.add_typer(catalog_cli, name="catalog")
+suites_cli = typer.Typer(help="Evaluation suites (evals/suites/*.yaml).", no_args_is_help=True)
+cli.add_typer(suites_cli, name="suites")
 hub_cli = typer.Typer(help="The Hugging Face Hub (or the mirror in CORRAL_HUB_ENDPOINT).", no_args_is_help=True)
 cli.add_typer(hub_cli, name="hub")
 
@@ -97,6 +100,8 @@ def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Await
         return asyncio.run(in_unit_of_work(settings, work))
     except ProblemError as exc:
         _fail(exc.detail)
+    except SuiteFileError as exc:
+        _fail(f"invalid suite file {exc}")
 
 
 @cli.command()
@@ -113,6 +118,8 @@ def serve(
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     prepare_database(settings)
+    # Suites come from the files this build ships: record their current versions before serving.
+    run_in_unit_of_work(settings, load_suites)
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -240,6 +247,14 @@ def catalog_load() -> None:
     prepare_database(settings)
     loaded = run_in_unit_of_work(settings, load_catalog)
     typer.echo(loaded.model_dump_json())
+
+
+@suites_cli.command("load")
+def suites_load() -> None:
+    """Record the current version of every suite file (evals/suites/*.yaml); earlier versions are kept."""
+    settings = _settings()
+    prepare_database(settings)
+    typer.echo(json.dumps(run_in_unit_of_work(settings, load_suites)))
 
 
 @hub_cli.command("sync")

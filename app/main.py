@@ -35,6 +35,7 @@ from app.registry.revisions.router import router as revisions_router
 from app.routing import api_routes
 from app.schemas import Problem
 from app.security import route_access
+from app.suites.router import router as suites_router
 from app.tokens.router import router as tokens_router
 
 DESCRIPTION = """\
@@ -57,6 +58,7 @@ TAGS = [
     {"name": "models", "description": "One model per Hub repo id: architecture, lineage, requirements, search."},
     {"name": "revisions", "description": "Immutable commit-pinned snapshots of a model, and movable aliases."},
     {"name": "hub", "description": "Syncing models from the Hugging Face Hub (or a mirror): metadata only."},
+    {"name": "suites", "description": "Declarative evaluation suites (evals/suites/*.yaml), versioned by content."},
     {"name": "hardware", "description": "The accelerator catalog and memory estimates for any architecture."},
     {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(revisions_router)
     app.include_router(hardware_router)
     app.include_router(hub_router)
+    app.include_router(suites_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)

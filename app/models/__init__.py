@@ -11,6 +11,7 @@ from app.models.registry import (
     ModelKind,
     ModelStatus,
     Revision,
+    SuiteVersion,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "ModelStatus",
     "Revision",
     "Scope",
+    "SuiteVersion",
 ]

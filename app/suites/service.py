@@ -1,0 +1,136 @@
+"""Suites: read from evals/suites/*.yaml, versioned by content, every version kept in the database."""
+
+import hashlib
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import NotFound
+from app.models import SuiteVersion
+from app.pagination import PageRequest, paginate
+from app.suites.schemas import SuiteDefinition, SuiteRead, SuiteSummary, SuiteVersionRead
+
+SUITES_DIR = Path(str(files("evals"))) / "suites"
+
+
+class SuiteFileError(Exception):
+    """A suite file that does not parse or validate; the message names the file and the problem."""
+
+
+def read_suite_files(directory: Path = SUITES_DIR) -> list[SuiteDefinition]:
+    definitions = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            definition = SuiteDefinition.model_validate(yaml.safe_load(path.read_text()))
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise SuiteFileError(f"{path.name}: {exc}") from None
+        if path.stem != definition.name:
+            raise SuiteFileError(f"{path.name}: the file must be named after its suite ({definition.name}.yaml)")
+        definitions.append(definition)
+    return definitions
+
+
+def content_version(definition: SuiteDefinition) -> str:
+    """The hash of the parsed definition, so comments and layout do not make a new version."""
+    canonical = json.dumps(definition.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+async def load_suites(session: AsyncSession, directory: Path = SUITES_DIR) -> dict[str, str]:
+    """Record each suite's current version (new ones added, old ones kept); returns name -> latest version."""
+    latest: dict[str, str] = {}
+    for definition in read_suite_files(directory):
+        version = content_version(definition)
+        latest[definition.name] = version
+        existing = (
+            await session.execute(
+                select(SuiteVersion).where(SuiteVersion.name == definition.name, SuiteVersion.version == version)
+            )
+        ).scalar_one_or_none()
+        if existing is not None and existing.latest:
+            continue
+        await session.execute(update(SuiteVersion).where(SuiteVersion.name == definition.name).values(latest=False))
+        if existing is None:
+            session.add(
+                SuiteVersion(
+                    name=definition.name, version=version, latest=True, definition=definition.model_dump(mode="json")
+                )
+            )
+        else:
+            existing.latest = True  # the file went back to an earlier version
+        await session.flush()
+    return latest
+
+
+def _summary(row: SuiteVersion) -> SuiteSummary:
+    definition = SuiteDefinition.model_validate(row.definition)
+    return SuiteSummary(
+        name=row.name,
+        version=row.version,
+        title=definition.title,
+        description=definition.description,
+        tasks=[task.name for task in definition.tasks],
+        shards=len(definition.shards),
+        context_tokens=definition.context_tokens,
+        created_at=row.created_at,
+    )
+
+
+def _version_read(row: SuiteVersion) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "version": row.version,
+        "latest": row.latest,
+        "definition": row.definition,
+        "created_at": row.created_at,
+    }
+
+
+class SuiteService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def list_page(self, *, sort: str, page: PageRequest) -> tuple[list[SuiteSummary], str | None]:
+        statement: Select[SuiteVersion] = select(SuiteVersion).where(SuiteVersion.latest.is_(True))
+        rows, cursor = await paginate(
+            self.session,
+            statement,
+            sort=sort,
+            columns={"name": SuiteVersion.name},
+            id_column=SuiteVersion.id,
+            page=page,
+        )
+        return [_summary(row) for row in rows], cursor
+
+    async def get(self, name: str) -> SuiteRead:
+        rows = (
+            (
+                await self.session.execute(
+                    select(SuiteVersion)
+                    .where(SuiteVersion.name == name)
+                    .order_by(SuiteVersion.created_at.desc(), SuiteVersion.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        current = next((row for row in rows if row.latest), None)
+        if current is None:
+            raise NotFound(f"No suite named {name!r}.")
+        return SuiteRead(**_version_read(current), versions=[row.version for row in rows])
+
+    async def get_version(self, name: str, version: str) -> SuiteVersionRead:
+        row = (
+            await self.session.execute(
+                select(SuiteVersion).where(SuiteVersion.name == name, SuiteVersion.version == version)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"Suite {name!r} has no version {version!r}.")
+        return SuiteVersionRead(**_version_read(row))
