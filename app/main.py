@@ -33,6 +33,7 @@ from app.registry.licenses.router import router as licenses_router
 from app.registry.models.router import router as models_router
 from app.registry.revisions.router import router as revisions_router
 from app.routing import api_routes
+from app.runners.router import router as runners_router
 from app.schemas import Problem
 from app.security import route_access
 from app.suites.router import router as suites_router
@@ -59,6 +60,7 @@ TAGS = [
     {"name": "revisions", "description": "Immutable commit-pinned snapshots of a model, and movable aliases."},
     {"name": "hub", "description": "Syncing models from the Hugging Face Hub (or a mirror): metadata only."},
     {"name": "suites", "description": "Declarative evaluation suites (evals/suites/*.yaml), versioned by content."},
+    {"name": "runners", "description": "Runner machines: registration, tokens, capabilities, state."},
     {"name": "hardware", "description": "The accelerator catalog and memory estimates for any architecture."},
     {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(hardware_router)
     app.include_router(hub_router)
     app.include_router(suites_router)
+    app.include_router(runners_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)

@@ -26,6 +26,9 @@ from app.tokens.repository import TokenRepository
 
 TOKEN_PREFIX = "crl_"
 _TOKEN_SHAPE = re.compile(r"^crl_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
+# Registration tokens look different on purpose: they are never accepted as bearer tokens.
+REGISTRATION_PREFIX = "crlreg_"
+REGISTRATION_SHAPE = re.compile(r"^crlreg_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
 # Hashed when the key id is unknown, so a miss costs the same as a wrong secret.
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-token").hexdigest()
 
@@ -45,10 +48,15 @@ class NewToken:
     secret_hash: str
 
 
-def generate_token() -> NewToken:
+def generate_token(prefix: str = TOKEN_PREFIX) -> NewToken:
     key_id = secrets.token_hex(8)
-    plaintext = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    plaintext = f"{prefix}{key_id}_{secrets.token_urlsafe(32)}"
     return NewToken(plaintext=plaintext, key_id=key_id, secret_hash=hash_token(plaintext))
+
+
+def secret_matches(stored_hash: str | None, plaintext: str) -> bool:
+    """Constant-time comparison; a missing row is compared against a dummy so both cost the same."""
+    return hmac.compare_digest(stored_hash or _DUMMY_HASH, hash_token(plaintext)) and stored_hash is not None
 
 
 def hash_token(plaintext: str) -> str:
@@ -83,8 +91,7 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
     if match is None:
         raise Unauthorized("The bearer token is not a Corral token (crl_...).")
     token = await TokenRepository(session).get_by_key_id(match.group(1))
-    expected = token.secret_hash if token is not None else _DUMMY_HASH
-    if not hmac.compare_digest(expected, hash_token(credentials.credentials)) or token is None:
+    if not secret_matches(token.secret_hash if token else None, credentials.credentials) or token is None:
         raise Unauthorized("The token is not valid.")
     now = utcnow()
     if token.revoked_at is not None:

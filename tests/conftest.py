@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.main import create_app
-from app.models import Scope
+from app.models import Runner, RunnerState, Scope
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
 from tests.support import databases
@@ -83,15 +84,17 @@ def issue_token(settings: Settings) -> IssueToken:
 
     def issue(scope: Scope | str = Scope.ADMIN, name: str = "test", expires_at: datetime | None = None) -> TokenCreated:
         scope = Scope(scope)
-        runner_id = uuid.uuid4() if scope == Scope.RUNNER else None
-        return asyncio.run(
-            in_unit_of_work(
-                settings,
-                lambda session: TokenService(session).issue(
-                    name=name, scope=scope, expires_at=expires_at, runner_id=runner_id
-                ),
-            )
-        )
+
+        async def work(session: AsyncSession) -> TokenCreated:
+            runner_id = None
+            if scope == Scope.RUNNER:  # a runner token is bound to a real runner
+                runner = Runner(name=f"runner-{uuid.uuid4().hex[:8]}", state=RunnerState.ACTIVE)
+                session.add(runner)
+                await session.flush()
+                runner_id = runner.id
+            return await TokenService(session).issue(name=name, scope=scope, expires_at=expires_at, runner_id=runner_id)
+
+        return asyncio.run(in_unit_of_work(settings, work))
 
     return issue
 

@@ -38,4 +38,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
-    case.call_and_validate(headers=ADMIN_HEADERS)
+    # Schemathesis puts an Authorization header in every case that should have one, and leaves it out where it
+    # tests that a missing token is refused: swap in a real token only where it put one.
+    has_auth = "Authorization" in (case.headers or {})
+    case.call_and_validate(headers=ADMIN_HEADERS if has_auth else {})

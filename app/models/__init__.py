@@ -13,6 +13,7 @@ from app.models.registry import (
     Revision,
     SuiteVersion,
 )
+from app.models.runner import RegistrationToken, Runner, RunnerState
 
 __all__ = [
     "Alias",
@@ -24,7 +25,10 @@ __all__ = [
     "Model",
     "ModelKind",
     "ModelStatus",
+    "RegistrationToken",
     "Revision",
+    "Runner",
+    "RunnerState",
     "Scope",
     "SuiteVersion",
 ]

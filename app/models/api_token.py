@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, Uuid
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
@@ -26,8 +26,8 @@ class ApiToken(IdMixin, TimestampMixin, Base):
     key_id: Mapped[str] = mapped_column(String(16), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     scope: Mapped[Scope] = mapped_column(checked_enum(Scope, "scope"))
-    # Runner tokens are bound to one runner; the foreign key arrives with the runners table.
-    runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # Runner tokens are bound to one runner.
+    runner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runners.id", ondelete="RESTRICT"), default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
