@@ -3,7 +3,7 @@
 import asyncio
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app import migrate
 from app.config import Settings
@@ -57,3 +57,36 @@ def test_single_head_and_dated_file_names() -> None:
 
 def _tables_now(settings: Settings) -> set[str]:
     return asyncio.run(_tables(settings))
+
+
+def test_upgrade_keeps_existing_rows(settings: Settings) -> None:
+    """Columns added to tables that already hold rows need defaults: upgrade with a model row in place."""
+    migrate.downgrade(settings, "0002")
+
+    async def insert_and_read_back() -> tuple[int, object]:
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(
+                        "INSERT INTO models (id, repo_id, display_name, kind, modalities, status, tags, unverified, "
+                        "created_at, updated_at) VALUES ('0123456789abcdef0123456789abcdef', 'old/model', 'Old', 'base', "
+                        "'[]', 'released', '[]', '[]', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+                    )
+                )
+            await asyncio.to_thread(migrate.upgrade, settings)
+            async with engine.connect() as connection:
+                row = (
+                    await connection.execute(
+                        text(
+                            "SELECT hub_consecutive_failures, hub_disagreements FROM models WHERE repo_id = 'old/model'"
+                        )
+                    )
+                ).one()
+                return row[0], row[1]
+        finally:
+            await engine.dispose()
+
+    failures, disagreements = asyncio.run(insert_and_read_back())
+    assert failures == 0
+    assert disagreements in ([], "[]")
