@@ -21,7 +21,8 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; sqlite (embedded, default) or postgresql.",
     )
     public_reads: bool = Field(default=True, description="Let anonymous clients read; writes always need a token.")
-    hub_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    # No user:password@ in the URL: it would show in error messages; a mirror's credential is CORRAL_HUB_TOKEN.
+    hub_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$")
     hub_token: SecretStr | None = None
     hub_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Per Hub request.")
     hub_retries: int = Field(default=3, ge=0, le=10, description="Retries on 429, 5xx and network errors.")

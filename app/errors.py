@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import current_request_id
@@ -200,7 +201,20 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status_code, detail, headers=headers)
 
 
+async def _handle_integrity(request: Request, exc: Exception) -> JSONResponse:
+    # A unique key taken between our check and our insert (two identical creates at once). The exception
+    # text holds the SQL parameters, so none of it reaches the client or the log.
+    return problem_response(
+        request,
+        409,
+        "Another request wrote a conflicting record at the same time; fetch it, or retry.",
+        slug="conflict",
+        title="Conflict",
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(ProblemError, _handle_problem)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(IntegrityError, _handle_integrity)

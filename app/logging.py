@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 _request_id: ContextVar[str | None] = ContextVar("corral_request_id", default=None)
 
 # Defence in depth: no code path logs a token, but a token pasted into a name or a URL must not leak either.
-TOKEN_PATTERN = re.compile(r"crl_[A-Za-z0-9_\-]{8,}")
+TOKEN_PATTERN = re.compile(r"crl(?:reg)?_[A-Za-z0-9_\-]{8,}")
 _MASK = "crl_***"
 # Fields of LogRecord that are not user extras; the rest become JSON keys.
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}

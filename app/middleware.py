@@ -18,6 +18,7 @@ from app.metrics import Metrics
 access_log = logging.getLogger("corral.access")
 error_log = logging.getLogger("corral.errors")
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A caller's X-Request-ID is kept only if it is short and plain, so it cannot forge log lines.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
@@ -61,7 +62,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             # The route template (/v1/tokens/{token_id}), never the raw path: bounded label cardinality.
             template = getattr(route, "path_format", None) or "unmatched"
-            self.metrics.observe(scope["method"], template, status, elapsed)
+            # Only known methods become label values: a client inventing methods must not grow the series.
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.observe(method, template, status, elapsed)
             # The path without its query string: nothing a client typed into a query reaches the log.
             access_log.info(
                 "%s %s %d %.1fms",
@@ -114,24 +117,36 @@ class RequestSizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server enforces a declared length
             return
+        # No declared length (chunked): read up to the limit first, then hand the body on in one piece.
+        chunks: list[bytes] = []
         received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
@@ -141,10 +156,6 @@ class RequestSizeLimitMiddleware:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class ETagMiddleware:

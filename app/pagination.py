@@ -75,7 +75,7 @@ def _encode(sort: str, value: Any, row_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
+def _decode(cursor: str, sort: str, key: "SortKey") -> tuple[Any, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -88,7 +88,17 @@ def _decode(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
         raise BadRequest("The cursor is not valid; start again without one.") from None
     if made_for != sort:
         raise BadRequest(f"The cursor was made for sort={made_for}; send the same sort with it.")
+    if not _fits_column(value, key):
+        raise BadRequest("The cursor is not valid; start again without one.")
     return value, row_id
+
+
+def _fits_column(value: Any, key: "SortKey") -> bool:
+    """A cursor's value must be what the sort column holds (cursors are opaque, not tamper-proof)."""
+    expected = key.column.type.python_type
+    if isinstance(value, bool) or not isinstance(value, expected):
+        return False
+    return not isinstance(value, datetime) or value.tzinfo is not None
 
 
 async def paginate(
@@ -105,7 +115,7 @@ async def paginate(
     key = _sort_key(columns[sort.removeprefix("-")])
     column: Any = key.column if key.nulls_as is None else key.expression()
     if page.cursor is not None:
-        value, last_id = _decode(page.cursor, sort)
+        value, last_id = _decode(page.cursor, sort, key)
         if descending:
             statement = statement.where(or_(column < value, and_(column == value, id_column < last_id)))
         else:

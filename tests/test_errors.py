@@ -126,11 +126,37 @@ def test_domain_error_rolls_back_the_unit_of_work(faulty: TestClient, admin_head
 
 
 def test_commit_happens_before_the_response(faulty: TestClient, admin_headers: dict[str, str]) -> None:
-    # Had the commit run after sending, the client would have seen 201 for data that was never stored.
-    assert_problem(faulty.post("/test/commit-fails"), 500)
+    # Had the commit run after sending, the client would have seen 201 for data that was never stored. A unique
+    # key taken at commit time is a conflict (409), and its SQL parameters are not echoed.
+    conflict = assert_problem(faulty.post("/test/commit-fails"), 409)
+    assert "duplicatekey" not in str(conflict)
     assert "dup" not in _names(faulty, admin_headers)
     assert faulty.post("/test/writes").status_code == 201
     assert "kept" in _names(faulty, admin_headers)
+
+
+def test_chunked_body_over_the_limit_is_413(database_url: str, issue_token) -> None:
+    settings = make_settings(database_url, max_request_bytes=1024)
+    admin = issue_token(Scope.ADMIN).token
+
+    def chunks():  # no Content-Length: sent chunked
+        yield b'{"name": "'
+        yield b"x" * 4000
+        yield b'", "scope": "read"}'
+
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+        assert_problem(client.post("/v1/tokens", content=chunks(), headers=headers), 413)
+        small = client.post("/v1/tokens", content=iter([b'{"name": "ok", ', b'"scope": "read"}']), headers=headers)
+        assert small.status_code == 201, small.text
+
+
+def test_unknown_methods_share_one_metrics_label(client: TestClient) -> None:
+    for method in ("FOO1", "FOO2"):
+        client.request(method, "/healthz")
+    text = client.get("/metrics").text
+    assert "FOO1" not in text
+    assert 'method="other"' in text
 
 
 def test_client_request_id_is_kept_if_plain(client: TestClient) -> None:

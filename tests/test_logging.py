@@ -40,6 +40,7 @@ def test_masking_defends_against_a_token_in_a_message() -> None:
     line = mask_tokens("user pasted crl_0123456789abcdef_" + "Z" * 43 + " into a name")
     assert "ZZZZ" not in line
     assert "crl_***" in line
+    assert "YYYY" not in mask_tokens("and crlreg_0123456789abcdef_" + "Y" * 43)
 
 
 def test_json_format_is_one_object_per_line_with_request_id(

@@ -69,9 +69,10 @@ def test_upgrade_keeps_existing_rows(settings: Settings) -> None:
             async with engine.begin() as connection:
                 await connection.execute(
                     text(
-                        "INSERT INTO models (id, repo_id, display_name, kind, modalities, status, tags, unverified, "
-                        "created_at, updated_at) VALUES ('0123456789abcdef0123456789abcdef', 'old/model', 'Old', 'base', "
-                        "'[]', 'released', '[]', '[]', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+                        "INSERT INTO models (id, repo_id, display_name, kind, modalities, status, tags, "
+                        "unverified, created_at, updated_at) VALUES ('0123456789abcdef0123456789abcdef', "
+                        "'old/model', 'Old', 'base', '[]', 'released', '[]', '[]', '2025-01-01 00:00:00', "
+                        "'2025-01-01 00:00:00')"
                     )
                 )
             await asyncio.to_thread(migrate.upgrade, settings)

@@ -236,3 +236,51 @@ def test_lineage_cannot_loop(client: TestClient, publish_headers: dict[str, str]
     assert client.get("/v1/models/x/base").json()["base_model"] is None
     nulled = client.patch("/v1/models/x/base", json={"kind": None}, headers=publish_headers)
     assert nulled.status_code == 422
+
+
+def test_patching_the_shape_recomputes_derived_figures(client: TestClient, publish_headers: dict[str, str]) -> None:
+    body = {
+        "repo_id": "acme/shape",
+        "kind": "base",
+        "hidden_size": 4096,
+        "num_layers": 32,
+        "num_attention_heads": 32,
+        "num_kv_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+    }
+    assert client.post("/v1/models", json=body, headers=publish_headers).json()["head_dim"] == 128
+    patched = client.patch(
+        "/v1/models/acme/shape",
+        json={"hidden_size": 8192, "num_layers": 80, "num_attention_heads": 64, "intermediate_size": 28672},
+        headers=publish_headers,
+    ).json()
+    assert (patched["head_dim"], patched["parameter_count"]) == (128, 70_553_706_496)
+    stated = client.patch(
+        "/v1/models/acme/shape", json={"num_layers": 81, "parameter_count": 123}, headers=publish_headers
+    ).json()
+    assert stated["parameter_count"] == 123
+
+
+def test_unicode_search_agrees_across_databases(client: TestClient, publish_headers: dict[str, str]) -> None:
+    client.post(
+        "/v1/models",
+        json={"repo_id": "acme/emile", "display_name": "Émile Ünïcode", "kind": "base"},
+        headers=publish_headers,
+    )
+    for query in ("émile", "ÉMILE", "ünï"):
+        assert repo_ids(client, q=query) == ["acme/emile"], query
+
+
+def test_fits_filter_survives_absurd_but_valid_sizes(client: TestClient, publish_headers: dict[str, str]) -> None:
+    huge = {
+        "repo_id": "acme/huge",
+        "kind": "base",
+        "hidden_size": 10_000_000,
+        "num_layers": 10_000_000,
+        "num_attention_heads": 10_000_000,
+        "num_kv_heads": 10_000_000,
+        "parameter_count": 10**14,
+    }
+    assert client.post("/v1/models", json=huge, headers=publish_headers).status_code == 201
+    assert "acme/huge" not in repo_ids(client, fits_accelerator="nvidia-h100-80gb", fits_context_tokens=10**9)

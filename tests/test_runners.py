@@ -24,9 +24,10 @@ def test_admin_creates_runner_and_its_token_works(client: TestClient, admin_head
     assert (runner["state"], runner["online"], runner["accelerators"][0]["count"]) == ("active", False, 8)
     assert client.get("/v1/tokens/current", headers=bearer(token)).json()["runner_id"] == runner["id"]
 
+    report = {"accelerators": MACHINE["accelerators"], "backends": ["hf"], "lm_eval_version": "0.4.14"}
     checked_in = client.post(
         "/v1/runner/verify",
-        json={**{k: v for k, v in MACHINE.items() if k != "name"}, "lm_eval_version": "0.4.14"},
+        json=report,
         headers=bearer(token),
     )
     assert checked_in.status_code == 200, checked_in.text
@@ -64,6 +65,19 @@ def test_bad_registration_tokens(client: TestClient, admin_headers: dict[str, st
     response = client.post("/v1/runners/register", json={**MACHINE, "registration_token": token})
     assert response.status_code == 401
     assert client.get("/v1/runners", headers=admin_headers).json()["items"] == []
+
+
+def test_check_in_keeps_labels_and_limits_set_by_admins(client: TestClient, admin_headers: dict[str, str]) -> None:
+    created = client.post("/v1/runners", json=MACHINE, headers=admin_headers).json()
+    runner_id, token = created["runner"]["id"], created["token"]
+    client.patch(
+        f"/v1/runners/{runner_id}", json={"labels": ["dc-a", "h100"], "max_concurrent_jobs": 4}, headers=admin_headers
+    )
+    checked_in = client.post("/v1/runner/verify", json={"lm_eval_version": "0.4.14"}, headers=bearer(token)).json()
+    assert (checked_in["labels"], checked_in["max_concurrent_jobs"]) == (["dc-a", "h100"], 4)
+    assert checked_in["accelerators"] == MACHINE["accelerators"]  # not reported: kept
+    refused = client.post("/v1/runner/verify", json={"labels": ["mine"]}, headers=bearer(token))
+    assert refused.status_code == 422
 
 
 def test_pause_drain_rotate_delete(client: TestClient, admin_headers: dict[str, str]) -> None:

@@ -39,6 +39,7 @@ def test_plain_postgres_url_gets_psycopg_and_password_is_hidden(monkeypatch: pyt
         ("CORRAL_DATABASE_URL", "::not a url::"),
         ("CORRAL_PAGE_LIMIT_MAX", "0"),
         ("CORRAL_HUB_ENDPOINT", "ftp://mirror"),
+        ("CORRAL_HUB_ENDPOINT", "https://bob:s3cret@mirror.internal"),
     ],
 )
 def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:

@@ -209,7 +209,21 @@ def test_limit_is_capped_by_the_server(settings, issue_token: IssueToken) -> Non
         assert page["next_cursor"]
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", "eyJ4IjoxfQ", "A" * 40])
+def _cursor(payload: dict[str, object]) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+FORGED = [
+    _cursor({"s": "-created_at", "v": {"dt": "2024-01-01T00:00:00"}, "id": "00000000-0000-0000-0000-000000000000"}),
+    _cursor({"s": "-created_at", "v": [1], "id": "00000000-0000-0000-0000-000000000000"}),
+    _cursor({"s": "-created_at", "v": 5, "id": "00000000-0000-0000-0000-000000000000"}),
+]
+
+
+@pytest.mark.parametrize("cursor", ["garbage!", "eyJ4IjoxfQ", "A" * 40, *FORGED])
 def test_invalid_cursor_is_400(client: TestClient, admin_headers: dict[str, str], cursor: str) -> None:
     response = client.get("/v1/tokens", params={"cursor": cursor}, headers=admin_headers)
     assert response.status_code == 400

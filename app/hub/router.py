@@ -9,7 +9,7 @@ from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import HubCommit, SyncResult
 from app.hub.service import HubSyncService, fetch_in_thread
-from app.hub.worker import claim, record_failure
+from app.hub.worker import claim, record_failure, release
 from app.registry.models.router import RepoIdDep
 from app.registry.repository import require_model
 from app.schemas import COMMON_ERRORS, problem_responses
@@ -45,7 +45,12 @@ async def sync_model(
     except HubError as error:
         await record_failure(sessionmaker, request.app.state.settings, model, error)
         raise hub_problem(error) from None
-    return await HubSyncService(session, request.app.state.settings).apply(model, fetch, revision=revision)
+    try:
+        return await HubSyncService(session, request.app.state.settings).apply(model, fetch, revision=revision)
+    except Exception:
+        await session.rollback()  # first, so that SQLite's write lock is free for the release
+        await release(sessionmaker, model)
+        raise
 
 
 @router.get("/hub/commits", dependencies=[Depends(READ)], responses=HUB_ERRORS)

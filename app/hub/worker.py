@@ -36,6 +36,13 @@ async def claim(sessionmaker: async_sessionmaker[AsyncSession], repo_id: str) ->
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def release(sessionmaker: async_sessionmaker[AsyncSession], repo_id: str) -> None:
+    """Give the lease back after an unexpected failure, so the next sync need not wait for it to lapse."""
+    async with sessionmaker() as session:
+        await session.execute(update(Model).where(Model.repo_id == repo_id).values(hub_lease_until=None))
+        await session.commit()
+
+
 async def record_failure(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, repo_id: str, error: HubError
 ) -> None:
@@ -53,10 +60,14 @@ async def sync_one(
     except HubError as error:
         await record_failure(sessionmaker, settings, repo_id, error)
         return error
-    async with sessionmaker() as session:
-        result = await HubSyncService(session, settings).apply(repo_id, fetch, revision=revision)
-        await session.commit()
-        return result
+    try:
+        async with sessionmaker() as session:
+            result = await HubSyncService(session, settings).apply(repo_id, fetch, revision=revision)
+            await session.commit()
+            return result
+    except Exception:
+        await release(sessionmaker, repo_id)
+        raise
 
 
 async def due_models(sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> Sequence[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean
+from sqlalchemy import JSON, BigInteger, Boolean
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -33,3 +33,23 @@ def _contains_sqlite(element: json_array_contains, compiler: SQLCompiler, **kw: 
         f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) "
         f"WHERE json_each.value = {compiler.process(value, **kw)})"
     )
+
+
+class wide_integer(FunctionElement[int]):
+    """An integer expression whose products may pass 64 bits: NUMERIC on PostgreSQL (which would raise on a
+    BIGINT overflow), unchanged on SQLite (which moves to floating point by itself). Typed as an integer so
+    SQLAlchemy keeps rendering `//` as plain division; at worst the result carries a fraction of a unit."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "wide_integer"
+
+
+@compiles(wide_integer, "postgresql")
+def _wide_postgresql(element: wide_integer, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(next(iter(element.clauses)), **kw)} AS NUMERIC)"
+
+
+@compiles(wide_integer, "sqlite")
+def _wide_sqlite(element: wide_integer, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(next(iter(element.clauses)), **kw))

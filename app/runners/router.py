@@ -9,12 +9,12 @@ from app.models import RunnerState
 from app.pagination import PageDep
 from app.registry.fields import Tag
 from app.runners.schemas import (
-    Capabilities,
     RegistrationTokenCreate,
     RegistrationTokenCreated,
     RunnerCreate,
     RunnerRead,
     RunnerRegister,
+    RunnerReport,
     RunnerSort,
     RunnerUpdate,
     RunnerWithToken,
@@ -96,9 +96,9 @@ def _own_runner(principal: Principal | None) -> uuid.UUID:
 
 @router.post("/runner/verify", responses=problem_responses(404, 415))
 async def verify_runner(
-    body: Capabilities, session: SessionDep, principal: Annotated[Principal | None, Depends(RUNNER)]
+    body: RunnerReport, session: SessionDep, principal: Annotated[Principal | None, Depends(RUNNER)]
 ) -> RunnerRead:
-    """A runner checks in with its capabilities (the runner protocol's first call)."""
+    """A runner checks in with its hardware and software (the runner protocol's first call)."""
     return await RunnerService(session).verify(_own_runner(principal), body)
 
 

@@ -34,6 +34,14 @@ class Capabilities(WriteModel):
     max_concurrent_jobs: StrictInt = Field(default=1, ge=1, le=64)
 
 
+class RunnerReport(WriteModel):
+    """What a runner reports of itself when it checks in: hardware and software, not its labels or limits."""
+
+    accelerators: list[Accelerator] = Field(default_factory=list, max_length=64)
+    backends: list[Backend] = Field(default_factory=lambda: ["hf"], min_length=1)  # type: ignore[arg-type]
+    lm_eval_version: str | None = Field(default=None, max_length=32, pattern=r"^[0-9A-Za-z.+-]+$")
+
+
 class RunnerCreate(Capabilities):
     model_config = ConfigDict(
         json_schema_extra={

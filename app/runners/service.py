@@ -19,6 +19,7 @@ from app.runners.schemas import (
     RunnerCreate,
     RunnerRead,
     RunnerRegister,
+    RunnerReport,
     RunnerUpdate,
     RunnerWithToken,
 )
@@ -132,10 +133,10 @@ class RunnerService:
         )
         return RunnerWithToken(runner=to_read(runner), token=token.token)
 
-    async def verify(self, runner_id: uuid.UUID, capabilities: Capabilities) -> RunnerRead:
-        """The runner checks in: its reported capabilities are recorded, and so is the contact."""
+    async def verify(self, runner_id: uuid.UUID, report: RunnerReport) -> RunnerRead:
+        """The runner checks in: the hardware it reports is recorded (labels and limits stay the admin's)."""
         runner = await self.get(runner_id)
-        for field, value in capabilities.model_dump().items():
+        for field, value in report.model_dump(exclude_unset=True).items():
             setattr(runner, field, value)
         runner.last_contact_at = utcnow()
         await self.session.flush()

@@ -3,14 +3,14 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, cast, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import aliased
 
 from app.errors import UnprocessableEntity
 from app.hardware import estimator
 from app.hardware.catalog import accelerators
 from app.models import Family, License, Model, ModelKind, ModelStatus
-from app.models.types import json_array_contains
+from app.models.types import json_array_contains, wide_integer
 from app.registry.repository import MODEL_LOADS
 
 
@@ -84,9 +84,10 @@ def _fits(filters: ModelFilters) -> Any:
     # head_dim is always stored once hidden size and heads are known (the service fills it in).
     kv_precision = estimator.default_kv_precision(filters.fits_precision)
     weights = estimator.weight_bytes(Model.parameter_count, filters.fits_precision)
-    # BIGINT from the first factor on: PostgreSQL would overflow INTEGER arithmetic on layers x heads x tokens.
+    # Widened from the first factor on: layers x heads x head dim x tokens can pass even BIGINT's range for the
+    # sizes the schema admits, and PostgreSQL would raise instead of answering.
     kv = estimator.kv_cache_bytes(
-        cast(Model.num_layers, BigInteger),
+        wide_integer(Model.num_layers),
         Model.num_kv_heads,
         Model.head_dim,
         filters.fits_context_tokens,

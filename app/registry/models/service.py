@@ -26,6 +26,18 @@ SORT_COLUMNS: dict[str, Any] = {
     "parameter_count": SortKey(Model.parameter_count, nulls_as=0),
 }
 MAX_LINEAGE_DEPTH = 32
+ARCHITECTURE_INPUTS = frozenset(
+    {
+        "hidden_size",
+        "num_layers",
+        "num_attention_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "vocab_size",
+        "tied_embeddings",
+        "moe_experts_total",
+    }
+)
 
 
 def effective_license(model: Model) -> License | None:
@@ -94,6 +106,12 @@ class ModelService:
         references: dict[str, Any] = {
             key: changes.pop(key) for key in ("family", "license", "base_model") if key in changes
         }
+        # Derived figures follow their inputs: a changed shape recomputes head_dim and the parameter count
+        # unless the same request states them.
+        if changes.keys() & ARCHITECTURE_INPUTS:
+            for derived in ("head_dim", "parameter_count"):
+                if derived not in changes:
+                    changes[derived] = None
         for field, value in changes.items():
             setattr(model, field, value)
         await self._apply_references(model, references)
