@@ -1,6 +1,7 @@
 """Hub sync through huggingface_hub against a local fake Hub serving real safetensors checkpoints."""
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -334,3 +335,14 @@ def test_background_loop_resyncs_due_models(
                 break
             time.sleep(0.2)
         assert client.get("/v1/models/acme/background/revisions/main").json()["sha"] == newer.sha
+
+
+def test_config_values_out_of_range_are_not_taken(api: TestClient, hub: FakeHub) -> None:
+    files = checkpoint_files(ARCH)
+    config = json.loads(files["config.json"])
+    files["config.json"] = json.dumps(config | {"hidden_size": 10**12, "max_position_embeddings": -1}).encode()
+    hub.add(llama_repo("acme/odd-config", files))
+    model = register(api, "acme/odd-config")
+    assert (model["hidden_size"], model["context_length"]) == (None, None)
+    assert model["num_layers"] == 2
+    assert model["hub"]["status"] == "ok"

@@ -56,9 +56,11 @@ def architecture_from_config(config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _usable(field: str, value: Any) -> bool:
+    """A config value is taken only if the registry itself would accept it (a mirror may hold anything)."""
     if field == "tied_embeddings":
         return isinstance(value, bool)
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    limit = 1_000_000_000 if field == "context_length" else 10_000_000  # as in app/registry/fields.py
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
 
 
 def has_chat_template(fetch: HubFetch) -> bool:

@@ -11,9 +11,9 @@ from app.models.registry import (
     ModelKind,
     ModelStatus,
     Revision,
-    SuiteVersion,
 )
 from app.models.runner import RegistrationToken, Runner, RunnerState
+from app.models.suite import SuiteVersion
 
 __all__ = [
     "Alias",

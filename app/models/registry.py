@@ -182,15 +182,3 @@ class Alias(TimestampMixin, Base):
     revision_id: Mapped[uuid.UUID]
 
     revision: Mapped[Revision] = relationship(lazy="raise", overlaps="model_id")
-
-
-class SuiteVersion(IdMixin, TimestampMixin, Base):
-    """One version of a suite definition, named by its content hash; every version is kept."""
-
-    __tablename__ = "suite_versions"
-    __table_args__ = (UniqueConstraint("name", "version"),)
-
-    name: Mapped[str] = mapped_column(String(64), index=True)
-    version: Mapped[str] = mapped_column(String(16))
-    latest: Mapped[bool]
-    definition: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
