@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.hub.client import HubClient
+from app.hub.service import HubSyncService
 from app.hub.worker import sync_due_models
 from app.main import create_app
 from tests.support.checkpoints import TinyLlama, checkpoint_files
@@ -346,3 +347,31 @@ def test_config_values_out_of_range_are_not_taken(api: TestClient, hub: FakeHub)
     assert (model["hidden_size"], model["context_length"]) == (None, None)
     assert model["num_layers"] == 2
     assert model["hub"]["status"] == "ok"
+
+
+def test_nul_characters_in_hub_metadata_are_stored_safely(api: TestClient, hub: FakeHub) -> None:
+    hub.add(
+        llama_repo(
+            "acme/nul",
+            checkpoint_files(ARCH),
+            card={"license": "llama3.1", "tags": ["a\u0000b"]},
+            hub_tags=["x\u0000y"],
+        )
+    )
+    model = register(api, "acme/nul")
+    assert model["hub"]["status"] == "ok"
+    assert api.get("/v1/models/acme/nul/revisions/main").json()["snapshot"]["tags"] == ["xy"]
+
+
+def test_a_failed_apply_gives_the_lease_back(api: TestClient, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.add(llama_repo("acme/crashy", checkpoint_files(ARCH)))
+    register(api, "acme/crashy")
+
+    async def broken_apply(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("apply failed after the fetch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(HubSyncService, "apply", broken_apply)
+        assert api.post("/v1/models/acme/crashy/sync").status_code == 500
+    # Without the release, the lease would hold for five minutes and this would be 409.
+    assert api.post("/v1/models/acme/crashy/sync").status_code == 200

@@ -69,7 +69,22 @@ def has_chat_template(fetch: HubFetch) -> bool:
     return bool(names & CHAT_TEMPLATE_FILES) or bool(tokenizer.get("chat_template"))
 
 
+def _storable(value: Any) -> Any:
+    """The Hub's data as PostgreSQL's JSONB can hold it: U+0000 is dropped wherever it appears."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 def snapshot(fetch: HubFetch, ref: str) -> dict[str, Any]:
+    return _storable(_snapshot(fetch, ref))  # type: ignore[no-any-return]
+
+
+def _snapshot(fetch: HubFetch, ref: str) -> dict[str, Any]:
     info, card = fetch.info, fetch.info.card_data
     siblings = sorted(info.siblings or [], key=lambda item: item.rfilename)
     files = [
