@@ -24,6 +24,7 @@ from app.models import Scope
 from app.models.base import utcnow
 from app.pagination import PageRequest
 from app.suites.service import SuiteFileError, load_suites
+from app.tokens.schemas import TokenRead
 from app.tokens.service import TokenService
 
 T = TypeVar("T")
@@ -216,19 +217,21 @@ def token_list(
     """List tokens as JSON lines (never their secrets)."""
     settings = _settings()
     prepare_database(settings)
-    cursor: str | None = None
-    while True:
-        page = PageRequest(cursor=cursor, limit=settings.page_limit_max)
-        items, cursor = run_in_unit_of_work(
-            settings,
-            lambda session, page=page: TokenService(session).list_page(  # type: ignore[misc]
+
+    async def every_token(session: AsyncSession) -> list[TokenRead]:
+        tokens: list[TokenRead] = []
+        cursor: str | None = None
+        while True:
+            page = PageRequest(cursor=cursor, limit=settings.page_limit_max)
+            items, cursor = await TokenService(session).list_page(
                 scope=None, active=active, sort="-created_at", page=page
-            ),
-        )
-        for item in items:
-            typer.echo(item.model_dump_json())
-        if cursor is None:
-            return
+            )
+            tokens += items
+            if cursor is None:
+                return tokens
+
+    for item in run_in_unit_of_work(settings, every_token):
+        typer.echo(item.model_dump_json())
 
 
 @token_cli.command("revoke")

@@ -19,12 +19,13 @@ from app.hub.schemas import SyncResult, hub_state
 from app.hub.snapshot import disagreements, hub_facts, snapshot
 from app.models import License, Model, ModelKind, Revision
 from app.models.base import utcnow
+from app.registry.fields import ALIAS_PATTERN
 from app.registry.models.schemas import ModelCreate
-from app.registry.models.service import ModelService, effective_license
+from app.registry.models.service import ModelService, complete_architecture, effective_license
 from app.registry.repository import model_by_repo_id, require_model
 from app.registry.revisions.service import RevisionService
 
-ALIASABLE = re.compile(r"^[a-z][a-z0-9_-]{0,38}$")
+ALIASABLE = re.compile(ALIAS_PATTERN)  # a branch named like an alias gets one, moved on each new commit
 LEASE = timedelta(minutes=5)
 
 
@@ -56,16 +57,14 @@ class HubSyncService:
     async def apply(self, repo_id: str, fetch: HubFetch, *, revision: str) -> SyncResult:
         model = await require_model(self.session, repo_id)
         record = snapshot(fetch, revision)
-        filled = [field for field, value in hub_facts(record).items() if getattr(model, field) is None]
+        facts = hub_facts(record)
+        filled = [field for field in facts if getattr(model, field) is None]
         for field in filled:
-            setattr(model, field, hub_facts(record)[field])
-        if model.head_dim is None and model.hidden_size and model.num_attention_heads:
-            model.head_dim = model.hidden_size // model.num_attention_heads
+            setattr(model, field, facts[field])
+        complete_architecture(model)
         revisions = RevisionService(self.session)
-        existing = (
-            await self.session.execute(select(Revision).where(Revision.model_id == model.id, Revision.sha == fetch.sha))
-        ).scalar_one_or_none()
-        created = existing is None
+        # The first snapshot of a commit stays: a re-sync of the same sha changes nothing (not even counters).
+        created = await revisions.by_sha(model, fetch.sha) is None
         if created:
             self.session.add(Revision(model_id=model.id, sha=fetch.sha, ref=revision, snapshot=record, source="hub"))
             await self.session.flush()

@@ -4,7 +4,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -79,7 +79,7 @@ async def due_models(sessionmaker: async_sessionmaker[AsyncSession], limit: int)
             .where(
                 Model.hub_sync_status.is_not(None),
                 Model.hub_next_sync_at <= now,
-                or_(Model.hub_lease_until.is_(None), and_(Model.hub_lease_until < now)),
+                or_(Model.hub_lease_until.is_(None), Model.hub_lease_until < now),
             )
             .order_by(Model.hub_next_sync_at)
             .limit(limit)

@@ -35,10 +35,11 @@ CommitSha = Annotated[
     ),
 ]
 Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._:+-]{0,63}$")]
+# At most 39 characters, so never a 40-character sha: `revisions/{sha or alias}` is never ambiguous.
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,38}$"
 AliasName = Annotated[
     str,
-    # At most 39 characters, so never a 40-character sha: `revisions/{sha or alias}` is never ambiguous.
-    StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,38}$"),
+    StringConstraints(pattern=ALIAS_PATTERN),
     Field(examples=["champion", "latest"]),
 ]
 Url = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://\S+$")]

@@ -29,9 +29,9 @@ async def require_slug(
     """The row with this slug. Missing: 404 for the resource in the path, 422 for one named in a body."""
     found = await by_slug(session, entity, slug)
     if found is None:
-        noun = "licence" if entity is License else "family"
+        noun, field = ("licence", "license") if entity is License else ("family", "family")
         if referenced:
-            raise UnprocessableEntity(f"No {noun} with slug {slug!r}.", field=noun if noun == "family" else "license")
+            raise UnprocessableEntity(f"No {noun} with slug {slug!r}.", field=field)
         raise NotFound(f"No {noun} with slug {slug!r}.")
     return found
 

@@ -95,7 +95,7 @@ class ModelService:
         await self._apply_references(model, references)
         if model.base_model_id is not None and model.lineage is None:
             model.lineage = Lineage.FINETUNE
-        _complete_architecture(model)
+        complete_architecture(model)
         self.session.add(model)
         await self.session.flush()
         return await self.get(body.repo_id)
@@ -118,7 +118,7 @@ class ModelService:
         if model.lineage is not None and model.base_model_id is None:
             raise UnprocessableEntity("lineage needs base_model.", field="lineage")
         _check_heads(model)
-        _complete_architecture(model)
+        complete_architecture(model)
         await self.session.flush()
         self.session.expire(model)
         return await self.get(repo_id)
@@ -236,7 +236,7 @@ def _check_heads(model: Model) -> None:
         raise UnprocessableEntity("num_attention_heads must be a multiple of num_kv_heads.", field="num_kv_heads")
 
 
-def _complete_architecture(model: Model) -> None:
+def complete_architecture(model: Model) -> None:
     """Fill what follows by arithmetic: head_dim, and the parameter count of a dense model when unrecorded."""
     if model.head_dim is None and model.hidden_size and model.num_attention_heads:
         model.head_dim = model.hidden_size // model.num_attention_heads

@@ -23,7 +23,7 @@ class RevisionService:
     async def create(self, repo_id: str, body: RevisionCreate, *, source: str = "manual") -> tuple[RevisionRead, bool]:
         """Record a revision; the same sha again returns it unchanged (created=False) unless it differs."""
         model = await require_model(self.session, repo_id)
-        existing = await self._by_sha(model, body.sha)
+        existing = await self.by_sha(model, body.sha)
         if existing is not None:
             if (existing.ref, existing.snapshot) != (body.ref, body.snapshot) and body.snapshot:
                 raise Conflict(
@@ -51,7 +51,7 @@ class RevisionService:
 
     async def set_alias(self, repo_id: str, name: str, sha: str) -> AliasRead:
         model = await require_model(self.session, repo_id)
-        revision = await self._by_sha(model, sha)
+        revision = await self.by_sha(model, sha)
         if revision is None:
             # Also the answer when the sha belongs to another model: an alias never crosses models.
             raise UnprocessableEntity(f"{repo_id} has no revision {sha}; record it first.", field="sha")
@@ -85,13 +85,13 @@ class RevisionService:
             for alias, sha in rows.all()
         ]
 
-    async def _by_sha(self, model: Model, sha: str) -> Revision | None:
+    async def by_sha(self, model: Model, sha: str) -> Revision | None:
         statement = select(Revision).where(Revision.model_id == model.id, Revision.sha == sha)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def _resolve(self, model: Model, ref: str) -> Revision:
         if SHA.match(ref):
-            revision = await self._by_sha(model, ref)
+            revision = await self.by_sha(model, ref)
         else:
             statement = (
                 select(Revision)
