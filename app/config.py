@@ -39,6 +39,27 @@ class Settings(BaseSettings):
     page_limit_default: int = Field(default=50, ge=1, le=1000)
     page_limit_max: int = Field(default=200, ge=1, le=1000)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    harness_version: str = Field(
+        default="0.4.13",
+        pattern=r"^[0-9A-Za-z.+-]{1,32}$",
+        description="lm-eval version an evaluation asks for when the request names none (runners must match).",
+    )
+    lease_seconds: int = Field(default=90, ge=5, le=86400, description="A claim lives this long without heartbeats.")
+    heartbeat_seconds: int = Field(default=15, ge=1, le=3600, description="How often runners are told to beat.")
+    reaper_interval_seconds: float = Field(
+        default=15.0, ge=0, le=3600, description="How often lapsed leases are expired; 0 turns the loop off."
+    )
+    claim_wait_max_seconds: float = Field(default=25.0, ge=0, le=120, description="Longest claim long-poll.")
+    claim_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Re-check interval of a waiting claim between wake-ups."
+    )
+    retry_backoff_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="First requeue delay after a lost or failed attempt; doubles."
+    )
+    max_infrastructure_retries: int = Field(default=3, ge=0, le=50)
+    max_oom_retries: int = Field(default=2, ge=0, le=10)
+    oom_memory_growth_percent: int = Field(default=50, ge=1, le=1000, description="Memory added after an OOM.")
+    max_log_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Per attempt; more gets 413.")
     token_touch_seconds: int = Field(
         default=60,
         ge=0,

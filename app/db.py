@@ -1,5 +1,7 @@
 """Engine, sessions and the unit of work: one session per request, committed before the response is sent."""
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -33,6 +35,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(settings.database, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+_sqlite_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def sqlite_writer_lock() -> asyncio.Lock:
+    """Hot write paths on SQLite queue here, in arrival order: SQLite has one writer at a time, and its own
+    busy wait polls with growing sleeps, so under contention one unlucky writer can wait past its timeout."""
+    loop = asyncio.get_running_loop()
+    lock = _sqlite_writers.get(loop)
+    if lock is None:
+        lock = _sqlite_writers[loop] = asyncio.Lock()
+    return lock
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -81,6 +81,16 @@ class UnprocessableEntity(ProblemError):
         super().__init__(f"{location} {field}: {detail}", errors=[error])
 
 
+class PayloadTooLarge(ProblemError):
+    status, slug, title = 413, "request-too-large", "Request too large"
+
+
+class RangeNotSatisfiable(ProblemError):
+    """An append at the wrong offset: the `Range` header says where the stored content ends."""
+
+    status, slug, title = 416, "range-not-satisfiable", "Range not satisfiable"
+
+
 class ServiceUnavailable(ProblemError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
@@ -96,6 +106,7 @@ _STATUS_SLUGS = {
     409: "conflict",
     413: "request-too-large",
     415: "unsupported-media-type",
+    416: "range-not-satisfiable",
     422: "validation-error",
     500: "internal-error",
     503: "service-unavailable",

@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
+from app.evaluations.router import router as evaluations_router
 from app.hardware.router import router as hardware_router
 from app.hub.client import HubClient
 from app.hub.router import router as hub_router
@@ -28,6 +29,9 @@ from app.middleware import (
 )
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
+from app.queue.notifier import QueueSignal
+from app.queue.reaper import reap_forever
+from app.queue.router import router as queue_router
 from app.registry.families.router import router as families_router
 from app.registry.licenses.router import router as licenses_router
 from app.registry.models.router import router as models_router
@@ -61,6 +65,11 @@ TAGS = [
     {"name": "hub", "description": "Syncing models from the Hugging Face Hub (or a mirror): metadata only."},
     {"name": "suites", "description": "Declarative evaluation suites (evals/suites/*.yaml), versioned by content."},
     {"name": "runners", "description": "Runner machines: registration, tokens, capabilities, state."},
+    {"name": "evaluations", "description": "Evaluation requests, their jobs and attempts, and the queue."},
+    {
+        "name": "runner protocol",
+        "description": "What runner machines call: claim (long-poll), heartbeat, log, result, fail.",
+    },
     {"name": "hardware", "description": "The accelerator catalog and memory estimates for any architecture."},
     {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
@@ -78,16 +87,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        background = None
+        background = []
         if settings.hub_sync_interval_seconds > 0:
-            background = asyncio.create_task(
-                background_sync(app.state.sessionmaker, settings, app.state.hub_client), name="hub-sync"
+            background.append(
+                asyncio.create_task(
+                    background_sync(app.state.sessionmaker, settings, app.state.hub_client), name="hub-sync"
+                )
             )
+        if settings.reaper_interval_seconds > 0:
+            background.append(
+                asyncio.create_task(
+                    reap_forever(app.state.sessionmaker, settings, app.state.queue_signal), name="reaper"
+                )
+            )
+        if not settings.is_sqlite:
+            background.append(asyncio.create_task(app.state.queue_signal.listen(settings), name="queue-listener"))
         yield
-        if background is not None:
-            background.cancel()
+        for task in background:
+            task.cancel()
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError):
-                await background
+                await task
         await engine.dispose()
 
     app = FastAPIOffline(
@@ -106,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.schema_head = head_revision()
     app.state.hub_client = HubClient(settings)
+    app.state.queue_signal = QueueSignal()
 
     install_problem_handlers(app)
     app.include_router(ops_router)
@@ -118,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(hub_router)
     app.include_router(suites_router)
     app.include_router(runners_router)
+    app.include_router(evaluations_router)
+    app.include_router(queue_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)

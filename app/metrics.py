@@ -1,6 +1,6 @@
 """Prometheus metrics, one registry per application instance (several apps can live in one test process)."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -20,6 +20,20 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+        self.claim_wait = Histogram(
+            "corral_queue_claim_wait_seconds",
+            "From a job becoming claimable to its claim.",
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
+        )
+        self.jobs = Gauge("corral_queue_jobs", "Evaluation jobs by state.", ["state"], registry=self.registry)
+        self.runners = Gauge(
+            "corral_runners",
+            "Registered runners by state and whether online.",
+            ["state", "online"],
+            registry=self.registry,
         )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

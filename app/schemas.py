@@ -131,6 +131,7 @@ _PROBLEM_DESCRIPTIONS = {
     409: "Conflicts with the current state.",
     413: "The request body is larger than the server accepts.",
     415: "The body is not sent as application/json.",
+    416: "A log append at the wrong offset; the Range header says where the stored log ends.",
     422: "A field is missing, of the wrong type, too long, or unknown.",
     502: "The Hugging Face Hub (or mirror) answered with an error; nothing was changed.",
     503: "A dependency is unavailable (database, or the Hub unreachable or rate-limiting); nothing was changed.",

@@ -4,12 +4,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.db import SessionDep
-from app.errors import Conflict
 from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import HubCommit, SyncResult
-from app.hub.service import HubSyncService, fetch_in_thread
-from app.hub.worker import claim, record_failure, release
+from app.hub.worker import sync_in_request
 from app.registry.models.router import RepoIdDep
 from app.registry.repository import require_model
 from app.schemas import COMMON_ERRORS, problem_responses
@@ -32,25 +30,11 @@ async def sync_model(
     model: RepoIdDep,
     session: SessionDep,
     request: Request,
-    client: Annotated[HubClient, Depends(hub_client)],
     revision: Revision = "main",
 ) -> SyncResult:
     """Sync a registered model from the Hub: record the commit as a revision, move the branch alias."""
     await require_model(session, model)
-    sessionmaker = request.app.state.sessionmaker
-    if not await claim(sessionmaker, model):
-        raise Conflict(f"A sync of {model} is already running.")
-    try:
-        fetch = await fetch_in_thread(client, model, revision)
-    except HubError as error:
-        await record_failure(sessionmaker, request.app.state.settings, model, error)
-        raise hub_problem(error) from None
-    try:
-        return await HubSyncService(session, request.app.state.settings).apply(model, fetch, revision=revision)
-    except Exception:
-        await session.rollback()  # first, so that SQLite's write lock is free for the release
-        await release(sessionmaker, model)
-        raise
+    return await sync_in_request(session, request, model, revision)
 
 
 @router.get("/hub/commits", dependencies=[Depends(READ)], responses=HUB_ERRORS)

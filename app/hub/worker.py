@@ -4,6 +4,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from fastapi import Request
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -11,6 +12,7 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import Conflict
 from app.hub.client import HubClient, HubError
+from app.hub.errors import hub_problem
 from app.hub.schemas import SyncResult
 from app.hub.service import LEASE, HubSyncService, fetch_in_thread
 from app.models import Model
@@ -142,3 +144,21 @@ async def sync_from_hub(settings: Settings, repo_id: str, revision: str) -> Sync
             return result
     finally:
         await engine.dispose()
+
+
+async def sync_in_request(session: AsyncSession, request: Request, repo_id: str, revision: str) -> SyncResult:
+    """Sync a registered model inside a request: lease, fetch (no writes held), apply in the request's unit."""
+    sessionmaker = request.app.state.sessionmaker
+    if not await claim(sessionmaker, repo_id):
+        raise Conflict(f"A sync of {repo_id} is already running.")
+    try:
+        fetch = await fetch_in_thread(request.app.state.hub_client, repo_id, revision)
+    except HubError as error:
+        await record_failure(sessionmaker, request.app.state.settings, repo_id, error)
+        raise hub_problem(error) from None
+    try:
+        return await HubSyncService(session, request.app.state.settings).apply(repo_id, fetch, revision=revision)
+    except Exception:
+        await session.rollback()  # first, so that SQLite's write lock is free for the release
+        await release(sessionmaker, repo_id)
+        raise

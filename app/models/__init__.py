@@ -2,6 +2,17 @@
 
 from app.models.api_token import ApiToken, Scope
 from app.models.base import Base
+from app.models.evaluation import (
+    AttemptLogChunk,
+    AttemptState,
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    FailureCategory,
+    JobAttempt,
+    JobResult,
+    JobState,
+)
 from app.models.registry import (
     Alias,
     Family,
@@ -18,8 +29,17 @@ from app.models.suite import SuiteVersion
 __all__ = [
     "Alias",
     "ApiToken",
+    "AttemptLogChunk",
+    "AttemptState",
     "Base",
+    "Evaluation",
+    "EvaluationJob",
+    "EvaluationState",
+    "FailureCategory",
     "Family",
+    "JobAttempt",
+    "JobResult",
+    "JobState",
     "License",
     "Lineage",
     "Model",

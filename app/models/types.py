@@ -53,3 +53,26 @@ def _wide_postgresql(element: wide_integer, compiler: SQLCompiler, **kw: Any) ->
 @compiles(wide_integer, "sqlite")
 def _wide_sqlite(element: wide_integer, compiler: SQLCompiler, **kw: Any) -> str:
     return str(compiler.process(next(iter(element.clauses)), **kw))
+
+
+class json_array_subset(FunctionElement[bool]):
+    """Every string of `column` (a JSON array) is among `values` (a JSON array given as text)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "json_array_subset"
+
+
+@compiles(json_array_subset, "postgresql")
+def _subset_postgresql(element: json_array_subset, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = list(element.clauses)
+    return f"({compiler.process(column, **kw)} <@ CAST({compiler.process(values, **kw)} AS JSONB))"
+
+
+@compiles(json_array_subset, "sqlite")
+def _subset_sqlite(element: json_array_subset, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = list(element.clauses)
+    return (
+        f"NOT EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) AS wanted "
+        f"WHERE wanted.value NOT IN (SELECT offered.value FROM json_each({compiler.process(values, **kw)}) AS offered))"
+    )

@@ -6,10 +6,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.db import SessionDep
 from app.errors import ServiceUnavailable
-from app.metrics import CONTENT_TYPE
+from app.evaluations import repository
+from app.metrics import CONTENT_TYPE, Metrics
 from app.migrate import current_revision
 from app.ops.schemas import Health, Readiness
+from app.runners.service import to_read
 from app.schemas import problem_responses
 from app.security import OPEN
 
@@ -46,6 +49,12 @@ async def readyz(request: Request) -> Readiness:
     response_class=Response,
     responses={200: {"description": "Prometheus text exposition.", "content": {CONTENT_TYPE: {}}}},
 )
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics: requests and latency by method, route template and status."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+async def metrics(request: Request, session: SessionDep) -> Response:
+    """Prometheus metrics: requests and latency by route, queue depth, runners by state, claim wait."""
+    collected: Metrics = request.app.state.metrics
+    for state, count in (await repository.jobs_by_state(session)).items():
+        collected.jobs.labels(state).set(count)
+    collected.runners.clear()
+    for runner in await repository.registered_runners(session):
+        collected.runners.labels(runner.state.value, str(to_read(runner).online).lower()).inc()
+    return Response(collected.render(), media_type=CONTENT_TYPE)

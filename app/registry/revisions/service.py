@@ -38,7 +38,7 @@ class RevisionService:
     async def get(self, repo_id: str, ref: str) -> RevisionRead:
         """A revision by full sha, or by alias name."""
         model = await require_model(self.session, repo_id)
-        return await self._read(model, await self._resolve(model, ref))
+        return await self._read(model, await self.resolve(model, ref))
 
     async def list_page(self, repo_id: str, *, sort: str, page: PageRequest) -> tuple[list[RevisionRead], str | None]:
         model = await require_model(self.session, repo_id)
@@ -89,7 +89,7 @@ class RevisionService:
         statement = select(Revision).where(Revision.model_id == model.id, Revision.sha == sha)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def _resolve(self, model: Model, ref: str) -> Revision:
+    async def resolve(self, model: Model, ref: str) -> Revision:
         if SHA.match(ref):
             revision = await self.by_sha(model, ref)
         else:

@@ -1,0 +1,175 @@
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, model_validator
+
+from app.models import AttemptState, EvaluationState, JobState
+from app.registry.fields import AliasName, CommitSha, RepoId, Slug, Tag
+from app.schemas import ReadModel, WriteModel
+
+EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
+Backend = Literal["hf", "vllm"]
+HubRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\w./-]+$")]
+BatchSize = StrictInt | Annotated[str, StringConstraints(pattern=r"^auto(:[1-9][0-9]{0,2})?$")]
+GenerationValue = StrictBool | StrictInt | StrictFloat | Annotated[str, StringConstraints(max_length=200)]
+EvaluationSort = Literal["created_at", "-created_at"]
+
+
+class EvaluationCreate(WriteModel):
+    """What to evaluate and how; everything that changes scores goes into the config hash."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "meta-llama/Llama-3.1-8B-Instruct",
+                    "revision": "0e9e39f249a16976918f6564b8830bc894c89659",
+                    "suite": "openllm-v2",
+                    "precision": "bf16",
+                    "apply_chat_template": True,
+                    "fewshot_as_multiturn": True,
+                }
+            ]
+        }
+    )
+
+    model: RepoId
+    revision: CommitSha | None = Field(default=None, description="A recorded revision. Give one of revision/ref/alias.")
+    ref: HubRef | None = Field(default=None, description="A Hub branch or tag, resolved to its sha now (Hub sync).")
+    alias: AliasName | None = Field(default=None, description="A Corral alias of the model (`champion`).")
+    suite: Slug
+    suite_version: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
+        default=None, description="A kept version of the suite; default the latest."
+    )
+    precision: EvaluationPrecision = "bf16"
+    backend: Backend = "hf"
+    batch_size: BatchSize = Field(default="auto", description="An integer, `auto` or `auto:N`; not in the hash.")
+    apply_chat_template: StrictBool = False
+    fewshot_as_multiturn: StrictBool = Field(default=False, description="Needs apply_chat_template.")
+    num_fewshot: Annotated[StrictInt, Field(ge=0, le=64)] | None = Field(
+        default=None, description="Overrides every task's few-shot count (the suite's own when absent)."
+    )
+    limit: Annotated[StrictInt, Field(ge=1, le=10**7)] | Annotated[StrictFloat, Field(gt=0, lt=1)] | None = Field(
+        default=None, description="Samples per task (or a fraction); for tests, never for published scores."
+    )
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 1234
+    gen_kwargs: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")], GenerationValue] | None = (
+        Field(default=None, max_length=20, description="Generation arguments passed to lm-eval.")
+    )
+    harness_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z.+-]{1,32}$")] | None = Field(
+        default=None, description="lm-eval version to run with; default the server's. Runners must match."
+    )
+    priority: Annotated[StrictInt, Field(ge=0, le=100)] = Field(default=50, description="Higher runs first.")
+    labels: list[Tag] = Field(default_factory=list, max_length=20, description="Labels the runner must have.")
+    force: StrictBool = Field(default=False, description="Run again even if an identical evaluation exists.")
+    queue_without_runner: StrictBool = Field(
+        default=False, description="Queue even when no registered runner could hold it (instead of 409)."
+    )
+
+    @model_validator(mode="after")
+    def _one_revision_and_coherent_settings(self) -> "EvaluationCreate":
+        given = [name for name in ("revision", "ref", "alias") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of revision, ref or alias")
+        if self.fewshot_as_multiturn and not self.apply_chat_template:
+            raise ValueError("fewshot_as_multiturn needs apply_chat_template")
+        if self.backend == "hf" and self.precision == "fp8":
+            raise ValueError("the hf backend has no fp8 weights; use vllm or another precision")
+        return self
+
+
+class Requirements(ReadModel):
+    memory_bytes: int = Field(description="Accelerator memory over all devices: weights + KV cache + 20 %.")
+    device_bytes: int = Field(description="The most any one device must hold (largest layer or embedding).")
+    context_tokens: int
+    backend: str
+    harness_version: str
+    labels: list[str]
+    notes: list[str]
+    capable_runners: list[str] = Field(description="Registered runners that could hold it (any state).")
+
+
+class AttemptRead(ReadModel):
+    id: uuid.UUID
+    number: int
+    runner: str
+    state: AttemptState
+    claimed_at: datetime
+    lease_expires_at: datetime
+    last_heartbeat_at: datetime | None
+    finished_at: datetime | None
+    progress: dict[str, Any]
+    log_bytes: int
+    failure_category: str | None
+    failure_message: str | None
+
+
+class JobRead(ReadModel):
+    id: uuid.UUID
+    shard_index: int
+    tasks: list[str]
+    state: JobState
+    required_memory_bytes: int
+    attempt_count: int
+    cancel_requested: bool
+    available_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: list[AttemptRead]
+    log_tail: str | None = Field(description="The end of the latest attempt's log.")
+    waiting_for: str | None = Field(description="Why a queued job is not running yet.")
+
+
+class EvaluationRead(ReadModel):
+    id: uuid.UUID
+    model: str
+    revision: str
+    suite: str
+    suite_version: str
+    config_hash: str = Field(description="SHA-256 over everything that changes scores; identical requests share it.")
+    config: dict[str, Any]
+    batch_size: str
+    priority: int
+    state: EvaluationState
+    requirements: Requirements
+    failure_category: str | None
+    failure_message: str | None
+    requested_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    jobs: list[JobRead]
+
+
+class EvaluationSummary(ReadModel):
+    id: uuid.UUID
+    model: str
+    revision: str
+    suite: str
+    suite_version: str
+    config_hash: str
+    state: EvaluationState
+    priority: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class QueueEntry(ReadModel):
+    position: int = Field(description="1 = next in claim order (priority, then age).")
+    job_id: uuid.UUID
+    evaluation_id: uuid.UUID
+    model: str
+    suite: str
+    shard_index: int
+    priority: int
+    required_memory_bytes: int
+    queued_at: datetime
+    available_at: datetime
+    waiting_for: str
+
+
+class QueueView(ReadModel):
+    depth: int
+    running: int
+    entries: list[QueueEntry]

@@ -1,0 +1,33 @@
+"""The reaper: expires lapsed leases on a timer. Every replica may run it; row locks keep them apart."""
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.queue.notifier import QueueSignal
+from app.queue.service import QueueService
+
+log = logging.getLogger("corral.queue")
+
+
+async def reap_once(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, signal: QueueSignal) -> int:
+    async with sessionmaker() as session:
+        expired = await QueueService(session, settings, signal).expire_leases()
+        await session.commit()
+    if expired:
+        log.info("reaper: %d lapsed attempt(s) expired", expired)
+    return expired
+
+
+async def reap_forever(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, signal: QueueSignal) -> None:
+    while True:
+        await asyncio.sleep(settings.reaper_interval_seconds)
+        try:
+            while await reap_once(sessionmaker, settings, signal) >= 100:
+                pass  # a full batch: more may be waiting
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reaper pass failed; retrying at the next interval")

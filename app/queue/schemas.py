@@ -1,0 +1,120 @@
+"""The runner protocol's documents: what a claim hands over, heartbeats, failures and result uploads."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.schemas import ReadModel, WriteModel
+from app.suites.schemas import TaskName
+
+LEASE_HEADER = "Corral-Lease-Token"
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+ReportedCategory = Literal["infrastructure", "out_of_memory", "model_error", "harness_error"]
+
+
+class JobSettings(ReadModel):
+    precision: str
+    backend: str
+    batch_size: str
+    apply_chat_template: bool
+    fewshot_as_multiturn: bool
+    num_fewshot: int | None
+    limit: int | float | None
+    seed: int
+    gen_kwargs: dict[str, Any] | None
+    harness_version: str
+
+
+class ClaimedTask(ReadModel):
+    name: str
+    num_fewshot: int
+
+
+class ClaimedJob(ReadModel):
+    """Everything a runner needs to run one job, and the lease it must keep alive."""
+
+    attempt_id: uuid.UUID
+    attempt_number: int
+    lease_token: str = Field(description=f"Send it back in `{LEASE_HEADER}` on every write for this attempt.")
+    lease_expires_at: datetime
+    heartbeat_seconds: int
+    job_id: uuid.UUID
+    evaluation_id: uuid.UUID
+    shard_index: int
+    model: str
+    revision: str
+    suite: str
+    suite_version: str
+    include_path: str | None = Field(description="Custom task definitions, relative to the evals/ directory.")
+    tasks: list[ClaimedTask]
+    settings: JobSettings
+    required_memory_bytes: int
+
+
+class Progress(WriteModel):
+    overall: Fraction | None = None
+    tasks: dict[TaskName, Fraction] = Field(default_factory=dict, max_length=500)
+    stage: Annotated[str, StringConstraints(max_length=200)] | None = Field(default=None, examples=["loading weights"])
+
+
+class Heartbeat(WriteModel):
+    progress: Progress = Field(default_factory=Progress)
+
+
+class HeartbeatReply(ReadModel):
+    lease_expires_at: datetime | None
+    cancel_requested: bool = Field(description="Stop the job: the evaluation was canceled. The attempt is over.")
+    heartbeat_seconds: int
+
+
+class Failure(WriteModel):
+    category: ReportedCategory
+    message: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class FailureReply(ReadModel):
+    job_state: str
+    retried: bool = Field(description="The job went back to the queue.")
+    available_at: datetime | None = Field(description="When a retried job can be claimed again.")
+    evaluation_state: str
+
+
+class LogAppended(ReadModel):
+    log_bytes: int
+
+
+class LmEvalResults(BaseModel):
+    """The parts of lm-eval's results JSON (0.4.x) that make it one; the rest is kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    results: dict[str, dict[str, Any]] = Field(min_length=1)
+    configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    versions: dict[str, Any] = Field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    n_shot: dict[str, Any] = Field(default_factory=dict, alias="n-shot")
+    lm_eval_version: str | None = None
+
+    def first_non_numeric_metric(self) -> str | None:
+        """The path of the first `metric,filter` value that is not a number (stderr may be "N/A")."""
+        for task, metrics in self.results.items():
+            for key, value in metrics.items():
+                if "," not in key or "_stderr," in key:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    return f"results.{task}.{key}"
+        return None
+
+
+class ResultUpload(WriteModel):
+    results: dict[str, Any] = Field(description="lm-eval's results JSON, as `simple_evaluate` returns it.")
+    samples: dict[str, list[dict[str, Any]]] | None = Field(default=None, description="Logged samples per task.")
+
+
+class ResultStored(ReadModel):
+    result_id: uuid.UUID
+    content_sha256: str
+    job_state: str
+    evaluation_state: str

@@ -1,0 +1,542 @@
+"""The runner protocol: claim, heartbeat, log, result, fail, and the reaper of lapsed leases.
+
+Every write for an attempt is one conditional statement on (attempt, runner, lease token, state, lease not
+lapsed); when it changes no row, the caller is told why (404, 403 or 409) and nothing is written.
+"""
+
+import contextlib
+import gzip
+import hashlib
+import json
+import random
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import sqlite_writer_lock
+from app.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    RangeNotSatisfiable,
+    UnprocessableEntity,
+)
+from app.evaluations import repository
+from app.models import (
+    AttemptLogChunk,
+    AttemptState,
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    FailureCategory,
+    JobAttempt,
+    JobResult,
+    JobState,
+    Revision,
+    Runner,
+    RunnerState,
+    SuiteVersion,
+)
+from app.models.base import utcnow
+from app.queue.matching import Capacity, Need
+from app.queue.notifier import QueueSignal, announce_work
+from app.queue.schemas import (
+    ClaimedJob,
+    ClaimedTask,
+    Failure,
+    FailureReply,
+    Heartbeat,
+    HeartbeatReply,
+    JobSettings,
+    LmEvalResults,
+    ResultStored,
+    ResultUpload,
+)
+from app.security import hash_token, secret_matches
+from app.suites.schemas import SuiteDefinition
+
+CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
+CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
+RETRYABLE = (FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: ClaimedJob
+    waited_seconds: float  # from the job becoming claimable to this claim
+
+
+async def claim_once(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, signal: QueueSignal, runner_id: uuid.UUID
+) -> Claim | None:
+    """One claim in its own unit of work (a long-poll tries many times and must hold nothing in between)."""
+    writer = sqlite_writer_lock() if settings.is_sqlite else contextlib.nullcontext()
+    async with writer, sessionmaker() as session:
+        claim = await QueueService(session, settings, signal).claim(runner_id)
+        await session.commit()
+    return claim
+
+
+class QueueService:
+    def __init__(self, session: AsyncSession, settings: Settings, signal: QueueSignal | None = None) -> None:
+        self.session = session
+        self.settings = settings
+        self.signal = signal or QueueSignal()
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+
+    async def claim(self, runner_id: uuid.UUID) -> Claim | None:
+        """One atomic claim of the best job this runner can hold, or None."""
+        now = utcnow()
+        runner = await self.session.get(Runner, runner_id)
+        if runner is None or runner.deleted_at is not None:
+            raise NotFound("This runner has been deleted.")
+        await self._touch(runner_id, now)
+        if runner.state != RunnerState.ACTIVE:
+            return None  # paused and draining runners take nothing new
+        running = await self.session.scalar(
+            select(func.count()).where(JobAttempt.runner_id == runner_id, JobAttempt.state == AttemptState.RUNNING)
+        )
+        if (running or 0) >= runner.max_concurrent_jobs:
+            return None
+        candidate = (
+            select(EvaluationJob.id)
+            .where(
+                EvaluationJob.state == JobState.QUEUED,
+                EvaluationJob.available_at <= now,
+                *Capacity.of(runner).job_filter(),
+            )
+            .order_by(
+                EvaluationJob.priority.desc(), EvaluationJob.queued_at, EvaluationJob.shard_index, EvaluationJob.id
+            )
+            .limit(1)  # inside the subquery: the UPDATE can never take more than one row
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+            .scalar_subquery()
+        )
+        claimed = (
+            await self.session.execute(
+                update(EvaluationJob)
+                .where(EvaluationJob.id == candidate, EvaluationJob.state == JobState.QUEUED)
+                .values(
+                    state=JobState.RUNNING,
+                    attempt_count=EvaluationJob.attempt_count + 1,
+                    started_at=func.coalesce(EvaluationJob.started_at, now),
+                    updated_at=now,
+                )
+                .returning(
+                    EvaluationJob.id,
+                    EvaluationJob.attempt_count,
+                    EvaluationJob.evaluation_id,
+                    EvaluationJob.available_at,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        ).first()
+        if claimed is None:
+            return None
+        job_id, number, evaluation_id, available_at = claimed
+        lease_token = secrets.token_urlsafe(32)
+        attempt = JobAttempt(
+            job_id=job_id,
+            runner_id=runner_id,
+            number=number,
+            lease_token_hash=hash_token(lease_token),
+            state=AttemptState.RUNNING,
+            claimed_at=now,
+            lease_expires_at=now + self.lease,
+            progress={},
+            log_bytes=0,
+        )
+        self.session.add(attempt)
+        await self.session.flush()
+        # Mark the evaluation running without ever waiting for its lock (see the lock order in repository).
+        unlocked = (
+            select(Evaluation.id)
+            .where(Evaluation.id == evaluation_id, Evaluation.state == EvaluationState.QUEUED)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        await self.session.execute(
+            update(Evaluation)
+            .where(Evaluation.id == unlocked)
+            .values(state=EvaluationState.RUNNING, started_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        job = await self._claimed_job(job_id, attempt, lease_token)
+        return Claim(job=job, waited_seconds=max(0.0, (now - available_at).total_seconds()))
+
+    async def heartbeat(
+        self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Heartbeat
+    ) -> HeartbeatReply:
+        now = utcnow()
+        expires = now + self.lease
+        row = (
+            await self.session.execute(
+                update(JobAttempt)
+                .where(*self._live(attempt_id, runner_id, lease_token, now))
+                .values(
+                    lease_expires_at=expires,
+                    last_heartbeat_at=now,
+                    progress=body.progress.model_dump(mode="json", exclude_none=True),
+                )
+                .returning(JobAttempt.job_id)
+                .execution_options(synchronize_session=False)
+            )
+        ).first()
+        if row is None:
+            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+        await self._touch(runner_id, now)
+        job = await self.session.get(EvaluationJob, row.job_id, populate_existing=True)
+        assert job is not None  # attempts cascade with their job
+        if job.cancel_requested:
+            await self._end_attempt(attempt_id, AttemptState.CANCELED, now, message="Canceled on request.")
+            job.state, job.finished_at = JobState.CANCELED, now
+            await self.session.flush()
+            return HeartbeatReply(
+                lease_expires_at=None, cancel_requested=True, heartbeat_seconds=self.settings.heartbeat_seconds
+            )
+        return HeartbeatReply(
+            lease_expires_at=expires, cancel_requested=False, heartbeat_seconds=self.settings.heartbeat_seconds
+        )
+
+    async def append_log(
+        self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, content_range: str | None, data: bytes
+    ) -> int:
+        """Append at the offset the Content-Range names; the wrong offset gets 416 with where the log ends."""
+        match = CONTENT_RANGE.match(content_range or "")
+        if match is None:
+            raise BadRequest("Send Content-Range: bytes START-END (inclusive) for the appended bytes.")
+        start, end = int(match.group(1)), int(match.group(2))
+        if not data or end != start + len(data) - 1:
+            raise BadRequest(f"Content-Range {start}-{end} does not match a body of {len(data)} bytes.")
+        now = utcnow()
+        row = (
+            await self.session.execute(
+                update(JobAttempt)
+                .where(
+                    *self._live(attempt_id, runner_id, lease_token, now),
+                    JobAttempt.log_bytes == start,
+                    JobAttempt.log_bytes + len(data) <= self.settings.max_log_bytes,
+                )
+                .values(log_bytes=JobAttempt.log_bytes + len(data))
+                .returning(JobAttempt.log_bytes)
+                .execution_options(synchronize_session=False)
+            )
+        ).first()
+        if row is None:
+            refusal = await self._refusal(attempt_id, runner_id, lease_token, now)
+            if refusal is not None:
+                raise refusal
+            stored = await self.session.scalar(select(JobAttempt.log_bytes).where(JobAttempt.id == attempt_id))
+            if stored != start:
+                raise RangeNotSatisfiable(
+                    f"The log of attempt {attempt_id} holds {stored} bytes; append from there.",
+                    headers={"Range": f"0-{stored}"},
+                    log_bytes=stored,
+                )
+            raise PayloadTooLarge(f"An attempt's log is capped at {self.settings.max_log_bytes} bytes.")
+        self.session.add(AttemptLogChunk(attempt_id=attempt_id, offset=start, data=data))
+        await self.session.flush()
+        return int(row.log_bytes)
+
+    async def upload_result(
+        self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: ResultUpload
+    ) -> tuple[ResultStored, bool]:
+        """Store a job's lm-eval results; the same document again is answered as stored (by content hash)."""
+        try:
+            document = LmEvalResults.model_validate(body.results)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            path = ".".join(str(part) for part in ("results", *first["loc"]))
+            raise UnprocessableEntity(f"not lm-eval results: {first['msg']}", field=path) from None
+        if (bad := document.first_non_numeric_metric()) is not None:
+            raise UnprocessableEntity("not lm-eval results: a metric value must be a number", field=f"results.{bad}")
+        canonical = json.dumps(body.results, sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.sha256(canonical).hexdigest()
+        attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
+        earlier = await self.session.scalar(select(JobResult).where(JobResult.job_id == attempt.job_id))
+        if earlier is not None:
+            if earlier.attempt_id == attempt.id and earlier.content_sha256 == digest:
+                return await self._stored(earlier), False
+            raise Conflict(f"Job {attempt.job_id} has a result already (sha256 {earlier.content_sha256}).")
+        job = await self.session.get(EvaluationJob, attempt.job_id)
+        assert job is not None
+        present = set(document.results) | set(document.groups)
+        missing = [task for task in job.tasks if task not in present]
+        if missing:
+            raise UnprocessableEntity(
+                f"the results lack this job's tasks: {', '.join(missing)}", field="results.results"
+            )
+        evaluation = await repository.load_evaluation(self.session, job.evaluation_id, lock=True)
+        if evaluation.state in (EvaluationState.CANCELED, EvaluationState.FAILED):
+            raise Conflict(f"Evaluation {evaluation.id} was {evaluation.state.value}; the result is not taken.")
+        now = utcnow()
+        ended = await self._end_attempt(
+            attempt_id, AttemptState.SUCCEEDED, now, live=(runner_id, lease_token), message=None
+        )
+        if not ended:
+            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+        await self.session.refresh(job)
+        job.state, job.finished_at = JobState.SUCCEEDED, now
+        result = JobResult(
+            job_id=job.id,
+            attempt_id=attempt_id,
+            evaluation_id=evaluation.id,
+            content_sha256=digest,
+            results_gzip=gzip.compress(canonical),
+            results_bytes=len(canonical),
+            samples_gzip=gzip.compress(json.dumps(body.samples).encode()) if body.samples is not None else None,
+            lm_eval_version=document.lm_eval_version,
+            tasks=sorted(document.results),
+        )
+        self.session.add(result)
+        await self.session.flush()
+        await repository.refresh_state(self.session, evaluation, now)
+        return await self._stored(result), True
+
+    async def fail(self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Failure) -> FailureReply:
+        attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
+        job_evaluation = await self.session.scalar(
+            select(EvaluationJob.evaluation_id).where(EvaluationJob.id == attempt.job_id)
+        )
+        assert job_evaluation is not None
+        evaluation = await repository.load_evaluation(self.session, job_evaluation, lock=True)
+        now = utcnow()
+        category = FailureCategory(body.category)
+        ended = await self._end_attempt(
+            attempt_id, AttemptState.FAILED, now, live=(runner_id, lease_token), message=body.message, category=category
+        )
+        if not ended:
+            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+        return await self._settle(attempt.job_id, evaluation, category, body.message, now)
+
+    async def expire_leases(self, *, limit: int = 100) -> int:
+        """Expire attempts whose lease lapsed and settle their jobs; safe to run in every replica at once."""
+        now = utcnow()
+        rows = await self.session.execute(
+            select(JobAttempt.id, JobAttempt.job_id, EvaluationJob.evaluation_id)
+            .join(EvaluationJob, EvaluationJob.id == JobAttempt.job_id)
+            .where(JobAttempt.state == AttemptState.RUNNING, JobAttempt.lease_expires_at <= now)
+            .limit(limit)
+        )
+        expired = 0
+        for attempt_id, job_id, evaluation_id in rows.all():
+            locked = await self.session.scalar(
+                select(Evaluation).where(Evaluation.id == evaluation_id).with_for_update(skip_locked=True)
+            )
+            if locked is None:
+                continue  # another replica is on it
+            message = f"No heartbeat for {self.settings.lease_seconds} s: the runner is presumed lost."
+            lost = await self.session.execute(
+                update(JobAttempt)
+                .where(
+                    JobAttempt.id == attempt_id,
+                    JobAttempt.state == AttemptState.RUNNING,
+                    JobAttempt.lease_expires_at <= now,
+                )
+                .values(
+                    state=AttemptState.LOST,
+                    finished_at=now,
+                    failure_category=FailureCategory.LEASE_EXPIRED.value,
+                    failure_message=message,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if lost.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # a heartbeat or another replica got there first
+            await self._settle(job_id, locked, FailureCategory.LEASE_EXPIRED, message, now)
+            expired += 1
+        return expired
+
+    async def _settle(
+        self, job_id: uuid.UUID, evaluation: Evaluation, category: FailureCategory, message: str, now: datetime
+    ) -> FailureReply:
+        """After a failed or lost attempt: retry the job, or fail it and its evaluation (evaluation locked)."""
+        job = await self.session.get(EvaluationJob, job_id, populate_existing=True)
+        assert job is not None
+        retry_at: datetime | None = None
+        reason = message
+        if job.cancel_requested or evaluation.state in repository.TERMINAL_EVALUATION_STATES:
+            job.state, job.finished_at = JobState.CANCELED, now
+        elif category in RETRYABLE:
+            job.infrastructure_failures += 1
+            if job.infrastructure_failures <= self.settings.max_infrastructure_retries:
+                retry_at = now + self._backoff(job.infrastructure_failures)
+            else:
+                reason = f"{job.infrastructure_failures} attempts failed on infrastructure; the last: {message}"
+        elif category == FailureCategory.OUT_OF_MEMORY:
+            job.oom_failures += 1
+            growth = 100 + self.settings.oom_memory_growth_percent
+            job.required_memory_bytes = job.required_memory_bytes * growth // 100
+            job.required_device_bytes = job.required_device_bytes * growth // 100
+            runners = await repository.registered_runners(self.session)
+            if job.oom_failures > self.settings.max_oom_retries:
+                reason = f"Out of memory {job.oom_failures} times; the last: {message}"
+            elif not repository.capable(runners, Need.of(job)):
+                reason = f"Out of memory, and no registered runner has more memory to retry on: {message}"
+            else:
+                retry_at = now
+        if retry_at is not None:
+            job.state, job.available_at = JobState.QUEUED, retry_at
+            await self.session.flush()
+            await announce_work(self.session, self.signal)
+        elif job.state == JobState.RUNNING:
+            job.state, job.finished_at = JobState.FAILED, now
+            await self.session.flush()
+            await repository.finish_evaluation(
+                self.session, evaluation, EvaluationState.FAILED, category=category.value, message=reason
+            )
+        await self.session.flush()
+        return FailureReply(
+            job_state=job.state.value,
+            retried=retry_at is not None,
+            available_at=retry_at,
+            evaluation_state=evaluation.state.value,
+        )
+
+    def _backoff(self, failures: int) -> timedelta:
+        # 30 s x 2^(n-1), +-10 % jitter so that a crowd of requeued jobs does not return in lockstep.
+        seconds = self.settings.retry_backoff_seconds * 2 ** (failures - 1) * random.uniform(0.9, 1.1)
+        return timedelta(seconds=seconds)
+
+    def _live(
+        self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime
+    ) -> list[ColumnElement[bool]]:
+        return [
+            JobAttempt.id == attempt_id,
+            JobAttempt.runner_id == runner_id,
+            JobAttempt.lease_token_hash == hash_token(lease_token),
+            JobAttempt.state == AttemptState.RUNNING,
+            JobAttempt.lease_expires_at > now,
+        ]
+
+    async def _end_attempt(
+        self,
+        attempt_id: uuid.UUID,
+        state: AttemptState,
+        now: datetime,
+        *,
+        message: str | None,
+        live: tuple[uuid.UUID, str] | None = None,
+        category: FailureCategory | None = None,
+    ) -> bool:
+        conditions = self._live(attempt_id, *live, now) if live else [JobAttempt.id == attempt_id]
+        result = await self.session.execute(
+            update(JobAttempt)
+            .where(*conditions)
+            .values(
+                state=state,
+                finished_at=now,
+                failure_category=category.value if category else None,
+                failure_message=message,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _attempt_of(self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str) -> JobAttempt:
+        attempt = await self.session.get(JobAttempt, attempt_id)
+        if attempt is None:
+            raise NotFound(f"No attempt with id {attempt_id}.")
+        if attempt.runner_id != runner_id:
+            raise Forbidden(f"Attempt {attempt_id} belongs to another runner.")
+        if not secret_matches(attempt.lease_token_hash, lease_token):
+            raise Conflict(f"The lease token does not match attempt {attempt_id}.")
+        return attempt
+
+    async def _refusal(
+        self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime
+    ) -> ProblemError | None:
+        """Why a conditional write to an attempt changed nothing; None if the attempt is live after all."""
+        try:
+            attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
+        except ProblemError as problem:
+            return problem
+        await self.session.refresh(attempt)
+        if attempt.state != AttemptState.RUNNING:
+            return Conflict(f"Attempt {attempt_id} is {attempt.state.value}: its lease is over.")
+        if attempt.lease_expires_at <= now:
+            return Conflict(f"The lease of attempt {attempt_id} lapsed at {attempt.lease_expires_at.isoformat()}.")
+        return None
+
+    async def _touch(self, runner_id: uuid.UUID, now: datetime) -> None:
+        stale = now - timedelta(seconds=CONTACT_WRITE_SECONDS)
+        await self.session.execute(
+            update(Runner)
+            .where(Runner.id == runner_id, or_(Runner.last_contact_at.is_(None), Runner.last_contact_at < stale))
+            .values(last_contact_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _claimed_job(self, job_id: uuid.UUID, attempt: JobAttempt, lease_token: str) -> ClaimedJob:
+        job = await self.session.get(EvaluationJob, job_id, populate_existing=True)
+        assert job is not None
+        evaluation = await self.session.get(Evaluation, job.evaluation_id)
+        assert evaluation is not None
+        suite_row = await self.session.get(SuiteVersion, evaluation.suite_version_id)
+        revision = await self.session.get(Revision, evaluation.revision_id)
+        assert suite_row is not None
+        assert revision is not None
+        suite = SuiteDefinition.model_validate(suite_row.definition)
+        config: dict[str, Any] = evaluation.config
+        fewshot = {task.name: task.num_fewshot for task in suite.tasks}
+        return ClaimedJob(
+            attempt_id=attempt.id,
+            attempt_number=attempt.number,
+            lease_token=lease_token,
+            lease_expires_at=attempt.lease_expires_at,
+            heartbeat_seconds=self.settings.heartbeat_seconds,
+            job_id=job.id,
+            evaluation_id=evaluation.id,
+            shard_index=job.shard_index,
+            model=config["model"],
+            revision=revision.sha,
+            suite=suite_row.name,
+            suite_version=suite_row.version,
+            include_path=suite.include_path,
+            tasks=[
+                ClaimedTask(
+                    name=name,
+                    num_fewshot=config["num_fewshot"] if config["num_fewshot"] is not None else fewshot[name],
+                )
+                for name in job.tasks
+            ],
+            settings=JobSettings(
+                precision=config["precision"],
+                backend=config["backend"],
+                batch_size=evaluation.batch_size,
+                apply_chat_template=config["apply_chat_template"],
+                fewshot_as_multiturn=config["fewshot_as_multiturn"],
+                num_fewshot=config["num_fewshot"],
+                limit=config["limit"],
+                seed=config["seed"],
+                gen_kwargs=config["gen_kwargs"],
+                harness_version=config["harness_version"],
+            ),
+            required_memory_bytes=job.required_memory_bytes,
+        )
+
+    async def _stored(self, result: JobResult) -> ResultStored:
+        job_state = await self.session.scalar(select(EvaluationJob.state).where(EvaluationJob.id == result.job_id))
+        evaluation_state = await self.session.scalar(
+            select(Evaluation.state).where(Evaluation.id == result.evaluation_id)
+        )
+        return ResultStored(
+            result_id=result.id,
+            content_sha256=result.content_sha256,
+            job_state=str(job_state.value if job_state else ""),
+            evaluation_state=str(evaluation_state.value if evaluation_state else ""),
+        )

@@ -1,0 +1,371 @@
+"""The runner protocol: claim, heartbeat, log, result, fail; leases, the reaper, cancel and long-polling."""
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.config import Settings
+from app.db import in_unit_of_work
+from app.main import create_app
+from app.models import AttemptLogChunk, JobAttempt, JobResult
+from app.queue.notifier import QueueSignal
+from app.queue.reaper import reap_once
+from tests.support import databases
+from tests.support.evaluations import lease, lm_eval_results, load_shipped_suites, make_model, make_runner
+
+SMOKE_TASKS = [["corral_smoke_mc"], ["corral_smoke_gen"]]
+
+
+@pytest.fixture
+def fast_settings(database_url: str) -> Settings:
+    """Short leases and no backoff, so that lapses and retries happen within a test; the reaper runs by hand."""
+    return databases.make_settings(
+        database_url, lease_seconds=5, retry_backoff_seconds=0, reaper_interval_seconds=0, claim_poll_seconds=0.2
+    )
+
+
+@pytest.fixture
+def queue_client(fast_settings: Settings) -> Iterator[TestClient]:
+    load_shipped_suites(fast_settings)
+    with TestClient(create_app(fast_settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def request_smoke(client: TestClient, headers: dict[str, str], sha: str, **extra: Any) -> dict[str, Any]:
+    body = {"model": "corral-test/tiny-llama", "revision": sha, "suite": "smoke", **extra}
+    answer = client.post("/v1/evaluations", json=body, headers=headers)
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def claim(client: TestClient, runner: dict[str, str], **params: Any) -> dict[str, Any] | None:
+    answer = client.post("/v1/runner/jobs/claim", headers=runner, params=params)
+    assert answer.status_code in (201, 204), answer.text
+    return dict(answer.json()) if answer.status_code == 201 else None
+
+
+def rows(settings: Settings, entity: type, **where: Any) -> list[Any]:
+    async def work(session):  # type: ignore[no-untyped-def]
+        statement = select(entity).filter_by(**where)
+        return list((await session.execute(statement)).scalars())
+
+    return asyncio.run(in_unit_of_work(settings, work))
+
+
+def reap(settings: Settings) -> int:
+    engine_settings = settings
+
+    async def run() -> int:
+        from app.db import create_engine, create_sessionmaker
+
+        engine = create_engine(engine_settings)
+        try:
+            return await reap_once(create_sessionmaker(engine), engine_settings, QueueSignal())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_protocol_end_to_end(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=2)
+    evaluation = request_smoke(client, publish_headers, sha, limit=4, apply_chat_template=True, num_fewshot=2)
+
+    first = claim(client, runner)
+    assert first is not None
+    assert (first["model"], first["revision"], first["suite"], first["include_path"]) == (
+        "corral-test/tiny-llama",
+        sha,
+        "smoke",
+        "tasks/smoke",
+    )
+    assert first["tasks"] == [{"name": "corral_smoke_mc", "num_fewshot": 2}]
+    assert first["settings"]["apply_chat_template"] is True
+    assert first["settings"]["limit"] == 4
+    assert first["heartbeat_seconds"] == 15
+    assert first["attempt_number"] == 1
+    second = claim(client, runner)
+    assert second is not None
+    assert second["tasks"][0]["name"] == "corral_smoke_gen"
+    assert claim(client, runner) is None  # at its concurrency limit (and the queue is empty)
+
+    beat = client.post(
+        f"/v1/runner/attempts/{first['attempt_id']}/heartbeat",
+        json={"progress": {"overall": 0.5, "tasks": {"corral_smoke_mc": 0.5}, "stage": "loglikelihood"}},
+        headers=lease(first, runner),
+    )
+    assert beat.status_code == 200, beat.text
+    assert beat.json()["cancel_requested"] is False
+    assert beat.json()["lease_expires_at"] > first["lease_expires_at"]
+
+    log_url = f"/v1/runner/attempts/{first['attempt_id']}/log"
+    headers = {**lease(first, runner), "Content-Type": "text/plain"}
+    appended = client.patch(log_url, content=b"loading\n", headers={**headers, "Content-Range": "bytes 0-7"})
+    assert (appended.status_code, appended.headers["range"], appended.json()["log_bytes"]) == (202, "0-8", 8)
+    stale = client.patch(log_url, content=b"again\n", headers={**headers, "Content-Range": "bytes 0-5"})
+    assert (stale.status_code, stale.headers["range"]) == (416, "0-8")
+    mismatch = client.patch(log_url, content=b"abc", headers={**headers, "Content-Range": "bytes 8-20"})
+    assert mismatch.status_code == 400
+    assert client.patch(log_url, content=b"done\n", headers={**headers, "Content-Range": "8-12"}).status_code == 202
+
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert shown["state"] == "running"
+    job = shown["jobs"][0]
+    assert job["log_tail"] == "loading\ndone\n"
+    assert job["attempts"][0]["progress"]["tasks"] == {"corral_smoke_mc": 0.5}
+    assert job["attempts"][0]["runner"] == "cpu-1"
+    assert client.get(f"/v1/attempts/{first['attempt_id']}/log").text == "loading\ndone\n"
+
+    url = f"/v1/runner/attempts/{first['attempt_id']}/result"
+    document = lm_eval_results(["corral_smoke_mc"])
+    stored = client.put(
+        url, json={"results": document, "samples": {"corral_smoke_mc": [{"doc_id": 0}]}}, headers=lease(first, runner)
+    )
+    assert stored.status_code == 201, stored.text
+    assert (stored.json()["job_state"], stored.json()["evaluation_state"]) == ("succeeded", "running")
+    replay = client.put(url, json={"results": document}, headers=lease(first, runner))
+    assert (replay.status_code, replay.json()["result_id"]) == (200, stored.json()["result_id"])
+    changed = client.put(url, json={"results": lm_eval_results(["corral_smoke_mc"], 0.9)}, headers=lease(first, runner))
+    assert changed.status_code == 409
+    # The attempt is over: its lease is gone for every other write.
+    late = client.post(f"/v1/runner/attempts/{first['attempt_id']}/heartbeat", json={}, headers=lease(first, runner))
+    assert late.status_code == 409
+
+    done = client.put(
+        f"/v1/runner/attempts/{second['attempt_id']}/result",
+        json={"results": lm_eval_results(["corral_smoke_gen"])},
+        headers=lease(second, runner),
+    )
+    assert done.json()["evaluation_state"] == "succeeded"
+    final = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert final["state"] == "succeeded"
+    assert final["finished_at"] is not None
+    results = rows(fast_settings, JobResult)
+    assert len(results) == 2
+    assert all(result.samples_gzip is None for result in results if result.tasks == ["corral_smoke_gen"])
+
+
+def test_foreign_and_bad_writes_are_refused_and_change_nothing(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    _, other = make_runner(client, admin_headers, "cpu-2", memory_gib=8)
+    request_smoke(client, publish_headers, sha)
+    mine = claim(client, runner)
+    assert mine is not None
+    attempt = mine["attempt_id"]
+
+    # Another runner's token on this attempt, even with the right lease token: 403.
+    foreign = {**other, "Corral-Lease-Token": mine["lease_token"]}
+    assert client.post(f"/v1/runner/attempts/{attempt}/heartbeat", json={}, headers=foreign).status_code == 403
+    assert (
+        client.put(
+            f"/v1/runner/attempts/{attempt}/result", json={"results": lm_eval_results(SMOKE_TASKS[0])}, headers=foreign
+        ).status_code
+        == 403
+    )
+    # The right runner with a wrong lease token: 409.
+    wrong = {**runner, "Corral-Lease-Token": "not-the-lease"}
+    assert (
+        client.post(
+            f"/v1/runner/attempts/{attempt}/fail", json={"category": "model_error", "message": "x"}, headers=wrong
+        ).status_code
+        == 409
+    )
+    # An admin token is not a runner.
+    assert (
+        client.post(
+            f"/v1/runner/attempts/{attempt}/heartbeat",
+            json={},
+            headers={**admin_headers, "Corral-Lease-Token": mine["lease_token"]},
+        ).status_code
+        == 403
+    )
+    # Documents that are not lm-eval results, or lack the job's task.
+    url = f"/v1/runner/attempts/{attempt}/result"
+    for document, path in (
+        ({"hello": "world"}, "results.results"),
+        ({"results": {}}, "results.results"),
+        ({"results": {"corral_smoke_mc": {"acc,none": "high"}}}, "results.results"),
+        (lm_eval_results(["some_other_task"]), "results.results"),
+    ):
+        refused = client.put(url, json={"results": document}, headers=lease(mine, runner))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"].startswith(path)
+    unknown = client.post(
+        "/v1/runner/attempts/00000000-0000-0000-0000-000000000000/heartbeat", json={}, headers=lease(mine, runner)
+    )
+    assert unknown.status_code == 404
+
+    [stored] = rows(fast_settings, JobAttempt)
+    assert (stored.state, stored.failure_category, stored.log_bytes) == ("running", None, 0)
+    assert rows(fast_settings, JobResult) == []
+    assert rows(fast_settings, AttemptLogChunk) == []
+
+
+def test_stalled_runner_loses_its_lease_and_another_finishes(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, stalled = make_runner(client, admin_headers, "stalls", memory_gib=8)
+    _, healthy = make_runner(client, admin_headers, "healthy", memory_gib=8)
+    evaluation = request_smoke(client, publish_headers, sha)
+    lost = claim(client, stalled)
+    assert lost is not None
+    assert reap(fast_settings) == 0  # the lease is still good
+
+    time.sleep(fast_settings.lease_seconds + 0.5)
+    # A late write before the reaper ran is refused too: the lease lapsed.
+    late = client.post(f"/v1/runner/attempts/{lost['attempt_id']}/heartbeat", json={}, headers=lease(lost, stalled))
+    assert late.status_code == 409
+    assert "lapsed" in late.json()["detail"]
+    assert reap(fast_settings) == 1
+    assert reap(fast_settings) == 0  # idempotent
+
+    taken = [claim(client, healthy)]
+    assert taken[0] is not None
+    assert taken[0]["job_id"] == lost["job_id"]
+    assert taken[0]["attempt_number"] == 2
+    result = client.put(
+        f"/v1/runner/attempts/{taken[0]['attempt_id']}/result",
+        json={"results": lm_eval_results(SMOKE_TASKS[0])},
+        headers=lease(taken[0], healthy),
+    )
+    assert result.status_code == 201
+    # The stalled runner wakes up and tries to finish: 409, and the stored result is the healthy runner's.
+    stale = client.put(
+        f"/v1/runner/attempts/{lost['attempt_id']}/result",
+        json={"results": lm_eval_results(SMOKE_TASKS[0], 0.1)},
+        headers=lease(lost, stalled),
+    )
+    assert stale.status_code == 409
+    assert [r.attempt_id for r in rows(fast_settings, JobResult)] == [__import__("uuid").UUID(taken[0]["attempt_id"])]
+    job = client.get(f"/v1/evaluations/{evaluation['id']}").json()["jobs"][0]
+    assert [(a["runner"], a["state"], a["failure_category"]) for a in job["attempts"]] == [
+        ("stalls", "lost", "lease_expired"),
+        ("healthy", "succeeded", None),
+    ]
+
+
+def test_failure_categories(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+
+    def fail(claimed: dict[str, Any], category: str) -> dict[str, Any]:
+        answer = client.post(
+            f"/v1/runner/attempts/{claimed['attempt_id']}/fail",
+            json={"category": category, "message": f"{category} happened"},
+            headers=lease(claimed, runner),
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    # Infrastructure: retried up to the bound (3), then the evaluation fails with the reason.
+    evaluation = request_smoke(client, publish_headers, sha)
+    for attempt in range(1, 4):
+        claimed = claim(client, runner)
+        assert claimed is not None
+        assert claimed["attempt_number"] == attempt
+        assert claimed["tasks"][0]["name"] == "corral_smoke_mc"
+        assert fail(claimed, "infrastructure")["retried"] is True
+    claimed = claim(client, runner)
+    assert claimed is not None
+    last = fail(claimed, "infrastructure")
+    assert (last["retried"], last["job_state"], last["evaluation_state"]) == (False, "failed", "failed")
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert "4 attempts failed on infrastructure" in shown["failure_message"]
+    assert [job["state"] for job in shown["jobs"]] == ["failed", "canceled"]
+
+    # Out of memory: requeued with more memory; when no runner has more, it fails saying so.
+    evaluation = request_smoke(client, publish_headers, sha, seed=2)
+    claimed = claim(client, runner)
+    assert claimed is not None
+    before = claimed["required_memory_bytes"]
+    assert fail(claimed, "out_of_memory")["retried"] is True
+    again = claim(client, runner)
+    assert again is not None
+    assert again["job_id"] == claimed["job_id"]
+    assert again["required_memory_bytes"] == before * 150 // 100
+
+    # A model error fails the evaluation at once, with the reason shown; its other job is canceled.
+    evaluation = request_smoke(client, publish_headers, sha, seed=3)
+    client.post(
+        f"/v1/runner/attempts/{again['attempt_id']}/fail",
+        json={"category": "harness_error", "message": "bad task"},
+        headers=lease(again, runner),
+    )
+    claimed = claim(client, runner)
+    assert claimed is not None
+    assert claimed["evaluation_id"] == evaluation["id"]
+    assert fail(claimed, "model_error")["evaluation_state"] == "failed"
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert (shown["failure_category"], shown["failure_message"]) == ("model_error", "model_error happened")
+    assert {job["state"] for job in shown["jobs"]} == {"failed", "canceled"}
+
+
+def test_cancel_reaches_a_running_job_through_its_heartbeat(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    evaluation = request_smoke(client, publish_headers, sha)
+    claimed = claim(client, runner)
+    assert claimed is not None
+    canceled = client.post(f"/v1/evaluations/{evaluation['id']}/cancel", headers=publish_headers).json()
+    assert [(job["state"], job["cancel_requested"]) for job in canceled["jobs"]] == [
+        ("running", True),
+        ("canceled", False),
+    ]
+    beat = client.post(
+        f"/v1/runner/attempts/{claimed['attempt_id']}/heartbeat", json={}, headers=lease(claimed, runner)
+    )
+    assert beat.status_code == 200
+    assert beat.json()["cancel_requested"] is True
+    refused = client.put(
+        f"/v1/runner/attempts/{claimed['attempt_id']}/result",
+        json={"results": lm_eval_results(SMOKE_TASKS[0])},
+        headers=lease(claimed, runner),
+    )
+    assert refused.status_code == 409
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert shown["state"] == "canceled"
+    assert [job["state"] for job in shown["jobs"]] == ["canceled", "canceled"]
+    assert shown["jobs"][0]["attempts"][0]["state"] == "canceled"
+    assert rows(fast_settings, JobResult) == []
+
+
+def test_a_waiting_claim_gets_work_enqueued_during_its_wait(
+    queue_client: TestClient, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    answers: list[int] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(
+            client.post("/v1/runner/jobs/claim", headers=runner, params={"wait": 20}).status_code
+        )
+    )
+    waiting.start()
+    time.sleep(0.5)  # the claim is now waiting on an empty queue
+    request_smoke(client, publish_headers, sha)
+    waiting.join(timeout=30)
+    assert answers == [201]
+    assert claim(client, runner, wait=0) is None  # at its limit of one job

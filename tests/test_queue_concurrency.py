@@ -1,0 +1,247 @@
+"""Claims under contention: many runners at once over a large queue, on PostgreSQL and SQLite.
+
+The claimers run in one event loop, each with its own session (so its own connection and transaction), with
+seeded random pauses that shuffle how their statements interleave.
+"""
+
+import asyncio
+import random
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, in_unit_of_work
+from app.models import (
+    AttemptState,
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    JobAttempt,
+    JobState,
+    Model,
+    ModelKind,
+    ModelStatus,
+    Revision,
+    Runner,
+    RunnerState,
+    SuiteVersion,
+)
+from app.models.base import utcnow
+from app.queue.notifier import QueueSignal
+from app.queue.service import QueueService, claim_once
+from app.suites.service import load_suites
+
+CLAIMERS = 32
+JOBS = 1000
+SEEDS = [1, 2, 3]
+HARNESS = "0.4.13"
+
+
+async def seed_queue(session: AsyncSession, jobs: int, runners: int) -> list[uuid.UUID]:
+    """One evaluation with `jobs` jobs and `runners` capable runners, written straight to the tables."""
+    await load_suites(session)
+    model = Model(
+        repo_id=f"corral-test/m-{uuid.uuid4().hex[:8]}",
+        display_name="m",
+        kind=ModelKind.BASE,
+        status=ModelStatus.RELEASED,
+    )
+    session.add(model)
+    await session.flush()
+    revision = Revision(model_id=model.id, sha=uuid.uuid4().hex + "00000000", ref="main", source="manual")
+    suite = (await session.execute(select(SuiteVersion).where(SuiteVersion.name == "smoke"))).scalar_one()
+    session.add(revision)
+    await session.flush()
+    evaluation = Evaluation(
+        model_id=model.id,
+        revision_id=revision.id,
+        suite_version_id=suite.id,
+        config_hash=uuid.uuid4().hex,
+        config={
+            "model": model.repo_id,
+            "revision": revision.sha,
+            "suite": "smoke",
+            "suite_version": suite.version,
+            "harness_version": HARNESS,
+            "backend": "hf",
+            "precision": "bf16",
+            "apply_chat_template": False,
+            "fewshot_as_multiturn": False,
+            "num_fewshot": None,
+            "limit": None,
+            "seed": 1234,
+            "gen_kwargs": None,
+        },
+        batch_size="1",
+        priority=50,
+        state=EvaluationState.QUEUED,
+    )
+    session.add(evaluation)
+    await session.flush()
+    now = utcnow()
+    rng = random.Random(jobs)
+    for index in range(jobs):
+        session.add(
+            EvaluationJob(
+                evaluation_id=evaluation.id,
+                shard_index=index,
+                tasks=["corral_smoke_mc"],
+                state=JobState.QUEUED,
+                priority=rng.randint(0, 100),
+                backend="hf",
+                harness_version=HARNESS,
+                labels=[],
+                required_memory_bytes=2**30,
+                required_device_bytes=2**30,
+                queued_at=now - timedelta(seconds=rng.randint(0, 3600)),
+                available_at=now,
+            )
+        )
+    runner_ids = []
+    for index in range(runners):
+        runner = Runner(
+            name=f"claimer-{uuid.uuid4().hex[:8]}-{index}",
+            state=RunnerState.ACTIVE,
+            accelerators=[{"kind": "test-gpu", "memory_bytes": 80 * 2**30, "count": 1}],
+            backends=["hf"],
+            lm_eval_version=HARNESS,
+            max_concurrent_jobs=jobs,
+            labels=[],
+        )
+        session.add(runner)
+        await session.flush()
+        runner_ids.append(runner.id)
+    return runner_ids
+
+
+async def claim_everything(
+    settings: Settings, runner_ids: list[uuid.UUID], seed: int
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Every runner claims until the queue is empty; returns (runner, job) for each claim answered."""
+    if settings.is_sqlite:
+        engine = create_engine(settings)
+    else:  # enough connections that all claimers really are in the database at once
+        engine = create_async_engine(settings.database, pool_size=CLAIMERS + 4, max_overflow=0)
+    sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
+    answers: list[tuple[uuid.UUID, uuid.UUID]] = []
+    start = asyncio.Event()
+    signal = QueueSignal()
+
+    async def claimer(runner_id: uuid.UUID, rng: random.Random) -> None:
+        await start.wait()
+        empty_in_a_row = 0
+        while empty_in_a_row < 3:  # an empty answer can mean "all left are locked by others": look again
+            claim = await claim_once(sessionmaker, settings, signal, runner_id)
+            await asyncio.sleep(rng.random() * 0.002)
+            if claim is None:
+                empty_in_a_row += 1
+                await asyncio.sleep(0.01)
+                continue
+            empty_in_a_row = 0
+            answers.append((runner_id, claim.job.job_id))
+
+    try:
+        tasks = [
+            asyncio.create_task(claimer(runner_id, random.Random(seed * 1000 + i)))
+            for i, runner_id in enumerate(runner_ids)
+        ]
+        start.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await engine.dispose()
+    return answers
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_job_is_claimed_exactly_once(settings: Settings, seed: int) -> None:
+    runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, JOBS, CLAIMERS)))
+    answers = asyncio.run(claim_everything(settings, runner_ids, seed))
+
+    claimed_jobs = [job for _, job in answers]
+    assert len(claimed_jobs) == JOBS
+    assert len(set(claimed_jobs)) == JOBS, "a job was handed to two claims"
+    assert len({runner for runner, _ in answers}) > 1, "the claimers did not overlap"
+
+    async def check(session: AsyncSession) -> None:
+        attempts_per_job = (
+            await session.execute(select(JobAttempt.job_id, func.count()).group_by(JobAttempt.job_id))
+        ).all()
+        assert len(attempts_per_job) == JOBS
+        assert {count for _, count in attempts_per_job} == {1}
+        jobs = (await session.execute(select(EvaluationJob.state, EvaluationJob.attempt_count))).all()
+        assert {(state, count) for state, count in jobs} == {(JobState.RUNNING, 1)}
+        pairs = set((await session.execute(select(JobAttempt.runner_id, JobAttempt.job_id))).all())
+        assert pairs == set(answers), "the database and the answers disagree"
+
+    asyncio.run(in_unit_of_work(settings, check))
+
+
+def test_claims_follow_priority_then_age(settings: Settings) -> None:
+    runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, 50, 1)))
+
+    async def claim_all(session: AsyncSession) -> list[tuple[int, object]]:
+        order = []
+        for _ in range(50):
+            claim = await QueueService(session, settings).claim(runner_ids[0])
+            assert claim is not None
+            job = await session.get(EvaluationJob, claim.job.job_id)
+            assert job is not None
+            order.append((-job.priority, job.queued_at))
+        return order
+
+    order = asyncio.run(in_unit_of_work(settings, claim_all))
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_locked_job_is_skipped_not_waited_for(settings: Settings) -> None:
+    runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, 2, 2)))
+
+    async def two_open_transactions() -> tuple[uuid.UUID, uuid.UUID | None]:
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+        try:
+            async with sessionmaker() as first, sessionmaker() as second:
+                held = await QueueService(first, settings).claim(runner_ids[0])  # not committed: row stays locked
+                assert held is not None
+                other = await asyncio.wait_for(QueueService(second, settings).claim(runner_ids[1]), timeout=10)
+                await second.commit()
+                await first.commit()
+                return held.job.job_id, other.job.job_id if other else None
+        finally:
+            await engine.dispose()
+
+    held, other = asyncio.run(two_open_transactions())
+    assert other is not None
+    assert other != held
+
+
+def test_one_running_attempt_per_job_is_enforced_by_the_database(settings: Settings) -> None:
+    runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, 1, 1)))
+
+    async def claim_then_forge(session: AsyncSession) -> None:
+        claim = await QueueService(session, settings).claim(runner_ids[0])
+        assert claim is not None
+        now = utcnow()
+        session.add(
+            JobAttempt(
+                job_id=claim.job.job_id,
+                runner_id=runner_ids[0],
+                number=2,
+                lease_token_hash="0" * 64,
+                state=AttemptState.RUNNING,
+                claimed_at=now,
+                lease_expires_at=now,
+                progress={},
+                log_bytes=0,
+            )
+        )
+        await session.flush()
+
+    with pytest.raises(IntegrityError):
+        asyncio.run(in_unit_of_work(settings, claim_then_forge))
