@@ -109,6 +109,9 @@ def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Await
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind [default: CORRAL_HOST or 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: CORRAL_PORT or 8000].")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (PostgreSQL; SQLite serves from one).")
+    ] = 1,
 ) -> None:
     """Run the API server (migrating an embedded SQLite database first)."""
     import uvicorn
@@ -121,8 +124,13 @@ def serve(
     prepare_database(settings)
     # Suites come from the files this build ships: record their current versions before serving.
     run_in_unit_of_work(settings, load_suites)
+    if workers > 1 and settings.is_sqlite:
+        typer.echo("corral serve: --workers needs PostgreSQL; SQLite is served by one process", err=True)
+        raise typer.Exit(2)
     uvicorn.run(
-        create_app(settings),
+        "app.main:create_served_app" if workers > 1 else create_app(settings),
+        factory=workers > 1,
+        workers=workers,
         host=host or settings.host,
         port=port or settings.port,
         access_log=False,

@@ -190,3 +190,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     content.pop("application/json", None)
     app.openapi_schema = schema
     return schema
+
+
+def create_served_app() -> FastAPI:
+    """The factory `corral serve --workers N` names: each worker process sets up its own logging."""
+    from app.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

@@ -2,6 +2,7 @@
 matching to registered runners, cancel, and the queue view."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -9,6 +10,7 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.db import in_unit_of_work
+from app.main import create_app
 from app.models import Evaluation, EvaluationJob
 from tests.support.evaluations import GIB, load_shipped_suites, make_model, make_runner, sha_of
 
@@ -204,3 +206,76 @@ def test_cancel_and_queue_view(
     assert 'corral_queue_jobs{state="running"} 1.0' in metrics
     assert 'corral_runners{online="true",state="active"} 1.0' in metrics
     assert "corral_queue_claim_wait_seconds_count 1.0" in metrics
+
+
+def test_a_hub_ref_is_resolved_at_request_time(
+    database_url: str, catalog: None, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    from tests.support.checkpoints import TinyLlama, checkpoint_files
+    from tests.support.fake_hub import FakeHub, llama_repo
+    from tests.test_hub import hub_settings
+
+    with FakeHub().running() as hub:
+        repo = hub.add(llama_repo("acme/tiny-instruct", checkpoint_files(TinyLlama())))
+        settings = hub_settings(database_url, hub.url)
+        load_shipped_suites(settings)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            assert (
+                client.post("/v1/models", json={"repo_id": "acme/tiny-instruct"}, headers=publish_headers).status_code
+                == 201
+            )
+            body = {"model": "acme/tiny-instruct", "ref": "main", "suite": "smoke"}
+
+            # No runner yet: 409, but the lease is given back and the recorded revision stays.
+            refused = client.post("/v1/evaluations", json=body, headers=publish_headers)
+            assert refused.status_code == 409, refused.text
+            make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+            created = client.post("/v1/evaluations", json=body, headers=publish_headers)
+            assert created.status_code == 201, created.text
+            assert created.json()["revision"] == repo.commits[0].sha
+
+            unknown = client.post("/v1/evaluations", json={**body, "ref": "no-such-branch"}, headers=publish_headers)
+            assert unknown.status_code == 422
+            assert unknown.json()["errors"][0]["field"] == "ref"
+            model = client.get("/v1/models/acme/tiny-instruct").json()
+            assert model["hub"]["status"] == "ok"  # a wrong ref says nothing about the model's own sync
+            assert client.post("/v1/models/acme/tiny-instruct/sync", headers=publish_headers).status_code == 200
+
+
+@pytest.mark.usefixtures("suites")
+def test_values_the_database_cannot_hold_are_refused(
+    client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    sha = make_model(client, publish_headers)
+    make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    good = {"model": "corral-test/tiny-llama", "revision": sha, "suite": "smoke"}
+    for change in ({"batch_size": 10**20}, {"batch_size": 0}):
+        answer = client.post("/v1/evaluations", json={**good, **change}, headers=publish_headers)
+        assert answer.status_code == 422, (change, answer.text)
+    raw = '{"model": "corral-test/tiny-llama", "revision": "SHA", "suite": "smoke", "gen_kwargs": {"t": NaN}}'
+    raw = raw.replace("SHA", sha)
+    nan = client.post("/v1/evaluations", content=raw, headers={**publish_headers, "Content-Type": "application/json"})
+    assert nan.status_code in (400, 422), nan.text
+    assert count_rows(settings) == (0, 0)
+
+
+@pytest.mark.usefixtures("suites")
+def test_concurrent_twins_make_one_evaluation(
+    client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    sha = make_model(client, publish_headers)
+    make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    body = {"model": "corral-test/tiny-llama", "revision": sha, "suite": "smoke"}
+    keyed = {**publish_headers, "Idempotency-Key": "retry-me"}
+
+    def post(headers: dict[str, str], payload: dict[str, object]) -> tuple[int, str]:
+        answer = client.post("/v1/evaluations", json=payload, headers=headers)
+        return answer.status_code, answer.json().get("id", answer.text)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        twins = list(pool.map(lambda _: post(publish_headers, body), range(8)))
+        retries = list(pool.map(lambda _: post(keyed, {**body, "force": True}), range(8)))
+    for answers in (twins, retries):
+        assert sorted(status for status, _ in answers) == [200] * 7 + [201], answers
+        assert len({ident for _, ident in answers}) == 1
+    assert count_rows(settings) == (2, 4)

@@ -7,7 +7,6 @@ seeded random pauses that shuffle how their statements interleave.
 import asyncio
 import random
 import uuid
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -18,105 +17,19 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker, in_unit_of_work
 from app.models import (
     AttemptState,
-    Evaluation,
     EvaluationJob,
-    EvaluationState,
     JobAttempt,
     JobState,
-    Model,
-    ModelKind,
-    ModelStatus,
-    Revision,
     Runner,
-    RunnerState,
-    SuiteVersion,
 )
 from app.models.base import utcnow
 from app.queue.notifier import QueueSignal
 from app.queue.service import QueueService, claim_once
-from app.suites.service import load_suites
+from tests.support.evaluations import seed_queue
 
 CLAIMERS = 32
 JOBS = 1000
 SEEDS = [1, 2, 3]
-HARNESS = "0.4.13"
-
-
-async def seed_queue(session: AsyncSession, jobs: int, runners: int) -> list[uuid.UUID]:
-    """One evaluation with `jobs` jobs and `runners` capable runners, written straight to the tables."""
-    await load_suites(session)
-    model = Model(
-        repo_id=f"corral-test/m-{uuid.uuid4().hex[:8]}",
-        display_name="m",
-        kind=ModelKind.BASE,
-        status=ModelStatus.RELEASED,
-    )
-    session.add(model)
-    await session.flush()
-    revision = Revision(model_id=model.id, sha=uuid.uuid4().hex + "00000000", ref="main", source="manual")
-    suite = (await session.execute(select(SuiteVersion).where(SuiteVersion.name == "smoke"))).scalar_one()
-    session.add(revision)
-    await session.flush()
-    evaluation = Evaluation(
-        model_id=model.id,
-        revision_id=revision.id,
-        suite_version_id=suite.id,
-        config_hash=uuid.uuid4().hex,
-        config={
-            "model": model.repo_id,
-            "revision": revision.sha,
-            "suite": "smoke",
-            "suite_version": suite.version,
-            "harness_version": HARNESS,
-            "backend": "hf",
-            "precision": "bf16",
-            "apply_chat_template": False,
-            "fewshot_as_multiturn": False,
-            "num_fewshot": None,
-            "limit": None,
-            "seed": 1234,
-            "gen_kwargs": None,
-        },
-        batch_size="1",
-        priority=50,
-        state=EvaluationState.QUEUED,
-    )
-    session.add(evaluation)
-    await session.flush()
-    now = utcnow()
-    rng = random.Random(jobs)
-    for index in range(jobs):
-        session.add(
-            EvaluationJob(
-                evaluation_id=evaluation.id,
-                shard_index=index,
-                tasks=["corral_smoke_mc"],
-                state=JobState.QUEUED,
-                priority=rng.randint(0, 100),
-                backend="hf",
-                harness_version=HARNESS,
-                labels=[],
-                required_memory_bytes=2**30,
-                required_device_bytes=2**30,
-                queued_at=now - timedelta(seconds=rng.randint(0, 3600)),
-                available_at=now,
-            )
-        )
-    runner_ids = []
-    for index in range(runners):
-        runner = Runner(
-            name=f"claimer-{uuid.uuid4().hex[:8]}-{index}",
-            state=RunnerState.ACTIVE,
-            accelerators=[{"kind": "test-gpu", "memory_bytes": 80 * 2**30, "count": 1}],
-            backends=["hf"],
-            lm_eval_version=HARNESS,
-            max_concurrent_jobs=jobs,
-            labels=[],
-        )
-        session.add(runner)
-        await session.flush()
-        runner_ids.append(runner.id)
-    return runner_ids
 
 
 async def claim_everything(
@@ -245,3 +158,31 @@ def test_one_running_attempt_per_job_is_enforced_by_the_database(settings: Setti
 
     with pytest.raises(IntegrityError):
         asyncio.run(in_unit_of_work(settings, claim_then_forge))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_runner_never_exceeds_its_concurrency_limit(settings: Settings) -> None:
+    runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, 4, 1)))
+
+    async def limit_one() -> None:
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+        try:
+            async with sessionmaker() as session:
+                runner = await session.get(Runner, runner_ids[0])
+                assert runner is not None
+                runner.max_concurrent_jobs = 1
+                await session.commit()
+            async with sessionmaker() as first, sessionmaker() as second:
+                held = await QueueService(first, settings).claim(runner_ids[0])
+                assert held is not None
+                # The second long-poll of the same runner waits for the first claim's transaction, then sees it.
+                racing = asyncio.create_task(QueueService(second, settings).claim(runner_ids[0]))
+                await asyncio.sleep(0.2)
+                await first.commit()
+                assert await asyncio.wait_for(racing, timeout=10) is None
+                await second.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(limit_one())

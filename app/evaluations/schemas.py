@@ -11,8 +11,15 @@ from app.schemas import ReadModel, WriteModel
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 Backend = Literal["hf", "vllm"]
 HubRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\w./-]+$")]
-BatchSize = StrictInt | Annotated[str, StringConstraints(pattern=r"^auto(:[1-9][0-9]{0,2})?$")]
-GenerationValue = StrictBool | StrictInt | StrictFloat | Annotated[str, StringConstraints(max_length=200)]
+BatchSize = (
+    Annotated[StrictInt, Field(ge=1, le=4096)] | Annotated[str, StringConstraints(pattern=r"^auto(:[1-9][0-9]{0,2})?$")]
+)
+GenerationValue = (
+    StrictBool
+    | Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(max_length=200)]
+)
 EvaluationSort = Literal["created_at", "-created_at"]
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.db import serialize
 from app.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
 from app.evaluations import repository
 from app.evaluations.requirements import evaluation_memory
@@ -25,7 +26,7 @@ from app.evaluations.schemas import (
     QueueView,
     Requirements,
 )
-from app.hub.worker import sync_in_request
+from app.hub.worker import resolve_ref
 from app.models import (
     AttemptState,
     Evaluation,
@@ -74,21 +75,13 @@ class EvaluationService:
     ) -> tuple[EvaluationRead, bool]:
         """Returns the evaluation and whether this request created it."""
         fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-        if idempotency_key is not None:
-            earlier = await self._by_idempotency_key(principal.token_id, idempotency_key)
-            if earlier is not None:
-                if earlier.request_fingerprint != fingerprint:
-                    raise UnprocessableEntity(
-                        "This Idempotency-Key was used with another request body.",
-                        field="Idempotency-Key",
-                        location="header",
-                    )
-                return await self.read(earlier.id), False
+        if idempotency_key is not None and (earlier := await self._replay(principal, idempotency_key, fingerprint)):
+            return earlier, False
         model = await model_by_repo_id(self.session, body.model)
         if model is None:
             raise UnprocessableEntity(f"No model {body.model!r} is registered.", field="model")
-        revision = await self._resolve_revision(model, body, request)
         suite_row = await self._suite(body.suite, body.suite_version)
+        revision = await self._resolve_revision(model, body, request)
         suite = SuiteDefinition.model_validate(suite_row.definition)
         harness_version = body.harness_version or self.settings.harness_version
         config = {
@@ -107,6 +100,12 @@ class EvaluationService:
             "gen_kwargs": body.gen_kwargs,
         }
         digest = config_hash(config)
+        # Concurrent twins (same config, or a CI retry with the same key) must see each other's evaluation.
+        if idempotency_key is not None:
+            await serialize(self.session, f"idempotency:{principal.token_id}:{idempotency_key}")
+            if earlier := await self._replay(principal, idempotency_key, fingerprint):
+                return earlier, False
+        await serialize(self.session, f"config:{digest}")
         if not body.force:
             existing = await self._same_config(digest)
             if existing is not None:
@@ -240,6 +239,7 @@ class EvaluationService:
 
     async def cancel(self, evaluation_id: uuid.UUID, principal: Principal) -> EvaluationRead:
         """Queued jobs cancel now; running ones hear it from their next heartbeat."""
+        await serialize(self.session)
         evaluation = await repository.load_evaluation(self.session, evaluation_id, lock=True)
         if evaluation.state in (EvaluationState.SUCCEEDED, EvaluationState.FAILED):
             raise Conflict(f"Evaluation {evaluation_id} has {evaluation.state.value} already; nothing to cancel.")
@@ -284,13 +284,14 @@ class EvaluationService:
     async def _resolve_revision(self, model: Model, body: EvaluationCreate, request: Request) -> Revision:
         revisions = RevisionService(self.session)
         if body.ref is not None:
+            state = request.app.state
             try:
-                synced = await sync_in_request(self.session, request, model.repo_id, body.ref)
+                sha = await resolve_ref(state.sessionmaker, self.settings, state.hub_client, model.repo_id, body.ref)
             except ProblemError as problem:
                 if problem.status != 404:
                     raise  # the Hub unreachable or failing: 502/503 as for any sync
                 raise UnprocessableEntity(problem.detail, field="ref") from None
-            revision = await revisions.by_sha(model, synced.sha)
+            revision = await revisions.by_sha(model, sha)
             field, label = "ref", body.ref
         elif body.alias is not None:
             try:
@@ -322,11 +323,19 @@ class EvaluationService:
             )
         return row
 
-    async def _by_idempotency_key(self, token_id: uuid.UUID, key: str) -> Evaluation | None:
+    async def _replay(self, principal: Principal, key: str, fingerprint: str) -> EvaluationRead | None:
+        """The evaluation this caller's Idempotency-Key created, if any; the key with another body is a 422."""
         statement = select(Evaluation).where(
-            Evaluation.requested_by_token_id == token_id, Evaluation.idempotency_key == key
+            Evaluation.requested_by_token_id == principal.token_id, Evaluation.idempotency_key == key
         )
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        earlier = (await self.session.execute(statement)).scalar_one_or_none()
+        if earlier is None:
+            return None
+        if earlier.request_fingerprint != fingerprint:
+            raise UnprocessableEntity(
+                "This Idempotency-Key was used with another request body.", field="Idempotency-Key", location="header"
+            )
+        return await self.read(earlier.id)
 
     async def _same_config(self, digest: str) -> Evaluation | None:
         statement = (

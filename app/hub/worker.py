@@ -162,3 +162,26 @@ async def sync_in_request(session: AsyncSession, request: Request, repo_id: str,
         await session.rollback()  # first, so that SQLite's write lock is free for the release
         await release(sessionmaker, repo_id)
         raise
+
+
+async def resolve_ref(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, client: HubClient, repo_id: str, ref: str
+) -> str:
+    """A branch or tag's commit, through a sync in its own committed unit of work: the revision is recorded
+    whatever the caller does next, and the lease is always given back. A ref the Hub does not know changes
+    nothing (it says nothing about the model's own sync)."""
+    if not await claim(sessionmaker, repo_id):
+        raise Conflict(f"A sync of {repo_id} is already running.")
+    try:
+        fetch = await fetch_in_thread(client, repo_id, ref)
+    except HubError as error:
+        await release(sessionmaker, repo_id)
+        raise hub_problem(error) from None
+    try:
+        async with sessionmaker() as session:
+            result = await HubSyncService(session, settings).apply(repo_id, fetch, revision=ref)
+            await session.commit()
+            return result.sha
+    except Exception:
+        await release(sessionmaker, repo_id)
+        raise

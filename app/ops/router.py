@@ -1,6 +1,7 @@
 """Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus."""
 
 import logging
+from collections import Counter
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
@@ -52,9 +53,19 @@ async def readyz(request: Request) -> Readiness:
 async def metrics(request: Request, session: SessionDep) -> Response:
     """Prometheus metrics: requests and latency by route, queue depth, runners by state, claim wait."""
     collected: Metrics = request.app.state.metrics
-    for state, count in (await repository.jobs_by_state(session)).items():
+    try:
+        jobs = await repository.jobs_by_state(session)
+        runners = Counter(
+            (runner.state.value, str(to_read(runner).online).lower())
+            for runner in await repository.registered_runners(session)
+        )
+    except (SQLAlchemyError, OSError) as exc:  # the request metrics are still worth serving
+        log.warning("metrics: queue gauges skipped, database unreachable: %s", type(exc).__name__)
+        return Response(collected.render(), media_type=CONTENT_TYPE)
+    # Set with no await in between, so that concurrent scrapes cannot interleave their updates.
+    for state, count in jobs.items():
         collected.jobs.labels(state).set(count)
     collected.runners.clear()
-    for runner in await repository.registered_runners(session):
-        collected.runners.labels(runner.state.value, str(to_read(runner).online).lower()).inc()
+    for (state, online), count in runners.items():
+        collected.runners.labels(state, online).set(count)
     return Response(collected.render(), media_type=CONTENT_TYPE)

@@ -95,7 +95,7 @@ class LmEvalResults(BaseModel):
     versions: dict[str, Any] = Field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
     n_shot: dict[str, Any] = Field(default_factory=dict, alias="n-shot")
-    lm_eval_version: str | None = None
+    lm_eval_version: str | None = Field(default=None, max_length=32)
 
     def first_non_numeric_metric(self) -> str | None:
         """The path of the first `metric,filter` value that is not a number (stderr may be "N/A")."""

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import sqlite_writer_lock
+from app.db import serialize, sqlite_writer_lock
 from app.errors import (
     BadRequest,
     Conflict,
@@ -68,6 +68,7 @@ from app.suites.schemas import SuiteDefinition
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
+MAX_BACKOFF_SECONDS = 86400
 RETRYABLE = (FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED)
 
 
@@ -101,7 +102,8 @@ class QueueService:
     async def claim(self, runner_id: uuid.UUID) -> Claim | None:
         """One atomic claim of the best job this runner can hold, or None."""
         now = utcnow()
-        runner = await self.session.get(Runner, runner_id)
+        # The runner's row lock keeps its own concurrent claims (one per long-poll) within max_concurrent_jobs.
+        runner = await self.session.scalar(select(Runner).where(Runner.id == runner_id).with_for_update())
         if runner is None or runner.deleted_at is not None:
             raise NotFound("This runner has been deleted.")
         await self._touch(runner_id, now)
@@ -266,12 +268,8 @@ class QueueService:
             raise UnprocessableEntity("not lm-eval results: a metric value must be a number", field=f"results.{bad}")
         canonical = json.dumps(body.results, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(canonical).hexdigest()
+        await serialize(self.session)  # SQLite: from here on, alone among writers (PostgreSQL: row locks below)
         attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
-        earlier = await self.session.scalar(select(JobResult).where(JobResult.job_id == attempt.job_id))
-        if earlier is not None:
-            if earlier.attempt_id == attempt.id and earlier.content_sha256 == digest:
-                return await self._stored(earlier), False
-            raise Conflict(f"Job {attempt.job_id} has a result already (sha256 {earlier.content_sha256}).")
         job = await self.session.get(EvaluationJob, attempt.job_id)
         assert job is not None
         present = set(document.results) | set(document.groups)
@@ -281,6 +279,12 @@ class QueueService:
                 f"the results lack this job's tasks: {', '.join(missing)}", field="results.results"
             )
         evaluation = await repository.load_evaluation(self.session, job.evaluation_id, lock=True)
+        # Looked up under the lock: a retried upload racing the first one is answered as stored, not 409.
+        earlier = await self.session.scalar(select(JobResult).where(JobResult.job_id == attempt.job_id))
+        if earlier is not None:
+            if earlier.attempt_id == attempt.id and earlier.content_sha256 == digest:
+                return await self._stored(earlier), False
+            raise Conflict(f"Job {attempt.job_id} has a result already (sha256 {earlier.content_sha256}).")
         if evaluation.state in (EvaluationState.CANCELED, EvaluationState.FAILED):
             raise Conflict(f"Evaluation {evaluation.id} was {evaluation.state.value}; the result is not taken.")
         now = utcnow()
@@ -308,6 +312,7 @@ class QueueService:
         return await self._stored(result), True
 
     async def fail(self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Failure) -> FailureReply:
+        await serialize(self.session)
         attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
         job_evaluation = await self.session.scalar(
             select(EvaluationJob.evaluation_id).where(EvaluationJob.id == attempt.job_id)
@@ -325,6 +330,7 @@ class QueueService:
 
     async def expire_leases(self, *, limit: int = 100) -> int:
         """Expire attempts whose lease lapsed and settle their jobs; safe to run in every replica at once."""
+        await serialize(self.session)
         now = utcnow()
         rows = await self.session.execute(
             select(JobAttempt.id, JobAttempt.job_id, EvaluationJob.evaluation_id)
@@ -408,9 +414,9 @@ class QueueService:
         )
 
     def _backoff(self, failures: int) -> timedelta:
-        # 30 s x 2^(n-1), +-10 % jitter so that a crowd of requeued jobs does not return in lockstep.
-        seconds = self.settings.retry_backoff_seconds * 2 ** (failures - 1) * random.uniform(0.9, 1.1)
-        return timedelta(seconds=seconds)
+        # 30 s x 2^(n-1), capped at a day, +-10 % jitter so that requeued jobs do not return in lockstep.
+        seconds = min(self.settings.retry_backoff_seconds * 2 ** min(failures - 1, 30), MAX_BACKOFF_SECONDS)
+        return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
 
     def _live(
         self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime

@@ -1,13 +1,32 @@
-"""Building blocks for evaluation and queue tests: suites, runners and models through the real API."""
+"""Building blocks for evaluation and queue tests (and benchmarks): suites, runners, models and queues."""
 
 import asyncio
 import hashlib
+import random
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import in_unit_of_work
+from app.models import (
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    JobState,
+    Model,
+    ModelKind,
+    ModelStatus,
+    Revision,
+    Runner,
+    RunnerState,
+    SuiteVersion,
+)
+from app.models.base import utcnow
 from app.suites.service import load_suites
 
 GIB = 2**30
@@ -88,3 +107,104 @@ def lm_eval_results(tasks: list[str], score: float = 0.5) -> dict[str, Any]:
 
 def lease(claimed: dict[str, Any], runner_headers: dict[str, str]) -> dict[str, str]:
     return {**runner_headers, "Corral-Lease-Token": claimed["lease_token"]}
+
+
+async def seed_queue(session: AsyncSession, jobs: int, runners: int) -> list[uuid.UUID]:
+    """One evaluation with `jobs` jobs and `runners` capable runners, written straight to the tables."""
+    await load_suites(session)
+    model = Model(
+        repo_id=f"corral-test/m-{uuid.uuid4().hex[:8]}",
+        display_name="m",
+        kind=ModelKind.BASE,
+        status=ModelStatus.RELEASED,
+    )
+    session.add(model)
+    await session.flush()
+    revision = Revision(model_id=model.id, sha=uuid.uuid4().hex + "00000000", ref="main", source="manual")
+    suite = (await session.execute(select(SuiteVersion).where(SuiteVersion.name == "smoke"))).scalar_one()
+    session.add(revision)
+    await session.flush()
+    evaluation = Evaluation(
+        model_id=model.id,
+        revision_id=revision.id,
+        suite_version_id=suite.id,
+        config_hash=uuid.uuid4().hex,
+        config={
+            "model": model.repo_id,
+            "revision": revision.sha,
+            "suite": "smoke",
+            "suite_version": suite.version,
+            "harness_version": HARNESS,
+            "backend": "hf",
+            "precision": "bf16",
+            "apply_chat_template": False,
+            "fewshot_as_multiturn": False,
+            "num_fewshot": None,
+            "limit": None,
+            "seed": 1234,
+            "gen_kwargs": None,
+        },
+        batch_size="1",
+        priority=50,
+        state=EvaluationState.QUEUED,
+    )
+    session.add(evaluation)
+    await session.flush()
+    now = utcnow()
+    rng = random.Random(jobs)
+    for index in range(jobs):
+        session.add(
+            EvaluationJob(
+                evaluation_id=evaluation.id,
+                shard_index=index,
+                tasks=["corral_smoke_mc"],
+                state=JobState.QUEUED,
+                priority=rng.randint(0, 100),
+                backend="hf",
+                harness_version=HARNESS,
+                labels=[],
+                required_memory_bytes=2**30,
+                required_device_bytes=2**30,
+                queued_at=now - timedelta(seconds=rng.randint(0, 3600)),
+                available_at=now,
+            )
+        )
+    runner_ids = []
+    for index in range(runners):
+        runner = Runner(
+            name=f"claimer-{uuid.uuid4().hex[:8]}-{index}",
+            state=RunnerState.ACTIVE,
+            accelerators=[{"kind": "test-gpu", "memory_bytes": 80 * 2**30, "count": 1}],
+            backends=["hf"],
+            lm_eval_version=HARNESS,
+            max_concurrent_jobs=jobs,
+            labels=[],
+        )
+        session.add(runner)
+        await session.flush()
+        runner_ids.append(runner.id)
+    return runner_ids
+
+
+async def make_model_rows(session: AsyncSession) -> tuple[str, str]:
+    """A small Llama-shaped model and one revision, written straight to the tables: (repo id, sha)."""
+    repo_id = f"corral-test/tiny-{uuid.uuid4().hex[:8]}"
+    model = Model(
+        repo_id=repo_id,
+        display_name="tiny",
+        kind=ModelKind.BASE,
+        status=ModelStatus.RELEASED,
+        parameter_count=4_000_000,
+        hidden_size=256,
+        num_layers=4,
+        num_attention_heads=4,
+        num_kv_heads=2,
+        vocab_size=1024,
+        context_length=2048,
+    )
+    session.add(model)
+    await session.flush()
+    sha = sha_of(repo_id)
+    session.add(Revision(model_id=model.id, sha=sha, ref="main", source="manual"))
+    await session.flush()
+    return repo_id, sha

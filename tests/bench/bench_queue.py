@@ -1,0 +1,233 @@
+"""Benchmark: the runner protocol over HTTP, against `corral serve` on PostgreSQL.
+
+    .venv/bin/python -m tests.bench.bench_queue [--runners 32] [--seconds 10] [--workers 2] [--jobs 1500]
+
+Simulated runners (one asyncio task each, one HTTP client) drive a real server process. Phases, in order:
+hello-world (`GET /healthz`, the baseline of the same server in the same run), claims (`wait=0`, on a queue
+of --jobs seeded jobs), heartbeats (every claimed attempt, round-robin per runner), and enqueue -> claim
+latency: runners long-poll an empty queue while evaluations are requested one at a time over HTTP; the
+latency is from sending the request to a runner holding the claimed job.
+"""
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import migrate
+from app.config import Settings
+from app.db import in_unit_of_work
+from app.models import Scope
+from app.tokens.service import TokenService
+from tests.support.databases import (
+    create_postgres_database,
+    drop_postgres_database,
+    make_settings,
+    postgres_url,
+    unique_name,
+)
+from tests.support.evaluations import make_model_rows, seed_queue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def seed(settings: Settings, jobs: int, runners: int) -> tuple[list[str], str, str, str]:
+    """The queue, one runner token per runner, a publish token, and a model revision to request."""
+
+    async def work(session: AsyncSession) -> tuple[list[str], str, str, str]:
+        runner_ids = await seed_queue(session, jobs, runners)
+        service = TokenService(session)
+        runner_tokens = [
+            (await service.issue(name=f"bench {i}", scope=Scope.RUNNER, runner_id=runner_id)).token
+            for i, runner_id in enumerate(runner_ids)
+        ]
+        publish = (await service.issue(name="bench ci", scope=Scope.PUBLISH)).token
+        repo_id, sha = await make_model_rows(session)
+        return runner_tokens, publish, repo_id, sha
+
+    return await in_unit_of_work(settings, work)
+
+
+def summary(name: str, latencies: list[float], seconds: float, baseline: float | None = None) -> str:
+    ordered = sorted(latencies)
+    rate = len(ordered) / seconds if seconds else 0.0
+    p50 = ordered[len(ordered) // 2] * 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    ratio = f"{rate / baseline:5.2f}x hello" if baseline else "  baseline  "
+    return f"{name:<22} {len(ordered):>7} req {rate:>9.0f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {ratio}"
+
+
+async def timed(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    response = await client.request(method, url, **kwargs)
+    return response, time.perf_counter() - started
+
+
+async def run(args: argparse.Namespace, base: str, tokens: list[str], publish: str, repo_id: str, sha: str) -> None:
+    limits = httpx.Limits(max_connections=args.runners * 2, max_keepalive_connections=args.runners * 2)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        runners = [{"Authorization": f"Bearer {token}"} for token in tokens]
+
+        # 1. Hello world.
+        async def hello_loop(stop: float, out: list[float]) -> None:
+            while time.perf_counter() < stop:
+                response, took = await timed(client, "GET", "/healthz")
+                assert response.status_code == 200
+                out.append(took)
+
+        hello: list[float] = []
+        started = time.perf_counter()
+        await asyncio.gather(*(hello_loop(started + args.seconds, hello) for _ in runners))
+        hello_seconds = time.perf_counter() - started
+        baseline = len(hello) / hello_seconds
+        print(summary("hello world", hello, hello_seconds))
+
+        # 2. Claims until the seeded queue is empty.
+        held: list[list[dict[str, Any]]] = [[] for _ in runners]
+        claims: list[float] = []
+
+        async def claim_loop(index: int) -> None:
+            while True:
+                response, took = await timed(client, "POST", "/v1/runner/jobs/claim", headers=runners[index])
+                claims.append(took)
+                if response.status_code == 204:
+                    return
+                assert response.status_code == 201, response.text
+                held[index].append(response.json())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(claim_loop(index) for index in range(len(runners))))
+        claim_seconds = time.perf_counter() - started
+        claimed = sum(len(h) for h in held)
+        assert claimed == args.jobs, f"claimed {claimed} of {args.jobs}"
+        print(summary("claims (wait=0)", claims, claim_seconds, baseline))
+
+        # 3. Heartbeats over every held attempt.
+        beats: list[float] = []
+
+        async def beat_loop(index: int, stop: float) -> None:
+            position = 0
+            while time.perf_counter() < stop:
+                job = held[index][position % len(held[index])]
+                position += 1
+                response, took = await timed(
+                    client,
+                    "POST",
+                    f"/v1/runner/attempts/{job['attempt_id']}/heartbeat",
+                    json={"progress": {"overall": 0.5}},
+                    headers={**runners[index], "Corral-Lease-Token": job["lease_token"]},
+                )
+                assert response.status_code == 200, response.text
+                beats.append(took)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(beat_loop(i, started + args.seconds) for i in range(len(runners)) if held[i]))
+        beat_seconds = time.perf_counter() - started
+        print(summary("heartbeats", beats, beat_seconds, baseline))
+        mixed = sorted(claims + beats)
+        print(summary("claims + heartbeats", mixed, claim_seconds + beat_seconds, baseline))
+
+        # 4. Enqueue -> claim with long-polling runners (woken through LISTEN/NOTIFY across workers).
+        arrivals: asyncio.Queue[float] = asyncio.Queue()
+        stop_polling = asyncio.Event()
+
+        async def long_poll(index: int) -> None:
+            while not stop_polling.is_set():
+                response = await client.post("/v1/runner/jobs/claim", headers=runners[index], params={"wait": 25})
+                if response.status_code == 201:
+                    arrivals.put_nowait(time.perf_counter())
+
+        pollers = [asyncio.create_task(long_poll(index)) for index in range(len(runners))]
+        await asyncio.sleep(1.0)  # every runner is waiting now
+        latencies: list[float] = []
+        for round_ in range(args.enqueues):
+            body = {"model": repo_id, "revision": sha, "suite": "smoke", "seed": round_, "force": True}
+            sent = time.perf_counter()
+            response = await client.post("/v1/evaluations", json=body, headers={"Authorization": f"Bearer {publish}"})
+            assert response.status_code == 201, response.text
+            first = await asyncio.wait_for(arrivals.get(), timeout=30)
+            await asyncio.wait_for(arrivals.get(), timeout=30)  # smoke has two shards: both are claimed
+            latencies.append(first - sent)
+            await asyncio.sleep(0.05)
+        stop_polling.set()
+        ordered = sorted(latencies)
+        print(
+            f"{'enqueue -> claim':<22} {len(ordered):>7} evaluations, first job claimed after "
+            f"p50 {statistics.median(ordered) * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms (long-poll, NOTIFY)"
+        )
+        for poller in pollers:
+            poller.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runners", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1500)
+    parser.add_argument("--enqueues", type=int, default=40)
+    args = parser.parse_args()
+
+    name = unique_name("bench_queue")
+    create_postgres_database(name)
+    url = postgres_url(name)
+    settings = make_settings(url)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        migrate.upgrade(settings)
+        tokens, publish, repo_id, sha = asyncio.run(seed(settings, args.jobs, args.runners))
+        port = free_port()
+        env = {
+            **os.environ,
+            "CORRAL_DATABASE_URL": url,
+            "CORRAL_HUB_SYNC_INTERVAL_SECONDS": "0",
+            "CORRAL_LOG_LEVEL": "WARNING",
+            "CORRAL_LEASE_SECONDS": "3600",
+            "CORRAL_HUB_ENDPOINT": "http://127.0.0.1:9",
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)],
+            cwd=ROOT,
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the server did not become ready")
+            time.sleep(0.2)
+        print(
+            f"server: corral serve --workers {args.workers} on PostgreSQL; {args.runners} simulated runners; "
+            f"{os.cpu_count()} CPUs shared by server, database and load generator"
+        )
+        asyncio.run(run(args, base, tokens, publish, repo_id, sha))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        drop_postgres_database(name)
+
+
+if __name__ == "__main__":
+    main()
