@@ -27,7 +27,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _service(request: Request, session: SessionDep) -> EvaluationService:
+async def _service(request: Request, session: SessionDep) -> EvaluationService:
     return EvaluationService(session, request.app.state.settings)
 
 

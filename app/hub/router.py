@@ -20,7 +20,7 @@ Revision = Annotated[
 ]
 
 
-def hub_client(request: Request) -> HubClient:
+async def hub_client(request: Request) -> HubClient:
     client: HubClient = request.app.state.hub_client
     return client
 

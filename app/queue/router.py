@@ -30,7 +30,7 @@ LeaseToken = Annotated[
 ATTEMPT_ERRORS = problem_responses(404, 409)
 
 
-def _runner_id(principal: Annotated[Principal | None, Depends(RUNNER)]) -> uuid.UUID:
+async def _runner_id(principal: Annotated[Principal | None, Depends(RUNNER)]) -> uuid.UUID:
     if principal is None or principal.runner_id is None:  # RUNNER admits only runner tokens
         raise Forbidden("Only a runner's own token can do this.")
     return principal.runner_id
@@ -39,7 +39,7 @@ def _runner_id(principal: Annotated[Principal | None, Depends(RUNNER)]) -> uuid.
 RunnerId = Annotated[uuid.UUID, Depends(_runner_id)]
 
 
-def _service(request: Request, session: SessionDep) -> QueueService:
+async def _service(request: Request, session: SessionDep) -> QueueService:
     return QueueService(session, request.app.state.settings, request.app.state.queue_signal)
 
 

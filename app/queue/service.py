@@ -11,10 +11,10 @@ import json
 import random
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, or_, select, update
@@ -69,6 +69,8 @@ from app.suites.schemas import SuiteDefinition
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 MAX_BACKOFF_SECONDS = 86400
+_last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at
+_suites: dict[uuid.UUID, SuiteDefinition] = {}  # suite versions are immutable: parsed once per process
 RETRYABLE = (FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED)
 
 
@@ -201,12 +203,15 @@ class QueueService:
         if row is None:
             raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
         await self._touch(runner_id, now)
-        job = await self.session.get(EvaluationJob, row.job_id, populate_existing=True)
-        assert job is not None  # attempts cascade with their job
-        if job.cancel_requested:
+        cancel = await self.session.scalar(select(EvaluationJob.cancel_requested).where(EvaluationJob.id == row.job_id))
+        if cancel:
             await self._end_attempt(attempt_id, AttemptState.CANCELED, now, message="Canceled on request.")
-            job.state, job.finished_at = JobState.CANCELED, now
-            await self.session.flush()
+            await self.session.execute(
+                update(EvaluationJob)
+                .where(EvaluationJob.id == row.job_id, EvaluationJob.state == JobState.RUNNING)
+                .values(state=JobState.CANCELED, finished_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
             return HeartbeatReply(
                 lease_expires_at=None, cancel_requested=True, heartbeat_seconds=self.settings.heartbeat_seconds
             )
@@ -479,6 +484,11 @@ class QueueService:
         return None
 
     async def _touch(self, runner_id: uuid.UUID, now: datetime) -> None:
+        # Remembered per process, so that most heartbeats and polls skip the statement altogether; the
+        # condition below still keeps several processes to about one write per interval.
+        if time.monotonic() - _last_touch.get(runner_id, -1e9) < CONTACT_WRITE_SECONDS:
+            return
+        _last_touch[runner_id] = time.monotonic()
         stale = now - timedelta(seconds=CONTACT_WRITE_SECONDS)
         await self.session.execute(
             update(Runner)
@@ -488,16 +498,30 @@ class QueueService:
         )
 
     async def _claimed_job(self, job_id: uuid.UUID, attempt: JobAttempt, lease_token: str) -> ClaimedJob:
-        job = await self.session.get(EvaluationJob, job_id, populate_existing=True)
-        assert job is not None
-        evaluation = await self.session.get(Evaluation, job.evaluation_id)
-        assert evaluation is not None
-        suite_row = await self.session.get(SuiteVersion, evaluation.suite_version_id)
-        revision = await self.session.get(Revision, evaluation.revision_id)
-        assert suite_row is not None
-        assert revision is not None
-        suite = SuiteDefinition.model_validate(suite_row.definition)
-        config: dict[str, Any] = evaluation.config
+        row = (
+            await self.session.execute(
+                select(
+                    EvaluationJob.tasks,
+                    EvaluationJob.shard_index,
+                    EvaluationJob.required_memory_bytes,
+                    Evaluation.id,
+                    Evaluation.config,
+                    Evaluation.batch_size,
+                    Evaluation.suite_version_id,
+                    Revision.sha,
+                )
+                .join(Evaluation, Evaluation.id == EvaluationJob.evaluation_id)
+                .join(Revision, Revision.id == Evaluation.revision_id)
+                .where(EvaluationJob.id == job_id)
+            )
+        ).one()
+        tasks, shard_index, required_memory, evaluation_id, config, batch_size, suite_version_id, sha = row
+        suite = _suites.get(suite_version_id)
+        if suite is None:
+            definition = await self.session.scalar(
+                select(SuiteVersion.definition).where(SuiteVersion.id == suite_version_id)
+            )
+            suite = _suites[suite_version_id] = SuiteDefinition.model_validate(definition)
         fewshot = {task.name: task.num_fewshot for task in suite.tasks}
         return ClaimedJob(
             attempt_id=attempt.id,
@@ -505,25 +529,25 @@ class QueueService:
             lease_token=lease_token,
             lease_expires_at=attempt.lease_expires_at,
             heartbeat_seconds=self.settings.heartbeat_seconds,
-            job_id=job.id,
-            evaluation_id=evaluation.id,
-            shard_index=job.shard_index,
+            job_id=job_id,
+            evaluation_id=evaluation_id,
+            shard_index=shard_index,
             model=config["model"],
-            revision=revision.sha,
-            suite=suite_row.name,
-            suite_version=suite_row.version,
+            revision=sha,
+            suite=config["suite"],
+            suite_version=config["suite_version"],
             include_path=suite.include_path,
             tasks=[
                 ClaimedTask(
                     name=name,
                     num_fewshot=config["num_fewshot"] if config["num_fewshot"] is not None else fewshot[name],
                 )
-                for name in job.tasks
+                for name in tasks
             ],
             settings=JobSettings(
                 precision=config["precision"],
                 backend=config["backend"],
-                batch_size=evaluation.batch_size,
+                batch_size=batch_size,
                 apply_chat_template=config["apply_chat_template"],
                 fewshot_as_multiturn=config["fewshot_as_multiturn"],
                 num_fewshot=config["num_fewshot"],
@@ -532,7 +556,7 @@ class QueueService:
                 gen_kwargs=config["gen_kwargs"],
                 harness_version=config["harness_version"],
             ),
-            required_memory_bytes=job.required_memory_bytes,
+            required_memory_bytes=required_memory,
         )
 
     async def _stored(self, result: JobResult) -> ResultStored:

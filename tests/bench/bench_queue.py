@@ -2,7 +2,8 @@
 
     .venv/bin/python -m tests.bench.bench_queue [--runners 32] [--seconds 10] [--workers 2] [--jobs 1500]
 
-Simulated runners (one asyncio task each, one HTTP client) drive a real server process. Phases, in order:
+Simulated runners (one asyncio task and one keep-alive connection each, through tests/bench/rawhttp.py, as
+httpx would be the bottleneck) drive a real server process. Phases, in order:
 hello-world (`GET /healthz`, the baseline of the same server in the same run), claims (`wait=0`, on a queue
 of --jobs seeded jobs), heartbeats (every claimed attempt, round-robin per runner), and enqueue -> claim
 latency: runners long-poll an empty queue while evaluations are requested one at a time over HTTP; the
@@ -28,6 +29,7 @@ from app.config import Settings
 from app.db import in_unit_of_work
 from app.models import Scope
 from app.tokens.service import TokenService
+from tests.bench.rawhttp import Answer, Connection
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
@@ -72,107 +74,114 @@ def summary(name: str, latencies: list[float], seconds: float, baseline: float |
     return f"{name:<22} {len(ordered):>7} req {rate:>9.0f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {ratio}"
 
 
-async def timed(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+async def timed(connection: Connection, method: str, path: str, **kwargs: Any) -> tuple[Answer, float]:
     started = time.perf_counter()
-    response = await client.request(method, url, **kwargs)
-    return response, time.perf_counter() - started
+    answer = await connection.request(method, path, **kwargs)
+    return answer, time.perf_counter() - started
 
 
-async def run(args: argparse.Namespace, base: str, tokens: list[str], publish: str, repo_id: str, sha: str) -> None:
-    limits = httpx.Limits(max_connections=args.runners * 2, max_keepalive_connections=args.runners * 2)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-        runners = [{"Authorization": f"Bearer {token}"} for token in tokens]
+async def run(args: argparse.Namespace, port: int, tokens: list[str], publish: str, repo_id: str, sha: str) -> None:
+    runners = [{"Authorization": f"Bearer {token}"} for token in tokens]
+    connections = [Connection("127.0.0.1", port) for _ in runners]
 
-        # 1. Hello world.
-        async def hello_loop(stop: float, out: list[float]) -> None:
-            while time.perf_counter() < stop:
-                response, took = await timed(client, "GET", "/healthz")
-                assert response.status_code == 200
-                out.append(took)
+    # 1. Hello world.
+    async def hello_loop(connection: Connection, stop: float, out: list[float]) -> None:
+        while time.perf_counter() < stop:
+            answer, took = await timed(connection, "GET", "/healthz")
+            assert answer.status == 200
+            out.append(took)
 
-        hello: list[float] = []
-        started = time.perf_counter()
-        await asyncio.gather(*(hello_loop(started + args.seconds, hello) for _ in runners))
-        hello_seconds = time.perf_counter() - started
-        baseline = len(hello) / hello_seconds
-        print(summary("hello world", hello, hello_seconds))
+    hello: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(hello_loop(connection, started + args.seconds, hello) for connection in connections))
+    hello_seconds = time.perf_counter() - started
+    baseline = len(hello) / hello_seconds
+    print(summary("hello world", hello, hello_seconds))
 
-        # 2. Claims until the seeded queue is empty.
-        held: list[list[dict[str, Any]]] = [[] for _ in runners]
-        claims: list[float] = []
+    # 2. Claims until the seeded queue is empty.
+    held: list[list[dict[str, Any]]] = [[] for _ in runners]
+    claims: list[float] = []
 
-        async def claim_loop(index: int) -> None:
-            while True:
-                response, took = await timed(client, "POST", "/v1/runner/jobs/claim", headers=runners[index])
-                claims.append(took)
-                if response.status_code == 204:
-                    return
-                assert response.status_code == 201, response.text
-                held[index].append(response.json())
+    async def claim_loop(index: int) -> None:
+        while True:
+            answer, took = await timed(connections[index], "POST", "/v1/runner/jobs/claim", headers=runners[index])
+            claims.append(took)
+            if answer.status == 204:
+                return
+            assert answer.status == 201, answer.body
+            held[index].append(answer.json())
 
-        started = time.perf_counter()
-        await asyncio.gather(*(claim_loop(index) for index in range(len(runners))))
-        claim_seconds = time.perf_counter() - started
-        claimed = sum(len(h) for h in held)
-        assert claimed == args.jobs, f"claimed {claimed} of {args.jobs}"
-        print(summary("claims (wait=0)", claims, claim_seconds, baseline))
+    started = time.perf_counter()
+    await asyncio.gather(*(claim_loop(index) for index in range(len(runners))))
+    claim_seconds = time.perf_counter() - started
+    claimed = sum(len(h) for h in held)
+    assert claimed == args.jobs, f"claimed {claimed} of {args.jobs}"
+    print(summary("claims (wait=0)", claims, claim_seconds, baseline))
 
-        # 3. Heartbeats over every held attempt.
-        beats: list[float] = []
+    # 3. Heartbeats over every held attempt.
+    beats: list[float] = []
 
-        async def beat_loop(index: int, stop: float) -> None:
-            position = 0
-            while time.perf_counter() < stop:
-                job = held[index][position % len(held[index])]
-                position += 1
-                response, took = await timed(
-                    client,
-                    "POST",
-                    f"/v1/runner/attempts/{job['attempt_id']}/heartbeat",
-                    json={"progress": {"overall": 0.5}},
-                    headers={**runners[index], "Corral-Lease-Token": job["lease_token"]},
-                )
-                assert response.status_code == 200, response.text
-                beats.append(took)
+    async def beat_loop(index: int, stop: float) -> None:
+        position = 0
+        while time.perf_counter() < stop:
+            job = held[index][position % len(held[index])]
+            position += 1
+            answer, took = await timed(
+                connections[index],
+                "POST",
+                f"/v1/runner/attempts/{job['attempt_id']}/heartbeat",
+                json_body={"progress": {"overall": 0.5}},
+                headers={**runners[index], "Corral-Lease-Token": job["lease_token"]},
+            )
+            assert answer.status == 200, answer.body
+            beats.append(took)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(beat_loop(i, started + args.seconds) for i in range(len(runners)) if held[i]))
-        beat_seconds = time.perf_counter() - started
-        print(summary("heartbeats", beats, beat_seconds, baseline))
-        mixed = sorted(claims + beats)
-        print(summary("claims + heartbeats", mixed, claim_seconds + beat_seconds, baseline))
+    started = time.perf_counter()
+    await asyncio.gather(*(beat_loop(i, started + args.seconds) for i in range(len(runners)) if held[i]))
+    beat_seconds = time.perf_counter() - started
+    print(summary("heartbeats", beats, beat_seconds, baseline))
+    print(summary("claims + heartbeats", claims + beats, claim_seconds + beat_seconds, baseline))
 
-        # 4. Enqueue -> claim with long-polling runners (woken through LISTEN/NOTIFY across workers).
-        arrivals: asyncio.Queue[float] = asyncio.Queue()
-        stop_polling = asyncio.Event()
+    # 4. Enqueue -> claim with long-polling runners (woken through LISTEN/NOTIFY across workers).
+    arrivals: asyncio.Queue[float] = asyncio.Queue()
 
-        async def long_poll(index: int) -> None:
-            while not stop_polling.is_set():
-                response = await client.post("/v1/runner/jobs/claim", headers=runners[index], params={"wait": 25})
-                if response.status_code == 201:
-                    arrivals.put_nowait(time.perf_counter())
+    async def long_poll(index: int) -> None:
+        while True:
+            answer = await connections[index].request("POST", "/v1/runner/jobs/claim?wait=25", headers=runners[index])
+            if answer.status == 201:
+                arrivals.put_nowait(time.perf_counter())
 
-        pollers = [asyncio.create_task(long_poll(index)) for index in range(len(runners))]
-        await asyncio.sleep(1.0)  # every runner is waiting now
-        latencies: list[float] = []
-        for round_ in range(args.enqueues):
-            body = {"model": repo_id, "revision": sha, "suite": "smoke", "seed": round_, "force": True}
-            sent = time.perf_counter()
-            response = await client.post("/v1/evaluations", json=body, headers={"Authorization": f"Bearer {publish}"})
-            assert response.status_code == 201, response.text
-            first = await asyncio.wait_for(arrivals.get(), timeout=30)
-            await asyncio.wait_for(arrivals.get(), timeout=30)  # smoke has two shards: both are claimed
-            latencies.append(first - sent)
-            await asyncio.sleep(0.05)
-        stop_polling.set()
-        ordered = sorted(latencies)
-        print(
-            f"{'enqueue -> claim':<22} {len(ordered):>7} evaluations, first job claimed after "
-            f"p50 {statistics.median(ordered) * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms (long-poll, NOTIFY)"
+    pollers = [asyncio.create_task(long_poll(index)) for index in range(len(runners))]
+    await asyncio.sleep(1.0)  # every runner is waiting now
+    enqueuer = Connection("127.0.0.1", port)
+    latencies: list[float] = []
+    for round_ in range(args.enqueues):
+        body = {"model": repo_id, "revision": sha, "suite": "smoke", "seed": round_, "force": True}
+        sent = time.perf_counter()
+        answer = await enqueuer.request(
+            "POST", "/v1/evaluations", json_body=body, headers={"Authorization": f"Bearer {publish}"}
         )
-        for poller in pollers:
-            poller.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        assert answer.status == 201, answer.body
+        first = await asyncio.wait_for(arrivals.get(), timeout=30)
+        await asyncio.wait_for(arrivals.get(), timeout=30)  # smoke has two shards: both are claimed
+        latencies.append(first - sent)
+        await asyncio.sleep(0.05)
+    for poller in pollers:
+        poller.cancel()
+    await asyncio.gather(*pollers, return_exceptions=True)
+    ordered = sorted(latencies)
+    runner_rate = len(claims + beats) / (claim_seconds + beat_seconds)
+    runner_p99 = sorted(claims + beats)[int(len(claims + beats) * 0.99)] * 1000
+    print(
+        f"goals: >= 1000 runner requests/s at p99 < 100 ms -> {runner_rate:.0f}/s at p99 {runner_p99:.0f} ms "
+        f"({'met' if runner_rate >= 1000 and runner_p99 < 100 else 'NOT met'}); enqueue -> claim p50 < 50 ms -> "
+        f"{statistics.median(ordered) * 1000:.0f} ms ({'met' if statistics.median(ordered) < 0.05 else 'NOT met'})"
+    )
+    print(
+        f"{'enqueue -> claim':<22} {len(ordered):>7} evaluations: first job held by a runner after "
+        f"p50 {statistics.median(ordered) * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms "
+        "(from sending the request; long-poll woken by NOTIFY)"
+    )
 
 
 def main() -> None:
@@ -221,7 +230,7 @@ def main() -> None:
             f"server: corral serve --workers {args.workers} on PostgreSQL; {args.runners} simulated runners; "
             f"{os.cpu_count()} CPUs shared by server, database and load generator"
         )
-        asyncio.run(run(args, base, tokens, publish, repo_id, sha))
+        asyncio.run(run(args, port, tokens, publish, repo_id, sha))
     finally:
         if server is not None:
             server.terminate()

@@ -22,7 +22,7 @@ from app.security import PUBLISH, READ
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=COMMON_ERRORS)
 
 
-def repo_id(owner: RepoSegment, name: RepoSegment) -> str:
+async def repo_id(owner: RepoSegment, name: RepoSegment) -> str:
     """The model's Hub repo id from the path /v1/models/{owner}/{name}."""
     return f"{owner}/{name}"
 
@@ -30,7 +30,7 @@ def repo_id(owner: RepoSegment, name: RepoSegment) -> str:
 RepoIdDep = Annotated[str, Depends(repo_id)]
 
 
-def model_filters(
+async def model_filters(
     family: Annotated[Slug | None, Query(description="Family slug.")] = None,
     license: Annotated[Slug | None, Query(description="Licence slug (the model's own or its family's).")] = None,
     kind: Annotated[ModelKind | None, Query()] = None,
