@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
     claim_wait_max_seconds: float = Field(default=25.0, ge=0, le=120, description="Longest claim long-poll.")
     claim_poll_seconds: float = Field(
-        default=1.0, gt=0, le=60, description="Re-check interval of a waiting claim between wake-ups."
+        default=5.0, gt=0, le=60, description="Re-check interval of a waiting claim between wake-ups."
     )
     retry_backoff_seconds: float = Field(
         default=30.0, ge=0, le=3600, description="First requeue delay after a lost or failed attempt; doubles."

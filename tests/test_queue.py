@@ -369,3 +369,17 @@ def test_a_waiting_claim_gets_work_enqueued_during_its_wait(
     waiting.join(timeout=30)
     assert answers == [201]
     assert claim(client, runner, wait=0) is None  # at its limit of one job
+
+
+def test_a_wake_up_rouses_as_many_claims_as_there_are_jobs_not_all() -> None:
+    async def scenario() -> tuple[int, int]:
+        signal = QueueSignal()
+        tickets = [signal.ticket() for _ in range(6)]
+        signal.discard(tickets[0])  # a claim that found work: it must not use up a wake-up
+        signal.wake(1)  # one new job: MARGIN (2) waiters, the longest-waiting first
+        woken = sum(ticket.done() and not ticket.cancelled() for ticket in tickets)
+        waits = [asyncio.create_task(signal.wait(ticket, 0.05)) for ticket in tickets[3:]]
+        await asyncio.gather(*waits)  # the rest time out and leave the queue
+        return woken, len(signal._waiters)
+
+    assert asyncio.run(scenario()) == (2, 0)

@@ -167,7 +167,7 @@ class EvaluationService:
                 )
             )
         await self.session.flush()
-        await announce_work(self.session, signal)
+        await announce_work(self.session, signal, len(suite.shards))
         return await self.read(evaluation.id), True
 
     async def read(self, evaluation_id: uuid.UUID) -> EvaluationRead:

@@ -5,6 +5,7 @@ that becomes due after a backoff announces itself to nobody).
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 
@@ -19,25 +20,45 @@ log = logging.getLogger("corral.queue")
 
 
 class QueueSignal:
-    """A broadcast: every waiter holding the current ticket wakes on the next `wake()`."""
+    """Wakes waiting claims: as many as there are new jobs, times a margin, not all of them. Waking every
+    long-poll for one job would have each of them run a claim transaction for nothing (a thundering herd);
+    a runner left asleep looks again within `claim_poll_seconds` anyway."""
+
+    MARGIN = 2  # a woken runner may not be able to hold the job
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def ticket(self) -> asyncio.Event:
-        return self._event
+    def ticket(self) -> asyncio.Future[None]:
+        """Taken before looking at the queue, so that a wake-up during the look is not lost."""
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(ticket)
+        return ticket
 
-    def wake(self) -> None:
-        current, self._event = self._event, asyncio.Event()
-        current.set()
+    def wake(self, jobs: int | None = None) -> None:
+        """Wake the longest-waiting claims, `jobs` x MARGIN of them (all when the count is unknown)."""
+        budget = len(self._waiters) if not jobs else jobs * self.MARGIN
+        while budget > 0 and self._waiters:
+            ticket = self._waiters.popleft()
+            if not ticket.done():
+                ticket.set_result(None)
+                budget -= 1
 
-    async def wait(self, ticket: asyncio.Event, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ticket.wait(), timeout)
+    async def wait(self, ticket: asyncio.Future[None], timeout: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(ticket), timeout)
+        except TimeoutError:
+            self.discard(ticket)
 
-    def wake_after_commit(self, session: AsyncSession) -> None:
+    def discard(self, ticket: asyncio.Future[None]) -> None:
+        """A ticket no longer waited on (its claim found work, or its wait ran out) must not use up a wake."""
+        ticket.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(ticket)
+
+    def wake_after_commit(self, session: AsyncSession, jobs: int) -> None:
         # Waking before the commit would send claimers to a queue that does not show the new rows yet.
-        event.listen(session.sync_session, "after_commit", lambda _session: self.wake(), once=True)
+        event.listen(session.sync_session, "after_commit", lambda _session: self.wake(jobs), once=True)
 
     async def listen(self, settings: Settings) -> None:
         """Relay NOTIFYs from every replica to this process's waiters, reconnecting after failures."""
@@ -49,8 +70,8 @@ class QueueSignal:
                     await connection.execute(f"LISTEN {CHANNEL}")
                     delay = 1.0
                     self.wake()  # anything announced while we were not listening
-                    async for _notify in connection.notifies():
-                        self.wake()
+                    async for notify in connection.notifies():
+                        self.wake(int(notify.payload) if notify.payload.isdigit() else None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -59,8 +80,10 @@ class QueueSignal:
                 delay = min(delay * 2, 30.0)
 
 
-async def announce_work(session: AsyncSession, signal: QueueSignal) -> None:
-    """Tell waiting claims, here and in every replica, that jobs became claimable once this commits."""
+async def announce_work(session: AsyncSession, signal: QueueSignal, jobs: int) -> None:
+    """Tell waiting claims, in every replica, that `jobs` jobs became claimable once this commits."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_notify(CHANNEL, "")))  # delivered at commit, dropped on rollback
-    signal.wake_after_commit(session)
+        # Delivered at commit (dropped on rollback) to every listener, this process's own included.
+        await session.execute(select(func.pg_notify(CHANNEL, str(jobs))))
+    else:
+        signal.wake_after_commit(session, jobs)

@@ -68,17 +68,22 @@ async def claim_job(
     # unit of work, and the request's own session (used to authenticate) is committed first.
     await session.commit()
     deadline = time.monotonic() + min(wait, settings.claim_wait_max_seconds)
-    while True:
-        ticket = signal.ticket()  # taken before the try, so a wake-up during it is not lost
-        claim = await claim_once(sessionmaker, settings, signal, runner_id)
-        if claim is not None:
-            request.app.state.metrics.claim_wait.observe(claim.waited_seconds)
-            return claim.job
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            response.status_code = status.HTTP_204_NO_CONTENT
-            return None
-        await signal.wait(ticket, min(remaining, settings.claim_poll_seconds))
+    ticket = None
+    try:
+        while True:
+            ticket = signal.ticket()  # taken before the try, so a wake-up during it is not lost
+            claim = await claim_once(sessionmaker, settings, signal, runner_id)
+            if claim is not None:
+                request.app.state.metrics.claim_wait.observe(claim.waited_seconds)
+                return claim.job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                response.status_code = status.HTTP_204_NO_CONTENT
+                return None
+            await signal.wait(ticket, min(remaining, settings.claim_poll_seconds))
+    finally:
+        if ticket is not None:
+            signal.discard(ticket)  # also when the client went away mid-wait
 
 
 @router.post("/attempts/{attempt_id:uuid}/heartbeat", responses=ATTEMPT_ERRORS)

@@ -403,7 +403,7 @@ class QueueService:
         if retry_at is not None:
             job.state, job.available_at = JobState.QUEUED, retry_at
             await self.session.flush()
-            await announce_work(self.session, self.signal)
+            await announce_work(self.session, self.signal, 1)
         elif job.state == JobState.RUNNING:
             job.state, job.finished_at = JobState.FAILED, now
             await self.session.flush()
