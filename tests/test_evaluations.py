@@ -279,3 +279,30 @@ def test_concurrent_twins_make_one_evaluation(
         assert sorted(status for status, _ in answers) == [200] * 7 + [201], answers
         assert len({ident for _, ident in answers}) == 1
     assert count_rows(settings) == (2, 4)
+
+
+@pytest.mark.usefixtures("catalog")
+def test_model_requirements_name_the_runners_that_fit(client: TestClient, admin_headers: dict[str, str]) -> None:
+    make_runner(client, admin_headers, "one-h100", memory_gib=80)
+    make_runner(client, admin_headers, "eight-h100", memory_gib=80, count=8)
+    make_runner(client, admin_headers, "many-small", memory_gib=1, count=64)  # enough in total, no device big enough
+    url = "/v1/models/meta-llama/Llama-3.1-{}/requirements"
+    small = client.get(url.format("8B-Instruct"), params={"context_tokens": 8192}).json()
+    assert small["runners_that_fit"] == ["eight-h100", "one-h100"]
+    big = client.get(url.format("405B"), params={"context_tokens": 8192}).json()
+    assert big["runners_that_fit"] == []  # 405B in bf16 needs ~0.9 TB
+    quantized = client.get(url.format("405B"), params={"context_tokens": 8192, "precision": "int4"}).json()
+    assert quantized["runners_that_fit"] == ["eight-h100"]
+    adhoc = client.post(
+        "/v1/requirements",
+        json={
+            "hidden_size": 256,
+            "num_layers": 2,
+            "num_attention_heads": 4,
+            "num_kv_heads": 4,
+            "vocab_size": 100,
+            "intermediate_size": 512,
+        },
+    )
+    assert adhoc.status_code == 200, adhoc.text
+    assert adhoc.json()["runners_that_fit"] is None  # an ad-hoc architecture is not matched to runners

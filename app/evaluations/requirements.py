@@ -30,13 +30,7 @@ def evaluation_memory(model: Model, *, precision: str, suite_context_tokens: int
     head_dim = arch.resolved_head_dim
     kv = estimator.kv_cache_bytes(arch.num_layers, arch.num_kv_heads, head_dim, tokens, 1, kv_precision)
     total = estimator.with_overhead(weights + kv)
-    # Layers spread over devices (accelerate's device_map="auto"), but no piece smaller than one decoder layer
-    # or the embedding matrix can be split: the largest device must hold the largest of these.
-    embedding = estimator.weight_bytes((arch.vocab_size or 0) * arch.hidden_size, precision)
-    embeddings_total = embedding if arch.tied_embeddings else 2 * embedding
-    layer = max(0, weights - embeddings_total) // arch.num_layers
-    layer_kv = kv // arch.num_layers
-    device = estimator.with_overhead(max(embedding, layer + layer_kv))
+    device = estimator.largest_piece_bytes(arch, weights, kv, precision)
     return MemoryNeed(
         total, min(device, total), tokens, ["Batch size 1 for the KV cache; `auto` grows into spare memory."]
     )

@@ -45,6 +45,15 @@ def with_overhead(total: Any) -> Any:
     return total + total * INFERENCE_OVERHEAD_PERCENT // 100
 
 
+def largest_piece_bytes(arch: "Architecture", weights: int, kv: int, precision: str) -> int:
+    """What one device must hold at least: layers spread over devices (accelerate's device_map="auto"), but
+    nothing smaller than one decoder layer with its KV cache, or the embedding matrix, can be split."""
+    embedding = weight_bytes((arch.vocab_size or 0) * arch.hidden_size, precision)
+    embeddings_total = embedding if arch.tied_embeddings else 2 * embedding
+    layer = max(0, weights - embeddings_total) // arch.num_layers
+    return int(with_overhead(max(embedding, layer + kv // arch.num_layers)))
+
+
 def default_kv_precision(precision: str) -> str:
     """KV caches stay at 16 bits when only the weights are quantized (fp8/int8/int4); fp32 runs keep fp32."""
     return "fp32" if precision == "fp32" else ("fp16" if precision == "fp16" else "bf16")

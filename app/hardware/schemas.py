@@ -68,6 +68,9 @@ class Requirements(ReadModel):
     inference: Inference
     training: list[TrainingEstimate]
     accelerators: list[AcceleratorFit]
+    runners_that_fit: list[str] | None = Field(
+        default=None, description="Registered runners whose accelerators hold it (for a registered model)."
+    )
     notes: list[str]
 
 

@@ -54,8 +54,7 @@ class Capacity:
             labels=tuple(runner.labels or ()),
         )
 
-    def shortfalls(self, need: Need) -> list[str]:
-        """Why this runner cannot take the job; empty when it can."""
+    def memory_shortfalls(self, need: Need) -> list[str]:
         reasons = []
         if need.memory_bytes > self.total_bytes:
             reasons.append(f"needs {gib(need.memory_bytes)} of accelerator memory, has {gib(self.total_bytes)}")
@@ -63,6 +62,11 @@ class Capacity:
             reasons.append(
                 f"needs {gib(need.device_bytes)} on one device, its largest has {gib(self.largest_device_bytes)}"
             )
+        return reasons
+
+    def shortfalls(self, need: Need) -> list[str]:
+        """Why this runner cannot take the job; empty when it can."""
+        reasons = self.memory_shortfalls(need)
         if need.backend not in self.backends:
             reasons.append(f"does not run the {need.backend} backend")
         if need.harness_version != self.harness_version:

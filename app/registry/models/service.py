@@ -7,12 +7,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, UnprocessableEntity
+from app.evaluations.repository import registered_runners
+from app.hardware import estimator
 from app.hardware.estimator import Architecture, dense_parameter_count
 from app.hardware.schemas import Requirements
 from app.hardware.service import requirements_report
 from app.hub.schemas import hub_state
 from app.models import Family, License, Lineage, Model
 from app.pagination import PageRequest, SortKey, paginate
+from app.queue.matching import Capacity, Need
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.licenses.terms import check_use
 from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate
@@ -183,7 +186,7 @@ class ModelService:
         if model.unverified:
             notes.append(f"Unverified facts in this model's record: {', '.join(model.unverified)}.")
         tokens = context_tokens or model.context_length or 4096
-        return requirements_report(
+        report = requirements_report(
             model=model.repo_id,
             arch=arch,
             parameters=model.parameter_count,
@@ -194,6 +197,22 @@ class ModelService:
             batch=batch,
             notes=notes,
         )
+        inference = report.inference
+        need = Need(
+            memory_bytes=inference.total.bytes,
+            device_bytes=estimator.largest_piece_bytes(
+                arch, inference.weights.bytes, inference.kv_cache.bytes, precision
+            ),
+            backend="",
+            harness_version="",
+            labels=(),
+        )
+        fitting = [
+            runner.name
+            for runner in await registered_runners(self.session)
+            if Capacity.of(runner).memory_shortfalls(need) == []
+        ]
+        return report.model_copy(update={"runners_that_fit": sorted(fitting)})
 
     async def _apply_references(self, model: Model, references: Mapping[str, Any]) -> None:
         if "family" in references:
