@@ -23,6 +23,7 @@ from app.hub.worker import sync_from_hub
 from app.models import Scope
 from app.models.base import utcnow
 from app.pagination import PageRequest
+from app.scores.cli import eval_cli, results_cli
 from app.suites.service import SuiteFileError, load_suites
 from app.tokens.schemas import TokenRead
 from app.tokens.service import TokenService
@@ -47,6 +48,8 @@ suites_cli = typer.Typer(help="Evaluation suites (evals/suites/*.yaml).", no_arg
 cli.add_typer(suites_cli, name="suites")
 hub_cli = typer.Typer(help="The Hugging Face Hub (or the mirror in CORRAL_HUB_ENDPOINT).", no_args_is_help=True)
 cli.add_typer(hub_cli, name="hub")
+cli.add_typer(eval_cli, name="eval")
+cli.add_typer(results_cli, name="results")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

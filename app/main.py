@@ -39,6 +39,7 @@ from app.registry.revisions.router import router as revisions_router
 from app.routing import api_routes
 from app.runners.router import router as runners_router
 from app.schemas import Problem
+from app.scores.router import router as scores_router
 from app.security import route_access
 from app.suites.router import router as suites_router
 from app.tokens.router import router as tokens_router
@@ -70,6 +71,7 @@ TAGS = [
         "name": "runner protocol",
         "description": "What runner machines call: claim (long-poll), heartbeat, log, result, fail.",
     },
+    {"name": "scores", "description": "Leaderboards per suite, comparisons, score history, imports."},
     {"name": "hardware", "description": "The accelerator catalog and memory estimates for any architecture."},
     {"name": "tokens", "description": "API tokens and their scopes. Admin only, but for `current`."},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics."},
@@ -141,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runners_router)
     app.include_router(evaluations_router)
     app.include_router(queue_router)
+    app.include_router(scores_router)
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)

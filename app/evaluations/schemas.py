@@ -143,6 +143,9 @@ class EvaluationRead(ReadModel):
     failure_category: str | None
     failure_message: str | None
     requested_by: str | None
+    source: str = Field(description="`queue` (run by a runner) or `import` (results produced elsewhere).")
+    average: float | None = Field(description="The suite's average of normalized task scores, once all are in.")
+    summary: dict[str, Any] | None = Field(description="Per task: raw and normalized score with stderr.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

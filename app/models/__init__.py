@@ -12,6 +12,7 @@ from app.models.evaluation import (
     JobAttempt,
     JobResult,
     JobState,
+    Score,
 )
 from app.models.registry import (
     Alias,
@@ -50,5 +51,6 @@ __all__ = [
     "Runner",
     "RunnerState",
     "Scope",
+    "Score",
     "SuiteVersion",
 ]

@@ -76,6 +76,10 @@ class Evaluation(IdMixin, TimestampMixin, Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Filled when the last result is in: normalized per-task scores and their average, as the suite says.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, default=None)
+    average: Mapped[float | None] = mapped_column(default=None)
+    source: Mapped[str] = mapped_column(String(16), default="queue", server_default=text("'queue'"))
 
     jobs: Mapped[list["EvaluationJob"]] = relationship(
         lazy="raise", order_by="EvaluationJob.shard_index", back_populates="evaluation"
@@ -177,7 +181,8 @@ class JobResult(IdMixin, TimestampMixin, Base):
     __tablename__ = "job_results"
 
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("evaluation_jobs.id", ondelete="CASCADE"), unique=True)
-    attempt_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job_attempts.id", ondelete="CASCADE"))
+    # None for imported results: they were produced outside Corral, by no attempt.
+    attempt_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("job_attempts.id", ondelete="CASCADE"))
     evaluation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
     content_sha256: Mapped[str] = mapped_column(String(64))
     results_gzip: Mapped[bytes] = mapped_column(LargeBinary)
@@ -185,3 +190,21 @@ class JobResult(IdMixin, TimestampMixin, Base):
     samples_gzip: Mapped[bytes | None] = mapped_column(LargeBinary)
     lm_eval_version: Mapped[str | None] = mapped_column(String(32))
     tasks: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+
+
+class Score(IdMixin, Base):
+    """One number of an lm-eval result: (evaluation, task, metric, filter) with its stderr and sample count."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("evaluation_id", "task", "metric", "filter"),)
+
+    evaluation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("evaluation_jobs.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(100))
+    filter: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float]
+    stderr: Mapped[float | None]
+    samples: Mapped[int | None]
+    higher_is_better: Mapped[bool | None]
+    is_group: Mapped[bool] = mapped_column(default=False)

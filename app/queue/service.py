@@ -5,9 +5,6 @@ lapsed); when it changes no row, the caller is told why (404, 403 or 409) and no
 """
 
 import contextlib
-import gzip
-import hashlib
-import json
 import random
 import re
 import secrets
@@ -63,6 +60,8 @@ from app.queue.schemas import (
     ResultStored,
     ResultUpload,
 )
+from app.scores.ingest import ResultsError, parse_scores, task_matcher
+from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.security import hash_token, secret_matches
 from app.suites.schemas import SuiteDefinition
 
@@ -271,8 +270,7 @@ class QueueService:
             raise UnprocessableEntity(f"not lm-eval results: {first['msg']}", field=path) from None
         if (bad := document.first_non_numeric_metric()) is not None:
             raise UnprocessableEntity("not lm-eval results: a metric value must be a number", field=f"results.{bad}")
-        canonical = json.dumps(body.results, sort_keys=True, separators=(",", ":")).encode()
-        digest = hashlib.sha256(canonical).hexdigest()
+        _, digest = canonical_json(body.results)
         await serialize(self.session)  # SQLite: from here on, alone among writers (PostgreSQL: row locks below)
         attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
         job = await self.session.get(EvaluationJob, attempt.job_id)
@@ -283,6 +281,10 @@ class QueueService:
             raise UnprocessableEntity(
                 f"the results lack this job's tasks: {', '.join(missing)}", field="results.results"
             )
+        try:
+            parsed = parse_scores(body.results, task_matcher(job.tasks))
+        except ResultsError as error:
+            raise UnprocessableEntity(error.message, field=error.path) from None
         evaluation = await repository.load_evaluation(self.session, job.evaluation_id, lock=True)
         # Looked up under the lock: a retried upload racing the first one is answered as stored, not 409.
         earlier = await self.session.scalar(select(JobResult).where(JobResult.job_id == attempt.job_id))
@@ -300,20 +302,19 @@ class QueueService:
             raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
         await self.session.refresh(job)
         job.state, job.finished_at = JobState.SUCCEEDED, now
-        result = JobResult(
+        result = new_result(
             job_id=job.id,
-            attempt_id=attempt_id,
             evaluation_id=evaluation.id,
-            content_sha256=digest,
-            results_gzip=gzip.compress(canonical),
-            results_bytes=len(canonical),
-            samples_gzip=gzip.compress(json.dumps(body.samples).encode()) if body.samples is not None else None,
-            lm_eval_version=document.lm_eval_version,
-            tasks=sorted(document.results),
+            attempt_id=attempt_id,
+            document=body.results,
+            samples=body.samples,
         )
         self.session.add(result)
         await self.session.flush()
+        await record_scores(self.session, evaluation.id, job.id, parsed)
         await repository.refresh_state(self.session, evaluation, now)
+        if evaluation.state == EvaluationState.SUCCEEDED:
+            await summarize_evaluation(self.session, evaluation)
         return await self._stored(result), True
 
     async def fail(self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Failure) -> FailureReply:

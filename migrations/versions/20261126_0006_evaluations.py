@@ -210,7 +210,7 @@ def upgrade() -> None:
     op.create_table(
         "job_results",
         sa.Column("job_id", sa.Uuid(), nullable=False),
-        sa.Column("attempt_id", sa.Uuid(), nullable=False),
+        sa.Column("attempt_id", sa.Uuid(), nullable=True),
         sa.Column("evaluation_id", sa.Uuid(), nullable=False),
         sa.Column("content_sha256", sa.String(length=64), nullable=False),
         sa.Column("results_gzip", sa.LargeBinary(), nullable=False),

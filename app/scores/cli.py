@@ -1,0 +1,250 @@
+"""`corral eval run` (the CI gate, over HTTP) and `corral results import` (backfill, on the database)."""
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from app.config import SettingsError, load_settings
+from app.db import in_unit_of_work
+from app.errors import ProblemError
+from app.scores.schemas import ResultsImport
+from app.scores.service import ScoreService
+
+eval_cli = typer.Typer(help="Evaluations from CI: request, wait, gate on a baseline.", no_args_is_help=True)
+results_cli = typer.Typer(help="lm-eval results produced outside Corral.", no_args_is_help=True)
+
+# Exit statuses of `corral eval run`, for CI scripts to tell outcomes apart.
+PASSED, EVALUATION_FAILED, REGRESSION, TIMED_OUT, ERROR = 0, 1, 2, 3, 4
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+class GateError(Exception):
+    """Something the gate cannot get past: the server's problem detail, or a usage error."""
+
+
+def _answer(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise GateError(f"{response.request.method} {response.request.url.path}: {response.status_code} {detail}")
+    return response.json()
+
+
+def _find_baseline(client: httpx.Client, spec: str, suite: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The newest succeeded evaluation of REPO@REF (sha or alias) on the suite, with the same settings class."""
+    if "@" not in spec:
+        raise GateError(f"--baseline must be REPO@SHA or REPO@ALIAS, not {spec!r}")
+    repo, ref = spec.rsplit("@", 1)
+    sha = _answer(client.get(f"/v1/models/{repo}/revisions/{ref}"))["sha"]
+    listed = _answer(
+        client.get("/v1/evaluations", params={"model": repo, "suite": suite, "state": "succeeded", "limit": 200})
+    )
+    for summary in listed["items"]:
+        if summary["revision"] != sha:
+            continue
+        evaluation = _answer(client.get(f"/v1/evaluations/{summary['id']}"))
+        config = evaluation["config"]
+        if (config["precision"], config["apply_chat_template"]) == (
+            settings["precision"],
+            settings["apply_chat_template"],
+        ):
+            return dict(evaluation)
+    raise GateError(f"no succeeded {suite} evaluation of {repo}@{sha[:12]} with the same precision and chat template")
+
+
+def markdown_table(evaluation: dict[str, Any], comparison: dict[str, Any] | None) -> str:
+    tasks = (evaluation.get("summary") or {}).get("tasks", {})
+    deltas = {item["task"]: item for item in (comparison or {}).get("tasks", [])}
+    lines = [
+        f"### {evaluation['suite']} · {evaluation['model']}@{evaluation['revision'][:12]} · {evaluation['state']}",
+        "",
+        "| task | score | ± stderr | raw |" + (" Δ vs baseline |" if comparison else ""),
+        "|---|---:|---:|---:|" + ("---:|" if comparison else ""),
+    ]
+    for name, values in tasks.items():
+        stderr = "" if values["stderr"] is None else f"{values['stderr']:.2f}"
+        row = f"| {name} | {values['normalized']:.2f} | {stderr} | {values['raw']:.4f} |"
+        if comparison:
+            delta = deltas.get(name, {})
+            mark = " ⚠" if delta.get("significant") and (delta.get("delta") or 0) < 0 else ""
+            row += f" {delta['delta']:+.2f}{mark} |" if delta.get("delta") is not None else " — |"
+        lines.append(row)
+    average = evaluation.get("average")
+    lines.append(f"| **average** | **{average:.2f}** | | |" if average is not None else "| **average** | — | | |")
+    return "\n".join(lines) + "\n"
+
+
+def run_gate(
+    client: httpx.Client,
+    request: dict[str, Any],
+    *,
+    wait: bool,
+    timeout: float,
+    poll_seconds: float,
+    baseline: str | None,
+    max_drop: float,
+    output_format: str,
+    echo: Callable[[str], None],
+    progress: Callable[[str], None],
+) -> int:
+    """Request (deduplicated, retry-safe), wait, print the table, and say whether CI should pass."""
+    run_id = os.environ.get("GITHUB_RUN_ID") or os.environ.get("CI_PIPELINE_ID") or ""
+    key = hashlib.sha256(json.dumps([request, run_id], sort_keys=True).encode()).hexdigest()
+    evaluation = _answer(client.post("/v1/evaluations", json=request, headers={"Idempotency-Key": key}))
+    progress(f"evaluation {evaluation['id']} ({evaluation['state']})")
+    if not wait:
+        echo(json.dumps({"id": evaluation["id"], "state": evaluation["state"]}))
+        return PASSED
+    deadline = time.monotonic() + timeout
+    last = ""
+    while evaluation["state"] not in TERMINAL:
+        if time.monotonic() > deadline:
+            progress(f"timed out after {timeout:.0f} s; evaluation {evaluation['id']} is {evaluation['state']}")
+            return TIMED_OUT
+        time.sleep(poll_seconds)
+        evaluation = _answer(client.get(f"/v1/evaluations/{evaluation['id']}"))
+        line = ", ".join(
+            f"{'+'.join(job['tasks'])}: {job['state']}"
+            + (f" {job['attempts'][-1]['progress'].get('overall', 0):.0%}" if job["attempts"] else "")
+            + (f" (waiting for {job['waiting_for']})" if job.get("waiting_for") else "")
+            for job in evaluation["jobs"]
+        )
+        if line != last:
+            progress(line)
+            last = line
+    if evaluation["state"] != "succeeded":
+        progress(f"evaluation {evaluation['state']}: {evaluation.get('failure_message') or 'no reason given'}")
+        echo(json.dumps(evaluation) if output_format == "json" else markdown_table(evaluation, None))
+        return EVALUATION_FAILED
+    comparison = None
+    if baseline is not None:
+        reference = _find_baseline(client, baseline, evaluation["suite"], evaluation["config"])
+        comparison = _answer(client.get("/v1/compare", params={"base": reference["id"], "candidate": evaluation["id"]}))
+    if output_format == "json":
+        echo(json.dumps({"evaluation": evaluation, "comparison": comparison}))
+    else:
+        echo(markdown_table(evaluation, comparison))
+    if comparison is not None:
+        drops = [
+            item
+            for item in [*comparison["tasks"], comparison["average"]]
+            if item["delta"] is not None and item["delta"] < -max_drop and item["significant"] is not False
+        ]
+        if drops:
+            progress("regression: " + ", ".join(f"{item['task']} {item['delta']:+.2f}" for item in drops))
+            return REGRESSION
+    return PASSED
+
+
+@eval_cli.command("run")
+def eval_run(
+    model: Annotated[str, typer.Option(help="Hub repo id, as registered.")],
+    revision: Annotated[str, typer.Option(help="Commit sha (or a Hub branch with --ref).")],
+    suite: Annotated[str, typer.Option(help="Suite name, e.g. openllm-v2 or smoke.")],
+    server: Annotated[
+        str, typer.Option(envvar="CORRAL_SERVER_URL", help="Corral's base URL.")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None, typer.Option(envvar="CORRAL_TOKEN", help="A publish token.", show_default=False)
+    ] = None,
+    ref: Annotated[bool, typer.Option("--ref", help="REVISION is a Hub branch or tag, resolved now.")] = False,
+    precision: Annotated[str, typer.Option()] = "bf16",
+    chat_template: Annotated[bool, typer.Option("--chat-template/--no-chat-template")] = False,
+    limit: Annotated[int | None, typer.Option(help="Samples per task (for smoke runs only).")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the result.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 6 * 3600,
+    poll: Annotated[float, typer.Option(help="Seconds between status checks.")] = 10.0,
+    baseline: Annotated[str | None, typer.Option(help="REPO@SHA or REPO@ALIAS to compare with.")] = None,
+    max_drop: Annotated[float, typer.Option(help="Normalized points a task may drop before failing.")] = 1.0,
+    output_format: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
+) -> None:
+    """Request an evaluation (deduplicated), wait, print the score table; non-zero exit on failure or regression."""
+    if output_format not in ("markdown", "json"):
+        raise typer.BadParameter("--format is markdown or json")
+    request: dict[str, Any] = {"model": model, "suite": suite, "precision": precision}
+    request["ref" if ref else "revision"] = revision
+    if chat_template:
+        request |= {"apply_chat_template": True, "fewshot_as_multiturn": True}
+    if limit is not None:
+        request["limit"] = limit
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
+        try:
+            code = run_gate(
+                client,
+                request,
+                wait=wait,
+                timeout=timeout,
+                poll_seconds=poll,
+                baseline=baseline,
+                max_drop=max_drop,
+                output_format=output_format,
+                echo=typer.echo,
+                progress=lambda line: typer.echo(line, err=True),
+            )
+        except (GateError, httpx.HTTPError) as exc:
+            typer.echo(f"corral eval run: {exc}", err=True)
+            code = ERROR
+    raise typer.Exit(code)
+
+
+def find_results_file(path: Path) -> Path:
+    """A results JSON, or the newest results_*.json under an lm-eval output directory."""
+    if path.is_file():
+        return path
+    found = sorted(path.rglob("results_*.json"), key=lambda candidate: candidate.stat().st_mtime)
+    if not found:
+        raise typer.BadParameter(f"no results_*.json under {path}")
+    return found[-1]
+
+
+@results_cli.command("import")
+def results_import(
+    path: Annotated[Path, typer.Argument(exists=True, help="A results JSON file or an lm-eval output directory.")],
+    model: Annotated[str, typer.Option(help="Registered Hub repo id.")],
+    revision: Annotated[str, typer.Option(help="Recorded commit sha.")],
+    suite: Annotated[str, typer.Option(help="The suite the results belong to.")],
+    precision: Annotated[str, typer.Option()] = "bf16",
+    chat_template: Annotated[bool, typer.Option("--chat-template/--no-chat-template")] = False,
+) -> None:
+    """Import lm-eval results produced elsewhere as a finished evaluation (idempotent)."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"corral: {exc}", err=True)
+        raise typer.Exit(2) from None
+    source = find_results_file(path)
+    try:
+        body = ResultsImport.model_validate(
+            {
+                "model": model,
+                "revision": revision,
+                "suite": suite,
+                "precision": precision,
+                "apply_chat_template": chat_template,
+                "fewshot_as_multiturn": chat_template,
+                "results": json.loads(source.read_text()),
+            }
+        )
+        evaluation_id, created = asyncio.run(
+            in_unit_of_work(
+                settings, lambda session: ScoreService(session).import_results(body, "corral results import")
+            )
+        )
+    except ProblemError as exc:
+        typer.echo(f"corral results import: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:  # invalid JSON or options
+        typer.echo(f"corral results import: {source}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"evaluation_id": str(evaluation_id), "created": created, "source": str(source)}))

@@ -1,0 +1,87 @@
+"""Storing parsed scores and an evaluation's summary."""
+
+import gzip
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Evaluation, JobResult, Score, SuiteVersion
+from app.scores.ingest import ParsedScore
+from app.scores.normalize import summarize
+from app.suites.schemas import SuiteDefinition
+
+
+async def record_scores(
+    session: AsyncSession, evaluation_id: uuid.UUID, job_id: uuid.UUID, parsed: Sequence[ParsedScore]
+) -> None:
+    await session.execute(
+        insert(Score),
+        [
+            {
+                "id": uuid.uuid4(),
+                "evaluation_id": evaluation_id,
+                "job_id": job_id,
+                "task": score.task,
+                "metric": score.metric,
+                "filter": score.filter,
+                "value": score.value,
+                "stderr": score.stderr,
+                "samples": score.samples,
+                "higher_is_better": score.higher_is_better,
+                "is_group": score.is_group,
+            }
+            for score in parsed
+        ],
+    )
+
+
+async def summarize_evaluation(session: AsyncSession, evaluation: Evaluation) -> None:
+    """Normalized per-task scores and the average, from every score of the evaluation (all jobs are in)."""
+    definition = await session.scalar(
+        select(SuiteVersion.definition).where(SuiteVersion.id == evaluation.suite_version_id)
+    )
+    suite = SuiteDefinition.model_validate(definition)
+    rows = await session.execute(
+        select(Score.task, Score.metric, Score.filter, Score.value, Score.stderr).where(
+            Score.evaluation_id == evaluation.id
+        )
+    )
+    summary = summarize(suite, [tuple(row) for row in rows.all()])  # type: ignore[misc]
+    evaluation.summary = summary
+    evaluation.average = summary["average"]
+    await session.flush()
+
+
+def canonical_json(document: Any) -> tuple[bytes, str]:
+    """The stored form of a results document and its content hash (key order does not matter)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return canonical, hashlib.sha256(canonical).hexdigest()
+
+
+def new_result(
+    *,
+    job_id: uuid.UUID,
+    evaluation_id: uuid.UUID,
+    attempt_id: uuid.UUID | None,
+    document: dict[str, Any],
+    samples: Any = None,
+) -> JobResult:
+    """The raw document, compressed and kept forever; scores are derived from it and can be recomputed."""
+    canonical, digest = canonical_json(document)
+    version = document.get("lm_eval_version")
+    return JobResult(
+        job_id=job_id,
+        attempt_id=attempt_id,
+        evaluation_id=evaluation_id,
+        content_sha256=digest,
+        results_gzip=gzip.compress(canonical),
+        results_bytes=len(canonical),
+        samples_gzip=gzip.compress(json.dumps(samples).encode()) if samples is not None else None,
+        lm_eval_version=version if isinstance(version, str) else None,
+        tasks=sorted(document.get("results") or {}),
+    )

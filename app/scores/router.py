@@ -1,0 +1,124 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from app.db import SessionDep
+from app.hardware.estimator import Precision
+from app.models import ModelKind
+from app.pagination import PageDep
+from app.registry.fields import Slug, Tag
+from app.registry.models.router import RepoIdDep
+from app.schemas import COMMON_ERRORS, problem_responses
+from app.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, ResultsImport, ScoreHistoryEntry
+from app.scores.service import (
+    LeaderboardFilters,
+    ScoreService,
+    decode_cursor,
+    encode_cursor,
+    to_csv,
+    to_markdown,
+)
+from app.security import PUBLISH, READ, Principal
+
+router = APIRouter(prefix="/v1", tags=["scores"], responses=COMMON_ERRORS)
+TABLES = {
+    200: {
+        "description": "The leaderboard: JSON (paginated), or the whole table as CSV or Markdown.",
+        "content": {"text/csv": {}, "text/markdown": {}},
+    },
+    **problem_responses(304),
+}
+
+
+@router.get(
+    "/leaderboards/{suite}",
+    dependencies=[Depends(READ)],
+    response_model=Leaderboard,
+    responses={**TABLES, **problem_responses(404)},
+)
+async def get_leaderboard(
+    suite: Slug,
+    session: SessionDep,
+    page: PageDep,
+    family: Annotated[Slug | None, Query()] = None,
+    license: Annotated[Slug | None, Query()] = None,
+    kind: Annotated[ModelKind | None, Query()] = None,
+    precision: Annotated[Precision | None, Query()] = None,
+    chat_template: Annotated[bool | None, Query()] = None,
+    tag: Annotated[Tag | None, Query()] = None,
+    min_parameters: Annotated[int | None, Query(ge=0, le=10**15)] = None,
+    max_parameters: Annotated[int | None, Query(ge=0, le=10**15)] = None,
+    fits_on: Annotated[
+        Slug | None, Query(description="Accelerator slug: weights + 20 % fit on fits_count of them.")
+    ] = None,
+    fits_count: Annotated[int, Query(ge=1, le=1024)] = 1,
+    sort: Annotated[
+        str, Query(pattern=r"^-?[A-Za-z0-9_.:-]{1,128}$", description="A column, `-` for descending.")
+    ] = "-average",
+    format: Annotated[LeaderboardFormat, Query()] = "json",
+) -> Leaderboard | Response:
+    """A suite's leaderboard: the latest run per revision, precision and chat template; a column per task."""
+    filters = LeaderboardFilters(
+        family=family,
+        license=license,
+        kind=kind.value if kind else None,
+        precision=precision,
+        chat_template=chat_template,
+        tag=tag,
+        min_parameters=min_parameters,
+        max_parameters=max_parameters,
+        fits_on=fits_on,
+        fits_count=fits_count,
+    )
+    service = ScoreService(session)
+    offset = decode_cursor(page.cursor, sort)
+    rows = await service.leaderboard_rows(suite, filters, sort)
+    tasks = await service.suite_tasks(suite)
+    if format == "csv":
+        return Response(to_csv(tasks, rows), media_type="text/csv; charset=utf-8")
+    if format == "markdown":
+        return Response(to_markdown(tasks, rows), media_type="text/markdown; charset=utf-8")
+    end = offset + page.limit
+    return Leaderboard(
+        suite=suite,
+        tasks=tasks,
+        items=rows[offset:end],
+        next_cursor=encode_cursor(sort, end) if end < len(rows) else None,
+    )
+
+
+@router.get("/compare", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
+async def compare_evaluations(
+    session: SessionDep,
+    base: Annotated[uuid.UUID, Query(description="Evaluation id of the reference run.")],
+    candidate: Annotated[uuid.UUID, Query(description="Evaluation id of the run compared with it.")],
+) -> Comparison:
+    """Per-task deltas of two runs of one suite, with combined stderr, significance and differing settings."""
+    return await ScoreService(session).compare(base, candidate)
+
+
+@router.get("/models/{owner}/{name}/scores", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
+async def model_score_history(
+    model: RepoIdDep, session: SessionDep, suite: Annotated[Slug | None, Query()] = None
+) -> list[ScoreHistoryEntry]:
+    """A model's scores across its revisions and settings, newest first."""
+    return await ScoreService(session).history(model, suite)
+
+
+@router.post(
+    "/results/import",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "Imported already."}, **problem_responses(415)},
+)
+async def import_results(
+    body: ResultsImport,
+    response: Response,
+    session: SessionDep,
+    principal: Annotated[Principal | None, Depends(PUBLISH)],
+) -> dict[str, uuid.UUID]:
+    """Import lm-eval output produced elsewhere as a finished evaluation of a recorded revision."""
+    evaluation_id, created = await ScoreService(session).import_results(body, principal.name if principal else None)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return {"evaluation_id": evaluation_id}

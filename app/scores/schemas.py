@@ -1,0 +1,93 @@
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictBool, StringConstraints
+
+from app.evaluations.schemas import Backend, EvaluationPrecision
+from app.registry.fields import CommitSha, RepoId, Slug
+from app.schemas import ReadModel, WriteModel
+
+LeaderboardFormat = Literal["json", "csv", "markdown"]
+
+
+class TaskScore(ReadModel):
+    raw: float = Field(description="The metric as lm-eval reports it (mean of the listed metrics).")
+    raw_stderr: float | None
+    normalized: float = Field(description="0-100 after subtracting the random baseline (per subtask where set).")
+    stderr: float | None = Field(description="Of the normalized score.")
+
+
+class LeaderboardRow(ReadModel):
+    rank: int
+    model: str
+    revision: str
+    family: str | None
+    license: str | None
+    kind: str
+    parameters: int | None
+    precision: str
+    chat_template: bool
+    average: float | None
+    average_stderr: float | None
+    tasks: dict[str, TaskScore]
+    evaluation_id: uuid.UUID
+    harness_version: str
+    suite_version: str
+    evaluated_at: datetime | None
+
+
+class Leaderboard(ReadModel):
+    suite: str
+    tasks: list[str]
+    items: list[LeaderboardRow]
+    next_cursor: str | None
+
+
+class TaskDelta(ReadModel):
+    task: str
+    base: float | None
+    candidate: float | None
+    delta: float | None = Field(description="candidate - base, normalized points.")
+    stderr: float | None = Field(description="sqrt(base stderr^2 + candidate stderr^2).")
+    significant: bool | None = Field(description="|delta| > 1.96 x stderr; null without stderr.")
+
+
+class Comparison(ReadModel):
+    suite: str
+    base: uuid.UUID
+    candidate: uuid.UUID
+    tasks: list[TaskDelta]
+    average: TaskDelta
+    config_differences: dict[str, dict[str, Any]] = Field(
+        description="Settings that differ between the two runs: {setting: {base, candidate}}."
+    )
+
+
+class ScoreHistoryEntry(ReadModel):
+    evaluation_id: uuid.UUID
+    revision: str
+    suite: str
+    suite_version: str
+    precision: str
+    chat_template: bool
+    average: float | None
+    tasks: dict[str, TaskScore]
+    finished_at: datetime | None
+    source: str
+
+
+class ResultsImport(WriteModel):
+    """lm-eval output produced elsewhere, recorded as a finished evaluation of a recorded revision."""
+
+    model: RepoId
+    revision: CommitSha
+    suite: Slug
+    precision: EvaluationPrecision = "bf16"
+    backend: Backend = "hf"
+    apply_chat_template: StrictBool = False
+    fewshot_as_multiturn: StrictBool = False
+    harness_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z.+-]{1,32}$")] | None = Field(
+        default=None, description="Default: the document's lm_eval_version."
+    )
+    results: dict[str, Any] = Field(description="lm-eval's results JSON (results_*.json).")

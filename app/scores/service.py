@@ -1,0 +1,465 @@
+"""Score tables: leaderboards per suite, comparisons, a model's history, and importing outside results."""
+
+import base64
+import binascii
+import csv
+import io
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.errors import BadRequest, NotFound, UnprocessableEntity
+from app.evaluations.repository import load_evaluation
+from app.evaluations.service import config_hash
+from app.hardware import estimator
+from app.hardware.catalog import accelerators
+from app.models import (
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    Family,
+    JobResult,
+    JobState,
+    License,
+    Model,
+    Revision,
+    SuiteVersion,
+)
+from app.models.base import utcnow
+from app.models.types import json_array_contains
+from app.registry.repository import model_by_repo_id
+from app.registry.revisions.service import RevisionService
+from app.scores.ingest import ResultsError, parse_scores, task_matcher
+from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
+from app.scores.schemas import (
+    Comparison,
+    LeaderboardRow,
+    ResultsImport,
+    ScoreHistoryEntry,
+    TaskDelta,
+    TaskScore,
+)
+from app.suites.schemas import SuiteDefinition
+
+SIGNIFICANCE = 1.96  # two-sided 95 %
+FIXED_SORTS = {"average", "parameters", "model", "evaluated_at"}
+# Settings that tell two runs apart; the model and revision are shown separately.
+COMPARED_SETTINGS = (
+    "suite_version",
+    "harness_version",
+    "backend",
+    "precision",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "num_fewshot",
+    "limit",
+    "seed",
+    "gen_kwargs",
+)
+
+
+@dataclass(frozen=True)
+class LeaderboardFilters:
+    family: str | None = None
+    license: str | None = None
+    kind: str | None = None
+    precision: str | None = None
+    chat_template: bool | None = None
+    tag: str | None = None
+    min_parameters: int | None = None
+    max_parameters: int | None = None
+    fits_on: str | None = None
+    fits_count: int = 1
+
+
+def _task_scores(summary: dict[str, Any] | None) -> dict[str, TaskScore]:
+    tasks = (summary or {}).get("tasks", {})
+    return {
+        name: TaskScore(
+            raw=values["raw"],
+            raw_stderr=values["raw_stderr"],
+            normalized=values["normalized"],
+            stderr=values["stderr"],
+        )
+        for name, values in tasks.items()
+    }
+
+
+class ScoreService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def suite_tasks(self, suite: str) -> list[str]:
+        definition = await self.session.scalar(
+            select(SuiteVersion.definition).where(SuiteVersion.name == suite, SuiteVersion.latest.is_(True))
+        )
+        if definition is None:
+            known = (await self.session.execute(select(SuiteVersion.name).distinct())).scalars().all()
+            raise NotFound(f"No suite {suite!r}; known suites: {', '.join(sorted(known)) or 'none'}.")
+        return [task.name for task in SuiteDefinition.model_validate(definition).tasks]
+
+    async def leaderboard_rows(self, suite: str, filters: LeaderboardFilters, sort: str) -> list[LeaderboardRow]:
+        """Every row, ranked: the latest successful evaluation per revision, precision and chat template."""
+        tasks = await self.suite_tasks(suite)
+        descending = sort.startswith("-")
+        key = sort.lstrip("-")
+        if key not in FIXED_SORTS and key not in tasks:
+            raise UnprocessableEntity(
+                f"cannot sort by {key!r}: use {', '.join(sorted(FIXED_SORTS))} or a task of {suite}",
+                field="sort",
+                location="query",
+            )
+        model_license, family_license = aliased(License), aliased(License)
+        statement = (
+            select(
+                Evaluation,
+                Model,
+                Revision.sha,
+                SuiteVersion.version,
+                Family.slug,
+                model_license.slug,
+                family_license.slug,
+            )
+            .join(Model, Model.id == Evaluation.model_id)
+            .join(Revision, Revision.id == Evaluation.revision_id)
+            .join(SuiteVersion, SuiteVersion.id == Evaluation.suite_version_id)
+            .outerjoin(Family, Family.id == Model.family_id)
+            .outerjoin(model_license, model_license.id == Model.license_id)
+            .outerjoin(family_license, family_license.id == Family.license_id)
+            .where(SuiteVersion.name == suite, Evaluation.state == EvaluationState.SUCCEEDED)
+            .order_by(Evaluation.finished_at.desc(), Evaluation.id)
+        )
+        if filters.family is not None:
+            statement = statement.where(Family.slug == filters.family)
+        if filters.kind is not None:
+            statement = statement.where(Model.kind == filters.kind)
+        if filters.tag is not None:
+            statement = statement.where(json_array_contains(Model.tags, filters.tag))
+        if filters.min_parameters is not None:
+            statement = statement.where(Model.parameter_count >= filters.min_parameters)
+        if filters.max_parameters is not None:
+            statement = statement.where(Model.parameter_count <= filters.max_parameters)
+        device_bytes = None
+        if filters.fits_on is not None:
+            device = accelerators().get(filters.fits_on)
+            if device is None:
+                raise UnprocessableEntity(f"no accelerator {filters.fits_on!r}", field="fits_on", location="query")
+            device_bytes = device.memory_bytes * filters.fits_count
+        rows: list[LeaderboardRow] = []
+        seen: set[tuple[uuid.UUID, str, bool]] = set()
+        for evaluation, model, sha, suite_version, family, own_license, inherited_license in (
+            await self.session.execute(statement)
+        ).all():
+            config = evaluation.config
+            settings_class = (evaluation.revision_id, config["precision"], bool(config["apply_chat_template"]))
+            if settings_class in seen:
+                continue  # an older run of the same revision and settings: the latest one stands
+            seen.add(settings_class)
+            licence = own_license or inherited_license
+            if filters.license is not None and licence != filters.license:
+                continue
+            if filters.precision is not None and config["precision"] != filters.precision:
+                continue
+            if filters.chat_template is not None and bool(config["apply_chat_template"]) != filters.chat_template:
+                continue
+            if device_bytes is not None:
+                if model.parameter_count is None:
+                    continue
+                weights = estimator.weight_bytes(model.parameter_count, config["precision"])
+                if estimator.with_overhead(weights) > device_bytes:
+                    continue
+            summary = evaluation.summary or {}
+            rows.append(
+                LeaderboardRow(
+                    rank=0,
+                    model=model.repo_id,
+                    revision=sha,
+                    family=family,
+                    license=licence,
+                    kind=model.kind.value,
+                    parameters=model.parameter_count,
+                    precision=config["precision"],
+                    chat_template=bool(config["apply_chat_template"]),
+                    average=evaluation.average,
+                    average_stderr=summary.get("average_stderr"),
+                    tasks=_task_scores(summary),
+                    evaluation_id=evaluation.id,
+                    harness_version=config["harness_version"],
+                    suite_version=suite_version,
+                    evaluated_at=evaluation.finished_at,
+                )
+            )
+
+        def value(row: LeaderboardRow) -> Any:
+            if key == "average":
+                return row.average
+            if key == "parameters":
+                return row.parameters
+            if key == "model":
+                return row.model.lower()
+            if key == "evaluated_at":
+                return row.evaluated_at
+            task = row.tasks.get(key)
+            return task.normalized if task else None
+
+        present = [row for row in rows if value(row) is not None]
+        missing = [row for row in rows if value(row) is None]
+        present.sort(key=value, reverse=descending)  # stable: ties keep the newest first
+        ranked = present + missing  # rows without the sorted value go last, whatever the direction
+        return [row.model_copy(update={"rank": position}) for position, row in enumerate(ranked, start=1)]
+
+    async def compare(self, base_id: uuid.UUID, candidate_id: uuid.UUID) -> Comparison:
+        base = await load_evaluation(self.session, base_id)
+        candidate = await load_evaluation(self.session, candidate_id)
+        for name, evaluation in (("base", base), ("candidate", candidate)):
+            if evaluation.state != EvaluationState.SUCCEEDED or evaluation.summary is None:
+                raise UnprocessableEntity(
+                    f"evaluation {evaluation.id} has no scores ({evaluation.state.value})", field=name, location="query"
+                )
+        if base.config["suite"] != candidate.config["suite"]:
+            raise UnprocessableEntity(
+                f"the runs are of different suites ({base.config['suite']} and {candidate.config['suite']}): "
+                "their scores cannot be compared",
+                field="candidate",
+                location="query",
+            )
+        base_tasks, candidate_tasks = _task_scores(base.summary), _task_scores(candidate.summary)
+        names = list(dict.fromkeys([*base_tasks, *candidate_tasks]))
+        deltas = [_delta(name, base_tasks.get(name), candidate_tasks.get(name)) for name in names]
+        assert base.summary is not None
+        assert candidate.summary is not None
+        average = _delta_values(
+            "average",
+            base.summary.get("average"),
+            base.summary.get("average_stderr"),
+            candidate.summary.get("average"),
+            candidate.summary.get("average_stderr"),
+        )
+        differences = {
+            setting: {"base": base.config.get(setting), "candidate": candidate.config.get(setting)}
+            for setting in COMPARED_SETTINGS
+            if base.config.get(setting) != candidate.config.get(setting)
+        }
+        return Comparison(
+            suite=base.config["suite"],
+            base=base.id,
+            candidate=candidate.id,
+            tasks=deltas,
+            average=average,
+            config_differences=differences,
+        )
+
+    async def history(self, repo_id: str, suite: str | None) -> list[ScoreHistoryEntry]:
+        model = await model_by_repo_id(self.session, repo_id)
+        if model is None:
+            raise NotFound(f"No model {repo_id!r}.")
+        statement = (
+            select(Evaluation, Revision.sha, SuiteVersion.name, SuiteVersion.version)
+            .join(Revision, Revision.id == Evaluation.revision_id)
+            .join(SuiteVersion, SuiteVersion.id == Evaluation.suite_version_id)
+            .where(Evaluation.model_id == model.id, Evaluation.state == EvaluationState.SUCCEEDED)
+            .order_by(Evaluation.finished_at.desc())
+        )
+        if suite is not None:
+            statement = statement.where(SuiteVersion.name == suite)
+        return [
+            ScoreHistoryEntry(
+                evaluation_id=evaluation.id,
+                revision=sha,
+                suite=name,
+                suite_version=version,
+                precision=evaluation.config["precision"],
+                chat_template=bool(evaluation.config["apply_chat_template"]),
+                average=evaluation.average,
+                tasks=_task_scores(evaluation.summary),
+                finished_at=evaluation.finished_at,
+                source=evaluation.source,
+            )
+            for evaluation, sha, name, version in (await self.session.execute(statement)).all()
+        ]
+
+    async def import_results(self, body: ResultsImport, requested_by: str | None) -> tuple[uuid.UUID, bool]:
+        """Record lm-eval output made elsewhere as a finished evaluation; the same document again is a no-op."""
+        model = await model_by_repo_id(self.session, body.model)
+        if model is None:
+            raise UnprocessableEntity(f"No model {body.model!r} is registered.", field="model")
+        revision = await RevisionService(self.session).by_sha(model, body.revision)
+        if revision is None:
+            raise UnprocessableEntity(f"{body.model} has no recorded revision {body.revision}.", field="revision")
+        suite_row = await self.session.scalar(
+            select(SuiteVersion).where(SuiteVersion.name == body.suite, SuiteVersion.latest.is_(True))
+        )
+        if suite_row is None:
+            raise UnprocessableEntity(f"No suite {body.suite!r}.", field="suite")
+        suite = SuiteDefinition.model_validate(suite_row.definition)
+        try:
+            parsed = parse_scores(body.results, task_matcher([task.name for task in suite.tasks]))
+        except ResultsError as error:
+            raise UnprocessableEntity(error.message, field=error.path) from None
+        _, digest = canonical_json(body.results)
+        earlier = await self.session.scalar(
+            select(JobResult.evaluation_id)
+            .join(Evaluation, Evaluation.id == JobResult.evaluation_id)
+            .where(JobResult.content_sha256 == digest, Evaluation.revision_id == revision.id)
+        )
+        if earlier is not None:
+            return earlier, False
+        raw_config = body.results.get("config")
+        document_config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
+        version = body.harness_version or str(body.results.get("lm_eval_version") or "unknown")[:32]
+        limit = document_config.get("limit")
+        seed = document_config.get("random_seed")
+        config = {
+            "model": model.repo_id,
+            "revision": revision.sha,
+            "suite": suite_row.name,
+            "suite_version": suite_row.version,
+            "harness_version": version,
+            "backend": body.backend,
+            "precision": body.precision,
+            "apply_chat_template": body.apply_chat_template,
+            "fewshot_as_multiturn": body.fewshot_as_multiturn,
+            "num_fewshot": None,
+            "limit": limit if isinstance(limit, int | float) and not isinstance(limit, bool) else None,
+            "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            "gen_kwargs": None,
+        }
+        now = utcnow()
+        evaluation = Evaluation(
+            model_id=model.id,
+            revision_id=revision.id,
+            suite_version_id=suite_row.id,
+            config_hash=config_hash(config),
+            config=config,
+            batch_size=str(document_config.get("batch_size", "unknown"))[:16],
+            priority=0,
+            labels=[],
+            state=EvaluationState.SUCCEEDED,
+            requirements={"memory_bytes": 0, "device_bytes": 0, "context_tokens": suite.context_tokens, "notes": []},
+            requested_by=requested_by,
+            started_at=now,
+            finished_at=now,
+            source="import",
+        )
+        self.session.add(evaluation)
+        await self.session.flush()
+        job = EvaluationJob(
+            evaluation_id=evaluation.id,
+            shard_index=0,
+            tasks=[task.name for task in suite.tasks],
+            state=JobState.SUCCEEDED,
+            priority=0,
+            backend=body.backend,
+            harness_version=version,
+            labels=[],
+            required_memory_bytes=0,
+            required_device_bytes=0,
+            queued_at=now,
+            available_at=now,
+            finished_at=now,
+        )
+        self.session.add(job)
+        await self.session.flush()
+        self.session.add(new_result(job_id=job.id, evaluation_id=evaluation.id, attempt_id=None, document=body.results))
+        await self.session.flush()
+        await record_scores(self.session, evaluation.id, job.id, parsed)
+        await summarize_evaluation(self.session, evaluation)
+        return evaluation.id, True
+
+
+def _delta(name: str, base: TaskScore | None, candidate: TaskScore | None) -> TaskDelta:
+    return _delta_values(
+        name,
+        base.normalized if base else None,
+        base.stderr if base else None,
+        candidate.normalized if candidate else None,
+        candidate.stderr if candidate else None,
+    )
+
+
+def _delta_values(
+    name: str, base: float | None, base_stderr: float | None, candidate: float | None, candidate_stderr: float | None
+) -> TaskDelta:
+    if base is None or candidate is None:
+        return TaskDelta(task=name, base=base, candidate=candidate, delta=None, stderr=None, significant=None)
+    delta = candidate - base
+    stderr = None
+    if base_stderr is not None and candidate_stderr is not None:
+        stderr = (base_stderr**2 + candidate_stderr**2) ** 0.5
+    significant = None if stderr is None else abs(delta) > SIGNIFICANCE * stderr
+    return TaskDelta(task=name, base=base, candidate=candidate, delta=delta, stderr=stderr, significant=significant)
+
+
+def encode_cursor(sort: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"sort": sort, "offset": offset}).encode()).decode()
+
+
+def decode_cursor(cursor: str | None, sort: str) -> int:
+    if cursor is None:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        offset = data["offset"]
+        if data["sort"] != sort or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("The cursor is not valid for this listing (or its sort changed).") from None
+    return offset
+
+
+def to_csv(tasks: Sequence[str], rows: Sequence[LeaderboardRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    head = ["rank", "model", "revision", "precision", "chat_template", "parameters", "family", "license", "average"]
+    writer.writerow(head + [f"{task}" for task in tasks] + [f"{task}_raw" for task in tasks] + ["evaluation_id"])
+    for row in rows:
+        scores = [row.tasks.get(task) for task in tasks]
+        writer.writerow(
+            [
+                row.rank,
+                row.model,
+                row.revision,
+                row.precision,
+                row.chat_template,
+                row.parameters or "",
+                row.family or "",
+                row.license or "",
+                _fmt(row.average),
+            ]
+            + [_fmt(score.normalized if score else None) for score in scores]
+            + [_fmt(score.raw if score else None, 4) for score in scores]
+            + [row.evaluation_id]
+        )
+    return out.getvalue()
+
+
+def to_markdown(tasks: Sequence[str], rows: Sequence[LeaderboardRow]) -> str:
+    head = ["#", "model", "revision", "precision", "chat", "average", *tasks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in rows:
+        cells = [
+            str(row.rank),
+            row.model,
+            row.revision[:7],
+            row.precision,
+            "yes" if row.chat_template else "no",
+            _fmt(row.average),
+        ]
+        for task in tasks:
+            score = row.tasks.get(task)
+            if score is None:
+                cells.append("—")
+            else:
+                cells.append(_fmt(score.normalized) + (f" ± {score.stderr:.2f}" if score.stderr is not None else ""))
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"

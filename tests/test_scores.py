@@ -1,0 +1,252 @@
+"""Score tables: lm-eval results in, normalized scores, leaderboards (JSON, CSV, Markdown), comparisons, imports."""
+
+import asyncio
+import csv
+import io
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.config import Settings
+from app.db import in_unit_of_work
+from app.models import Evaluation, Score
+from app.scores.normalize import summarize
+from app.suites.service import read_suite_files
+from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner
+
+SUITES = {suite.name: suite for suite in read_suite_files()}
+OPENLLM = SUITES["openllm-v2"]
+BBH = next(task for task in OPENLLM.tasks if task.name == "leaderboard_bbh").subtask_lower_bounds
+MUSR = next(task for task in OPENLLM.tasks if task.name == "leaderboard_musr").subtask_lower_bounds
+
+
+def openllm_results(level: float, stderr: float = 0.01, **overrides: dict[str, float]) -> dict[str, Any]:
+    """An lm-eval 0.4 results document for the leaderboard tasks, every score at `level`."""
+    results: dict[str, dict[str, Any]] = {
+        "leaderboard_ifeval": {
+            "alias": " - leaderboard_ifeval",
+            "prompt_level_strict_acc,none": level,
+            "prompt_level_strict_acc_stderr,none": stderr,
+            "inst_level_strict_acc,none": level,
+            "inst_level_strict_acc_stderr,none": "N/A",
+        },
+        "leaderboard_math_hard": {"exact_match,none": level, "exact_match_stderr,none": stderr},
+        "leaderboard_gpqa": {"acc_norm,none": level, "acc_norm_stderr,none": stderr},
+        "leaderboard_mmlu_pro": {"acc,none": level, "acc_stderr,none": stderr},
+    }
+    for subtask in [*BBH, *MUSR]:
+        results[subtask] = {"acc_norm,none": level, "acc_norm_stderr,none": stderr}
+    for task, values in overrides.items():
+        results[task].update(values)
+    return {
+        "results": results,
+        "groups": {"leaderboard_bbh": {"acc_norm,none": level, "acc_norm_stderr,none": stderr}},
+        "configs": {task: {"task": task} for task in results},
+        "versions": dict.fromkeys(results, 1.0),
+        "n-shot": dict.fromkeys(results, 0),
+        "higher_is_better": {task: {"acc": True} for task in results},
+        "n-samples": {task: {"original": 100, "effective": 100} for task in results},
+        "config": {"model": "hf", "batch_size": "auto", "random_seed": 0, "limit": None},
+        "lm_eval_version": "0.4.13",
+    }
+
+
+def test_normalization_follows_the_leaderboard_rules() -> None:
+    document = openllm_results(0.6, stderr=0.03)
+    rows = [
+        (task, key.split(",")[0], key.split(",")[1], value, entry.get(key.replace(",", "_stderr,", 1)))
+        for task, entry in document["results"].items()
+        for key, value in entry.items()
+        if "," in key and "_stderr" not in key
+    ]
+    rows = [(t, m, f, v, e if isinstance(e, float) else None) for t, m, f, v, e in rows]
+    summary = summarize(OPENLLM, rows)
+    tasks = summary["tasks"]
+    assert tasks["leaderboard_gpqa"]["normalized"] == pytest.approx((0.6 - 0.25) / 0.75 * 100)
+    assert tasks["leaderboard_gpqa"]["stderr"] == pytest.approx(0.03 * 100 / 0.75)
+    assert tasks["leaderboard_mmlu_pro"]["normalized"] == pytest.approx((0.6 - 0.1) / 0.9 * 100)
+    assert tasks["leaderboard_ifeval"]["normalized"] == pytest.approx(60.0)
+    assert tasks["leaderboard_ifeval"]["stderr"] is None  # one of its two metrics has "N/A"
+    bbh = sum(max(0.0, (0.6 - b) / (1 - b)) * 100 for b in BBH.values()) / len(BBH)
+    assert tasks["leaderboard_bbh"]["normalized"] == pytest.approx(bbh)
+    assert tasks["leaderboard_bbh"]["subtasks"] == 24
+    assert summary["complete"] is True
+    assert summary["average"] == pytest.approx(sum(t["normalized"] for t in tasks.values()) / 6)
+
+    # Below the random baseline clamps to 0; a missing task leaves no average.
+    low = [(t, m, f, 0.05 if t == "leaderboard_gpqa" else v, e) for t, m, f, v, e in rows]
+    assert summarize(OPENLLM, low)["tasks"]["leaderboard_gpqa"]["normalized"] == 0.0
+    partial = summarize(OPENLLM, [row for row in rows if row[0] != "leaderboard_math_hard"])
+    assert (partial["complete"], partial["average"]) == (False, None)
+
+
+@pytest.fixture
+def scored(client: TestClient, settings: Settings, catalog: None, publish_headers: dict[str, str]) -> dict[str, str]:
+    """Three models with recorded revisions; returns repo id -> sha."""
+    load_shipped_suites(settings)
+    shas = {}
+    for repo, layers in (("acme/small", 2), ("acme/medium", 8), ("acme/large", 32)):
+        shas[repo] = make_model(client, publish_headers, repo, num_layers=layers, family="llama-3.1")
+    return shas
+
+
+def import_results(client: TestClient, headers: dict[str, str], repo: str, sha: str, document: dict, **extra: Any):  # type: ignore[no-untyped-def]
+    body = {"model": repo, "revision": sha, "suite": "openllm-v2", "results": document, **extra}
+    return client.post("/v1/results/import", json=body, headers=headers)
+
+
+def test_leaderboard_from_imported_results(
+    client: TestClient, scored: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    for level, repo in ((0.4, "acme/small"), (0.6, "acme/medium"), (0.8, "acme/large")):
+        answer = import_results(client, publish_headers, repo, scored[repo], openllm_results(level))
+        assert answer.status_code == 201, answer.text
+    # The same document again is recognized; a chat-template run is its own row; an fp16 rerun too.
+    again = import_results(client, publish_headers, "acme/small", scored["acme/small"], openllm_results(0.4))
+    assert again.status_code == 200
+    chat = openllm_results(0.7)
+    assert (
+        import_results(
+            client, publish_headers, "acme/small", scored["acme/small"], chat, apply_chat_template=True
+        ).status_code
+        == 201
+    )
+
+    board = client.get("/v1/leaderboards/openllm-v2").json()
+    assert board["tasks"][0] == "leaderboard_ifeval"
+    assert len(board["tasks"]) == 6
+    ranking = [(row["model"], row["chat_template"]) for row in board["items"]]
+    assert ranking == [("acme/large", False), ("acme/small", True), ("acme/medium", False), ("acme/small", False)]
+    assert [row["rank"] for row in board["items"]] == [1, 2, 3, 4]
+    top = board["items"][0]
+    assert top["tasks"]["leaderboard_ifeval"]["normalized"] == pytest.approx(80.0)
+    assert top["tasks"]["leaderboard_ifeval"]["raw"] == pytest.approx(0.8)
+    assert top["family"] == "llama-3.1"
+    assert top["license"] == "llama3.1"
+
+    by_task = client.get("/v1/leaderboards/openllm-v2", params={"sort": "leaderboard_gpqa"}).json()["items"]
+    assert by_task[0]["model"] == "acme/small"
+    assert by_task[0]["chat_template"] is False
+    filtered = client.get("/v1/leaderboards/openllm-v2", params={"chat_template": "false", "min_parameters": 3 * 10**6})
+    assert [row["model"] for row in filtered.json()["items"]] == ["acme/large", "acme/medium"]
+
+    first = client.get("/v1/leaderboards/openllm-v2", params={"limit": 3}).json()
+    rest = client.get("/v1/leaderboards/openllm-v2", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    assert [row["rank"] for row in first["items"] + rest["items"]] == [1, 2, 3, 4]
+    assert rest["next_cursor"] is None
+
+    exported = client.get("/v1/leaderboards/openllm-v2", params={"format": "csv"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [row["model"] for row in table] == [model for model, _ in ranking]
+    assert float(table[0]["leaderboard_ifeval"]) == pytest.approx(80.0)
+    markdown = client.get("/v1/leaderboards/openllm-v2", params={"format": "markdown"}).text
+    assert markdown.startswith("| # | model |")
+    assert markdown.count("\n") == 6
+
+    assert client.get("/v1/leaderboards/openllm-v2", params={"sort": "nonsense"}).status_code == 422
+    assert client.get("/v1/leaderboards/openllm-v2", params={"cursor": "garbage"}).status_code == 400
+    assert client.get("/v1/leaderboards/no-such-suite").status_code == 404
+
+    history = client.get("/v1/models/acme/small/scores", params={"suite": "openllm-v2"}).json()
+    assert len(history) == 2
+    assert {entry["chat_template"] for entry in history} == {True, False}
+
+
+def test_compare_two_runs(client: TestClient, scored: dict[str, str], publish_headers: dict[str, str]) -> None:
+    repo, sha = "acme/medium", scored["acme/medium"]
+    base = import_results(client, publish_headers, repo, sha, openllm_results(0.6, stderr=0.01)).json()
+    shifted = openllm_results(
+        0.6, stderr=0.01, leaderboard_gpqa={"acc_norm,none": 0.5}, leaderboard_mmlu_pro={"acc,none": 0.605}
+    )
+    candidate = import_results(client, publish_headers, repo, sha, shifted, precision="fp16").json()
+
+    compared = client.get(
+        "/v1/compare", params={"base": base["evaluation_id"], "candidate": candidate["evaluation_id"]}
+    )
+    assert compared.status_code == 200, compared.text
+    deltas = {item["task"]: item for item in compared.json()["tasks"]}
+    gpqa = deltas["leaderboard_gpqa"]
+    assert gpqa["delta"] == pytest.approx((0.5 - 0.6) / 0.75 * 100)
+    assert gpqa["stderr"] == pytest.approx((2 * (0.01 * 100 / 0.75) ** 2) ** 0.5)
+    assert gpqa["significant"] is True
+    assert deltas["leaderboard_mmlu_pro"]["significant"] is False  # half a point, within the noise
+    assert deltas["leaderboard_ifeval"]["significant"] is None  # no stderr for one of its metrics
+    assert compared.json()["config_differences"] == {"precision": {"base": "bf16", "candidate": "fp16"}}
+
+
+def test_bad_results_are_refused_and_write_nothing(
+    client: TestClient, settings: Settings, scored: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    repo, sha = "acme/small", scored["acme/small"]
+    stray = openllm_results(0.5)
+    stray["results"]["hellaswag"] = {"acc,none": 0.5}
+    out_of_range = openllm_results(0.5, leaderboard_gpqa={"acc_norm,none": 1.5})
+    text_value = openllm_results(0.5, leaderboard_gpqa={"acc_norm,none": "high"})
+    cases = [
+        ({"hello": "world"}, "results.results"),
+        (stray, "results.results.hellaswag"),
+        (out_of_range, "results.results.leaderboard_gpqa.acc_norm,none"),
+        (text_value, "results.results.leaderboard_gpqa.acc_norm,none"),
+    ]
+    for document, path in cases:
+        answer = import_results(client, publish_headers, repo, sha, document)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == path
+    assert import_results(client, publish_headers, repo, "0" * 40, openllm_results(0.5)).status_code == 422
+
+    async def counts(session):  # type: ignore[no-untyped-def]
+        return (
+            await session.scalar(select(func.count()).select_from(Evaluation)),
+            await session.scalar(select(func.count()).select_from(Score)),
+        )
+
+    assert asyncio.run(in_unit_of_work(settings, counts)) == (0, 0)
+
+    smoke = import_results(client, publish_headers, repo, sha, openllm_results(0.5)).json()
+    other = client.post(
+        "/v1/results/import",
+        json={
+            "model": repo,
+            "revision": sha,
+            "suite": "smoke",
+            "results": {"results": {"corral_smoke_mc": {"acc,none": 0.5}}},
+        },
+        headers=publish_headers,
+    ).json()
+    unrelated = client.get("/v1/compare", params={"base": smoke["evaluation_id"], "candidate": other["evaluation_id"]})
+    assert unrelated.status_code == 422
+    assert "different suites" in unrelated.json()["detail"]
+
+
+def test_results_from_runners_become_scores(
+    client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    load_shipped_suites(settings)
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=2)
+    body = {"model": "corral-test/tiny-llama", "revision": sha, "suite": "smoke"}
+    evaluation = client.post("/v1/evaluations", json=body, headers=publish_headers).json()
+    documents = {
+        "corral_smoke_mc": {"results": {"corral_smoke_mc": {"acc,none": 0.75, "acc_stderr,none": 0.25}}},
+        "corral_smoke_gen": {"results": {"corral_smoke_gen": {"exact_match,strict-match": 0.5}}},
+    }
+    for _ in range(2):
+        claimed = client.post("/v1/runner/jobs/claim", headers=runner).json()
+        task = claimed["tasks"][0]["name"]
+        stored = client.put(
+            f"/v1/runner/attempts/{claimed['attempt_id']}/result",
+            json={"results": documents[task]},
+            headers=lease(claimed, runner),
+        )
+        assert stored.status_code == 201, stored.text
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert shown["state"] == "succeeded"
+    mc = (0.75 - 0.25) / 0.75 * 100
+    assert shown["summary"]["tasks"]["corral_smoke_mc"]["normalized"] == pytest.approx(mc)
+    assert shown["summary"]["tasks"]["corral_smoke_mc"]["stderr"] == pytest.approx(0.25 * 100 / 0.75)
+    assert shown["average"] == pytest.approx((mc + 50.0) / 2)
+    board = client.get("/v1/leaderboards/smoke", params={"format": "markdown"}).text
+    assert "corral-test/tiny-llama" in board
