@@ -250,3 +250,23 @@ def test_results_from_runners_become_scores(
     assert shown["average"] == pytest.approx((mc + 50.0) / 2)
     board = client.get("/v1/leaderboards/smoke", params={"format": "markdown"}).text
     assert "corral-test/tiny-llama" in board
+
+
+def test_hub_exports_use_huggingface_hub_formats(
+    client: TestClient, scored: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    import yaml
+
+    imported = import_results(client, publish_headers, "acme/large", scored["acme/large"], openllm_results(0.6)).json()
+    url = f"/v1/evaluations/{imported['evaluation_id']}/hub-export"
+    entries = yaml.safe_load(client.get(url).text)
+    gpqa = next(entry for entry in entries if entry["dataset"]["id"] == "Idavidrein/gpqa")
+    assert gpqa["dataset"]["task_id"] == "leaderboard_gpqa"
+    assert gpqa["value"] == round((0.6 - 0.25) / 0.75 * 100, 2)
+    assert "lm-eval 0.4.13" in gpqa["notes"]
+    assert len(entries) == 6
+    card = yaml.safe_load(client.get(url, params={"format": "model-index"}).text)
+    [index] = card["model-index"]
+    assert index["name"] == "acme/large"
+    assert {result["dataset"]["type"] for result in index["results"]} >= {"TIGER-Lab/MMLU-Pro", "SaylorTwift/bbh"}
+    assert client.get("/v1/evaluations/00000000-0000-0000-0000-000000000000/hub-export").status_code == 404

@@ -1,5 +1,5 @@
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -122,3 +122,21 @@ async def import_results(
     if not created:
         response.status_code = status.HTTP_200_OK
     return {"evaluation_id": evaluation_id}
+
+
+@router.get(
+    "/evaluations/{evaluation_id:uuid}/hub-export",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses={
+        200: {"description": "YAML for the Hub.", "content": {"application/yaml": {}}},
+        **problem_responses(404, 409),
+    },
+)
+async def export_for_hub(
+    evaluation_id: uuid.UUID,
+    session: SessionDep,
+    format: Annotated[Literal["eval-results", "model-index"], Query()] = "eval-results",
+) -> Response:
+    """An evaluation's scores as Hub `.eval_results` entries or a model card's `model-index`."""
+    return Response(await ScoreService(session).hub_export(evaluation_id, format), media_type="application/yaml")

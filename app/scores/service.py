@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+from huggingface_hub import EvalResult, EvalResultEntry, ModelCardData, eval_result_entries_to_yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.errors import BadRequest, NotFound, UnprocessableEntity
+from app.errors import BadRequest, Conflict, NotFound, UnprocessableEntity
 from app.evaluations.repository import load_evaluation
 from app.evaluations.service import config_hash
 from app.hardware import estimator
@@ -255,6 +257,15 @@ class ScoreService:
             config_differences=differences,
         )
 
+    async def hub_export(self, evaluation_id: uuid.UUID, export_format: str) -> str:
+        evaluation = await load_evaluation(self.session, evaluation_id)
+        if evaluation.state != EvaluationState.SUCCEEDED or evaluation.summary is None:
+            raise Conflict(f"Evaluation {evaluation_id} has no scores yet ({evaluation.state.value}).")
+        definition = await self.session.scalar(
+            select(SuiteVersion.definition).where(SuiteVersion.id == evaluation.suite_version_id)
+        )
+        return hub_exports(evaluation, SuiteDefinition.model_validate(definition), export_format)
+
     async def history(self, repo_id: str, suite: str | None) -> list[ScoreHistoryEntry]:
         model = await model_by_repo_id(self.session, repo_id)
         if model is None:
@@ -371,6 +382,48 @@ class ScoreService:
         await record_scores(self.session, evaluation.id, job.id, parsed)
         await summarize_evaluation(self.session, evaluation)
         return evaluation.id, True
+
+
+def hub_exports(evaluation: Evaluation, suite: SuiteDefinition, export_format: str) -> str:
+    """The evaluation's normalized scores for the Hub, built with huggingface_hub's own helpers: entries for
+    `.eval_results/*.yaml`, or a model card's `model-index`. Tasks with no Hub dataset id are left out."""
+    summary = evaluation.summary or {}
+    config = evaluation.config
+    tasks = [(task, summary.get("tasks", {}).get(task.name)) for task in suite.tasks if task.dataset]
+    described = (
+        f"Corral evaluation {evaluation.id}: lm-eval {config['harness_version']}, {config['precision']}, "
+        f"chat template {'on' if config['apply_chat_template'] else 'off'}, suite {config['suite']} "
+        f"{config['suite_version']}; normalized 0-100 as the suite declares"
+    )
+    if export_format == "eval-results":
+        entries = [
+            EvalResultEntry(
+                dataset_id=task.dataset or "",
+                task_id=task.name,
+                value=round(scores["normalized"], 2),
+                date=evaluation.finished_at.isoformat() if evaluation.finished_at else None,
+                notes=f"{described}; raw {scores['raw']:.4f}",
+            )
+            for task, scores in tasks
+            if scores is not None
+        ]
+        return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False)
+    card = ModelCardData(
+        model_name=config["model"],
+        eval_results=[
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=task.dataset or "",
+                dataset_name=task.name,
+                metric_type=task.metrics[0],
+                metric_value=round(scores["normalized"], 2),
+                metric_name=f"{task.name} (normalized)",
+            )
+            for task, scores in tasks
+            if scores is not None
+        ],
+    )
+    return str(card.to_yaml())
 
 
 def _delta(name: str, base: TaskScore | None, candidate: TaskScore | None) -> TaskDelta:

@@ -22,6 +22,11 @@ class SuiteTask(BaseModel):
         min_length=1, description="Metric keys read from the results; several are averaged (IFEval)."
     )
     filter: str = Field(default="none", pattern=r"^[a-z0-9_-]{1,64}$", description="lm-eval filter name.")
+    dataset: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="The benchmark's Hub dataset id, for publishing scores to the Hub.",
+    )
     lower_bound: Bound | None = Field(default=None, description="Random baseline: rescaled to 0.")
     subtask_lower_bounds: dict[TaskName, Bound] = Field(
         default_factory=dict, description="Per subtask: each normalized on its own, then averaged."
