@@ -4,11 +4,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from app.config import Settings, load_settings
@@ -43,6 +45,7 @@ from app.scores.router import router as scores_router
 from app.security import route_access
 from app.suites.router import router as suites_router
 from app.tokens.router import router as tokens_router
+from app.web.router import router as web_router
 
 DESCRIPTION = """\
 Corral records open-weight model releases — licences with their real terms, the exact Hub weights
@@ -144,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evaluations_router)
     app.include_router(queue_router)
     app.include_router(scores_router)
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
 
     # Added last = runs first: the request id must exist before anything else logs or fails.
     app.add_middleware(SecurityHeadersMiddleware)

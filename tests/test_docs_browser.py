@@ -43,15 +43,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    workdir = tmp_path_factory.mktemp("serve")
+    environment = offline_environment(CORRAL_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'corral.db'}")
+    return {**environment, "CORRAL_WORKDIR": str(workdir)}
+
+
+@pytest.fixture(scope="module")
+def server(server_settings: dict[str, str]) -> Iterator[str]:
     if not shutil.which(CHROMIUM):
         message = f"BROWSER MISSING: no chromium at {CHROMIUM} (apt-get install chromium)"
         if REQUIRE_BROWSER:
             pytest.fail(message + "; CORRAL_REQUIRE_BROWSER=1 makes this a failure")
         pytest.skip(message)
-    workdir = tmp_path_factory.mktemp("serve")
+    workdir = server_settings["CORRAL_WORKDIR"]
     port = _free_port()
-    environment = offline_environment(CORRAL_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'corral.db'}")
+    environment = server_settings
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
         cwd=workdir,
@@ -136,3 +143,66 @@ def test_html_pages_forbid_other_origins(server: str) -> None:
         assert "default-src 'self'" in policy
         assert "https:" not in policy
         assert "*" not in policy
+
+
+@pytest.fixture(scope="module")
+def seeded(server: str, server_settings: dict[str, str]) -> str:
+    """Two catalog models with imported openllm-v2 results, written through the API with a real token."""
+    from tests.test_scores import openllm_results
+
+    token = subprocess.run(
+        [sys.executable, "-m", "app", "token", "create", "--scope", "publish", "--name", "browser-test"],
+        env=server_settings,
+        cwd=server_settings["CORRAL_WORKDIR"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    for repo, level in (("meta-llama/Llama-3.1-8B-Instruct", 0.45), ("meta-llama/Llama-3.1-70B-Instruct", 0.7)):
+        sha = f"{abs(hash(repo)):040d}"[:40]
+        recorded = httpx.post(f"{server}/v1/models/{repo}/revisions", json={"sha": sha}, headers=headers)
+        assert recorded.status_code == 201, recorded.text
+        body = {"model": repo, "revision": sha, "suite": "openllm-v2", "results": openllm_results(level)}
+        imported = httpx.post(f"{server}/v1/results/import", json=body, headers=headers)
+        assert imported.status_code == 201, imported.text
+    return server
+
+
+def test_leaderboard_page_sorts_filters_and_draws_offline(seeded: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(seeded + "/leaderboards/openllm-v2")
+            page.wait_for_selector("#leaderboard tbody tr")
+            first = page.locator("#leaderboard tbody tr td.model").all_inner_texts()
+            assert first == ["meta-llama/Llama-3.1-70B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"]
+            assert page.locator("svg.chart circle").count() >= 2
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
+
+            page.click("#leaderboard th >> text=average")  # sorted best-first already: this flips it
+            page.wait_for_url("**sort=average**")
+            flipped = page.locator("#leaderboard tbody tr td.model").all_inner_texts()
+            assert flipped == list(reversed(first))
+
+            page.fill("input[name=max_parameters]", "10000000000")
+            page.click("#filters button")
+            page.wait_for_url("**max_parameters=10000000000**")
+            assert page.locator("#leaderboard tbody tr td.model").all_inner_texts() == [
+                "meta-llama/Llama-3.1-8B-Instruct"
+            ]
+
+            page.click("#leaderboard td.model a")
+            page.wait_for_selector("#history tbody tr")
+            assert page.locator("svg.chart line.whisker").count() >= 1
+            assert "Llama 3.1" in page.inner_text("#licence")
+            page.screenshot(path=str(ARTIFACTS / "model.png"), full_page=True)
+        finally:
+            browser.close()
+    assert _foreign(seeded, requested) == []

@@ -270,3 +270,33 @@ def test_hub_exports_use_huggingface_hub_formats(
     assert index["name"] == "acme/large"
     assert {result["dataset"]["type"] for result in index["results"]} >= {"TIGER-Lab/MMLU-Pro", "SaylorTwift/bbh"}
     assert client.get("/v1/evaluations/00000000-0000-0000-0000-000000000000/hub-export").status_code == 404
+
+
+def test_web_pages_render_from_the_database(
+    client: TestClient, scored: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    for level, repo in ((0.4, "acme/small"), (0.8, "acme/large")):
+        import_results(client, publish_headers, repo, scored[repo], openllm_results(level))
+    page = client.get("/leaderboards/openllm-v2")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    html = page.text
+    assert html.index("acme/large") < html.index("acme/small")  # best average first
+    assert "<svg" in html
+    assert "<circle" in html
+    assert "https://" not in html  # nothing from another origin
+    ascending = client.get("/leaderboards/openllm-v2", params={"sort": "average"}).text
+    assert ascending.index("acme/small") < ascending.index("acme/large")
+    filtered = client.get("/leaderboards/openllm-v2", params={"max_parameters": "3000000"}).text
+    assert "acme/small" in filtered
+    assert "acme/large" not in filtered
+
+    model = client.get("/models/acme/large")
+    assert model.status_code == 200
+    assert "Llama 3.1 Community License" in model.text or "llama3.1" in model.text
+    assert 'class="whisker"' in model.text  # error bars from the stderr
+    assert scored["acme/large"][:12] in model.text
+    assert client.get("/models/acme/nothing").status_code == 404
+    assert client.get("/static/corral.css").status_code == 200
+    assert client.get("/", follow_redirects=False).headers["location"] == "/leaderboards/openllm-v2"
