@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_oom_retries: int = Field(default=2, ge=0, le=10)
     oom_memory_growth_percent: int = Field(default=50, ge=1, le=1000, description="Memory added after an OOM.")
     max_log_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Per attempt; more gets 413.")
+    leaderboard_cache_seconds: float = Field(
+        default=10.0, ge=0, le=3600, description="How long a ranked leaderboard is reused by one process."
+    )
     token_touch_seconds: int = Field(
         default=60,
         ge=0,

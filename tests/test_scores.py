@@ -300,3 +300,53 @@ def test_web_pages_render_from_the_database(
     assert client.get("/models/acme/nothing").status_code == 404
     assert client.get("/static/corral.css").status_code == 200
     assert client.get("/", follow_redirects=False).headers["location"] == "/leaderboards/openllm-v2"
+
+
+def test_scores_go_to_the_hub_as_a_pull_request(
+    database_url: str, catalog: None, publish_headers: dict[str, str]
+) -> None:
+    import yaml
+
+    from app.main import create_app
+    from tests.support.checkpoints import TinyLlama, checkpoint_files
+    from tests.support.fake_hub import FakeHub, llama_repo
+    from tests.test_hub import hub_settings
+
+    with FakeHub().running() as hub:
+        repo = hub.add(llama_repo("acme/tiny-instruct", checkpoint_files(TinyLlama())))
+        settings = hub_settings(database_url, hub.url)
+        load_shipped_suites(settings)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            client.headers.update(publish_headers)
+            assert client.post("/v1/models", json={"repo_id": "acme/tiny-instruct"}).status_code == 201
+            document = {
+                "results": {
+                    "corral_smoke_mc": {"acc,none": 0.75},
+                    "corral_smoke_gen": {"exact_match,strict-match": 0.5},
+                }
+            }
+            body = {
+                "model": "acme/tiny-instruct",
+                "revision": repo.commits[0].sha,
+                "suite": "smoke",
+                "results": document,
+            }
+            imported = client.post("/v1/results/import", json=body).json()
+            opened = client.post(f"/v1/evaluations/{imported['evaluation_id']}/hub-export/pull-request")
+            assert opened.status_code == 200, opened.text
+            assert opened.json()["pull_request_url"].endswith("/acme/tiny-instruct/discussions/1")
+        [pull_request] = repo.pull_requests
+        assert pull_request["create_pr"] is True
+        assert "Corral evaluation" in str(pull_request["description"])
+        files = pull_request["files"]
+        assert isinstance(files, dict)
+        # The smoke suite names no Hub datasets, so its entries are empty; the file is still well-formed YAML.
+        assert yaml.safe_load(files[".eval_results/corral-smoke.yaml"]) == []
+
+    # Without a Hub token the server says so instead of trying.
+    with TestClient(create_app(hub_settings(database_url, "http://127.0.0.1:9", hub_token=None))) as client:
+        refused = client.post(
+            f"/v1/evaluations/{imported['evaluation_id']}/hub-export/pull-request", headers=publish_headers
+        )
+        assert refused.status_code == 409
+        assert "CORRAL_HUB_TOKEN" in refused.json()["detail"]

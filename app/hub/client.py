@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import httpx2
-from huggingface_hub import HfApi
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -161,6 +161,22 @@ class HubClient:
             }
             for commit in listed[:limit]
         ]
+
+    def open_pull_request(self, repo_id: str, files: dict[str, bytes], title: str, description: str) -> str:
+        """Commit `files` to the model repo as a pull request (never to a branch); returns the PR's URL."""
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+        info = self._call(
+            repo_id,
+            lambda: self.api.create_commit(
+                repo_id,
+                operations=operations,
+                commit_message=title,
+                commit_description=description,
+                create_pr=True,
+            ),
+            retries=0,  # a retried commit could open a second pull request
+        )
+        return str(info.pr_url or info.commit_url)
 
     def _read_json(self, repo_id: str, filename: str, sha: str) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="corral-hub-") as cache:

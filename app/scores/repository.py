@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Evaluation, JobResult, Score, SuiteVersion
+from app.scores import cache
 from app.scores.ingest import ParsedScore
 from app.scores.normalize import summarize
 from app.suites.schemas import SuiteDefinition
@@ -55,6 +56,7 @@ async def summarize_evaluation(session: AsyncSession, evaluation: Evaluation) ->
     evaluation.summary = summary
     evaluation.average = summary["average"]
     await session.flush()
+    cache.forget_after_commit(session)
 
 
 def canonical_json(document: Any) -> tuple[bytes, str]:

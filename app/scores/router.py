@@ -1,7 +1,8 @@
+import json
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.hardware.estimator import Precision
@@ -39,6 +40,7 @@ TABLES = {
 )
 async def get_leaderboard(
     suite: Slug,
+    request: Request,
     session: SessionDep,
     page: PageDep,
     family: Annotated[Slug | None, Query()] = None,
@@ -57,8 +59,9 @@ async def get_leaderboard(
         str, Query(pattern=r"^-?[A-Za-z0-9_.:-]{1,128}$", description="A column, `-` for descending.")
     ] = "-average",
     format: Annotated[LeaderboardFormat, Query()] = "json",
-) -> Leaderboard | Response:
+) -> Response:
     """A suite's leaderboard: the latest run per revision, precision and chat template; a column per task."""
+    settings = request.app.state.settings
     filters = LeaderboardFilters(
         family=family,
         license=license,
@@ -71,21 +74,18 @@ async def get_leaderboard(
         fits_on=fits_on,
         fits_count=fits_count,
     )
-    service = ScoreService(session)
     offset = decode_cursor(page.cursor, sort)
-    rows = await service.leaderboard_rows(suite, filters, sort)
-    tasks = await service.suite_tasks(suite)
+    board = await ScoreService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
     if format == "csv":
-        return Response(to_csv(tasks, rows), media_type="text/csv; charset=utf-8")
+        return Response(to_csv(board.tasks, board.rows), media_type="text/csv; charset=utf-8")
     if format == "markdown":
-        return Response(to_markdown(tasks, rows), media_type="text/markdown; charset=utf-8")
+        return Response(to_markdown(board.tasks, board.rows), media_type="text/markdown; charset=utf-8")
     end = offset + page.limit
-    return Leaderboard(
-        suite=suite,
-        tasks=tasks,
-        items=rows[offset:end],
-        next_cursor=encode_cursor(sort, end) if end < len(rows) else None,
-    )
+    # Rows are serialized once per ranking (cached); a page joins the ones it shows.
+    head = json.dumps({"suite": suite, "tasks": board.tasks})[:-1].encode()
+    cursor = json.dumps(encode_cursor(sort, end) if end < len(board.rows) else None).encode()
+    body = head + b', "items": [' + b",".join(board.row_json[offset:end]) + b'], "next_cursor": ' + cursor + b"}"
+    return Response(body, media_type="application/json")
 
 
 @router.get("/compare", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
@@ -140,3 +140,20 @@ async def export_for_hub(
 ) -> Response:
     """An evaluation's scores as Hub `.eval_results` entries or a model card's `model-index`."""
     return Response(await ScoreService(session).hub_export(evaluation_id, format), media_type="application/yaml")
+
+
+@router.post(
+    "/evaluations/{evaluation_id:uuid}/hub-export/pull-request", responses=problem_responses(404, 409, 502, 503)
+)
+async def open_hub_pull_request(
+    evaluation_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal | None, Depends(PUBLISH)],
+) -> dict[str, str]:
+    """Open a pull request on the model's Hub repo adding the scores as `.eval_results` (needs a Hub token)."""
+    settings = request.app.state.settings
+    url = await ScoreService(session).hub_pull_request(
+        evaluation_id, request.app.state.hub_client, has_token=settings.hub_token is not None
+    )
+    return {"pull_request_url": url}

@@ -1,5 +1,6 @@
 """Score tables: leaderboards per suite, comparisons, a model's history, and importing outside results."""
 
+import asyncio
 import base64
 import binascii
 import csv
@@ -21,6 +22,8 @@ from app.evaluations.repository import load_evaluation
 from app.evaluations.service import config_hash
 from app.hardware import estimator
 from app.hardware.catalog import accelerators
+from app.hub.client import HubClient, HubError
+from app.hub.errors import hub_problem
 from app.models import (
     Evaluation,
     EvaluationJob,
@@ -37,11 +40,11 @@ from app.models.base import utcnow
 from app.models.types import json_array_contains
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
+from app.scores import cache
 from app.scores.ingest import ResultsError, parse_scores, task_matcher
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.scores.schemas import (
     Comparison,
-    LeaderboardRow,
     ResultsImport,
     ScoreHistoryEntry,
     TaskDelta,
@@ -64,6 +67,15 @@ COMPARED_SETTINGS = (
     "seed",
     "gen_kwargs",
 )
+
+
+@dataclass(frozen=True)
+class Board:
+    """A ranked leaderboard: its rows as plain dicts (pages and exports) and each row's JSON (the API)."""
+
+    tasks: list[str]
+    rows: list[dict[str, Any]]
+    row_json: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -106,9 +118,26 @@ class ScoreService:
             raise NotFound(f"No suite {suite!r}; known suites: {', '.join(sorted(known)) or 'none'}.")
         return [task.name for task in SuiteDefinition.model_validate(definition).tasks]
 
-    async def leaderboard_rows(self, suite: str, filters: LeaderboardFilters, sort: str) -> list[LeaderboardRow]:
+    async def leaderboard(self, suite: str, filters: LeaderboardFilters, sort: str, cache_seconds: float) -> Board:
+        """The ranked leaderboard, from the per-process cache when fresh (see app/scores/cache.py)."""
+        bind = self.session.get_bind()
+        key = (str(bind.engine.url), suite, filters, sort)
+        board: Board | None = cache.cached(key)
+        if board is not None:
+            return board
+        async with cache.building(key):
+            board = cache.cached(key)  # built by the request we waited for
+            if board is None:
+                tasks = await self.suite_tasks(suite)
+                rows = await self._ranked_rows(suite, tasks, filters, sort)
+                board = Board(tasks=tasks, rows=rows, row_json=[json.dumps(row).encode() for row in rows])
+                cache.keep(key, board, cache_seconds)
+        return board
+
+    async def _ranked_rows(
+        self, suite: str, tasks: list[str], filters: LeaderboardFilters, sort: str
+    ) -> list[dict[str, Any]]:
         """Every row, ranked: the latest successful evaluation per revision, precision and chat template."""
-        tasks = await self.suite_tasks(suite)
         descending = sort.startswith("-")
         key = sort.lstrip("-")
         if key not in FIXED_SORTS and key not in tasks:
@@ -118,10 +147,18 @@ class ScoreService:
                 location="query",
             )
         model_license, family_license = aliased(License), aliased(License)
+        # Columns, not entities: the whole suite is read, so ORM identity bookkeeping would dominate.
         statement = (
             select(
-                Evaluation,
-                Model,
+                Evaluation.id,
+                Evaluation.revision_id,
+                Evaluation.config,
+                Evaluation.summary,
+                Evaluation.average,
+                Evaluation.finished_at,
+                Model.repo_id,
+                Model.kind,
+                Model.parameter_count,
                 Revision.sha,
                 SuiteVersion.version,
                 Family.slug,
@@ -153,13 +190,26 @@ class ScoreService:
             if device is None:
                 raise UnprocessableEntity(f"no accelerator {filters.fits_on!r}", field="fits_on", location="query")
             device_bytes = device.memory_bytes * filters.fits_count
-        rows: list[LeaderboardRow] = []
+        rows: list[dict[str, Any]] = []
         seen: set[tuple[uuid.UUID, str, bool]] = set()
-        for evaluation, model, sha, suite_version, family, own_license, inherited_license in (
-            await self.session.execute(statement)
-        ).all():
-            config = evaluation.config
-            settings_class = (evaluation.revision_id, config["precision"], bool(config["apply_chat_template"]))
+        for (
+            evaluation_id,
+            revision_id,
+            config,
+            summary,
+            average,
+            finished_at,
+            repo_id,
+            kind,
+            parameters,
+            sha,
+            suite_version,
+            family,
+            own_license,
+            inherited_license,
+        ) in (await self.session.execute(statement)).all():
+            chat = bool(config["apply_chat_template"])
+            settings_class = (revision_id, config["precision"], chat)
             if settings_class in seen:
                 continue  # an older run of the same revision and settings: the latest one stands
             seen.add(settings_class)
@@ -168,53 +218,54 @@ class ScoreService:
                 continue
             if filters.precision is not None and config["precision"] != filters.precision:
                 continue
-            if filters.chat_template is not None and bool(config["apply_chat_template"]) != filters.chat_template:
+            if filters.chat_template is not None and chat != filters.chat_template:
                 continue
             if device_bytes is not None:
-                if model.parameter_count is None:
+                if parameters is None:
                     continue
-                weights = estimator.weight_bytes(model.parameter_count, config["precision"])
+                weights = estimator.weight_bytes(parameters, config["precision"])
                 if estimator.with_overhead(weights) > device_bytes:
                     continue
-            summary = evaluation.summary or {}
+            summary = summary or {}
             rows.append(
-                LeaderboardRow(
-                    rank=0,
-                    model=model.repo_id,
-                    revision=sha,
-                    family=family,
-                    license=licence,
-                    kind=model.kind.value,
-                    parameters=model.parameter_count,
-                    precision=config["precision"],
-                    chat_template=bool(config["apply_chat_template"]),
-                    average=evaluation.average,
-                    average_stderr=summary.get("average_stderr"),
-                    tasks=_task_scores(summary),
-                    evaluation_id=evaluation.id,
-                    harness_version=config["harness_version"],
-                    suite_version=suite_version,
-                    evaluated_at=evaluation.finished_at,
-                )
+                {
+                    "rank": 0,
+                    "model": repo_id,
+                    "revision": sha,
+                    "family": family,
+                    "license": licence,
+                    "kind": kind.value,
+                    "parameters": parameters,
+                    "precision": config["precision"],
+                    "chat_template": chat,
+                    "average": average,
+                    "average_stderr": summary.get("average_stderr"),
+                    "tasks": {
+                        name: {field: values[field] for field in ("raw", "raw_stderr", "normalized", "stderr")}
+                        for name, values in summary.get("tasks", {}).items()
+                    },
+                    "evaluation_id": str(evaluation_id),
+                    "harness_version": config["harness_version"],
+                    "suite_version": suite_version,
+                    "evaluated_at": finished_at.isoformat() if finished_at else None,
+                }
             )
 
-        def value(row: LeaderboardRow) -> Any:
-            if key == "average":
-                return row.average
-            if key == "parameters":
-                return row.parameters
+        def value(row: dict[str, Any]) -> Any:
             if key == "model":
-                return row.model.lower()
-            if key == "evaluated_at":
-                return row.evaluated_at
-            task = row.tasks.get(key)
-            return task.normalized if task else None
+                return row["model"].lower()
+            if key in FIXED_SORTS:
+                return row[key]
+            task = row["tasks"].get(key)
+            return task["normalized"] if task else None
 
         present = [row for row in rows if value(row) is not None]
         missing = [row for row in rows if value(row) is None]
         present.sort(key=value, reverse=descending)  # stable: ties keep the newest first
         ranked = present + missing  # rows without the sorted value go last, whatever the direction
-        return [row.model_copy(update={"rank": position}) for position, row in enumerate(ranked, start=1)]
+        for position, row in enumerate(ranked, start=1):
+            row["rank"] = position
+        return ranked
 
     async def compare(self, base_id: uuid.UUID, candidate_id: uuid.UUID) -> Comparison:
         base = await load_evaluation(self.session, base_id)
@@ -265,6 +316,27 @@ class ScoreService:
             select(SuiteVersion.definition).where(SuiteVersion.id == evaluation.suite_version_id)
         )
         return hub_exports(evaluation, SuiteDefinition.model_validate(definition), export_format)
+
+    async def hub_pull_request(self, evaluation_id: uuid.UUID, client: HubClient, has_token: bool) -> str:
+        """Open a pull request on the model repo adding `.eval_results/corral-<suite>.yaml`; returns its URL."""
+        if not has_token:
+            raise Conflict("No Hub token is configured (CORRAL_HUB_TOKEN): the server cannot open pull requests.")
+        content = await self.hub_export(evaluation_id, "eval-results")
+        evaluation = await load_evaluation(self.session, evaluation_id)
+        config = evaluation.config
+        title = f"Add {config['suite']} scores from Corral"
+        description = (
+            f"Scores of revision {config['revision']} on {config['suite']} ({config['precision']}, chat template "
+            f"{'on' if config['apply_chat_template'] else 'off'}, lm-eval {config['harness_version']}), "
+            f"Corral evaluation {evaluation.id}."
+        )
+        files = {f".eval_results/corral-{config['suite']}.yaml": content.encode()}
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                client.executor, client.open_pull_request, config["model"], files, title, description
+            )
+        except HubError as error:
+            raise hub_problem(error) from None
 
     async def history(self, repo_id: str, suite: str | None) -> list[ScoreHistoryEntry]:
         model = await model_by_repo_id(self.session, repo_id)
@@ -466,50 +538,51 @@ def decode_cursor(cursor: str | None, sort: str) -> int:
     return offset
 
 
-def to_csv(tasks: Sequence[str], rows: Sequence[LeaderboardRow]) -> str:
+def to_csv(tasks: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     head = ["rank", "model", "revision", "precision", "chat_template", "parameters", "family", "license", "average"]
     writer.writerow(head + [f"{task}" for task in tasks] + [f"{task}_raw" for task in tasks] + ["evaluation_id"])
     for row in rows:
-        scores = [row.tasks.get(task) for task in tasks]
+        scores = [row["tasks"].get(task) for task in tasks]
         writer.writerow(
             [
-                row.rank,
-                row.model,
-                row.revision,
-                row.precision,
-                row.chat_template,
-                row.parameters or "",
-                row.family or "",
-                row.license or "",
-                _fmt(row.average),
+                row["rank"],
+                row["model"],
+                row["revision"],
+                row["precision"],
+                row["chat_template"],
+                row["parameters"] or "",
+                row["family"] or "",
+                row["license"] or "",
+                _fmt(row["average"]),
             ]
-            + [_fmt(score.normalized if score else None) for score in scores]
-            + [_fmt(score.raw if score else None, 4) for score in scores]
-            + [row.evaluation_id]
+            + [_fmt(score["normalized"] if score else None) for score in scores]
+            + [_fmt(score["raw"] if score else None, 4) for score in scores]
+            + [row["evaluation_id"]]
         )
     return out.getvalue()
 
 
-def to_markdown(tasks: Sequence[str], rows: Sequence[LeaderboardRow]) -> str:
+def to_markdown(tasks: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     head = ["#", "model", "revision", "precision", "chat", "average", *tasks]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         cells = [
-            str(row.rank),
-            row.model,
-            row.revision[:7],
-            row.precision,
-            "yes" if row.chat_template else "no",
-            _fmt(row.average),
+            str(row["rank"]),
+            row["model"],
+            row["revision"][:7],
+            row["precision"],
+            "yes" if row["chat_template"] else "no",
+            _fmt(row["average"]),
         ]
         for task in tasks:
-            score = row.tasks.get(task)
+            score = row["tasks"].get(task)
             if score is None:
                 cells.append("—")
             else:
-                cells.append(_fmt(score.normalized) + (f" ± {score.stderr:.2f}" if score.stderr is not None else ""))
+                stderr = score["stderr"]
+                cells.append(_fmt(score["normalized"]) + (f" ± {stderr:.2f}" if stderr is not None else ""))
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 

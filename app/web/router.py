@@ -72,9 +72,9 @@ async def leaderboard_page(
         chat_template={"true": True, "false": False}.get(chat_template or ""),
         max_parameters=_number(max_parameters),
     )
-    service = ScoreService(session)
-    tasks = await service.suite_tasks(suite)
-    rows = await service.leaderboard_rows(suite, filters, sort)
+    settings = request.app.state.settings
+    board = await ScoreService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
+    tasks, rows = board.tasks, board.rows
     query = {k: v for k, v in request.query_params.items() if k != "sort" and v}
 
     def link(key: str) -> str:
@@ -90,9 +90,9 @@ async def leaderboard_page(
     families = list((await session.execute(select(Family.slug).order_by(Family.slug))).scalars())
     chart = scatter(
         [
-            Point(f"{row.model} ({row.precision})", row.parameters, row.average, row.family or "other")
+            Point(f"{row['model']} ({row['precision']})", row["parameters"], row["average"], row["family"] or "other")
             for row in rows
-            if row.parameters and row.average is not None
+            if row["parameters"] and row["average"] is not None
         ]
     )
     context: dict[str, Any] = {

@@ -6,6 +6,7 @@ its exceptions (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo). Knobs
 scripted failures (429 with Retry-After, 5xx), and a log of every request with the bytes it sent.
 """
 
+import base64
 import hashlib
 import json
 import re
@@ -44,6 +45,7 @@ class Repo:
     downloads: int = 1234
     likes: int = 56
     missing_on_resolve: set[str] = field(default_factory=set)  # listed in the info, 404 when fetched
+    pull_requests: list[dict[str, object]] = field(default_factory=list)  # commits made with create_pr
 
     def commit(self, revision: str) -> Commit | None:
         sha = self.branches.get(revision) or self.tags.get(revision) or revision
@@ -59,6 +61,9 @@ class Logged:
     authorization: str | None
     repo_id: str | None
     at: float = field(default_factory=time.monotonic)
+
+
+WRITE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<action>preupload|commit)/(?P<rev>[^/]+)$")
 
 
 def hub_date(moment: datetime) -> str:
@@ -131,6 +136,45 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._handle(body=False)
+
+    def do_POST(self) -> None:
+        """The two calls of `HfApi.create_commit` for small files: preupload (how to send each file), commit."""
+        path = unquote(urlsplit(self.path).path)
+        query = parse_qs(urlsplit(self.path).query)
+        data = self.rfile.read(int(self.headers.get("content-length") or 0))
+        match = WRITE.match(path)
+        repo = self.fake.repos.get(match.group("repo")) if match else None
+        if match is None or repo is None:
+            self._error(404, "RepoNotFound", "Repository not found", True, match.group("repo") if match else None)
+            return
+        if not (self.headers.get("authorization") or "").startswith("Bearer "):
+            self._error(401, None, "Invalid credentials", True, repo.repo_id)
+            return
+        if match.group("action") == "preupload":
+            files = json.loads(data)["files"]
+            answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+            self._json({"files": answer, "commitOid": repo.commits[-1].sha}, True, repo.repo_id)
+            return
+        lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        files = {
+            line["value"]["path"]: base64.b64decode(line["value"]["content"]) for line in lines if line["key"] == "file"
+        }
+        number = len(repo.pull_requests) + 1
+        oid = sha_of(repo.repo_id, "pr", number)
+        with self.fake._lock:
+            repo.pull_requests.append(
+                {
+                    "number": number,
+                    "title": header["summary"],
+                    "description": header.get("description", ""),
+                    "files": files,
+                    "create_pr": query.get("create_pr") == ["1"],
+                }
+            )
+        pull_request = f"{self.fake.url}/{repo.repo_id}/discussions/{number}"
+        commit_url = f"{self.fake.url}/{repo.repo_id}/commit/{oid}"
+        self._json({"commitUrl": commit_url, "commitOid": oid, "pullRequestUrl": pull_request}, True, repo.repo_id)
 
     def _handle(self, *, body: bool) -> None:
         split = urlsplit(self.path)
