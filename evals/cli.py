@@ -1,21 +1,137 @@
-"""`corral-runner`: the agent operators install on GPU machines (its commands arrive with the runner issue)."""
+"""`corral-runner`: the agent operators install on GPU machines. It talks to Corral over HTTP only."""
 
+import json
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import httpx
 import typer
+
+from evals import hardware
+from evals.client import ServerClient, ServerError
+from evals.config import RunnerConfig
 
 cli = typer.Typer(
     name="corral-runner",
-    help=(
-        "Corral's runner agent: registers this machine with a Corral server, claims evaluation jobs, runs "
-        "lm-evaluation-harness and uploads the results. Not implemented yet: this build only prints this help."
-    ),
+    help="Corral's runner agent: claims evaluation jobs from a Corral server and runs lm-evaluation-harness.",
+    no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Config file [default: CORRAL_RUNNER_CONFIG or ~/.config/corral/runner.json]."),
+]
 
 
-@cli.callback(invoke_without_command=True)
-def _root(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+def _load(config: Path | None) -> RunnerConfig:
+    try:
+        return RunnerConfig.load(config)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"corral-runner: no usable configuration ({exc}); run `corral-runner register` first", err=True)
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def register(
+    server: Annotated[str, typer.Option(help="The Corral server's base URL.")],
+    token: Annotated[str, typer.Option(help="A registration token (crlreg_...) or this runner's own token (crl_...).")],
+    name: Annotated[str | None, typer.Option(help="Runner name [default: the host name].")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="A label (repeatable).")] = None,
+    max_concurrent_jobs: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    config: ConfigOption = None,
+) -> None:
+    """Register this machine (accelerators detected) and store its credentials in the config file."""
+    if token.startswith("crlreg_"):
+        body = {
+            **hardware.report(),
+            "name": name or socket.gethostname().split(".")[0],
+            "labels": label or [],
+            "max_concurrent_jobs": max_concurrent_jobs,
+            "registration_token": token,
+        }
+        answer = httpx.post(f"{server.rstrip('/')}/v1/runners/register", json=body, timeout=60)
+        if answer.status_code != 201:
+            typer.echo(f"corral-runner: registration refused: {answer.status_code} {answer.text}", err=True)
+            raise typer.Exit(1)
+        token = answer.json()["token"]
+    try:
+        runner = ServerClient(server, token).verify(hardware.report())
+    except ServerError as exc:
+        typer.echo(f"corral-runner: the server refused this token: {exc}", err=True)
+        raise typer.Exit(1) from None
+    saved = RunnerConfig.load(config, server=server, token=token).save(config)
+    typer.echo(json.dumps({"runner": runner["name"], "id": runner["id"], "config": str(saved)}))
+
+
+@cli.command()
+def run(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run at most one job (none if the queue is empty), then exit.")
+    ] = False,
+    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Claim and run jobs until stopped; SIGTERM finishes the current job first."""
+    from evals.agent import Agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    agent = Agent(_load(config))
+    signal.signal(signal.SIGTERM, agent.drain)
+    done = agent.run(once=once, max_jobs=max_jobs)
+    typer.echo(json.dumps({"jobs_run": done}))
+
+
+@cli.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Check the server, this runner's token, lm-eval, torch and CUDA; exit 1 if something is missing."""
+    problems = 0
+
+    def line(ok: bool, what: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        typer.echo(f"{'ok  ' if ok else 'FAIL'} {what}")
+
+    settings = _load(config)
+    try:
+        health = httpx.get(f"{settings.server.rstrip('/')}/readyz", timeout=10)
+        line(health.status_code == 200, f"server {settings.server}: {health.status_code}")
+    except httpx.HTTPError as exc:
+        line(False, f"server {settings.server}: {type(exc).__name__}")
+    try:
+        runner = ServerClient(settings.server, settings.token.get_secret_value(), retries=0).verify(
+            {
+                "accelerators": hardware.detect(),
+                "backends": hardware.backends(),
+                "lm_eval_version": hardware.lm_eval_version(),
+            }
+        )
+        line(True, f"token: runner {runner['name']} ({runner['state']})")
+    except (ServerError, httpx.HTTPError) as exc:
+        line(False, f"token: {exc}")
+    version = hardware.lm_eval_version()
+    line(version is not None, f"lm-eval {version or 'not installed (pip install corral[runner])'}")
+    try:
+        import torch
+
+        line(True, f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}")
+        if torch.cuda.is_available():
+            for index in range(torch.cuda.device_count()):
+                free, total = torch.cuda.mem_get_info(index)
+                name = torch.cuda.get_device_name(index)
+                line(True, f"cuda:{index} {name}: {total / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
+        else:
+            line(True, "no CUDA device: jobs run on the CPU")
+    except ImportError:
+        line(False, "torch not installed")
+    for device in hardware.detect():
+        typer.echo(
+            f"     accelerator {device['kind']} x{device['count']}: {device['memory_bytes'] / 2**30:.1f} GiB each"
+        )
+    raise typer.Exit(1 if problems else 0)
 
 
 def main() -> None:

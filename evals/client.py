@@ -1,0 +1,87 @@
+"""The runner protocol over HTTP: the only way the agent talks to Corral (it never sees the database)."""
+
+import re
+import time
+from typing import Any
+
+import httpx
+
+RETRYABLE = {429, 502, 503, 504}
+
+
+class ServerError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class ServerClient:
+    def __init__(self, server: str, token: str, *, timeout: float = 60.0, retries: int = 5) -> None:
+        self.http = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        self.retries = retries
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(self, method: str, url: str, *, lease: str | None = None, **kwargs: Any) -> httpx.Response:
+        """Retries connection errors and 429/5xx with backoff: every call here is safe to repeat (the server
+        dedupes uploads by content hash, and a repeated heartbeat only extends the lease)."""
+        headers = dict(kwargs.pop("headers", {}))
+        if lease is not None:
+            headers["Corral-Lease-Token"] = lease
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+            else:
+                if response.status_code not in RETRYABLE or attempt == self.retries:
+                    return response
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ServerError(response.status_code, str(detail))
+        return response.json() if response.content else None
+
+    def verify(self, report: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json(self._request("POST", "/v1/runner/verify", json=report)))
+
+    def claim(self, wait: float) -> dict[str, Any] | None:
+        response = self._request("POST", "/v1/runner/jobs/claim", params={"wait": wait}, timeout=wait + 30)
+        return None if response.status_code == 204 else dict(self._json(response))
+
+    def heartbeat(self, attempt: str, lease: str, progress: dict[str, Any]) -> dict[str, Any]:
+        url = f"/v1/runner/attempts/{attempt}/heartbeat"
+        return dict(self._json(self._request("POST", url, lease=lease, json={"progress": progress})))
+
+    def append_log(self, attempt: str, lease: str, offset: int, data: bytes) -> int:
+        """Appends at `offset`; returns the server's log size (after a 416, where to resume from)."""
+        url = f"/v1/runner/attempts/{attempt}/log"
+        headers = {"Content-Range": f"bytes {offset}-{offset + len(data) - 1}", "Content-Type": "text/plain"}
+        response = self._request("PATCH", url, lease=lease, content=data, headers=headers)
+        if response.status_code == 416:
+            match = re.match(r"0-(\d+)", response.headers.get("range", ""))
+            return int(match.group(1)) if match else offset
+        self._json(response)
+        return offset + len(data)
+
+    def upload_result(self, attempt: str, lease: str, results: dict[str, Any], samples: Any) -> dict[str, Any]:
+        url = f"/v1/runner/attempts/{attempt}/result"
+        body = {"results": results, "samples": samples}
+        return dict(self._json(self._request("PUT", url, lease=lease, json=body)))
+
+    def fail(self, attempt: str, lease: str, category: str, message: str) -> dict[str, Any]:
+        url = f"/v1/runner/attempts/{attempt}/fail"
+        body = {"category": category, "message": message[-20_000:]}
+        return dict(self._json(self._request("POST", url, lease=lease, json=body)))

@@ -1,0 +1,207 @@
+"""The whole loop on a CPU, offline: a real `corral serve`, a real `corral-runner`, lm-eval's `hf` backend on a
+tiny Llama checkpoint built here, the smoke suite's tasks and data from the repo."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.databases import offline_environment
+from tests.support.tiny_model import build_tiny_llama
+from tests.test_docs_browser import _free_port
+
+REPO = "corral-test/tiny"
+SHA = "1" * 40
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+class Server:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = offline_environment(
+            CORRAL_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'corral.db'}",
+            CORRAL_HEARTBEAT_SECONDS="1",
+            CORRAL_LOG_LEVEL="WARNING",
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, "corral serve exited"
+            assert time.monotonic() < deadline, "corral serve did not become ready"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def corral(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "app", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def prepare(server: Server, tiny_model: Path, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An admin token, the model and its revision, a runner and its config file; returns admin headers, config."""
+    admin = {"Authorization": f"Bearer {server.corral('token', 'create', '--scope', 'admin', '--name', 'e2e')}"}
+    created = httpx.post(f"{server.url}/v1/models", json={"repo_id": REPO, "kind": "base"}, headers=admin)
+    assert created.status_code == 201, created.text
+    httpx.post(f"{server.url}/v1/models/{REPO}/revisions", json={"sha": SHA}, headers=admin).raise_for_status()
+    machine = {"name": "cpu-box", "accelerators": [{"kind": "cpu", "memory_bytes": 8 * 2**30, "count": 1}]}
+    runner = httpx.post(f"{server.url}/v1/runners", json=machine, headers=admin).json()
+    config = tmp_path / "runner.json"
+    config.write_text(
+        json.dumps(
+            {
+                "server": server.url,
+                "token": runner["token"],
+                "spool_dir": str(tmp_path / "spool"),
+                "work_dir": str(tmp_path / "work"),
+                "local_models": {REPO: str(tiny_model)},
+                "device": "cpu",
+                "claim_wait_seconds": 1,
+            }
+        )
+    )
+    # The machine checks in with what it has (lm-eval's version among it), as an operator would.
+    registered = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evals",
+            "register",
+            "--server",
+            server.url,
+            "--token",
+            runner["token"],
+            "--config",
+            str(config),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **OFFLINE},
+    )
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(config.read_text())["local_models"] == {REPO: str(tiny_model)}  # kept by register
+    return admin, config
+
+
+def request_smoke(server: Server, admin: dict[str, str]) -> dict[str, Any]:
+    body = {"model": REPO, "revision": SHA, "suite": "smoke", "precision": "fp32", "batch_size": 1, "limit": 4}
+    answer = httpx.post(f"{server.url}/v1/evaluations", json=body, headers=admin)
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def runner(config: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **OFFLINE}
+    return subprocess.Popen(
+        [sys.executable, "-m", "evals", "run", "--config", str(config), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def evaluation(server: Server, evaluation_id: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{server.url}/v1/evaluations/{evaluation_id}").json())
+
+
+def test_smoke_suite_runs_end_to_end(server: Server, tiny_model: Path, tmp_path: Path) -> None:
+    admin, config = prepare(server, tiny_model, tmp_path)
+    requested = request_smoke(server, admin)
+    process = runner(config, "--max-jobs", "2")
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    shown = evaluation(server, requested["id"])
+    assert shown["state"] == "succeeded", (shown, output)
+    assert set(shown["summary"]["tasks"]) == {"corral_smoke_mc", "corral_smoke_gen"}
+    assert shown["average"] is not None
+    for job in shown["jobs"]:
+        tail = job["log_tail"]
+        assert "corral: lm-eval hf on" in tail
+        assert "lm-eval finished" in tail
+        assert f"pretrained={tiny_model}" in tail
+    runners = httpx.get(f"{server.url}/v1/runners", headers=admin).json()["items"]
+    assert runners[0]["lm_eval_version"] == "0.4.13"  # reported by the agent's check-in
+    assert runners[0]["accelerators"][0]["kind"] in ("cpu",) or runners[0]["accelerators"]
+
+
+def test_cancel_kills_the_child_and_a_spooled_result_survives_a_server_outage(
+    server: Server, tiny_model: Path, tmp_path: Path
+) -> None:
+    admin, config = prepare(server, tiny_model, tmp_path)
+    first = request_smoke(server, admin)
+    process = runner(config, "--max-jobs", "1")
+    deadline = time.monotonic() + 60
+    while evaluation(server, first["id"])["jobs"][0]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    httpx.post(f"{server.url}/v1/evaluations/{first['id']}/cancel", headers=admin).raise_for_status()
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "canceled by the server" in output
+    job = evaluation(server, first["id"])["jobs"][0]
+    assert (job["state"], job["attempts"][0]["state"]) == ("canceled", "canceled")
+    assert not list((tmp_path / "spool").glob("*.json"))
+
+    # The server goes away while the job runs: the result waits in the spool and is sent when it returns.
+    second = httpx.post(
+        f"{server.url}/v1/evaluations",
+        json={"model": REPO, "revision": SHA, "suite": "smoke", "precision": "fp32", "batch_size": 1, "limit": 3},
+        headers=admin,
+    ).json()
+    process = runner(config, "--max-jobs", "1")
+    deadline = time.monotonic() + 60
+    while evaluation(server, second["id"])["jobs"][0]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    server.stop()
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert len(list((tmp_path / "spool").glob("*.json"))) == 1, output
+    server.start()
+    flushed = runner(config, "--once")
+    flushed.communicate(timeout=120)
+    assert not list((tmp_path / "spool").glob("*.json"))
+    job = evaluation(server, second["id"])["jobs"][0]
+    assert job["state"] == "succeeded"
