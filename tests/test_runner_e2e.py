@@ -205,3 +205,39 @@ def test_cancel_kills_the_child_and_a_spooled_result_survives_a_server_outage(
     assert not list((tmp_path / "spool").glob("*.json"))
     job = evaluation(server, second["id"])["jobs"][0]
     assert job["state"] == "succeeded"
+
+
+def test_a_killed_runners_job_is_finished_by_another(tmp_path: Path, tiny_model: Path) -> None:
+    import signal
+
+    server = Server(tmp_path)
+    server.env |= {
+        "CORRAL_LEASE_SECONDS": "5",
+        "CORRAL_REAPER_INTERVAL_SECONDS": "1",
+        "CORRAL_RETRY_BACKOFF_SECONDS": "0",
+    }
+    server.start()
+    try:
+        admin, config = prepare(server, tiny_model, tmp_path)
+        requested = request_smoke(server, admin)
+        doomed = subprocess.Popen(
+            [sys.executable, "-m", "evals", "run", "--config", str(config), "--max-jobs", "1"],
+            cwd=ROOT,
+            env={**os.environ, **OFFLINE},
+            start_new_session=True,  # its own process group: the kill takes its lm-eval child too
+        )
+        deadline = time.monotonic() + 60
+        while evaluation(server, requested["id"])["jobs"][0]["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(doomed.pid, signal.SIGKILL)  # the machine dies mid-job: no goodbye, no result
+        doomed.wait()
+        survivor = runner(config, "--max-jobs", "2")
+        output, _ = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, output
+        shown = evaluation(server, requested["id"])
+        assert shown["state"] == "succeeded", output
+        first = shown["jobs"][0]
+        assert [attempt["state"] for attempt in first["attempts"]] == ["lost", "succeeded"]
+    finally:
+        server.stop()
