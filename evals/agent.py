@@ -38,15 +38,15 @@ class Agent:
         self.stopping = threading.Event()  # SIGTERM: finish the current job, take no new one
         self.child: subprocess.Popen[bytes] | None = None
 
-    def run(self, *, once: bool = False, max_jobs: int | None = None) -> int:
-        """Returns the number of jobs run."""
+    def run(self, *, once: bool = False, max_jobs: int | None = None, until_idle: bool = False) -> int:
+        """Returns the number of jobs run. `until_idle`: stop when a claim finds nothing."""
         self.client.verify(hardware.report())
         self.flush_spool()
         done = 0
         while not self.stopping.is_set():
-            job = self.client.claim(0 if once else self.config.claim_wait_seconds)
+            job = self.client.claim(0 if once or until_idle else self.config.claim_wait_seconds)
             if job is None:
-                if once:
+                if once or until_idle:
                     break
                 continue
             self.execute(job)
@@ -58,7 +58,7 @@ class Agent:
 
     def execute(self, job: dict[str, Any]) -> None:
         attempt, lease = job["attempt_id"], job["lease_token"]
-        workdir = self.config.work_dir / attempt
+        workdir = (self.config.work_dir / attempt).resolve()  # the child runs elsewhere: absolute paths only
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         spec = {**job, "local_path": self._local_path(job["model"]), "device": self.config.device}
@@ -146,7 +146,7 @@ class Agent:
             os.killpg(self.child.pid, signal.SIGKILL)
 
     def _spool(self, attempt: str, lease: str, workdir: Path) -> None:
-        self.config.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.config.spool_dir.mkdir(parents=True, exist_ok=True)  # made absolute by the config
         entry = {
             "attempt_id": attempt,
             "lease_token": lease,

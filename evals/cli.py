@@ -73,6 +73,7 @@ def run(
         bool, typer.Option("--once", help="Run at most one job (none if the queue is empty), then exit.")
     ] = False,
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit when the queue has nothing for it.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Claim and run jobs until stopped; SIGTERM finishes the current job first."""
@@ -81,7 +82,7 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     agent = Agent(_load(config))
     signal.signal(signal.SIGTERM, agent.drain)
-    done = agent.run(once=once, max_jobs=max_jobs)
+    done = agent.run(once=once, max_jobs=max_jobs, until_idle=until_idle)
     typer.echo(json.dumps({"jobs_run": done}))
 
 
@@ -132,6 +133,21 @@ def doctor(config: ConfigOption = None) -> None:
             f"     accelerator {device['kind']} x{device['count']}: {device['memory_bytes'] / 2**30:.1f} GiB each"
         )
     raise typer.Exit(1 if problems else 0)
+
+
+@cli.command()
+def demo(
+    admin_token: Annotated[str, typer.Option(envvar="CORRAL_TOKEN", help="An admin token of the server.")],
+    server: Annotated[str, typer.Option(help="A running `corral serve`.")] = "http://127.0.0.1:8000",
+    state: Annotated[Path, typer.Option(help="Where the demo keeps its model, spool and scratch.")] = Path(
+        ".corral-demo"
+    ),
+) -> None:
+    """The whole loop on this machine, no GPU: a tiny model, the smoke suite, lm-eval on the CPU, the scores."""
+    from evals.demo import run_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    raise typer.Exit(run_demo(server, admin_token, state, typer.echo))
 
 
 def main() -> None:

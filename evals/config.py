@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 
 def default_path() -> Path:
@@ -27,6 +27,12 @@ class RunnerConfig(BaseModel):
     )
     claim_wait_seconds: float = 25.0
     device: str | None = Field(default=None, description="torch device for the hf backend; default cuda if present.")
+
+    @field_validator("spool_dir", "work_dir", "hf_cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # The lm-eval child runs in another directory: a relative path would point elsewhere there.
+        return value.expanduser().resolve() if value is not None else None
 
     @classmethod
     def load(cls, path: Path | None = None, **given: object) -> "RunnerConfig":

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from evals.tiny import build_tiny_llama
 from tests.support.databases import offline_environment
-from tests.support.tiny_model import build_tiny_llama
 from tests.test_docs_browser import _free_port
 
 REPO = "corral-test/tiny"
@@ -241,3 +241,30 @@ def test_a_killed_runners_job_is_finished_by_another(tmp_path: Path, tiny_model:
         assert [attempt["state"] for attempt in first["attempts"]] == ["lost", "succeeded"]
     finally:
         server.stop()
+
+
+def test_one_machine_demo(server: Server, tmp_path: Path) -> None:
+    """The documented tour for a new user: `corral serve`, then `corral-runner demo` beside it."""
+    token = server.corral("token", "create", "--scope", "admin", "--name", "demo")
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evals",
+            "demo",
+            "--admin-token",
+            token,
+            "--server",
+            server.url,
+            "--state",
+            str(tmp_path / "demo"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **OFFLINE},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "evaluation succeeded" in demo.stdout
+    assert "| 1 | corral-demo/tiny-llama |" in demo.stdout

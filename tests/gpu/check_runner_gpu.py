@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from evals import hardware
 from evals.execute import environment, peak_memory
-from tests.support.tiny_model import build_tiny_llama
+from evals.tiny import build_tiny_llama
 
 
 def main(output: Path) -> int:

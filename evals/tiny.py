@@ -1,6 +1,7 @@
-"""A tiny Llama-architecture checkpoint made at test time: random weights, a tokenizer trained on the spot.
+"""A tiny Llama-architecture checkpoint made on the spot: random weights, a tokenizer trained on the smoke data.
 
-Real enough for lm-eval's `hf` backend to load and run end to end on a CPU in seconds; its answers are noise.
+Real enough for lm-eval's `hf` backend to load and run end to end on a CPU in seconds (its answers are noise):
+the tests use it, and so does `corral-runner demo`, the one-machine tour.
 """
 
 import json
@@ -13,8 +14,8 @@ def build_tiny_llama(directory: Path, *, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    corpus = []
-    tasks = Path(__file__).resolve().parents[2] / "evals" / "tasks" / "smoke"
+    corpus: list[str] = []
+    tasks = Path(__file__).resolve().parent / "tasks" / "smoke"
     for data in tasks.glob("*.jsonl"):
         for line in data.read_text().splitlines():
             corpus.extend(str(value) for value in json.loads(line).values())
