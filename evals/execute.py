@@ -75,9 +75,9 @@ def environment() -> dict[str, Any]:
             facts["gpu_count"] = torch.cuda.device_count()
     except ImportError:
         pass
-    from evals.hardware import _run
+    from evals.hardware import run_command
 
-    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    driver = run_command(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     if driver:
         facts["driver_version"] = driver.strip().splitlines()[0]
     return facts

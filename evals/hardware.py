@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 
-def _run(command: list[str]) -> str | None:
+def run_command(command: list[str]) -> str | None:
     if shutil.which(command[0]) is None:
         return None
     try:
@@ -22,7 +22,7 @@ def _slug(name: str) -> str:
 
 
 def nvidia() -> list[dict[str, Any]]:
-    output = _run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+    output = run_command(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
     if not output:
         return []
     devices: Counter[tuple[str, int]] = Counter()
@@ -33,7 +33,7 @@ def nvidia() -> list[dict[str, Any]]:
 
 
 def amd() -> list[dict[str, Any]]:
-    output = _run(["rocm-smi", "--showmeminfo", "vram", "--showproductname", "--json"])
+    output = run_command(["rocm-smi", "--showmeminfo", "vram", "--showproductname", "--json"])
     if not output:
         return []
     devices: Counter[tuple[str, int]] = Counter()

@@ -97,16 +97,6 @@ class LmEvalResults(BaseModel):
     n_shot: dict[str, Any] = Field(default_factory=dict, alias="n-shot")
     lm_eval_version: str | None = Field(default=None, max_length=32)
 
-    def first_non_numeric_metric(self) -> str | None:
-        """The path of the first `metric,filter` value that is not a number (stderr may be "N/A")."""
-        for task, metrics in self.results.items():
-            for key, value in metrics.items():
-                if "," not in key or "_stderr," in key:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    return f"results.{task}.{key}"
-        return None
-
 
 class ResultUpload(WriteModel):
     results: dict[str, Any] = Field(description="lm-eval's results JSON, as `simple_evaluate` returns it.")

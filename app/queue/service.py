@@ -268,8 +268,6 @@ class QueueService:
             first = exc.errors()[0]
             path = ".".join(str(part) for part in ("results", *first["loc"]))
             raise UnprocessableEntity(f"not lm-eval results: {first['msg']}", field=path) from None
-        if (bad := document.first_non_numeric_metric()) is not None:
-            raise UnprocessableEntity("not lm-eval results: a metric value must be a number", field=f"results.{bad}")
         _, digest = canonical_json(body.results)
         await serialize(self.session)  # SQLite: from here on, alone among writers (PostgreSQL: row locks below)
         attempt = await self._attempt_of(attempt_id, runner_id, lease_token)

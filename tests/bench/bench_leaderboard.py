@@ -38,6 +38,7 @@ from tests.support.databases import (
     postgres_url,
     unique_name,
 )
+from tests.support.server import wait_until_ready
 
 CLIENTS = 32
 
@@ -178,16 +179,7 @@ def main() -> None:
             [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)], env=env
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.2)
+        wait_until_ready(base, server)
         print(
             f"server: corral serve --workers {args.workers} on PostgreSQL; {args.revisions} scored revisions; "
             f"{CLIENTS} clients; {os.cpu_count()} CPUs shared"

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import migrate
@@ -38,6 +37,7 @@ from tests.support.databases import (
     unique_name,
 )
 from tests.support.evaluations import make_model_rows, seed_queue
+from tests.support.server import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,16 +216,7 @@ def main() -> None:
             env=env,
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.2)
+        wait_until_ready(base, server)
         print(
             f"server: corral serve --workers {args.workers} on PostgreSQL; {args.runners} simulated runners; "
             f"{os.cpu_count()} CPUs shared by server, database and load generator"
