@@ -1,5 +1,5 @@
-"""The agent loop: claim (long-poll) → run lm-eval in a child process → heartbeat and stream its log →
-spool and upload the results (or report the failure) → next.
+"""The agent loop: claim (long-poll) → run lm-eval in the worker process → heartbeat with its progress and
+stream its log → spool and upload the results (or report the failure) → next.
 
 Finished results are written to the spool before the upload, so a server outage (or an agent restart)
 never loses a finished run: the spool is re-sent at start and after every job.
@@ -9,9 +9,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,10 +19,11 @@ import httpx
 from evals import hardware
 from evals.client import ServerClient, ServerError
 from evals.config import RunnerConfig
+from evals.execute import model_key
+from evals.worker import WorkerProcess
 
 log = logging.getLogger("corral.runner")
 EVALS_DIR = Path(__file__).resolve().parent
-KILL_GRACE_SECONDS = 10
 LOG_TAIL_BYTES = 4000
 
 
@@ -35,65 +33,74 @@ class Agent:
     def __init__(self, config: RunnerConfig, client: ServerClient | None = None) -> None:
         self.config = config
         self.client = client or ServerClient(config.server, config.token.get_secret_value())
-        self.stopping = threading.Event()  # SIGTERM: finish the current job, take no new one
-        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()  # SIGTERM: take no new job
+        self.handing_back = threading.Event()  # and give the current one back to the queue
+        self.worker: WorkerProcess | None = None
 
     def run(self, *, once: bool = False, max_jobs: int | None = None, until_idle: bool = False) -> int:
         """Returns the number of jobs run. `until_idle`: stop when a claim finds nothing."""
         self.client.verify(hardware.report())
         self.flush_spool()
         done = 0
-        while not self.stopping.is_set():
-            job = self.client.claim(0 if once or until_idle else self.config.claim_wait_seconds)
-            if job is None:
-                if once or until_idle:
+        try:
+            while not self.stopping.is_set():
+                self._retire_idle_worker()
+                job = self.client.claim(0 if once or until_idle else self.config.claim_wait_seconds)
+                if job is None:
+                    if once or until_idle:
+                        break
+                    continue
+                if self.stopping.is_set():  # SIGTERM came during the long-poll: this job was never started
+                    self._release(job["attempt_id"], job["lease_token"])
                     break
-                continue
-            self.execute(job)
-            self.flush_spool()
-            done += 1
-            if once or (max_jobs is not None and done >= max_jobs):
-                break
+                self.execute(job)
+                self.flush_spool()
+                done += 1
+                if once or (max_jobs is not None and done >= max_jobs):
+                    break
+        finally:
+            self._stop_worker()
         return done
 
     def execute(self, job: dict[str, Any]) -> None:
-        attempt, lease = job["attempt_id"], job["lease_token"]
-        workdir = (self.config.work_dir / attempt).resolve()  # the child runs elsewhere: absolute paths only
+        workdir = (self.config.work_dir / job["attempt_id"]).resolve()  # the worker runs elsewhere: absolute
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
+        try:
+            self._run_job(job, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # the server has the log; the spool has the results
+
+    def _run_job(self, job: dict[str, Any], workdir: Path) -> None:
+        attempt, lease = job["attempt_id"], job["lease_token"]
         spec = {**job, "local_path": self._local_path(job["model"]), "device": self.config.device}
         spec["include_path"] = str(EVALS_DIR / job["include_path"]) if job.get("include_path") else None
-        spec.pop("lease_token")  # the child never needs it
+        spec.pop("lease_token")  # the worker never needs it
         (workdir / "spec.json").write_text(json.dumps(spec))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-        if self.config.hf_token is not None:
-            env["HF_TOKEN"] = self.config.hf_token.get_secret_value()
-        if self.config.hf_cache_dir is not None:
-            env["HF_HOME"] = str(self.config.hf_cache_dir)
         log_path = workdir / "log.txt"
-        with log_path.open("wb") as output:
-            # The child runs beside the task files: lm-eval resolves their relative data_files from there.
-            self.child = subprocess.Popen(
-                [sys.executable, "-m", "evals.execute", str(workdir / "spec.json")],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=spec["include_path"] or workdir,
-                env=env,
-                start_new_session=True,  # a cancel kills its whole process group
-            )
-            canceled = self._watch(attempt, lease, log_path, job["heartbeat_seconds"])
-        code = self.child.wait()
-        self.child = None
-        if canceled:
-            log.info("job %s canceled by the server; child stopped", job["job_id"])
+        log_path.touch()
+        worker = self._worker_for(model_key(spec))
+        try:
+            worker.submit(workdir / "spec.json")
+        except BrokenPipeError:  # it died while idle: a fresh one
+            self._stop_worker()
+            worker = self._worker_for(model_key(spec))
+            worker.submit(workdir / "spec.json")
+        outcome = self._watch(worker, attempt, lease, workdir, job["heartbeat_seconds"])
+        if outcome != "finished":
+            log.info("job %s %s; lm-eval stopped", job["job_id"], outcome)
             return
         self._send_log(attempt, lease, log_path)
-        results = workdir / "results.json"
-        if code == 0 and results.exists():
+        code = self._exit_code(worker, workdir)
+        if code != 0 or not self.config.warm_worker:
+            self._stop_worker()  # a failed job ends its worker; a cold runner starts one per job
+        else:
+            worker.idle_since = time.monotonic()
+        if code == 0 and (workdir / "results.json").exists():
             self._spool(attempt, lease, workdir)
             return
-        outcome = workdir / "outcome.json"
-        failure = json.loads(outcome.read_text()) if outcome.exists() else {"category": "harness_error"}
+        failure_path = workdir / "outcome.json"
+        failure = json.loads(failure_path.read_text()) if failure_path.exists() else {"category": "harness_error"}
         tail = log_path.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
         message = f"{failure.get('message', f'lm-eval exited with status {code}')}\n--- last log lines ---\n{tail}"
         try:
@@ -101,31 +108,91 @@ class Agent:
         except (ServerError, httpx.TransportError) as exc:
             log.warning("could not report the failure of attempt %s: %s", attempt, exc)
 
-    def _watch(self, attempt: str, lease: str, log_path: Path, interval: float) -> bool:
-        """Heartbeat and stream the log until the child exits; True if the server asked to cancel."""
-        assert self.child is not None
+    def _worker_for(self, key: str) -> WorkerProcess:
+        """The running worker if it holds this model (or can load it), else a fresh one."""
+        if self.worker is not None and (self.worker.key != key or not self.worker.alive()):
+            self._stop_worker()  # another model: a fresh process returns all the device memory
+        if self.worker is None:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+            if self.config.hf_token is not None:
+                env["HF_TOKEN"] = self.config.hf_token.get_secret_value()
+            if self.config.hf_cache_dir is not None:
+                env["HF_HOME"] = str(self.config.hf_cache_dir)
+            self.config.work_dir.mkdir(parents=True, exist_ok=True)
+            self.worker = WorkerProcess(key, env, self.config.work_dir / "worker.log")
+            log.info("started an lm-eval worker (pid %d)", self.worker.process.pid)
+        return self.worker
+
+    def _stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def _retire_idle_worker(self) -> None:
+        """A warm worker holds its model's memory: give it back when no job of that model came for a while."""
+        if self.worker is not None and time.monotonic() - self.worker.idle_since > self.config.worker_idle_seconds:
+            log.info("worker idle for %.0f s; stopping it", self.config.worker_idle_seconds)
+            self._stop_worker()
+
+    @staticmethod
+    def _exit_code(worker: WorkerProcess, workdir: Path) -> int:
+        done = workdir / "done"
+        if done.exists():
+            return int(json.loads(done.read_text())["code"])
+        code = worker.exit_code()
+        return code if code is not None else 1
+
+    def _watch(self, worker: WorkerProcess, attempt: str, lease: str, workdir: Path, interval: float) -> str:
+        """Heartbeat and stream the log until the job ends: "finished", or why lm-eval was stopped."""
         self._offset = 0
         while True:
             deadline = time.monotonic() + interval
-            while self.child.poll() is None and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if (workdir / "done").exists() or not worker.alive():
+                    return "finished"
+                if self.handing_back.is_set():
+                    return self._hand_back(attempt, lease, workdir)
                 time.sleep(0.2)
-            if self.child.poll() is not None:
-                return False
-            self._send_log(attempt, lease, log_path)
+            self._send_log(attempt, lease, workdir / "log.txt")
             try:
-                reply = self.client.heartbeat(attempt, lease, {"stage": "running lm-eval"})
+                reply = self.client.heartbeat(attempt, lease, self._progress(workdir))
             except httpx.TransportError as exc:  # the server is away: keep working, the lease may survive it
                 log.warning("heartbeat failed (%s); the job goes on", type(exc).__name__)
                 continue
             except ServerError as exc:
                 if exc.status == 409:  # the lease is gone: another runner has the job now
-                    log.warning("attempt %s lost its lease (%s); stopping the child", attempt, exc.detail)
-                    self._kill()
-                    return True
+                    log.warning("attempt %s lost its lease (%s); stopping lm-eval", attempt, exc.detail)
+                    self._kill_worker()
+                    return "lost its lease"
                 raise
             if reply["cancel_requested"]:
-                self._kill()
-                return True
+                self._kill_worker()
+                return "canceled by the server"
+
+    def _hand_back(self, attempt: str, lease: str, workdir: Path) -> str:
+        """Stop lm-eval and give the job back to the queue at once, for another runner (or this one, later)."""
+        self._kill_worker()
+        self._send_log(attempt, lease, workdir / "log.txt")
+        self._release(attempt, lease)
+        return "handed back to the queue"
+
+    def _release(self, attempt: str, lease: str) -> None:
+        try:
+            self.client.release(attempt, lease, "The runner was asked to stop (SIGTERM) and handed the job back.")
+        except (ServerError, httpx.TransportError) as exc:  # the lease will lapse and the reaper requeues it
+            log.warning("could not hand back attempt %s: %s", attempt, exc)
+
+    @staticmethod
+    def _progress(workdir: Path) -> dict[str, Any]:
+        try:
+            return dict(json.loads((workdir / "progress.json").read_text()))
+        except (OSError, ValueError):
+            return {"stage": "starting lm-eval"}
+
+    def _kill_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
 
     def _send_log(self, attempt: str, lease: str, log_path: Path) -> None:
         data = log_path.read_bytes()[self._offset :]
@@ -135,15 +202,6 @@ class Agent:
             self._offset = self.client.append_log(attempt, lease, self._offset, data[: 1024 * 1024])
         except (ServerError, httpx.TransportError) as exc:
             log.warning("log append refused: %s", exc)
-
-    def _kill(self) -> None:
-        if self.child is None or self.child.poll() is not None:
-            return
-        os.killpg(self.child.pid, signal.SIGTERM)
-        try:
-            self.child.wait(timeout=KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.child.pid, signal.SIGKILL)
 
     def _spool(self, attempt: str, lease: str, workdir: Path) -> None:
         self.config.spool_dir.mkdir(parents=True, exist_ok=True)  # made absolute by the config
@@ -183,6 +241,11 @@ class Agent:
         local = self.config.local_models.get(repo_id)
         return str(local) if local is not None else None
 
-    def drain(self, *_args: object) -> None:
-        log.info("SIGTERM: finishing the current job, then stopping")
+    def on_sigterm(self, *_args: object) -> None:
+        """The first SIGTERM drains (or hands the job back, with `hand_back_on_sigterm`); a second hands back."""
+        if self.config.hand_back_on_sigterm or self.stopping.is_set():
+            log.info("SIGTERM: handing the current job back to the queue, then stopping")
+            self.handing_back.set()
+        else:
+            log.info("SIGTERM: finishing the current job, then stopping (a second SIGTERM hands it back)")
         self.stopping.set()

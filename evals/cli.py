@@ -74,14 +74,34 @@ def run(
     ] = False,
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit when the queue has nothing for it.")] = False,
+    hand_back_on_sigterm: Annotated[
+        bool | None,
+        typer.Option(
+            "--hand-back-on-sigterm/--finish-on-sigterm",
+            help="What SIGTERM does to the running job [default: the config's, else finish it].",
+        ),
+    ] = None,
+    warm: Annotated[
+        bool | None,
+        typer.Option(
+            "--warm/--cold",
+            help="Keep the model loaded between jobs of the same model, or one process per job "
+            "[default: the config's, else warm].",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Claim and run jobs until stopped; SIGTERM finishes the current job first."""
+    """Claim and run jobs until stopped; SIGTERM finishes the current job (or hands it back), a second hands it back."""
     from evals.agent import Agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    agent = Agent(_load(config))
-    signal.signal(signal.SIGTERM, agent.drain)
+    settings = _load(config)
+    if hand_back_on_sigterm is not None:
+        settings.hand_back_on_sigterm = hand_back_on_sigterm
+    if warm is not None:
+        settings.warm_worker = warm
+    agent = Agent(settings)
+    signal.signal(signal.SIGTERM, agent.on_sigterm)
     done = agent.run(once=once, max_jobs=max_jobs, until_idle=until_idle)
     typer.echo(json.dumps({"jobs_run": done}))
 

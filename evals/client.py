@@ -85,3 +85,8 @@ class ServerClient:
         url = f"/v1/runner/attempts/{attempt}/fail"
         body = {"category": category, "message": message[-20_000:]}
         return dict(self._json(self._request("POST", url, lease=lease, json=body)))
+
+    def release(self, attempt: str, lease: str, reason: str) -> dict[str, Any]:
+        """Hand the job back to the queue unfinished (no failure counted): the runner is going away."""
+        url = f"/v1/runner/attempts/{attempt}/release"
+        return dict(self._json(self._request("POST", url, lease=lease, json={"reason": reason[:2000]})))

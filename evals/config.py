@@ -26,6 +26,15 @@ class RunnerConfig(BaseModel):
         default_factory=dict, description="Hub repo id -> local directory, for air-gapped clusters."
     )
     claim_wait_seconds: float = 25.0
+    warm_worker: bool = Field(
+        default=True, description="Keep the model loaded between jobs of the same model (one worker process)."
+    )
+    worker_idle_seconds: float = Field(
+        default=300.0, description="Stop a warm worker (and free its memory) after this long without a job."
+    )
+    hand_back_on_sigterm: bool = Field(
+        default=False, description="SIGTERM hands the running job back to the queue instead of finishing it."
+    )
     device: str | None = Field(default=None, description="torch device for the hf backend; default cuda if present.")
 
     @field_validator("spool_dir", "work_dir", "hf_cache_dir")

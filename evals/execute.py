@@ -1,11 +1,16 @@
-"""The child process that runs lm-eval for one job: `python -m evals.execute SPEC.json`.
+"""The child process that runs lm-eval for the agent: `python -m evals.execute --worker` (jobs named on stdin,
+one after another) or `python -m evals.execute SPEC.json` (one job).
 
-It runs in its own process so that a cancel can kill it and a crash (or CUDA out of memory) cannot take the
-agent down. It writes `results.json` (lm-eval's results, samples apart) or `outcome.json` (why it failed,
-as a failure category the server understands) next to the spec, and logs to stdout.
+It runs apart from the agent so that a cancel can kill it and a crash (or CUDA out of memory) cannot take the
+agent down. As a worker it keeps the last model loaded: the next job of the same model (another shard of the
+suite, another suite) skips the imports and the weight loading. For each job it writes, next to the spec,
+`log.txt` (its stdout and stderr), `progress.json`, then `results.json` (lm-eval's results, samples apart) or
+`outcome.json` (why it failed, as a failure category the server understands), and last `done`.
 """
 
+import gc
 import json
+import os
 import sys
 import time
 import traceback
@@ -83,56 +88,162 @@ def environment() -> dict[str, Any]:
     return facts
 
 
-def run(spec_path: Path) -> int:
-    spec = json.loads(spec_path.read_text())
-    out = spec_path.parent
-    started = time.perf_counter()
-    try:
-        import lm_eval
-        from lm_eval.tasks import TaskManager
-        from lm_eval.utils import handle_non_serializable
+def model_key(spec: dict[str, Any]) -> str:
+    """Jobs with the same key can share one loaded model."""
+    settings = spec["settings"]
+    return json.dumps([settings["backend"], model_args(spec), settings["batch_size"]])
 
-        settings = spec["settings"]
-        manager = TaskManager(include_path=spec.get("include_path")) if spec.get("include_path") else TaskManager()
-        tasks = [task["name"] for task in spec["tasks"]]
-        fewshot = {task["num_fewshot"] for task in spec["tasks"]}
-        say(f"corral: lm-eval {settings['backend']} on {tasks} with {model_args(spec)}")
-        results = lm_eval.simple_evaluate(
-            model=settings["backend"],
-            model_args=model_args(spec),
-            tasks=tasks,
-            num_fewshot=fewshot.pop() if len(fewshot) == 1 else None,
-            batch_size=settings["batch_size"],
-            limit=settings["limit"],
-            random_seed=settings["seed"],
-            numpy_random_seed=settings["seed"],
-            torch_random_seed=settings["seed"],
-            fewshot_random_seed=settings["seed"],
-            apply_chat_template=settings["apply_chat_template"],
-            fewshot_as_multiturn=settings["fewshot_as_multiturn"],
-            gen_kwargs=settings["gen_kwargs"],
-            log_samples=True,
-            task_manager=manager,
+
+class Worker:
+    """Runs jobs in this process, one after another, keeping the last model loaded for the next job."""
+
+    def __init__(self) -> None:
+        self.lm: Any = None
+        self.key: str | None = None
+        self.task_managers: dict[str | None, Any] = {}  # by include path; each load builds fresh task objects
+
+    def model(self, spec: dict[str, Any]) -> tuple[Any, bool]:
+        """The job's model, and whether it was loaded already."""
+        key = model_key(spec)
+        if self.lm is not None and key == self.key:
+            return self.lm, True
+        self.release()
+        import lm_eval.api.registry
+
+        backend, batch_size = spec["settings"]["backend"], spec["settings"]["batch_size"]
+        self.lm = lm_eval.api.registry.get_model(backend).create_from_arg_string(
+            model_args(spec), {"batch_size": batch_size}
         )
-        if results is None:
-            raise RuntimeError("lm-eval returned no results")
-        samples = results.pop("samples", None)
-        results["corral_runner"] = {
-            **environment(),
-            "wall_seconds": round(time.perf_counter() - started, 3),
-            "peak_memory_bytes": peak_memory(),
-        }
-        (out / "results.json").write_text(json.dumps(results, default=handle_non_serializable))
-        (out / "samples.json").write_text(json.dumps(samples, default=handle_non_serializable))
-        say("corral: lm-eval finished")
-        return 0
-    except BaseException as error:  # everything is reported: the agent decides what to tell the server
-        traceback.print_exc()
-        sys.stdout.flush()
-        outcome = {"category": classify(error), "message": f"{type(error).__name__}: {error}"}
-        (out / "outcome.json").write_text(json.dumps(outcome))
-        return 1
+        self.key = key
+        return self.lm, False
+
+    def release(self) -> None:
+        self.lm, self.key = None, None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def run(self, spec_path: Path) -> int:
+        """One job; 0 when results.json was written, 1 when outcome.json says why not."""
+        spec = json.loads(spec_path.read_text())
+        out = spec_path.parent
+        started = time.perf_counter()
+        try:
+            import lm_eval
+            from lm_eval.utils import handle_non_serializable
+
+            from evals.progress import ObservedTaskManager, ProgressHook
+
+            settings = spec["settings"]
+            include = spec.get("include_path")
+            if include not in self.task_managers:  # indexing lm-eval's thousands of task files takes seconds
+                self.task_managers[include] = (
+                    ObservedTaskManager(include_path=include) if include else ObservedTaskManager()
+                )
+            manager = self.task_managers[include]
+            tasks = [task["name"] for task in spec["tasks"]]
+            fewshot = {task["num_fewshot"] for task in spec["tasks"]}
+            hook = ProgressHook(manager, out / "progress.json")
+            hook.set_stage("loading model")
+            say(f"corral: lm-eval {settings['backend']} on {tasks} with {model_args(spec)}")
+            lm, warm = self.model(spec)
+            say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
+            lm.set_cache_hook(hook)
+            hook.set_stage("building requests")
+            if _cuda():
+                import torch
+
+                torch.cuda.reset_peak_memory_stats()
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                model_args=model_args(spec),
+                tasks=tasks,
+                num_fewshot=fewshot.pop() if len(fewshot) == 1 else None,
+                batch_size=settings["batch_size"],
+                device=spec.get("device"),
+                limit=settings["limit"],
+                random_seed=settings["seed"],
+                numpy_random_seed=settings["seed"],
+                torch_random_seed=settings["seed"],
+                fewshot_random_seed=settings["seed"],
+                apply_chat_template=settings["apply_chat_template"],
+                fewshot_as_multiturn=settings["fewshot_as_multiturn"],
+                gen_kwargs=settings["gen_kwargs"],
+                log_samples=True,
+                task_manager=manager,
+            )
+            if results is None:
+                raise RuntimeError("lm-eval returned no results")
+            hook.set_stage("writing results", finished=True)
+            results["config"]["model"] = settings["backend"]  # as the lm_eval CLI records it
+            samples = results.pop("samples", None)
+            results["corral_runner"] = {
+                **environment(),
+                "wall_seconds": round(time.perf_counter() - started, 3),
+                "peak_memory_bytes": peak_memory(),
+                "model_was_loaded": warm,
+            }
+            (out / "results.json").write_text(json.dumps(results, default=handle_non_serializable))
+            (out / "samples.json").write_text(json.dumps(samples, default=handle_non_serializable))
+            say("corral: lm-eval finished")
+            return 0
+        except BaseException as error:  # everything is reported: the agent decides what to tell the server
+            traceback.print_exc()
+            sys.stdout.flush()
+            outcome = {"category": classify(error), "message": f"{type(error).__name__}: {error}"}
+            (out / "outcome.json").write_text(json.dumps(outcome))
+            return 1
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def redirect_output(path: Path) -> None:
+    """Point this process's stdout and stderr (file descriptors, so tqdm and native code too) at `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
+
+
+def run_job(worker: Worker, spec_path: Path) -> int:
+    """Run one job beside its task files (lm-eval resolves their relative data_files from there)."""
+    spec_path = spec_path.resolve()
+    redirect_output(spec_path.parent / "log.txt")
+    include = json.loads(spec_path.read_text()).get("include_path")
+    os.chdir(include or spec_path.parent)
+    code = worker.run(spec_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    done = spec_path.parent / "done"
+    done.with_suffix(".partial").write_text(json.dumps({"code": code}))
+    done.with_suffix(".partial").replace(done)
+    return code
+
+
+def serve(worker: Worker) -> int:
+    """Jobs from stdin, one spec path per line, until stdin closes; a failed job ends the process, since a
+    model that failed (CUDA out of memory above all) may have left the device in a state not worth keeping."""
+    while line := sys.stdin.readline():
+        if run_job(worker, Path(line.strip())) != 0:
+            return 1
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1])))
+    if sys.argv[1:] == ["--worker"]:
+        sys.exit(serve(Worker()))
+    sys.exit(run_job(Worker(), Path(sys.argv[1])))

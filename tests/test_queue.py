@@ -319,6 +319,60 @@ def test_failure_categories(
     assert {job["state"] for job in shown["jobs"]} == {"failed", "canceled"}
 
 
+def test_a_released_job_is_queued_again_at_once_without_counting_a_failure(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    _, other = make_runner(client, admin_headers, "cpu-2", memory_gib=8)
+    evaluation = request_smoke(client, publish_headers, sha)
+    claimed = claim(client, runner)
+    assert claimed is not None
+    url = f"/v1/runner/attempts/{claimed['attempt_id']}/release"
+    reason = {"reason": "SIGTERM: handed back"}
+
+    # Only the claim's runner, with its lease, can hand it back; a bad body is refused; nothing changes.
+    assert client.post(url, json=reason, headers=lease(claimed, other)).status_code == 403
+    assert client.post(url, json=reason, headers={**runner, "Corral-Lease-Token": "nope"}).status_code == 409
+    refused = client.post(url, json={"reason": ""}, headers=lease(claimed, runner))
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert [attempt.state.value for attempt in rows(fast_settings, JobAttempt)] == ["running"]
+
+    released = client.post(url, json=reason, headers=lease(claimed, runner))
+    assert released.status_code == 200, released.text
+    assert (released.json()["job_state"], released.json()["retried"]) == ("queued", True)
+    # The lease is over: a late write from the runner that left is refused.
+    beat = client.post(
+        f"/v1/runner/attempts/{claimed['attempt_id']}/heartbeat", json={}, headers=lease(claimed, runner)
+    )
+    assert beat.status_code == 409
+    assert client.post(url, json=reason, headers=lease(claimed, runner)).status_code == 409
+
+    # Another runner gets the same job at once (no backoff), as attempt 2.
+    again = claim(client, other)
+    assert again is not None
+    assert (again["job_id"], again["attempt_number"]) == (claimed["job_id"], 2)
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    job = next(job for job in shown["jobs"] if job["id"] == claimed["job_id"])
+    assert [(attempt["state"], attempt["failure_message"]) for attempt in job["attempts"]] == [
+        ("released", "SIGTERM: handed back"),
+        ("running", None),
+    ]
+    assert shown["state"] == "running"
+    # No failure was counted: three infrastructure failures still retry (the bound is three).
+    for _ in range(3):
+        failed = client.post(
+            f"/v1/runner/attempts/{again['attempt_id']}/fail",
+            json={"category": "infrastructure", "message": "network"},
+            headers=lease(again, other),
+        )
+        assert failed.json()["retried"] is True
+        again = claim(client, other)
+        assert again is not None
+
+
 def test_cancel_reaches_a_running_job_through_its_heartbeat(
     queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
 ) -> None:

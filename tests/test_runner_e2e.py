@@ -3,6 +3,8 @@ tiny Llama checkpoint built here, the smoke suite's tasks and data from the repo
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ REPO = "corral-test/tiny"
 SHA = "1" * 40
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+STAGES = {"starting lm-eval", "loading model", "building requests", "running requests", "writing results"}
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +125,18 @@ def request_smoke(server: Server, admin: dict[str, str]) -> dict[str, Any]:
     return dict(answer.json())
 
 
+def worker_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"started an lm-eval worker \(pid (\d+)\)", output)]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def runner(config: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, **OFFLINE}
     return subprocess.Popen(
@@ -153,6 +168,14 @@ def test_smoke_suite_runs_end_to_end(server: Server, tiny_model: Path, tmp_path:
         assert "corral: lm-eval hf on" in tail
         assert "lm-eval finished" in tail
         assert f"pretrained={tiny_model}" in tail
+    # Heartbeats carried the worker's progress: the stage at least, since a job this small ends within seconds
+    # (the warm second one may end before its first heartbeat).
+    assert shown["jobs"][0]["attempts"][-1]["progress"]["stage"] in STAGES
+    # One warm worker ran both shards: the second job found the model loaded.
+    assert len(worker_pids(output)) == 1, output
+    assert "corral: model loaded" in shown["jobs"][0]["log_tail"]
+    assert "model already loaded by the previous job" in shown["jobs"][1]["log_tail"]
+    assert [path.name for path in (tmp_path / "work").iterdir()] == ["worker.log"]  # job scratch cleaned up
     runners = httpx.get(f"{server.url}/v1/runners", headers=admin).json()["items"]
     assert runners[0]["lm_eval_version"] == "0.4.13"  # reported by the agent's check-in
     assert runners[0]["accelerators"][0]["kind"] == "cpu"  # detected by the agent: this machine has no GPU
@@ -172,6 +195,8 @@ def test_cancel_kills_the_child_and_a_spooled_result_survives_a_server_outage(
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
     assert "canceled by the server" in output
+    assert len(worker_pids(output)) == 1
+    assert gone(worker_pids(output)[0])  # the lm-eval worker was killed, not left running
     job = evaluation(server, first["id"])["jobs"][0]
     assert (job["state"], job["attempts"][0]["state"]) == ("canceled", "canceled")
     assert not list((tmp_path / "spool").glob("*.json"))
@@ -182,7 +207,7 @@ def test_cancel_kills_the_child_and_a_spooled_result_survives_a_server_outage(
         json={"model": REPO, "revision": SHA, "suite": "smoke", "precision": "fp32", "batch_size": 1, "limit": 3},
         headers=admin,
     ).json()
-    process = runner(config, "--max-jobs", "1")
+    process = runner(config, "--max-jobs", "1", "--cold")  # one process per job: the other way to run
     deadline = time.monotonic() + 60
     while evaluation(server, second["id"])["jobs"][0]["state"] != "running":
         assert time.monotonic() < deadline
@@ -200,8 +225,6 @@ def test_cancel_kills_the_child_and_a_spooled_result_survives_a_server_outage(
 
 
 def test_a_killed_runners_job_is_finished_by_another(tmp_path: Path, tiny_model: Path) -> None:
-    import signal
-
     server = Server(tmp_path)
     server.env |= {
         "CORRAL_LEASE_SECONDS": "5",
@@ -233,6 +256,44 @@ def test_a_killed_runners_job_is_finished_by_another(tmp_path: Path, tiny_model:
         assert [attempt["state"] for attempt in first["attempts"]] == ["lost", "succeeded"]
     finally:
         server.stop()
+
+
+def test_sigterm_hands_the_job_back_or_finishes_it(server: Server, tiny_model: Path, tmp_path: Path) -> None:
+    admin, config = prepare(server, tiny_model, tmp_path)
+    requested = request_smoke(server, admin)
+
+    def running_attempts() -> int:
+        job = evaluation(server, requested["id"])["jobs"][0]
+        return sum(attempt["state"] == "running" for attempt in job["attempts"])
+
+    def wait_for_a_running_attempt() -> None:
+        deadline = time.monotonic() + 60
+        while running_attempts() == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+    # Asked to hand back: lm-eval stops, the job is queued again at once, the runner exits.
+    leaving = runner(config, "--hand-back-on-sigterm")
+    wait_for_a_running_attempt()
+    leaving.send_signal(signal.SIGTERM)
+    output, _ = leaving.communicate(timeout=60)
+    assert leaving.returncode == 0, output
+    assert "handed back to the queue" in output
+    assert gone(worker_pids(output)[0])
+    job = evaluation(server, requested["id"])["jobs"][0]
+    assert job["state"] == "queued"
+    assert [attempt["state"] for attempt in job["attempts"]] == ["released"]
+
+    # By default SIGTERM drains: the job in hand is finished and uploaded, no other is taken.
+    draining = runner(config)
+    wait_for_a_running_attempt()
+    draining.send_signal(signal.SIGTERM)
+    output, _ = draining.communicate(timeout=300)
+    assert draining.returncode == 0, output
+    assert '{"jobs_run": 1}' in output
+    first, second = evaluation(server, requested["id"])["jobs"]
+    assert [attempt["state"] for attempt in first["attempts"]] == ["released", "succeeded"]
+    assert (first["state"], second["state"]) == ("succeeded", "queued")
 
 
 def test_one_machine_demo(server: Server, tmp_path: Path) -> None:

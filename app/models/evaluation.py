@@ -35,6 +35,7 @@ class AttemptState(StrEnum):
     FAILED = "failed"
     LOST = "lost"  # the lease lapsed: the runner stopped heart-beating
     CANCELED = "canceled"
+    RELEASED = "released"  # the runner handed the job back unfinished (it was asked to stop)
 
 
 class FailureCategory(StrEnum):

@@ -16,6 +16,7 @@ from app.queue.schemas import (
     Heartbeat,
     HeartbeatReply,
     LogAppended,
+    Release,
     ResultStored,
     ResultUpload,
 )
@@ -153,3 +154,11 @@ async def fail_attempt(
 ) -> FailureReply:
     """Report a failed attempt: infrastructure and out-of-memory failures retry, model and harness errors fail."""
     return await service.fail(runner_id, attempt_id, lease_token, body)
+
+
+@router.post("/attempts/{attempt_id:uuid}/release", responses=ATTEMPT_ERRORS)
+async def release_attempt(
+    attempt_id: uuid.UUID, body: Release, service: ServiceDep, runner_id: RunnerId, lease_token: LeaseToken
+) -> FailureReply:
+    """Hand the job back unfinished (the runner is stopping): it is queued again at once, no failure counted."""
+    return await service.release(runner_id, attempt_id, lease_token, body)

@@ -74,6 +74,12 @@ class Failure(WriteModel):
     message: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
 
 
+class Release(WriteModel):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = Field(
+        examples=["The runner was asked to stop (SIGTERM) and handed the job back."]
+    )
+
+
 class FailureReply(ReadModel):
     job_state: str
     retried: bool = Field(description="The job went back to the queue.")

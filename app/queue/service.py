@@ -1,4 +1,4 @@
-"""The runner protocol: claim, heartbeat, log, result, fail, and the reaper of lapsed leases.
+"""The runner protocol: claim, heartbeat, log, result, fail, release, and the reaper of lapsed leases.
 
 Every write for an attempt is one conditional statement on (attempt, runner, lease token, state, lease not
 lapsed); when it changes no row, the caller is told why (404, 403 or 409) and nothing is written.
@@ -57,6 +57,7 @@ from app.queue.schemas import (
     HeartbeatReply,
     JobSettings,
     LmEvalResults,
+    Release,
     ResultStored,
     ResultUpload,
 )
@@ -316,13 +317,7 @@ class QueueService:
         return await self._stored(result), True
 
     async def fail(self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Failure) -> FailureReply:
-        await serialize(self.session)
-        attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
-        job_evaluation = await self.session.scalar(
-            select(EvaluationJob.evaluation_id).where(EvaluationJob.id == attempt.job_id)
-        )
-        assert job_evaluation is not None
-        evaluation = await repository.load_evaluation(self.session, job_evaluation, lock=True)
+        attempt, evaluation = await self._attempt_and_evaluation(attempt_id, runner_id, lease_token)
         now = utcnow()
         category = FailureCategory(body.category)
         ended = await self._end_attempt(
@@ -331,6 +326,46 @@ class QueueService:
         if not ended:
             raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
         return await self._settle(attempt.job_id, evaluation, category, body.message, now)
+
+    async def release(
+        self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Release
+    ) -> FailureReply:
+        """The runner hands the job back unfinished (it is going away): queued again at once, nothing counted."""
+        attempt, evaluation = await self._attempt_and_evaluation(attempt_id, runner_id, lease_token)
+        now = utcnow()
+        ended = await self._end_attempt(
+            attempt_id, AttemptState.RELEASED, now, live=(runner_id, lease_token), message=body.reason
+        )
+        if not ended:
+            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+        job = await self.session.get(EvaluationJob, attempt.job_id, populate_existing=True)
+        assert job is not None
+        if job.cancel_requested or evaluation.state in repository.TERMINAL_EVALUATION_STATES:
+            job.state, job.finished_at = JobState.CANCELED, now
+        else:
+            job.state, job.available_at = JobState.QUEUED, now
+            await self.session.flush()
+            await announce_work(self.session, self.signal, 1)
+        await self.session.flush()
+        requeued = job.state == JobState.QUEUED
+        return FailureReply(
+            job_state=job.state.value,
+            retried=requeued,
+            available_at=now if requeued else None,
+            evaluation_state=evaluation.state.value,
+        )
+
+    async def _attempt_and_evaluation(
+        self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str
+    ) -> tuple[JobAttempt, Evaluation]:
+        """The attempt (its runner and lease checked) and its evaluation, locked, in the lock order."""
+        await serialize(self.session)
+        attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
+        evaluation_id = await self.session.scalar(
+            select(EvaluationJob.evaluation_id).where(EvaluationJob.id == attempt.job_id)
+        )
+        assert evaluation_id is not None
+        return attempt, await repository.load_evaluation(self.session, evaluation_id, lock=True)
 
     async def expire_leases(self, *, limit: int = 100) -> int:
         """Expire attempts whose lease lapsed and settle their jobs; safe to run in every replica at once."""

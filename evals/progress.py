@@ -1,0 +1,94 @@
+"""Per-task and overall progress of a running lm-eval job, for the heartbeats.
+
+lm-eval has no progress callback, but every backend reports each finished request to the model's cache
+hook (`CacheHook.add_partial`, meant for its response cache). `ProgressHook` counts those calls, and
+attributes each to its task by the request's arguments, against the totals the task objects hold once
+their requests are built. The child writes the counts to `progress.json`; the agent sends them.
+"""
+
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.model import CacheHook
+from lm_eval.tasks import TaskManager
+
+
+def request_key(request_type: str, arguments: Any) -> tuple[str, ...]:
+    # Only the string arguments: generation settings are dicts that a backend may copy on the way.
+    return (request_type, *(value for value in arguments if isinstance(value, str)))
+
+
+class ObservedTaskManager(TaskManager):
+    """A TaskManager that keeps what it loaded, so the progress hook can see the tasks' requests."""
+
+    loaded: dict[str, Any] | None = None
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        loaded = super().load(*args, **kwargs)
+        self.loaded = loaded
+        return loaded
+
+
+class ProgressHook(CacheHook):
+    """Counts finished requests per task and writes them to a JSON file, at most once an `interval`."""
+
+    def __init__(self, manager: ObservedTaskManager, path: Path, *, interval: float = 1.0) -> None:
+        super().__init__(None)
+        self.manager = manager
+        self.path = path
+        self.interval = interval  # seconds between writes: a job may finish thousands of requests a second
+        self.stage = "loading model"
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = defaultdict(int)
+        self.owners: dict[tuple[str, ...], deque[str]] | None = None
+        self.written_at = 0.0
+        self.lock = threading.Lock()  # some backends answer from worker threads
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        with self.lock:
+            if self.owners is None:
+                self._index()
+            owners = self.owners.get(request_key(attr, req)) if self.owners else None
+            if owners:
+                self.done[owners.popleft()] += 1
+            if time.monotonic() - self.written_at >= self.interval:
+                self.write()
+
+    def _index(self) -> None:
+        """Totals and request owners, from the tasks' requests (all built before the first one runs)."""
+        self.owners = defaultdict(deque)
+        tasks = (self.manager.loaded or {}).get("tasks", {})
+        for name, task in tasks.items():
+            total = 0
+            for instance in task.instances or []:
+                repeats = instance.repeats or 1
+                self.owners[request_key(instance.request_type, instance.args)].extend([name] * repeats)
+                total += repeats
+            self.totals[name] = total
+        self.stage = "running requests"
+
+    def set_stage(self, stage: str, *, finished: bool = False) -> None:
+        with self.lock:
+            self.stage = stage
+            if finished:
+                self.done.update(self.totals)
+            self.write()
+
+    def snapshot(self) -> dict[str, Any]:
+        tasks = {name: min(1.0, self.done[name] / total) for name, total in self.totals.items() if total}
+        overall_total = sum(self.totals.values())
+        progress: dict[str, Any] = {"stage": self.stage, "tasks": {k: round(v, 4) for k, v in tasks.items()}}
+        if overall_total:
+            done = sum(min(self.done[name], total) for name, total in self.totals.items())
+            progress["overall"] = round(done / overall_total, 4)
+        return progress
+
+    def write(self) -> None:
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self.snapshot()))
+        partial.replace(self.path)  # the agent never reads half a file
+        self.written_at = time.monotonic()

@@ -1,0 +1,62 @@
+"""The agent's handle on its lm-eval worker: a child process (`python -m evals.execute --worker`) that runs the
+jobs it is handed and keeps the last model loaded, so the next job of the same model starts at once."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KILL_GRACE_SECONDS = 10
+
+
+class WorkerProcess:
+    def __init__(self, key: str, env: dict[str, str], log_path: Path) -> None:
+        self.key = key  # jobs with this model key can run here (evals.execute.model_key)
+        self.idle_since = time.monotonic()
+        with log_path.open("ab") as output:  # what the worker prints between jobs
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "evals.execute", "--worker"],
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a cancel kills its whole process group
+            )
+
+    def submit(self, spec_path: Path) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{spec_path}\n".encode())
+        self.process.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self) -> None:
+        """Let it finish and exit: closing stdin is its signal."""
+        self._close_stdin()
+        try:
+            self.process.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """Stop the job now (SIGTERM to the process group, SIGKILL after a grace period)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):  # it may have exited already
+                self.process.stdin.close()

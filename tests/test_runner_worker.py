@@ -1,0 +1,131 @@
+"""The lm-eval worker, in this process on the tiny checkpoint: progress per task and overall from lm-eval's
+own request hook, and a model kept loaded between jobs of the same model."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evals.execute import Worker, model_key
+from evals.progress import ObservedTaskManager, ProgressHook
+from evals.tiny import build_tiny_llama
+
+SMOKE = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "smoke"
+LIMIT = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(autouse=True)
+def _beside_the_task_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the agent runs its worker: lm-eval resolves the smoke tasks' data_files from there.
+    monkeypatch.chdir(SMOKE)
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(variable, "1")
+
+
+def job_spec(directory: Path, model: Path, tasks: list[str], **settings: Any) -> Path:
+    directory.mkdir(parents=True)
+    spec = {
+        "model": "corral-test/tiny",
+        "revision": "1" * 40,
+        "local_path": str(model),
+        "device": "cpu",
+        "include_path": str(SMOKE),
+        "tasks": [{"name": name, "num_fewshot": 0} for name in tasks],
+        "settings": {
+            "precision": "fp32",
+            "backend": "hf",
+            "batch_size": "1",
+            "apply_chat_template": False,
+            "fewshot_as_multiturn": False,
+            "limit": LIMIT,
+            "seed": 0,
+            "gen_kwargs": None,
+        }
+        | settings,
+    }
+    path = directory / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+class RecordingHook(ProgressHook):
+    """Keeps every snapshot it writes, to see the progress move."""
+
+    snapshots: list[dict[str, Any]]
+
+    def write(self) -> None:
+        super().write()
+        self.snapshots = [*getattr(self, "snapshots", []), self.snapshot()]
+
+
+def test_progress_counts_every_request_of_each_task(tiny_model: Path, tmp_path: Path) -> None:
+    import lm_eval
+
+    spec = json.loads(job_spec(tmp_path / "job", tiny_model, []).read_text())
+    lm, _ = Worker().model(spec)
+    manager = ObservedTaskManager(include_path=str(SMOKE))
+    hook = RecordingHook(manager, tmp_path / "progress.json", interval=0)
+    lm.set_cache_hook(hook)
+    lm_eval.simple_evaluate(
+        model=lm, tasks=["corral_smoke_mc", "corral_smoke_gen"], limit=LIMIT, task_manager=manager, log_samples=False
+    )
+
+    lines = (SMOKE / "corral_smoke_mc.jsonl").read_text().splitlines()[:LIMIT]
+    choices = sum(len(json.loads(line)["choices"]) for line in lines)
+    # One loglikelihood request per choice of each document, one generation per document.
+    assert hook.totals == {"corral_smoke_mc": choices, "corral_smoke_gen": LIMIT}
+    running = [snapshot for snapshot in hook.snapshots if snapshot["stage"] == "running requests"]
+    # Every finished request moved the count, attributed to its own task; nothing was counted twice.
+    assert [snapshot["overall"] for snapshot in running] == [
+        round(done / (choices + LIMIT), 4) for done in range(1, choices + LIMIT + 1)
+    ]
+    for task in ("corral_smoke_mc", "corral_smoke_gen"):
+        fractions = [snapshot["tasks"][task] for snapshot in running]
+        assert fractions == sorted(fractions)
+        assert fractions[0] < 1.0
+        assert fractions[-1] == 1.0
+    assert json.loads((tmp_path / "progress.json").read_text()) == hook.snapshots[-1]
+
+
+def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(tiny_model: Path, tmp_path: Path) -> None:
+    worker = Worker()
+    first = job_spec(tmp_path / "first", tiny_model, ["corral_smoke_mc"])
+    second = job_spec(tmp_path / "second", tiny_model, ["corral_smoke_gen"], seed=1)
+    other_model = job_spec(tmp_path / "third", tiny_model, ["corral_smoke_gen"], batch_size="2")
+    assert model_key(json.loads(first.read_text())) == model_key(json.loads(second.read_text()))
+    assert model_key(json.loads(first.read_text())) != model_key(json.loads(other_model.read_text()))
+
+    assert worker.run(first) == 0
+    loaded = worker.lm
+    assert worker.run(second) == 0
+    assert worker.lm is loaded  # the same object: no second load
+    assert worker.run(other_model) == 0
+    assert worker.lm is not loaded
+
+    facts = []
+    for spec in (first, second, other_model):
+        results = json.loads((spec.parent / "results.json").read_text())
+        facts.append(results["corral_runner"]["model_was_loaded"])
+        assert results["config"]["model"] == "hf"
+        assert results["corral_runner"]["wall_seconds"] > 0
+        progress = json.loads((spec.parent / "progress.json").read_text())
+        assert progress["stage"] == "writing results"
+        assert progress["overall"] == 1.0
+        assert set(progress["tasks"]) == {task["name"] for task in json.loads(spec.read_text())["tasks"]}
+    assert facts == [False, True, False]
+    assert set(json.loads((second.parent / "results.json").read_text())["results"]) == {"corral_smoke_gen"}
+
+
+def test_a_failing_job_says_why(tiny_model: Path, tmp_path: Path) -> None:
+    broken = job_spec(tmp_path / "broken", tiny_model, ["no_such_task"])
+    assert Worker().run(broken) == 1
+    outcome = json.loads((broken.parent / "outcome.json").read_text())
+    assert outcome["category"] == "harness_error"
+    assert "no_such_task" in outcome["message"]
+    assert not (broken.parent / "results.json").exists()
