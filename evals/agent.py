@@ -36,10 +36,13 @@ class Agent:
         self.stopping = threading.Event()  # SIGTERM: take no new job
         self.handing_back = threading.Event()  # and give the current one back to the queue
         self.worker: WorkerProcess | None = None
+        self.accelerators: list[dict[str, Any]] = []  # detected at start
 
     def run(self, *, once: bool = False, max_jobs: int | None = None, until_idle: bool = False) -> int:
         """Returns the number of jobs run. `until_idle`: stop when a claim finds nothing."""
-        self.client.verify(hardware.report())
+        report = hardware.report()
+        self.accelerators = report["accelerators"]
+        self.client.verify(report)
         self.flush_spool()
         done = 0
         try:
@@ -73,7 +76,12 @@ class Agent:
 
     def _run_job(self, job: dict[str, Any], workdir: Path) -> None:
         attempt, lease = job["attempt_id"], job["lease_token"]
-        spec = {**job, "local_path": self._local_path(job["model"]), "device": self.config.device}
+        spec = {
+            **job,
+            "local_path": self._local_path(job["model"]),
+            "device": self.config.device,
+            "accelerator": self.accelerators[0] if self.accelerators else None,  # to spread a job over GPUs
+        }
         spec["include_path"] = str(EVALS_DIR / job["include_path"]) if job.get("include_path") else None
         spec.pop("lease_token")  # the worker never needs it
         (workdir / "spec.json").write_text(json.dumps(spec))
@@ -153,7 +161,7 @@ class Agent:
                 if self.handing_back.is_set():
                     return self._hand_back(attempt, lease, workdir)
                 time.sleep(0.2)
-            self._send_log(attempt, lease, workdir / "log.txt")
+            self._send_log(attempt, lease, workdir / "log.txt", final=False)
             try:
                 reply = self.client.heartbeat(attempt, lease, self._progress(workdir))
             except httpx.TransportError as exc:  # the server is away: keep working, the lease may survive it
@@ -194,12 +202,15 @@ class Agent:
             self.worker.kill()
             self.worker = None
 
-    def _send_log(self, attempt: str, lease: str, log_path: Path) -> None:
+    def _send_log(self, attempt: str, lease: str, log_path: Path, *, final: bool = True) -> None:
+        """Send what the server lacks; while the job runs (`final=False`) one quick try, since more follows."""
         data = log_path.read_bytes()[self._offset :]
         if not data:
             return
         try:
-            self._offset = self.client.append_log(attempt, lease, self._offset, data[: 1024 * 1024])
+            self._offset = self.client.append_log(
+                attempt, lease, self._offset, data[: 1024 * 1024], retries=None if final else 1
+            )
         except (ServerError, httpx.TransportError) as exc:
             log.warning("log append refused: %s", exc)
 

@@ -24,21 +24,24 @@ class ServerClient:
     def close(self) -> None:
         self.http.close()
 
-    def _request(self, method: str, url: str, *, lease: str | None = None, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, url: str, *, lease: str | None = None, retries: int | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """Retries connection errors and 429/5xx with backoff: every call here is safe to repeat (the server
         dedupes uploads by content hash, and a repeated heartbeat only extends the lease)."""
         headers = dict(kwargs.pop("headers", {}))
         if lease is not None:
             headers["Corral-Lease-Token"] = lease
+        retries = self.retries if retries is None else retries
         delay = 0.5
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
                 response = self.http.request(method, url, headers=headers, **kwargs)
             except httpx.TransportError:
-                if attempt == self.retries:
+                if attempt == retries:
                     raise
             else:
-                if response.status_code not in RETRYABLE or attempt == self.retries:
+                if response.status_code not in RETRYABLE or attempt == retries:
                     return response
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -63,13 +66,15 @@ class ServerClient:
 
     def heartbeat(self, attempt: str, lease: str, progress: dict[str, Any]) -> dict[str, Any]:
         url = f"/v1/runner/attempts/{attempt}/heartbeat"
-        return dict(self._json(self._request("POST", url, lease=lease, json={"progress": progress})))
+        # One quick retry only: the next heartbeat is the retry, and the job must not wait on a server that is away.
+        answer = self._request("POST", url, lease=lease, retries=1, json={"progress": progress})
+        return dict(self._json(answer))
 
-    def append_log(self, attempt: str, lease: str, offset: int, data: bytes) -> int:
+    def append_log(self, attempt: str, lease: str, offset: int, data: bytes, *, retries: int | None = None) -> int:
         """Appends at `offset`; returns the server's log size (after a 416, where to resume from)."""
         url = f"/v1/runner/attempts/{attempt}/log"
         headers = {"Content-Range": f"bytes {offset}-{offset + len(data) - 1}", "Content-Type": "text/plain"}
-        response = self._request("PATCH", url, lease=lease, content=data, headers=headers)
+        response = self._request("PATCH", url, lease=lease, retries=retries, content=data, headers=headers)
         if response.status_code == 416:
             match = re.match(r"0-(\d+)", response.headers.get("range", ""))
             return int(match.group(1)) if match else offset

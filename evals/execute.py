@@ -25,32 +25,68 @@ def say(line: str) -> None:
 
 
 def classify(error: BaseException) -> str:
-    """infrastructure (network, Hub) / out_of_memory / model_error (the weights will not load) / harness_error."""
-    text = f"{type(error).__name__}: {error}".lower()
-    if "out of memory" in text or type(error).__name__ == "OutOfMemoryError":
+    """infrastructure (network, Hub) / out_of_memory / model_error (the weights will not load) / harness_error.
+
+    Libraries wrap what went wrong (transformers raises an OSError `from` huggingface_hub's GatedRepoError), so
+    the whole chain of causes is read."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    names = {cls.__name__ for link in chain for cls in type(link).__mro__}
+    text = " ".join(f"{type(link).__name__}: {link}" for link in chain).lower()
+    if "out of memory" in text or "OutOfMemoryError" in names:
         return "out_of_memory"
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if names & {"ConnectionError", "Timeout", "HfHubHTTPError", "LocalEntryNotFoundError", "TransportError"}:
+    # Not in the cache and the Hub out of reach (a subclass of EntryNotFoundError, hence first).
+    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or "couldn't connect" in text:
         return "infrastructure"
-    if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError", "EnvironmentError"} or (
-        "safetensors" in text or "config.json" in text
-    ):
+    # Before the network check: these are HTTP errors too, but no retry helps until someone changes the repo.
+    if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError", "EntryNotFoundError"}:
+        return "model_error"
+    if names & {"ConnectionError", "Timeout", "TimeoutError", "HfHubHTTPError", "TransportError"}:
+        return "infrastructure"
+    if "safetensors" in text or "config.json" in text or "does not appear to have" in text:
         return "model_error"
     return "harness_error"
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def devices_to_use(spec: dict[str, Any]) -> int:
+    """How many of this runner's accelerators the job's memory needs: 1 when one holds it, else the smallest
+    power of two that does (tensor parallelism splits attention heads, which come in powers of two)."""
+    accelerator = spec.get("accelerator") or {}
+    per_device, count = accelerator.get("memory_bytes") or 0, accelerator.get("count") or 1
+    if per_device <= 0 or count <= 1:
+        return 1
+    needed = 1
+    while needed < count and needed * per_device < spec["required_memory_bytes"]:
+        needed *= 2
+    return min(needed, count)
+
+
 def model_args(spec: dict[str, Any]) -> str:
+    """lm-eval's model arguments for the job on this runner (backends differ in how they take them)."""
+    settings = spec["settings"]
     local = spec.get("local_path")
     parts = [f"pretrained={local}"] if local else [f"pretrained={spec['model']}", f"revision={spec['revision']}"]
-    precision = spec["settings"]["precision"]
-    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(precision)
-    if dtype:
-        parts.append(f"dtype={dtype}")
-    elif precision == "int8":
-        parts.append("load_in_8bit=True")
-    elif precision == "int4":
-        parts.append("load_in_4bit=True")
-    if spec.get("device"):
+    precision = settings["precision"]
+    if precision in DTYPES:
+        parts.append(f"dtype={DTYPES[precision]}")
+    spread = devices_to_use(spec)
+    if settings["backend"] == "vllm":
+        if precision in ("int8", "int4"):
+            parts.append("quantization=bitsandbytes")  # vLLM quantizes unquantized weights only through it
+        if spread > 1:
+            parts.append(f"tensor_parallel_size={spread}")
+        return ",".join(parts)
+    if precision in ("int8", "int4"):
+        parts.append(f"load_in_{precision[3:]}bit=True")
+    if spread > 1:
+        parts.append("parallelize=True")  # accelerate places the layers across the visible GPUs
+    elif spec.get("device"):
         parts.append(f"device={spec['device']}")
     return ",".join(parts)
 
@@ -140,21 +176,20 @@ class Worker:
             from evals.progress import ObservedTaskManager, ProgressHook
 
             settings = spec["settings"]
+            tasks = [task["name"] for task in spec["tasks"]]
+            fewshot = {task["num_fewshot"] for task in spec["tasks"]}
+            say(f"corral: lm-eval {settings['backend']} on {tasks} with {model_args(spec)}")
+            lm, warm = self.model(spec)  # before the task index: weights that will not load fail in seconds
+            say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
             include = spec.get("include_path")
             if include not in self.task_managers:  # indexing lm-eval's thousands of task files takes seconds
                 self.task_managers[include] = (
                     ObservedTaskManager(include_path=include) if include else ObservedTaskManager()
                 )
             manager = self.task_managers[include]
-            tasks = [task["name"] for task in spec["tasks"]]
-            fewshot = {task["num_fewshot"] for task in spec["tasks"]}
             hook = ProgressHook(manager, out / "progress.json")
-            hook.set_stage("loading model")
-            say(f"corral: lm-eval {settings['backend']} on {tasks} with {model_args(spec)}")
-            lm, warm = self.model(spec)
-            say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
-            lm.set_cache_hook(hook)
             hook.set_stage("building requests")
+            lm.set_cache_hook(hook)
             if _cuda():
                 import torch
 

@@ -41,7 +41,7 @@ class ProgressHook(CacheHook):
         self.manager = manager
         self.path = path
         self.interval = interval  # seconds between writes: a job may finish thousands of requests a second
-        self.stage = "loading model"
+        self.stage = "building requests"
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = defaultdict(int)
         self.owners: dict[tuple[str, ...], deque[str]] | None = None

@@ -129,3 +129,69 @@ def test_a_failing_job_says_why(tiny_model: Path, tmp_path: Path) -> None:
     assert outcome["category"] == "harness_error"
     assert "no_such_task" in outcome["message"]
     assert not (broken.parent / "results.json").exists()
+
+
+GB = 10**9
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "required", "accelerator", "expected"),
+    [
+        ("hf", "fp32", GB, {"kind": "cpu", "memory_bytes": 64 * GB, "count": 1}, "dtype=float32,device=cpu"),
+        ("hf", "bf16", 20 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "dtype=bfloat16"),
+        # 140 GB on 80 GB GPUs: accelerate spreads the layers; vLLM splits tensors over two of them.
+        ("hf", "bf16", 140 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "parallelize=True"),
+        ("vllm", "bf16", 140 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "parallel_size=2"),
+        ("vllm", "bf16", 900 * GB, {"kind": "nvidia-h100", "memory_bytes": 141 * GB, "count": 8}, "parallel_size=8"),
+        ("vllm", "bf16", 300 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "parallel_size=4"),
+        ("hf", "int4", 20 * GB, {"kind": "nvidia-l4", "memory_bytes": 24 * GB, "count": 1}, "load_in_4bit=True"),
+        ("vllm", "int8", 20 * GB, {"kind": "nvidia-l4", "memory_bytes": 24 * GB, "count": 1}, "bitsandbytes"),
+    ],
+)
+def test_model_arguments_fit_the_backend_and_the_runner(
+    backend: str, precision: str, required: int, accelerator: dict[str, Any], expected: str
+) -> None:
+    from evals.execute import model_args
+
+    spec = {
+        "model": "meta-llama/Llama-3.1-8B",
+        "revision": "b" * 40,
+        "local_path": None,
+        "device": "cpu" if accelerator["kind"] == "cpu" else None,
+        "accelerator": accelerator,
+        "required_memory_bytes": required,
+        "settings": {"backend": backend, "precision": precision},
+    }
+    arguments = model_args(spec)
+    assert arguments.startswith(f"pretrained=meta-llama/Llama-3.1-8B,revision={'b' * 40}")
+    assert expected in arguments
+    # Each backend only gets arguments it takes: vLLM has no accelerate placement and no device string here.
+    if backend == "vllm":
+        assert "parallelize" not in arguments
+        assert "load_in" not in arguments
+        assert "device=" not in arguments
+    else:
+        assert "tensor_parallel_size" not in arguments
+        assert ("parallelize=True" in arguments) == (required > accelerator["memory_bytes"])
+
+
+def test_failures_are_classified_through_the_chain_of_causes() -> None:
+    import torch
+
+    from evals.execute import classify
+
+    def wrapped(cause: BaseException, outer: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise outer from inner
+        except BaseException as error:
+            return error
+
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert classify(oom) == "out_of_memory"
+    assert classify(wrapped(oom, RuntimeError("batch failed"))) == "out_of_memory"
+    assert classify(wrapped(ConnectionResetError("peer reset"), OSError("download failed"))) == "infrastructure"
+    assert classify(OSError("model.safetensors is truncated")) == "model_error"
+    assert classify(KeyError("acc_norm")) == "harness_error"

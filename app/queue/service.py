@@ -8,13 +8,12 @@ import contextlib
 import random
 import re
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -22,10 +21,8 @@ from app.db import serialize, sqlite_writer_lock
 from app.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
-    ProblemError,
     RangeNotSatisfiable,
     UnprocessableEntity,
 )
@@ -40,22 +37,19 @@ from app.models import (
     JobAttempt,
     JobResult,
     JobState,
-    Revision,
     Runner,
     RunnerState,
-    SuiteVersion,
 )
 from app.models.base import utcnow
 from app.queue.matching import Capacity, Need
 from app.queue.notifier import QueueSignal, announce_work
+from app.queue.repository import attempt_of, claimed_job, end_attempt, live, refusal, refused, stored, touch_runner
 from app.queue.schemas import (
     ClaimedJob,
-    ClaimedTask,
     Failure,
     FailureReply,
     Heartbeat,
     HeartbeatReply,
-    JobSettings,
     LmEvalResults,
     Release,
     ResultStored,
@@ -63,14 +57,10 @@ from app.queue.schemas import (
 )
 from app.scores.ingest import ResultsError, parse_scores, task_matcher
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
-from app.security import hash_token, secret_matches
-from app.suites.schemas import SuiteDefinition
+from app.security import hash_token
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
-CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 MAX_BACKOFF_SECONDS = 86400
-_last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at
-_suites: dict[uuid.UUID, SuiteDefinition] = {}  # suite versions are immutable: parsed once per process
 RETRYABLE = (FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED)
 
 
@@ -108,7 +98,7 @@ class QueueService:
         runner = await self.session.scalar(select(Runner).where(Runner.id == runner_id).with_for_update())
         if runner is None or runner.deleted_at is not None:
             raise NotFound("This runner has been deleted.")
-        await self._touch(runner_id, now)
+        await touch_runner(self.session, runner_id, now)
         if runner.state != RunnerState.ACTIVE:
             return None  # paused and draining runners take nothing new
         running = await self.session.scalar(
@@ -179,7 +169,7 @@ class QueueService:
             .values(state=EvaluationState.RUNNING, started_at=now, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        job = await self._claimed_job(job_id, attempt, lease_token)
+        job = await claimed_job(self.session, self.settings, job_id, attempt, lease_token)
         return Claim(job=job, waited_seconds=max(0.0, (now - available_at).total_seconds()))
 
     async def heartbeat(
@@ -190,7 +180,7 @@ class QueueService:
         row = (
             await self.session.execute(
                 update(JobAttempt)
-                .where(*self._live(attempt_id, runner_id, lease_token, now))
+                .where(*live(attempt_id, runner_id, lease_token, now))
                 .values(
                     lease_expires_at=expires,
                     last_heartbeat_at=now,
@@ -201,11 +191,11 @@ class QueueService:
             )
         ).first()
         if row is None:
-            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
-        await self._touch(runner_id, now)
+            raise await refused(self.session, attempt_id, runner_id, lease_token, now)
+        await touch_runner(self.session, runner_id, now)
         cancel = await self.session.scalar(select(EvaluationJob.cancel_requested).where(EvaluationJob.id == row.job_id))
         if cancel:
-            await self._end_attempt(attempt_id, AttemptState.CANCELED, now, message="Canceled on request.")
+            await end_attempt(self.session, attempt_id, AttemptState.CANCELED, now, message="Canceled on request.")
             await self.session.execute(
                 update(EvaluationJob)
                 .where(EvaluationJob.id == row.job_id, EvaluationJob.state == JobState.RUNNING)
@@ -234,7 +224,7 @@ class QueueService:
             await self.session.execute(
                 update(JobAttempt)
                 .where(
-                    *self._live(attempt_id, runner_id, lease_token, now),
+                    *live(attempt_id, runner_id, lease_token, now),
                     JobAttempt.log_bytes == start,
                     JobAttempt.log_bytes + len(data) <= self.settings.max_log_bytes,
                 )
@@ -244,9 +234,9 @@ class QueueService:
             )
         ).first()
         if row is None:
-            refusal = await self._refusal(attempt_id, runner_id, lease_token, now)
-            if refusal is not None:
-                raise refusal
+            problem = await refusal(self.session, attempt_id, runner_id, lease_token, now)
+            if problem is not None:
+                raise problem
             stored = await self.session.scalar(select(JobAttempt.log_bytes).where(JobAttempt.id == attempt_id))
             if stored != start:
                 raise RangeNotSatisfiable(
@@ -271,7 +261,7 @@ class QueueService:
             raise UnprocessableEntity(f"not lm-eval results: {first['msg']}", field=path) from None
         _, digest = canonical_json(body.results)
         await serialize(self.session)  # SQLite: from here on, alone among writers (PostgreSQL: row locks below)
-        attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
+        attempt = await attempt_of(self.session, attempt_id, runner_id, lease_token)
         job = await self.session.get(EvaluationJob, attempt.job_id)
         assert job is not None
         present = set(document.results) | set(document.groups)
@@ -289,16 +279,16 @@ class QueueService:
         earlier = await self.session.scalar(select(JobResult).where(JobResult.job_id == attempt.job_id))
         if earlier is not None:
             if earlier.attempt_id == attempt.id and earlier.content_sha256 == digest:
-                return await self._stored(earlier), False
+                return await stored(self.session, earlier), False
             raise Conflict(f"Job {attempt.job_id} has a result already (sha256 {earlier.content_sha256}).")
         if evaluation.state in (EvaluationState.CANCELED, EvaluationState.FAILED):
             raise Conflict(f"Evaluation {evaluation.id} was {evaluation.state.value}; the result is not taken.")
         now = utcnow()
-        ended = await self._end_attempt(
-            attempt_id, AttemptState.SUCCEEDED, now, live=(runner_id, lease_token), message=None
+        ended = await end_attempt(
+            self.session, attempt_id, AttemptState.SUCCEEDED, now, holder=(runner_id, lease_token), message=None
         )
         if not ended:
-            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+            raise await refused(self.session, attempt_id, runner_id, lease_token, now)
         await self.session.refresh(job)
         job.state, job.finished_at = JobState.SUCCEEDED, now
         result = new_result(
@@ -314,17 +304,23 @@ class QueueService:
         await repository.refresh_state(self.session, evaluation, now)
         if evaluation.state == EvaluationState.SUCCEEDED:
             await summarize_evaluation(self.session, evaluation)
-        return await self._stored(result), True
+        return await stored(self.session, result), True
 
     async def fail(self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Failure) -> FailureReply:
         attempt, evaluation = await self._attempt_and_evaluation(attempt_id, runner_id, lease_token)
         now = utcnow()
         category = FailureCategory(body.category)
-        ended = await self._end_attempt(
-            attempt_id, AttemptState.FAILED, now, live=(runner_id, lease_token), message=body.message, category=category
+        ended = await end_attempt(
+            self.session,
+            attempt_id,
+            AttemptState.FAILED,
+            now,
+            holder=(runner_id, lease_token),
+            message=body.message,
+            category=category,
         )
         if not ended:
-            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+            raise await refused(self.session, attempt_id, runner_id, lease_token, now)
         return await self._settle(attempt.job_id, evaluation, category, body.message, now)
 
     async def release(
@@ -333,11 +329,11 @@ class QueueService:
         """The runner hands the job back unfinished (it is going away): queued again at once, nothing counted."""
         attempt, evaluation = await self._attempt_and_evaluation(attempt_id, runner_id, lease_token)
         now = utcnow()
-        ended = await self._end_attempt(
-            attempt_id, AttemptState.RELEASED, now, live=(runner_id, lease_token), message=body.reason
+        ended = await end_attempt(
+            self.session, attempt_id, AttemptState.RELEASED, now, holder=(runner_id, lease_token), message=body.reason
         )
         if not ended:
-            raise await self._refusal(attempt_id, runner_id, lease_token, now) or Conflict("The attempt changed.")
+            raise await refused(self.session, attempt_id, runner_id, lease_token, now)
         job = await self.session.get(EvaluationJob, attempt.job_id, populate_existing=True)
         assert job is not None
         if job.cancel_requested or evaluation.state in repository.TERMINAL_EVALUATION_STATES:
@@ -360,7 +356,7 @@ class QueueService:
     ) -> tuple[JobAttempt, Evaluation]:
         """The attempt (its runner and lease checked) and its evaluation, locked, in the lock order."""
         await serialize(self.session)
-        attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
+        attempt = await attempt_of(self.session, attempt_id, runner_id, lease_token)
         evaluation_id = await self.session.scalar(
             select(EvaluationJob.evaluation_id).where(EvaluationJob.id == attempt.job_id)
         )
@@ -456,151 +452,3 @@ class QueueService:
         # 30 s x 2^(n-1), capped at a day, +-10 % jitter so that requeued jobs do not return in lockstep.
         seconds = min(self.settings.retry_backoff_seconds * 2 ** min(failures - 1, 30), MAX_BACKOFF_SECONDS)
         return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
-
-    def _live(
-        self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime
-    ) -> list[ColumnElement[bool]]:
-        return [
-            JobAttempt.id == attempt_id,
-            JobAttempt.runner_id == runner_id,
-            JobAttempt.lease_token_hash == hash_token(lease_token),
-            JobAttempt.state == AttemptState.RUNNING,
-            JobAttempt.lease_expires_at > now,
-        ]
-
-    async def _end_attempt(
-        self,
-        attempt_id: uuid.UUID,
-        state: AttemptState,
-        now: datetime,
-        *,
-        message: str | None,
-        live: tuple[uuid.UUID, str] | None = None,
-        category: FailureCategory | None = None,
-    ) -> bool:
-        conditions = self._live(attempt_id, *live, now) if live else [JobAttempt.id == attempt_id]
-        result = await self.session.execute(
-            update(JobAttempt)
-            .where(*conditions)
-            .values(
-                state=state,
-                finished_at=now,
-                failure_category=category.value if category else None,
-                failure_message=message,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    async def _attempt_of(self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str) -> JobAttempt:
-        attempt = await self.session.get(JobAttempt, attempt_id)
-        if attempt is None:
-            raise NotFound(f"No attempt with id {attempt_id}.")
-        if attempt.runner_id != runner_id:
-            raise Forbidden(f"Attempt {attempt_id} belongs to another runner.")
-        if not secret_matches(attempt.lease_token_hash, lease_token):
-            raise Conflict(f"The lease token does not match attempt {attempt_id}.")
-        return attempt
-
-    async def _refusal(
-        self, attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime
-    ) -> ProblemError | None:
-        """Why a conditional write to an attempt changed nothing; None if the attempt is live after all."""
-        try:
-            attempt = await self._attempt_of(attempt_id, runner_id, lease_token)
-        except ProblemError as problem:
-            return problem
-        await self.session.refresh(attempt)
-        if attempt.state != AttemptState.RUNNING:
-            return Conflict(f"Attempt {attempt_id} is {attempt.state.value}: its lease is over.")
-        if attempt.lease_expires_at <= now:
-            return Conflict(f"The lease of attempt {attempt_id} lapsed at {attempt.lease_expires_at.isoformat()}.")
-        return None
-
-    async def _touch(self, runner_id: uuid.UUID, now: datetime) -> None:
-        # Remembered per process, so that most heartbeats and polls skip the statement altogether; the
-        # condition below still keeps several processes to about one write per interval.
-        if time.monotonic() - _last_touch.get(runner_id, -1e9) < CONTACT_WRITE_SECONDS:
-            return
-        _last_touch[runner_id] = time.monotonic()
-        stale = now - timedelta(seconds=CONTACT_WRITE_SECONDS)
-        await self.session.execute(
-            update(Runner)
-            .where(Runner.id == runner_id, or_(Runner.last_contact_at.is_(None), Runner.last_contact_at < stale))
-            .values(last_contact_at=now)
-            .execution_options(synchronize_session=False)
-        )
-
-    async def _claimed_job(self, job_id: uuid.UUID, attempt: JobAttempt, lease_token: str) -> ClaimedJob:
-        row = (
-            await self.session.execute(
-                select(
-                    EvaluationJob.tasks,
-                    EvaluationJob.shard_index,
-                    EvaluationJob.required_memory_bytes,
-                    Evaluation.id,
-                    Evaluation.config,
-                    Evaluation.batch_size,
-                    Evaluation.suite_version_id,
-                    Revision.sha,
-                )
-                .join(Evaluation, Evaluation.id == EvaluationJob.evaluation_id)
-                .join(Revision, Revision.id == Evaluation.revision_id)
-                .where(EvaluationJob.id == job_id)
-            )
-        ).one()
-        tasks, shard_index, required_memory, evaluation_id, config, batch_size, suite_version_id, sha = row
-        suite = _suites.get(suite_version_id)
-        if suite is None:
-            definition = await self.session.scalar(
-                select(SuiteVersion.definition).where(SuiteVersion.id == suite_version_id)
-            )
-            suite = _suites[suite_version_id] = SuiteDefinition.model_validate(definition)
-        fewshot = {task.name: task.num_fewshot for task in suite.tasks}
-        return ClaimedJob(
-            attempt_id=attempt.id,
-            attempt_number=attempt.number,
-            lease_token=lease_token,
-            lease_expires_at=attempt.lease_expires_at,
-            heartbeat_seconds=self.settings.heartbeat_seconds,
-            job_id=job_id,
-            evaluation_id=evaluation_id,
-            shard_index=shard_index,
-            model=config["model"],
-            revision=sha,
-            suite=config["suite"],
-            suite_version=config["suite_version"],
-            include_path=suite.include_path,
-            tasks=[
-                ClaimedTask(
-                    name=name,
-                    num_fewshot=config["num_fewshot"] if config["num_fewshot"] is not None else fewshot[name],
-                )
-                for name in tasks
-            ],
-            settings=JobSettings(
-                precision=config["precision"],
-                backend=config["backend"],
-                batch_size=batch_size,
-                apply_chat_template=config["apply_chat_template"],
-                fewshot_as_multiturn=config["fewshot_as_multiturn"],
-                num_fewshot=config["num_fewshot"],
-                limit=config["limit"],
-                seed=config["seed"],
-                gen_kwargs=config["gen_kwargs"],
-                harness_version=config["harness_version"],
-            ),
-            required_memory_bytes=required_memory,
-        )
-
-    async def _stored(self, result: JobResult) -> ResultStored:
-        job_state = await self.session.scalar(select(EvaluationJob.state).where(EvaluationJob.id == result.job_id))
-        evaluation_state = await self.session.scalar(
-            select(Evaluation.state).where(Evaluation.id == result.evaluation_id)
-        )
-        return ResultStored(
-            result_id=result.id,
-            content_sha256=result.content_sha256,
-            job_state=str(job_state.value if job_state else ""),
-            evaluation_state=str(evaluation_state.value if evaluation_state else ""),
-        )

@@ -1,9 +1,10 @@
 """A local stand-in for the Hugging Face Hub's HTTP API, faithful to what huggingface_hub 2.x relies on.
 
 Endpoints: model info (with and without a revision, `blobs=true`), HEAD and ranged GET (206) on
-/{repo}/resolve/{rev}/{file}, refs and commits. Errors carry the `X-Error-Code` header the client maps to
-its exceptions (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo). Knobs: latency per request,
-scripted failures (429 with Retry-After, 5xx), and a log of every request with the bytes it sent.
+/{repo}/resolve/{rev}/{file}, refs, commits and the file tree (one folder level). Errors carry the
+`X-Error-Code` header the client maps to its exceptions (RepoNotFound, RevisionNotFound, EntryNotFound,
+GatedRepo). Knobs: latency per request, scripted failures (429 with Retry-After, 5xx), and a log of every
+request with the bytes it sent.
 """
 
 import base64
@@ -122,6 +123,7 @@ INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/?]
 REFS = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/refs$")
 COMMITS = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/commits/(?P<rev>[^/?]+)$")
 RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -179,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, *, body: bool) -> None:
         split = urlsplit(self.path)
         path, query = unquote(split.path), parse_qs(split.query)
-        repo_id = next((m.group("repo") for p in (INFO, REFS, COMMITS, RESOLVE) if (m := p.match(path))), None)
+        repo_id = next((m.group("repo") for p in (INFO, REFS, COMMITS, RESOLVE, TREE) if (m := p.match(path))), None)
         if self.fake.latency:
             time.sleep(self.fake.latency)
         with self.fake._lock:
@@ -215,6 +217,16 @@ class _Handler(BaseHTTPRequestHandler):
                 body,
                 repo_id,
             )
+        elif match := TREE.match(path):
+            commit = repo.commit(match.group("rev"))
+            if commit is None:
+                self._error(404, "RevisionNotFound", "Invalid rev id", body, repo_id)
+                return
+            entries = self._tree(commit, (match.group("path") or "").strip("/"))
+            if entries is None:
+                self._error(404, "EntryNotFound", "Entry not found", body, repo_id)
+                return
+            self._json(entries, body, repo_id)
         elif match := INFO.match(path):
             commit = repo.commit(match.group("rev") or "main")
             if commit is None:
@@ -232,6 +244,22 @@ class _Handler(BaseHTTPRequestHandler):
             "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in repo.tags.items()],
             "converts": [],
         }
+
+    def _tree(self, commit: Commit, folder: str) -> list[dict[str, object]] | None:
+        """The folder's direct entries (files and subfolders), or None when no file lies under it."""
+        prefix = f"{folder}/" if folder else ""
+        names = [name for name in sorted(commit.files) if name.startswith(prefix)]
+        if folder and not names:
+            return None
+        entries: dict[str, dict[str, object]] = {}
+        for name in names:
+            head, _, rest = name[len(prefix) :].partition("/")
+            if rest:
+                entries.setdefault(head, {"type": "directory", "oid": sha_of(prefix + head), "path": prefix + head})
+            else:
+                content = commit.files[name]
+                entries[head] = {"type": "file", "oid": sha_of(name, commit.sha), "size": len(content), "path": name}
+        return list(entries.values())
 
     def _info(self, repo: Repo, commit: Commit, *, blobs: bool) -> dict[str, object]:
         siblings = []
