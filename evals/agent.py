@@ -25,6 +25,7 @@ from evals.worker import WorkerProcess
 log = logging.getLogger("corral.runner")
 EVALS_DIR = Path(__file__).resolve().parent
 LOG_TAIL_BYTES = 4000
+CORRAL_SECRETS = {"CORRAL_RUNNER_TOKEN", "CORRAL_TOKEN"}
 
 
 class Agent:
@@ -74,7 +75,7 @@ class Agent:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # the server has the log; the spool has the results
 
-    def _run_job(self, job: dict[str, Any], workdir: Path) -> None:
+    def _run_job(self, job: dict[str, Any], workdir: Path, *, resubmitted: bool = False) -> None:
         attempt, lease = job["attempt_id"], job["lease_token"]
         spec = {
             **job,
@@ -100,6 +101,21 @@ class Agent:
             return
         self._send_log(attempt, lease, log_path)
         code = self._exit_code(worker, workdir)
+        if not (workdir / "done").exists():  # the worker died without a word: a signal, the OOM killer
+            self._stop_worker()
+            if self.stopping.is_set():  # the signal was for all of us (e.g. systemd's control group)
+                self._release(attempt, lease)
+                return
+            if not resubmitted and b"corral: lm-eval" not in log_path.read_bytes():
+                log.warning("the worker died before starting job %s; a fresh one takes it", job["job_id"])
+                self._run_job(job, workdir, resubmitted=True)
+                return
+            failure = {
+                "category": "infrastructure",  # the machine, not the model: worth a try elsewhere
+                "message": f"the lm-eval worker died (exit status {code}: a negative number is the signal)",
+            }
+            self._report_failure(attempt, lease, failure, log_path)
+            return
         if code != 0 or not self.config.warm_worker:
             self._stop_worker()  # a failed job ends its worker; a cold runner starts one per job
         else:
@@ -109,8 +125,12 @@ class Agent:
             return
         failure_path = workdir / "outcome.json"
         failure = json.loads(failure_path.read_text()) if failure_path.exists() else {"category": "harness_error"}
+        failure.setdefault("message", f"lm-eval exited with status {code}")
+        self._report_failure(attempt, lease, failure, log_path)
+
+    def _report_failure(self, attempt: str, lease: str, failure: dict[str, str], log_path: Path) -> None:
         tail = log_path.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
-        message = f"{failure.get('message', f'lm-eval exited with status {code}')}\n--- last log lines ---\n{tail}"
+        message = f"{failure['message']}\n--- last log lines ---\n{tail}"
         try:
             self.client.fail(attempt, lease, failure["category"], message)
         except (ServerError, httpx.TransportError) as exc:
@@ -121,7 +141,9 @@ class Agent:
         if self.worker is not None and (self.worker.key != key or not self.worker.alive()):
             self._stop_worker()  # another model: a fresh process returns all the device memory
         if self.worker is None:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+            # lm-eval runs task code (`!function` hooks): it gets no Corral credentials.
+            env = {key: value for key, value in os.environ.items() if key not in CORRAL_SECRETS}
+            env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
             if self.config.hf_token is not None:
                 env["HF_TOKEN"] = self.config.hf_token.get_secret_value()
             if self.config.hf_cache_dir is not None:
@@ -168,20 +190,23 @@ class Agent:
                 log.warning("heartbeat failed (%s); the job goes on", type(exc).__name__)
                 continue
             except ServerError as exc:
-                if exc.status == 409:  # the lease is gone: another runner has the job now
+                if exc.status in (403, 404, 409):  # the lease is gone: another runner has the job now
                     log.warning("attempt %s lost its lease (%s); stopping lm-eval", attempt, exc.detail)
                     self._kill_worker()
                     return "lost its lease"
-                raise
+                # A proxy or a restarting server (5xx, 429): keep working, the next heartbeat tries again.
+                log.warning("heartbeat refused (%s); the job goes on", exc)
+                continue
             if reply["cancel_requested"]:
                 self._kill_worker()
                 return "canceled by the server"
 
     def _hand_back(self, attempt: str, lease: str, workdir: Path) -> str:
-        """Stop lm-eval and give the job back to the queue at once, for another runner (or this one, later)."""
-        self._kill_worker()
-        self._send_log(attempt, lease, workdir / "log.txt")
+        """Give the job back to the queue at once, for another runner (or this one, later), then stop lm-eval.
+        Quick calls first: a supervisor's stop grace period (10 s for docker stop) is short."""
+        self._send_log(attempt, lease, workdir / "log.txt", final=False)
         self._release(attempt, lease)
+        self._kill_worker()
         return "handed back to the queue"
 
     def _release(self, attempt: str, lease: str) -> None:
@@ -226,9 +251,11 @@ class Agent:
         }
         target = self.config.spool_dir / f"{attempt}.json"
         partial = target.with_suffix(".partial")
-        partial.write_text(json.dumps(entry))
+        partial.unlink(missing_ok=True)
+        # Mode 600 from the first byte: it holds a lease token.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(json.dumps(entry))
         partial.replace(target)  # atomic: a crash leaves either nothing or a whole entry
-        target.chmod(0o600)  # it holds a lease token
 
     def flush_spool(self) -> None:
         """Upload every spooled result; keep what the server cannot take yet, drop what it never will."""

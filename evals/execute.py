@@ -11,6 +11,7 @@ suite, another suite) skips the imports and the weight loading. For each job it 
 import gc
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -38,11 +39,13 @@ def classify(error: BaseException) -> str:
     text = " ".join(f"{type(link).__name__}: {link}" for link in chain).lower()
     if "out of memory" in text or "OutOfMemoryError" in names:
         return "out_of_memory"
-    # Not in the cache and the Hub out of reach (a subclass of EntryNotFoundError, hence first).
-    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or "couldn't connect" in text:
+    # Not in the cache and the Hub out of reach (a subclass of EntryNotFoundError, hence first); and a gated
+    # repo this runner's token cannot open, which another runner's may: both worth a retry elsewhere.
+    runner_side = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "GatedRepoError", "RunnerSetupError"}
+    if names & runner_side or "couldn't connect" in text:
         return "infrastructure"
     # Before the network check: these are HTTP errors too, but no retry helps until someone changes the repo.
-    if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "GatedRepoError", "EntryNotFoundError"}:
+    if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"}:
         return "model_error"
     if names & {"ConnectionError", "Timeout", "TimeoutError", "HfHubHTTPError", "TransportError"}:
         return "infrastructure"
@@ -52,6 +55,7 @@ def classify(error: BaseException) -> str:
 
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+QUANTIZED = ("int8", "int4")
 
 
 def devices_to_use(spec: dict[str, Any]) -> int:
@@ -61,10 +65,11 @@ def devices_to_use(spec: dict[str, Any]) -> int:
     per_device, count = accelerator.get("memory_bytes") or 0, accelerator.get("count") or 1
     if per_device <= 0 or count <= 1:
         return 1
+    usable = 1 << (count.bit_length() - 1)  # the most GPUs a power of two allows: 4 of 6, 2 of 3
     needed = 1
-    while needed < count and needed * per_device < spec["required_memory_bytes"]:
+    while needed < usable and needed * per_device < spec["required_memory_bytes"]:
         needed *= 2
-    return min(needed, count)
+    return needed
 
 
 def model_args(spec: dict[str, Any]) -> str:
@@ -77,13 +82,17 @@ def model_args(spec: dict[str, Any]) -> str:
         parts.append(f"dtype={DTYPES[precision]}")
     spread = devices_to_use(spec)
     if settings["backend"] == "vllm":
-        if precision in ("int8", "int4"):
-            parts.append("quantization=bitsandbytes")  # vLLM quantizes unquantized weights only through it
+        # vLLM quantizes unquantized weights in flight to fp8, or to 4 bits through bitsandbytes (never 8: the
+        # server refuses int8 on vllm). Its sampling seed is fixed when the engine starts.
+        quantization = {"fp8": "fp8", "int4": "bitsandbytes"}.get(precision)
+        if quantization:
+            parts.append(f"quantization={quantization}")
+        parts.append(f"seed={settings['seed']}")
         if spread > 1:
             parts.append(f"tensor_parallel_size={spread}")
         return ",".join(parts)
-    if precision in ("int8", "int4"):
-        parts.append(f"load_in_{precision[3:]}bit=True")
+    if precision in QUANTIZED:
+        parts.append(f"quantization=bitsandbytes-{precision}")  # recorded; applied in Worker.model
     if spread > 1:
         parts.append("parallelize=True")  # accelerate places the layers across the visible GPUs
     elif spec.get("device"):
@@ -92,11 +101,12 @@ def model_args(spec: dict[str, Any]) -> str:
 
 
 def peak_memory() -> int | None:
+    """Peak accelerator memory of this job (summed over the GPUs it spread over), else the process's peak RSS."""
     try:
         import torch
 
         if torch.cuda.is_available():
-            return int(torch.cuda.max_memory_allocated())
+            return sum(int(torch.cuda.max_memory_allocated(index)) for index in range(torch.cuda.device_count()))
     except ImportError:
         return None
     import resource
@@ -124,6 +134,36 @@ def environment() -> dict[str, Any]:
     return facts
 
 
+class RunnerSetupError(RuntimeError):
+    """This runner lacks something the job needs; another runner may have it (reported as infrastructure)."""
+
+
+def quantized_hf_model(spec: dict[str, Any]) -> Any:
+    """int8/int4 on the hf backend. lm-eval 0.4.13 forwards no quantization settings of its own and transformers 5
+    dropped `load_in_8bit`, so the weights are loaded here through bitsandbytes and handed to lm-eval's HFLM."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as missing:
+        raise RunnerSetupError(
+            "int8 and int4 on the hf backend need bitsandbytes and a CUDA GPU on the runner (pip install bitsandbytes)"
+        ) from missing
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    local = spec.get("local_path")
+    source, revision = (local, None) if local else (spec["model"], spec["revision"])
+    if spec["settings"]["precision"] == "int8":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, revision=revision, quantization_config=config, device_map="auto"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec["settings"]["batch_size"])
+
+
 def model_key(spec: dict[str, Any]) -> str:
     """Jobs with the same key can share one loaded model."""
     settings = spec["settings"]
@@ -147,9 +187,12 @@ class Worker:
         import lm_eval.api.registry
 
         backend, batch_size = spec["settings"]["backend"], spec["settings"]["batch_size"]
-        self.lm = lm_eval.api.registry.get_model(backend).create_from_arg_string(
-            model_args(spec), {"batch_size": batch_size}
-        )
+        if backend == "hf" and spec["settings"]["precision"] in QUANTIZED:
+            self.lm = quantized_hf_model(spec)
+        else:
+            self.lm = lm_eval.api.registry.get_model(backend).create_from_arg_string(
+                model_args(spec), {"batch_size": batch_size}
+            )
         self.key = key
         return self.lm, False
 
@@ -187,13 +230,14 @@ class Worker:
                     ObservedTaskManager(include_path=include) if include else ObservedTaskManager()
                 )
             manager = self.task_managers[include]
-            hook = ProgressHook(manager, out / "progress.json")
+            hook = ProgressHook(manager, out / "progress.json", names=tasks)
             hook.set_stage("building requests")
             lm.set_cache_hook(hook)
             if _cuda():
                 import torch
 
-                torch.cuda.reset_peak_memory_stats()
+                for index in range(torch.cuda.device_count()):
+                    torch.cuda.reset_peak_memory_stats(index)
             results = lm_eval.simple_evaluate(
                 model=lm,
                 model_args=model_args(spec),
@@ -233,6 +277,9 @@ class Worker:
             outcome = {"category": classify(error), "message": f"{type(error).__name__}: {error}"}
             (out / "outcome.json").write_text(json.dumps(outcome))
             return 1
+        finally:
+            for manager in self.task_managers.values():
+                manager.loaded = None  # the job's tasks, datasets and requests: not kept while the worker idles
 
 
 def _cuda() -> bool:
@@ -269,11 +316,28 @@ def run_job(worker: Worker, spec_path: Path) -> int:
     return code
 
 
+def die_with_the_agent() -> None:
+    """Linux: SIGTERM this worker when the agent that started it dies, so an idle warm worker never lingers
+    holding GPU memory (it runs in a session of its own, out of reach of the agent's process group)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def serve(worker: Worker) -> int:
     """Jobs from stdin, one spec path per line, until stdin closes; a failed job ends the process, since a
     model that failed (CUDA out of memory above all) may have left the device in a state not worth keeping."""
+    die_with_the_agent()
+    between_jobs = os.dup(1)  # the agent's worker.log: where output goes when no job runs
     while line := sys.stdin.readline():
-        if run_job(worker, Path(line.strip())) != 0:
+        code = run_job(worker, Path(line.strip()))
+        os.dup2(between_jobs, 1)
+        os.dup2(between_jobs, 2)
+        if code != 0:
             return 1
     return 0
 

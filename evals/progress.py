@@ -16,6 +16,8 @@ from typing import Any
 from lm_eval.api.model import CacheHook
 from lm_eval.tasks import TaskManager
 
+MAX_REPORTED_TASKS = 500  # the server takes at most this many in a heartbeat
+
 
 def request_key(request_type: str, arguments: Any) -> tuple[str, ...]:
     # Only the string arguments: generation settings are dicts that a backend may copy on the way.
@@ -34,16 +36,23 @@ class ObservedTaskManager(TaskManager):
 
 
 class ProgressHook(CacheHook):
-    """Counts finished requests per task and writes them to a JSON file, at most once an `interval`."""
+    """Counts finished requests per task and writes them to a JSON file, at most once an `interval`.
 
-    def __init__(self, manager: ObservedTaskManager, path: Path, *, interval: float = 1.0) -> None:
+    Progress is reported for the job's own task names: a group (`mmlu`, `leaderboard_bbh`) sums its leaf
+    tasks, which may number in the thousands, so the heartbeat stays small and speaks the suite's names."""
+
+    def __init__(
+        self, manager: ObservedTaskManager, path: Path, *, names: list[str] | None = None, interval: float = 1.0
+    ) -> None:
         super().__init__(None)
         self.manager = manager
         self.path = path
+        self.names = names or []
         self.interval = interval  # seconds between writes: a job may finish thousands of requests a second
         self.stage = "building requests"
-        self.totals: dict[str, int] = {}
+        self.totals: dict[str, int] = {}  # per leaf task
         self.done: dict[str, int] = defaultdict(int)
+        self.members: dict[str, list[str]] = {}  # reported name -> its leaf tasks
         self.owners: dict[tuple[str, ...], deque[str]] | None = None
         self.written_at = 0.0
         self.lock = threading.Lock()  # some backends answer from worker threads
@@ -61,7 +70,8 @@ class ProgressHook(CacheHook):
     def _index(self) -> None:
         """Totals and request owners, from the tasks' requests (all built before the first one runs)."""
         self.owners = defaultdict(deque)
-        tasks = (self.manager.loaded or {}).get("tasks", {})
+        loaded = self.manager.loaded or {}
+        tasks, groups = loaded.get("tasks", {}), loaded.get("groups", {})
         for name, task in tasks.items():
             total = 0
             for instance in task.instances or []:
@@ -69,6 +79,15 @@ class ProgressHook(CacheHook):
                 self.owners[request_key(instance.request_type, instance.args)].extend([name] * repeats)
                 total += repeats
             self.totals[name] = total
+        for name in self.names:
+            if name in groups:
+                self.members[name] = [task.task_name for task in groups[name].get_all_tasks()]
+            elif name in tasks:
+                self.members[name] = [name]
+        covered = {leaf for leaves in self.members.values() for leaf in leaves}
+        for leaf in tasks:  # a tag expands to tasks of no group: reported under their own names
+            if leaf not in covered:
+                self.members[leaf] = [leaf]
         self.stage = "running requests"
 
     def set_stage(self, stage: str, *, finished: bool = False) -> None:
@@ -79,12 +98,19 @@ class ProgressHook(CacheHook):
             self.write()
 
     def snapshot(self) -> dict[str, Any]:
-        tasks = {name: min(1.0, self.done[name] / total) for name, total in self.totals.items() if total}
-        overall_total = sum(self.totals.values())
-        progress: dict[str, Any] = {"stage": self.stage, "tasks": {k: round(v, 4) for k, v in tasks.items()}}
-        if overall_total:
-            done = sum(min(self.done[name], total) for name, total in self.totals.items())
-            progress["overall"] = round(done / overall_total, 4)
+        def finished(leaves: list[str]) -> tuple[int, int]:
+            totals = [self.totals.get(leaf, 0) for leaf in leaves]
+            return sum(min(self.done[leaf], total) for leaf, total in zip(leaves, totals, strict=True)), sum(totals)
+
+        tasks = {}
+        for name, leaves in list(self.members.items())[:MAX_REPORTED_TASKS]:
+            done, total = finished(leaves)
+            if total:
+                tasks[name] = round(done / total, 4)
+        progress: dict[str, Any] = {"stage": self.stage, "tasks": tasks}
+        done, total = finished(list(self.totals))
+        if total:
+            progress["overall"] = round(done / total, 4)
         return progress
 
     def write(self) -> None:

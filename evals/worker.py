@@ -40,20 +40,20 @@ class WorkerProcess:
     def stop(self) -> None:
         """Let it finish and exit: closing stdin is its signal."""
         self._close_stdin()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.kill()
 
     def kill(self) -> None:
-        """Stop the job now (SIGTERM to the process group, SIGKILL after a grace period)."""
-        if self.process.poll() is None:
+        """Stop the job now: SIGTERM to the process group, then SIGKILL to whatever of it is left (vLLM's
+        engine processes outlive their parent otherwise, holding GPU memory)."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=KILL_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=KILL_GRACE_SECONDS)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self._close_stdin()
 
     def _close_stdin(self) -> None:

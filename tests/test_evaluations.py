@@ -99,6 +99,7 @@ def test_bad_requests_name_the_field_and_write_nothing(
         {"ref": "main"},  # two of revision / ref / alias
         {"fewshot_as_multiturn": True},  # needs the chat template
         {"precision": "fp8"},  # not with the hf backend
+        {"precision": "int8", "backend": "vllm"},  # vLLM quantizes in flight to fp8 or 4 bits only
         {"batch_size": "lots"},
         {"limit": 0},
         {"unknown": 1},

@@ -235,18 +235,28 @@ def test_a_killed_runners_job_is_finished_by_another(tmp_path: Path, tiny_model:
     try:
         admin, config = prepare(server, tiny_model, tmp_path)
         requested = request_smoke(server, admin)
-        doomed = subprocess.Popen(
-            [sys.executable, "-m", "evals", "run", "--config", str(config), "--max-jobs", "1"],
-            cwd=ROOT,
-            env={**os.environ, **OFFLINE},
-            start_new_session=True,  # its own process group: the kill takes its lm-eval child too
-        )
+        doomed_log = tmp_path / "doomed.log"
+        with doomed_log.open("w") as output:
+            doomed = subprocess.Popen(
+                [sys.executable, "-m", "evals", "run", "--config", str(config), "--max-jobs", "1"],
+                cwd=ROOT,
+                env={**os.environ, **OFFLINE},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
-        while evaluation(server, requested["id"])["jobs"][0]["state"] != "running":
+        while not worker_pids(doomed_log.read_text()):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         os.killpg(doomed.pid, signal.SIGKILL)  # the machine dies mid-job: no goodbye, no result
         doomed.wait()
+        # Its lm-eval worker (a session of its own) goes with it instead of computing for no one.
+        orphan = worker_pids(doomed_log.read_text())[0]
+        deadline = time.monotonic() + 30
+        while not gone(orphan):
+            assert time.monotonic() < deadline, "the worker outlived its agent"
+            time.sleep(0.2)
         survivor = runner(config, "--max-jobs", "2")
         output, _ = survivor.communicate(timeout=300)
         assert survivor.returncode == 0, output
@@ -256,6 +266,42 @@ def test_a_killed_runners_job_is_finished_by_another(tmp_path: Path, tiny_model:
         assert [attempt["state"] for attempt in first["attempts"]] == ["lost", "succeeded"]
     finally:
         server.stop()
+
+
+def worker_of(agent: subprocess.Popen[str]) -> int | None:
+    """The pid of the agent's lm-eval worker, from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == agent.pid and b"evals.execute" in command:
+            return int(stat.parent.name)
+    return None
+
+
+def test_a_worker_killed_mid_job_is_an_infrastructure_failure(server: Server, tiny_model: Path, tmp_path: Path) -> None:
+    admin, config = prepare(server, tiny_model, tmp_path)
+    requested = request_smoke(server, admin)
+    agent = runner(config, "--max-jobs", "1")
+    deadline = time.monotonic() + 60
+    while True:  # until lm-eval is at work on the job (before that, a dead worker's job is simply resubmitted)
+        assert time.monotonic() < deadline
+        logs = list((tmp_path / "work").glob("*/log.txt"))
+        if logs and "corral: lm-eval" in logs[0].read_text():
+            break
+        time.sleep(0.2)
+    pid = worker_of(agent)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the host's OOM killer, say
+    output, _ = agent.communicate(timeout=120)
+    assert agent.returncode == 0, output
+    job = evaluation(server, requested["id"])["jobs"][0]
+    attempt = job["attempts"][0]
+    assert (attempt["state"], attempt["failure_category"]) == ("failed", "infrastructure")
+    assert "worker died (exit status -9" in attempt["failure_message"]
+    assert job["state"] == "queued"  # retried, on this runner or another
 
 
 def test_sigterm_hands_the_job_back_or_finishes_it(server: Server, tiny_model: Path, tmp_path: Path) -> None:
@@ -278,8 +324,9 @@ def test_sigterm_hands_the_job_back_or_finishes_it(server: Server, tiny_model: P
     leaving.send_signal(signal.SIGTERM)
     output, _ = leaving.communicate(timeout=60)
     assert leaving.returncode == 0, output
-    assert "handed back to the queue" in output
-    assert gone(worker_pids(output)[0])
+    # Handed back while lm-eval ran, or unstarted if the signal came between the claim and the start.
+    assert "handed back to the queue" in output or not worker_pids(output), output
+    assert all(gone(pid) for pid in worker_pids(output))
     job = evaluation(server, requested["id"])["jobs"][0]
     assert job["state"] == "queued"
     assert [attempt["state"] for attempt in job["attempts"]] == ["released"]

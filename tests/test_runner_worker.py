@@ -70,27 +70,30 @@ def test_progress_counts_every_request_of_each_task(tiny_model: Path, tmp_path: 
     spec = json.loads(job_spec(tmp_path / "job", tiny_model, []).read_text())
     lm, _ = Worker().model(spec)
     manager = ObservedTaskManager(include_path=str(SMOKE))
-    hook = RecordingHook(manager, tmp_path / "progress.json", interval=0)
+    # The job names a group: progress is reported under the group's name, counted over its leaf tasks.
+    hook = RecordingHook(manager, tmp_path / "progress.json", names=["corral_smoke_both"], interval=0)
     lm.set_cache_hook(hook)
-    lm_eval.simple_evaluate(
-        model=lm, tasks=["corral_smoke_mc", "corral_smoke_gen"], limit=LIMIT, task_manager=manager, log_samples=False
-    )
+    lm_eval.simple_evaluate(model=lm, tasks=["corral_smoke_both"], limit=LIMIT, task_manager=manager, log_samples=False)
 
     lines = (SMOKE / "corral_smoke_mc.jsonl").read_text().splitlines()[:LIMIT]
     choices = sum(len(json.loads(line)["choices"]) for line in lines)
     # One loglikelihood request per choice of each document, one generation per document.
     assert hook.totals == {"corral_smoke_mc": choices, "corral_smoke_gen": LIMIT}
+    # Every finished request was attributed to its own task, none twice (before any reconciliation).
+    assert dict(hook.done) == hook.totals
     running = [snapshot for snapshot in hook.snapshots if snapshot["stage"] == "running requests"]
-    # Every finished request moved the count, attributed to its own task; nothing was counted twice.
-    assert [snapshot["overall"] for snapshot in running] == [
-        round(done / (choices + LIMIT), 4) for done in range(1, choices + LIMIT + 1)
-    ]
-    for task in ("corral_smoke_mc", "corral_smoke_gen"):
-        fractions = [snapshot["tasks"][task] for snapshot in running]
-        assert fractions == sorted(fractions)
-        assert fractions[0] < 1.0
-        assert fractions[-1] == 1.0
+    total = choices + LIMIT
+    assert [snapshot["overall"] for snapshot in running] == [round(done / total, 4) for done in range(1, total + 1)]
+    assert all(set(snapshot["tasks"]) == {"corral_smoke_both"} for snapshot in running)
+    assert [snapshot["tasks"]["corral_smoke_both"] for snapshot in running] == [s["overall"] for s in running]
     assert json.loads((tmp_path / "progress.json").read_text()) == hook.snapshots[-1]
+
+
+def test_progress_without_names_reports_each_task() -> None:
+    hook = ProgressHook(ObservedTaskManager.__new__(ObservedTaskManager), Path("unused"))
+    hook.totals, hook.members = {"a": 4, "b": 2}, {"a": ["a"], "b": ["b"]}
+    hook.done.update({"a": 4, "b": 1})
+    assert hook.snapshot() == {"stage": "building requests", "tasks": {"a": 1.0, "b": 0.5}, "overall": round(5 / 6, 4)}
 
 
 def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(tiny_model: Path, tmp_path: Path) -> None:
@@ -132,20 +135,45 @@ def test_a_failing_job_says_why(tiny_model: Path, tmp_path: Path) -> None:
 
 
 GB = 10**9
+H100 = {"kind": "nvidia-h100-80gb-hbm3", "memory_bytes": 80 * GB, "count": 8}
+
+
+def constructor_parameters(backend: str) -> set[str]:
+    """The keyword arguments lm-eval's model class for `backend` takes, read from its source (vLLM is not
+    installed here, so its class is read, not imported)."""
+    import ast
+    import inspect
+
+    import lm_eval.models
+
+    if backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        return set(inspect.signature(HFLM.__init__).parameters)
+    source = Path(lm_eval.models.__file__).parent / "vllm_causallms.py"
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == "VLLM":
+            init = next(item for item in node.body if isinstance(item, ast.FunctionDef) and item.name == "__init__")
+            return {argument.arg for argument in init.args.args + init.args.kwonlyargs}
+    raise AssertionError("lm-eval has no VLLM class")
 
 
 @pytest.mark.parametrize(
     ("backend", "precision", "required", "accelerator", "expected"),
     [
-        ("hf", "fp32", GB, {"kind": "cpu", "memory_bytes": 64 * GB, "count": 1}, "dtype=float32,device=cpu"),
-        ("hf", "bf16", 20 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "dtype=bfloat16"),
+        ("hf", "fp32", GB, {"kind": "cpu", "memory_bytes": 64 * GB, "count": 1}, "device=cpu"),
+        ("hf", "bf16", 20 * GB, H100, "dtype=bfloat16"),
         # 140 GB on 80 GB GPUs: accelerate spreads the layers; vLLM splits tensors over two of them.
-        ("hf", "bf16", 140 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "parallelize=True"),
-        ("vllm", "bf16", 140 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "parallel_size=2"),
-        ("vllm", "bf16", 900 * GB, {"kind": "nvidia-h100", "memory_bytes": 141 * GB, "count": 8}, "parallel_size=8"),
-        ("vllm", "bf16", 300 * GB, {"kind": "nvidia-h100", "memory_bytes": 80 * GB, "count": 8}, "parallel_size=4"),
-        ("hf", "int4", 20 * GB, {"kind": "nvidia-l4", "memory_bytes": 24 * GB, "count": 1}, "load_in_4bit=True"),
-        ("vllm", "int8", 20 * GB, {"kind": "nvidia-l4", "memory_bytes": 24 * GB, "count": 1}, "bitsandbytes"),
+        ("hf", "bf16", 140 * GB, H100, "parallelize=True"),
+        ("vllm", "bf16", 140 * GB, H100, "tensor_parallel_size=2"),
+        ("vllm", "bf16", 300 * GB, H100, "tensor_parallel_size=4"),
+        ("vllm", "bf16", 900 * GB, {**H100, "memory_bytes": 141 * GB}, "tensor_parallel_size=8"),
+        # Tensor parallelism needs a power of two: 2 of 3 GPUs, 4 of 6, even when more would be needed.
+        ("vllm", "bf16", 200 * GB, {**H100, "count": 3}, "tensor_parallel_size=2"),
+        ("vllm", "bf16", 450 * GB, {**H100, "count": 6}, "tensor_parallel_size=4"),
+        ("vllm", "fp8", 20 * GB, H100, "quantization=fp8"),
+        ("vllm", "int4", 20 * GB, H100, "quantization=bitsandbytes"),
+        ("hf", "int4", 20 * GB, H100, "quantization=bitsandbytes-int4"),
     ],
 )
 def test_model_arguments_fit_the_backend_and_the_runner(
@@ -160,19 +188,28 @@ def test_model_arguments_fit_the_backend_and_the_runner(
         "device": "cpu" if accelerator["kind"] == "cpu" else None,
         "accelerator": accelerator,
         "required_memory_bytes": required,
-        "settings": {"backend": backend, "precision": precision},
+        "settings": {"backend": backend, "precision": precision, "seed": 7},
     }
     arguments = model_args(spec)
     assert arguments.startswith(f"pretrained=meta-llama/Llama-3.1-8B,revision={'b' * 40}")
-    assert expected in arguments
-    # Each backend only gets arguments it takes: vLLM has no accelerate placement and no device string here.
+    assert expected in arguments.split(",")
+    keys = {part.split("=", 1)[0] for part in arguments.split(",")}
+    if backend == "hf" and precision == "int4":
+        return  # loaded by the worker through bitsandbytes, not by these arguments
+    # Every argument is one the backend's real constructor takes.
+    assert keys <= constructor_parameters(backend), keys - constructor_parameters(backend)
     if backend == "vllm":
-        assert "parallelize" not in arguments
-        assert "load_in" not in arguments
-        assert "device=" not in arguments
+        assert "seed=7" in arguments.split(",")  # vLLM fixes its sampling seed when the engine starts
     else:
-        assert "tensor_parallel_size" not in arguments
         assert ("parallelize=True" in arguments) == (required > accelerator["memory_bytes"])
+
+
+def test_int4_on_hf_without_bitsandbytes_is_the_runners_shortcoming(tiny_model: Path, tmp_path: Path) -> None:
+    spec = job_spec(tmp_path / "int4", tiny_model, ["corral_smoke_mc"], precision="int4")
+    assert Worker().run(spec) == 1
+    outcome = json.loads((spec.parent / "outcome.json").read_text())
+    assert outcome["category"] == "infrastructure"  # another runner, with bitsandbytes and a GPU, may run it
+    assert "bitsandbytes" in outcome["message"]
 
 
 def test_failures_are_classified_through_the_chain_of_causes() -> None:

@@ -83,6 +83,9 @@ class EvaluationCreate(WriteModel):
             raise ValueError("fewshot_as_multiturn needs apply_chat_template")
         if self.backend == "hf" and self.precision == "fp8":
             raise ValueError("the hf backend has no fp8 weights; use vllm or another precision")
+        if self.backend == "vllm" and self.precision == "int8":
+            # vLLM quantizes unquantized weights in flight to fp8 or to 4 bits (bitsandbytes), never to 8 bits.
+            raise ValueError("the vllm backend cannot quantize to int8; use hf for int8, or fp8 or int4 on vllm")
         return self
 
 
