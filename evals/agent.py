@@ -185,7 +185,14 @@ class Agent:
                 time.sleep(0.2)
             self._send_log(attempt, lease, workdir / "log.txt", final=False)
             try:
-                reply = self.client.heartbeat(attempt, lease, self._progress(workdir))
+                try:
+                    reply = self.client.heartbeat(attempt, lease, self._progress(workdir))
+                except ServerError as exc:
+                    if exc.status != 422:
+                        raise
+                    # Progress the server will not take (a task name it does not accept): the lease matters more.
+                    log.warning("progress refused (%s); heartbeat without it", exc.detail)
+                    reply = self.client.heartbeat(attempt, lease, {})
             except httpx.TransportError as exc:  # the server is away: keep working, the lease may survive it
                 log.warning("heartbeat failed (%s); the job goes on", type(exc).__name__)
                 continue

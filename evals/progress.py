@@ -7,6 +7,7 @@ their requests are built. The child writes the counts to `progress.json`; the ag
 """
 
 import json
+import re
 import threading
 import time
 from collections import defaultdict, deque
@@ -17,6 +18,7 @@ from lm_eval.api.model import CacheHook
 from lm_eval.tasks import TaskManager
 
 MAX_REPORTED_TASKS = 500  # the server takes at most this many in a heartbeat
+REPORTABLE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # the task names the server accepts
 
 
 def request_key(request_type: str, arguments: Any) -> tuple[str, ...]:
@@ -103,7 +105,8 @@ class ProgressHook(CacheHook):
             return sum(min(self.done[leaf], total) for leaf, total in zip(leaves, totals, strict=True)), sum(totals)
 
         tasks = {}
-        for name, leaves in list(self.members.items())[:MAX_REPORTED_TASKS]:
+        reportable = [(name, leaves) for name, leaves in self.members.items() if REPORTABLE_NAME.match(name)]
+        for name, leaves in reportable[:MAX_REPORTED_TASKS]:
             done, total = finished(leaves)
             if total:
                 tasks[name] = round(done / total, 4)

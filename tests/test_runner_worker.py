@@ -91,9 +91,10 @@ def test_progress_counts_every_request_of_each_task(tiny_model: Path, tmp_path: 
 
 def test_progress_without_names_reports_each_task() -> None:
     hook = ProgressHook(ObservedTaskManager.__new__(ObservedTaskManager), Path("unused"))
-    hook.totals, hook.members = {"a": 4, "b": 2}, {"a": ["a"], "b": ["b"]}
-    hook.done.update({"a": 4, "b": 1})
-    assert hook.snapshot() == {"stage": "building requests", "tasks": {"a": 1.0, "b": 0.5}, "overall": round(5 / 6, 4)}
+    hook.totals = {"a": 4, "b": 2, "c d": 2}
+    hook.members = {"a": ["a"], "b": ["b"], "c d": ["c d"]}  # "c d": a name the server would refuse
+    hook.done.update({"a": 4, "b": 1, "c d": 1})
+    assert hook.snapshot() == {"stage": "building requests", "tasks": {"a": 1.0, "b": 0.5}, "overall": 0.75}
 
 
 def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(tiny_model: Path, tmp_path: Path) -> None:
