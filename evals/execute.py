@@ -199,13 +199,10 @@ class Worker:
     def release(self) -> None:
         self.lm, self.key = None, None
         gc.collect()
-        try:
+        if _cuda():
             import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+            torch.cuda.empty_cache()
 
     def run(self, spec_path: Path) -> int:
         """One job; 0 when results.json was written, 1 when outcome.json says why not."""

@@ -89,7 +89,7 @@ def test_progress_counts_every_request_of_each_task(tiny_model: Path, tmp_path: 
     assert json.loads((tmp_path / "progress.json").read_text()) == hook.snapshots[-1]
 
 
-def test_progress_without_names_reports_each_task() -> None:
+def test_a_snapshot_leaves_out_task_names_the_server_would_refuse() -> None:
     hook = ProgressHook(ObservedTaskManager.__new__(ObservedTaskManager), Path("unused"))
     hook.totals = {"a": 4, "b": 2, "c d": 2}
     hook.members = {"a": ["a"], "b": ["b"], "c d": ["c d"]}  # "c d": a name the server would refuse
