@@ -18,7 +18,12 @@ from app.models.base import utcnow
 from app.queue.matching import Capacity, Need
 
 ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING)
-TERMINAL_EVALUATION_STATES = (EvaluationState.SUCCEEDED, EvaluationState.FAILED, EvaluationState.CANCELED)
+TERMINAL_EVALUATION_STATES = (
+    EvaluationState.SUCCEEDED,
+    EvaluationState.PARTIAL,
+    EvaluationState.FAILED,
+    EvaluationState.CANCELED,
+)
 
 
 async def load_evaluation(session: AsyncSession, evaluation_id: uuid.UUID, *, lock: bool = False) -> Evaluation:

@@ -244,7 +244,7 @@ class EvaluationService:
         """Queued jobs cancel now; running ones hear it from their next heartbeat."""
         await serialize(self.session)
         evaluation = await repository.load_evaluation(self.session, evaluation_id, lock=True)
-        if evaluation.state in (EvaluationState.SUCCEEDED, EvaluationState.FAILED):
+        if evaluation.state in (EvaluationState.SUCCEEDED, EvaluationState.PARTIAL, EvaluationState.FAILED):
             raise Conflict(f"Evaluation {evaluation_id} has {evaluation.state.value} already; nothing to cancel.")
         await repository.finish_evaluation(
             self.session, evaluation, EvaluationState.CANCELED, category=None, message=f"Canceled by {principal.name}."

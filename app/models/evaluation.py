@@ -17,6 +17,7 @@ class EvaluationState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # every job finished, but some of the suite's scores are missing from the results
     FAILED = "failed"
     CANCELED = "canceled"
 

@@ -39,6 +39,7 @@ from app.models import (
     JobState,
     Runner,
     RunnerState,
+    SuiteVersion,
 )
 from app.models.base import utcnow
 from app.queue.matching import Capacity, Need
@@ -55,9 +56,10 @@ from app.queue.schemas import (
     ResultStored,
     ResultUpload,
 )
-from app.scores.ingest import ResultsError, parse_scores, task_matcher
+from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.security import hash_token
+from app.suites.schemas import SuiteDefinition
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
 MAX_BACKOFF_SECONDS = 86400
@@ -259,7 +261,12 @@ class QueueService:
             first = exc.errors()[0]
             path = ".".join(str(part) for part in ("results", *first["loc"]))
             raise UnprocessableEntity(f"not lm-eval results: {first['msg']}", field=path) from None
-        _, digest = canonical_json(body.results)
+        try:
+            results = finite_document(body.results)  # lm-eval's NaN standard errors read "N/A"
+            samples = finite_document(body.samples, "samples")
+        except ResultsError as error:
+            raise UnprocessableEntity(error.message, field=error.path) from None
+        _, digest = canonical_json(results)
         await serialize(self.session)  # SQLite: from here on, alone among writers (PostgreSQL: row locks below)
         attempt = await attempt_of(self.session, attempt_id, runner_id, lease_token)
         job = await self.session.get(EvaluationJob, attempt.job_id)
@@ -270,8 +277,13 @@ class QueueService:
             raise UnprocessableEntity(
                 f"the results lack this job's tasks: {', '.join(missing)}", field="results.results"
             )
+        definition = await self.session.scalar(
+            select(SuiteVersion.definition)
+            .join(Evaluation, Evaluation.suite_version_id == SuiteVersion.id)
+            .where(Evaluation.id == job.evaluation_id)
+        )
         try:
-            parsed = parse_scores(body.results, task_matcher(job.tasks))
+            parsed = parse_scores(results, task_tree(SuiteDefinition.model_validate(definition), job.tasks))
         except ResultsError as error:
             raise UnprocessableEntity(error.message, field=error.path) from None
         evaluation = await repository.load_evaluation(self.session, job.evaluation_id, lock=True)
@@ -295,8 +307,8 @@ class QueueService:
             job_id=job.id,
             evaluation_id=evaluation.id,
             attempt_id=attempt_id,
-            document=body.results,
-            samples=body.samples,
+            document=results,
+            samples=samples,
         )
         self.session.add(result)
         await self.session.flush()

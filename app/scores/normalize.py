@@ -1,18 +1,39 @@
-"""Per-task scores and the suite's average, as the suite declares them (Open LLM Leaderboard v2 rules).
+"""Per-task scores and the suite's average, as the Open LLM Leaderboard v2 publishes them.
 
-normalized = max(0, (raw - lower) / (1 - lower)) x 100; a task with subtask bounds (BBH, MuSR) normalizes each
-subtask and averages them; a task listing several metrics (IFEval) takes their mean; the average is the mean
-of the tasks. Standard errors propagate as for independent means (sqrt of the summed variances over n) and
-scale with the normalization; where a part has none, the aggregate has none.
+Raw (0-1), per task, by the suite's `raw` rule: a leaf task's metric (several metrics, as IFEval's prompt- and
+instruction-level strict accuracy, are averaged); a `group` task's lm-eval group value, which is weighted by
+sample counts (GPQA, MATH, MMLU); a `mean` task's unweighted mean of its subtasks (BBH, MuSR).
+Normalized (0-100) = max(0, (raw - lower) / (1 - lower)) x 100, per subtask where the suite gives subtask bounds
+(then averaged); the average is the mean of the tasks' normalized scores.
+
+Standard errors: lm-eval's where it gives one. A proportion metric lm-eval gives none for (IFEval's
+instruction-level accuracy) gets the binomial sqrt(p(1-p)/(n-1)) over the task's sample count n (from
+`n-samples`, or implied by a sibling metric's binomial stderr); for instruction-level accuracy n is the prompt
+count, at most the instruction count, so the estimate errs large. Several metrics of one task are measured on
+the same samples, so their mean's stderr is the mean of theirs (the bound for fully correlated parts). Means of
+independent parts (subtasks, the suite's tasks) take sqrt(sum of variances) / n; a weighted group without
+lm-eval's own value takes sqrt(sum((n_i se_i)^2)) / sum(n_i). Normalization scales a stderr by 100 / (1 - lower).
+Where a part has none, the aggregate has none. Nothing here can produce a non-finite number.
 """
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from app.scores.ingest import PROPORTIONS
 from app.suites.schemas import SuiteDefinition, SuiteTask
 
+
+@dataclass(frozen=True)
+class Measured:
+    value: float
+    stderr: float | None
+    samples: int | None
+
+
 Key = tuple[str, str, str]  # task, metric, filter
+Index = dict[Key, Measured]
 
 
 def _normalize(raw: float, lower: float) -> float:
@@ -20,54 +41,126 @@ def _normalize(raw: float, lower: float) -> float:
 
 
 def _mean_stderr(errors: list[float | None]) -> float | None:
+    """Of the mean of independent parts."""
     if not errors or any(error is None for error in errors):
         return None
     return math.sqrt(sum(error * error for error in errors if error is not None)) / len(errors)
 
 
-def _task_summary(task: SuiteTask, index: dict[Key, tuple[float, float | None]]) -> dict[str, Any] | None:
-    if task.subtask_lower_bounds:
+def _scaled(stderr: float | None, lower: float) -> float | None:
+    return None if stderr is None else stderr * 100.0 / (1.0 - lower)
+
+
+def _implied_samples(index: Index, task: str) -> int | None:
+    """The sample count a task's binomial standard errors imply (n = p(1-p)/se^2 + 1), from any proportion."""
+    for (name, metric, _), measured in index.items():
+        if name == task and metric in PROPORTIONS and measured.stderr and 0.0 < measured.value < 1.0:
+            return round(measured.value * (1.0 - measured.value) / measured.stderr**2 + 1.0)
+    return None
+
+
+def _with_stderr(index: Index, key: Key) -> Measured | None:
+    """The measured value, its missing stderr estimated binomially where it is a proportion and n is known."""
+    measured = index.get(key)
+    if measured is None or measured.stderr is not None or key[1] not in PROPORTIONS:
+        return measured
+    n = measured.samples or _implied_samples(index, key[0])
+    if n is None or n < 2:
+        return measured
+    p = measured.value
+    return Measured(p, math.sqrt(p * (1.0 - p) / (n - 1)), n)
+
+
+def _metrics(task: SuiteTask, name: str, index: Index) -> Measured | None:
+    """A task's (or subtask's) value over the suite's metrics: their mean, with the correlated-parts stderr."""
+    parts = [_with_stderr(index, (name, metric, task.filter)) for metric in task.metrics]
+    if any(part is None for part in parts):
+        return None
+    found = [part for part in parts if part is not None]
+    errors = [part.stderr for part in found]
+    stderr = None if any(error is None for error in errors) else sum(e for e in errors if e is not None) / len(errors)
+    return Measured(sum(part.value for part in found) / len(found), stderr, found[0].samples)
+
+
+def _weighted(task: SuiteTask, index: Index) -> Measured | None:
+    """lm-eval's group value, or the same sample-weighted mean computed from the leaves' sample counts."""
+    own = _metrics(task, task.name, index)
+    if own is not None:
+        return own
+    leaves = [_metrics(task, name, index) for name in task.subtasks]
+    if any(leaf is None or not leaf.samples for leaf in leaves):
+        return None
+    found = [leaf for leaf in leaves if leaf is not None and leaf.samples]
+    total = sum(leaf.samples or 0 for leaf in found)
+    errors = [leaf.stderr for leaf in found]
+    stderr = (
+        None
+        if any(error is None for error in errors)
+        else math.sqrt(sum(((leaf.samples or 0) * (leaf.stderr or 0.0)) ** 2 for leaf in found)) / total
+    )
+    return Measured(sum(leaf.value * (leaf.samples or 0) for leaf in found) / total, stderr, total)
+
+
+def _task_summary(task: SuiteTask, index: Index) -> dict[str, Any] | None:
+    rule = task.raw_rule
+    if rule == "mean":
         parts = []
-        for subtask, lower in task.subtask_lower_bounds.items():
-            found = index.get((subtask, task.metrics[0], task.filter))
-            if found is None:
+        for name in task.subtasks:
+            measured = _metrics(task, name, index)
+            if measured is None:
                 return None
-            raw, stderr = found
-            parts.append((raw, stderr, _normalize(raw, lower), None if stderr is None else stderr * 100 / (1 - lower)))
-        own = index.get((task.name, task.metrics[0], task.filter))  # the group's own aggregate, when lm-eval made one
-        raw = own[0] if own else sum(part[0] for part in parts) / len(parts)
-        raw_stderr = own[1] if own else _mean_stderr([part[1] for part in parts])
+            lower = task.subtask_lower_bounds.get(name, task.lower_bound or 0.0)
+            parts.append((measured, _normalize(measured.value, lower), _scaled(measured.stderr, lower)))
         return {
-            "raw": raw,
-            "raw_stderr": raw_stderr,
-            "normalized": sum(part[2] for part in parts) / len(parts),
-            "stderr": _mean_stderr([part[3] for part in parts]),
+            "raw": sum(part[0].value for part in parts) / len(parts),
+            "raw_stderr": _mean_stderr([part[0].stderr for part in parts]),
+            "normalized": sum(part[1] for part in parts) / len(parts),
+            "stderr": _mean_stderr([part[2] for part in parts]),
             "subtasks": len(parts),
         }
-    values = [index.get((task.name, metric, task.filter)) for metric in task.metrics]
-    if any(value is None for value in values):
+    measured = _weighted(task, index) if rule == "group" else _metrics(task, task.name, index)
+    if measured is None:
         return None
-    raws = [value[0] for value in values if value is not None]
-    raw = sum(raws) / len(raws)
-    raw_stderr = _mean_stderr([value[1] for value in values if value is not None])
     lower = task.lower_bound or 0.0
-    return {
-        "raw": raw,
-        "raw_stderr": raw_stderr,
-        "normalized": _normalize(raw, lower),
-        "stderr": None if raw_stderr is None else raw_stderr * 100 / (1 - lower),
+    summary: dict[str, Any] = {
+        "raw": measured.value,
+        "raw_stderr": measured.stderr,
+        "normalized": _normalize(measured.value, lower),
+        "stderr": _scaled(measured.stderr, lower),
     }
+    if rule == "group":
+        summary["subtasks"] = len(task.subtasks)
+    return summary
 
 
-def summarize(suite: SuiteDefinition, scores: Iterable[tuple[str, str, str, float, float | None]]) -> dict[str, Any]:
-    """{"tasks": {name: {raw, raw_stderr, normalized, stderr}}, "average", "average_stderr", "complete"}."""
-    index = {(task, metric, filter_): (value, stderr) for task, metric, filter_, value, stderr in scores}
+def _finite(summary: dict[str, Any]) -> dict[str, Any]:
+    """Belt and braces: a number that is not finite never leaves this module (it is absent instead)."""
+    for name, value in summary.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            summary[name] = None
+    return summary
+
+
+def summarize(
+    suite: SuiteDefinition, scores: Iterable[tuple[str, str, str, float, float | None, int | None]]
+) -> dict[str, Any]:
+    """{"tasks": {name: {raw, raw_stderr, normalized, stderr}}, "average", "average_stderr", "complete",
+    "missing"}: `complete` when every task of the suite has its score."""
+    index = {
+        (task, metric, filter_): Measured(value, stderr, samples)
+        for task, metric, filter_, value, stderr, samples in scores
+    }
     tasks = {task.name: _task_summary(task, index) for task in suite.tasks}
-    present = [summary for summary in tasks.values() if summary is not None]
-    complete = len(present) == len(tasks)
-    return {
-        "tasks": {name: summary for name, summary in tasks.items() if summary is not None},
-        "average": sum(s["normalized"] for s in present) / len(present) if complete else None,
-        "average_stderr": _mean_stderr([s["stderr"] for s in present]) if complete else None,
-        "complete": complete,
-    }
+    present = {name: _finite(summary) for name, summary in tasks.items() if summary is not None}
+    missing = [name for name, summary in tasks.items() if summary is None]
+    complete = not missing and all(summary["normalized"] is not None for summary in present.values())
+    average = sum(s["normalized"] for s in present.values()) / len(present) if complete else None
+    return _finite(
+        {
+            "tasks": present,
+            "average": average,
+            "average_stderr": _mean_stderr([s["stderr"] for s in present.values()]) if complete else None,
+            "complete": complete,
+            "missing": missing,
+        }
+    )

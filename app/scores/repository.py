@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Evaluation, JobResult, Score, SuiteVersion
+from app.models import Evaluation, EvaluationState, JobResult, Score, SuiteVersion
 from app.scores import cache
 from app.scores.ingest import ParsedScore
 from app.scores.normalize import summarize
@@ -42,26 +42,30 @@ async def record_scores(
 
 
 async def summarize_evaluation(session: AsyncSession, evaluation: Evaluation) -> None:
-    """Normalized per-task scores and the average, from every score of the evaluation (all jobs are in)."""
+    """Normalized per-task scores and the average, from every score of the evaluation (all jobs are in); an
+    evaluation that misses some of its suite's scores is `partial`, never `succeeded`."""
     definition = await session.scalar(
         select(SuiteVersion.definition).where(SuiteVersion.id == evaluation.suite_version_id)
     )
     suite = SuiteDefinition.model_validate(definition)
     rows = await session.execute(
-        select(Score.task, Score.metric, Score.filter, Score.value, Score.stderr).where(
+        select(Score.task, Score.metric, Score.filter, Score.value, Score.stderr, Score.samples).where(
             Score.evaluation_id == evaluation.id
         )
     )
     summary = summarize(suite, [tuple(row) for row in rows.all()])  # type: ignore[misc]
     evaluation.summary = summary
     evaluation.average = summary["average"]
+    if evaluation.state == EvaluationState.SUCCEEDED and not summary["complete"]:
+        evaluation.state = EvaluationState.PARTIAL
+        evaluation.failure_message = "Scores are missing for " + ", ".join(summary["missing"]) + "."
     await session.flush()
     cache.forget_after_commit(session)
 
 
 def canonical_json(document: Any) -> tuple[bytes, str]:
     """The stored form of a results document and its content hash (key order does not matter)."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     return canonical, hashlib.sha256(canonical).hexdigest()
 
 
@@ -83,7 +87,7 @@ def new_result(
         content_sha256=digest,
         results_gzip=gzip.compress(canonical),
         results_bytes=len(canonical),
-        samples_gzip=gzip.compress(json.dumps(samples).encode()) if samples is not None else None,
+        samples_gzip=gzip.compress(json.dumps(samples, allow_nan=False).encode()) if samples is not None else None,
         lm_eval_version=version if isinstance(version, str) else None,
         tasks=sorted(document.get("results") or {}),
     )

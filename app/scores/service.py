@@ -41,7 +41,7 @@ from app.models.types import json_array_contains
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
 from app.scores import cache
-from app.scores.ingest import ResultsError, parse_scores, task_matcher
+from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.scores.schemas import (
     Comparison,
@@ -53,6 +53,8 @@ from app.scores.schemas import (
 from app.suites.schemas import SuiteDefinition
 
 SIGNIFICANCE = 1.96  # two-sided 95 %
+# A partial evaluation has scores for some tasks: it can be compared and exported, never ranked.
+SCORED_STATES = (EvaluationState.SUCCEEDED, EvaluationState.PARTIAL)
 FIXED_SORTS = {"average", "parameters", "model", "evaluated_at"}
 # Settings that tell two runs apart; the model and revision are shown separately.
 COMPARED_SETTINGS = (
@@ -130,7 +132,8 @@ class ScoreService:
             if board is None:
                 tasks = await self.suite_tasks(suite)
                 rows = await self._ranked_rows(suite, tasks, filters, sort)
-                board = Board(tasks=tasks, rows=rows, row_json=[json.dumps(row).encode() for row in rows])
+                row_json = [json.dumps(row, allow_nan=False).encode() for row in rows]
+                board = Board(tasks=tasks, rows=rows, row_json=row_json)
                 cache.keep(key, board, cache_seconds)
         return board
 
@@ -271,7 +274,7 @@ class ScoreService:
         base = await load_evaluation(self.session, base_id)
         candidate = await load_evaluation(self.session, candidate_id)
         for name, evaluation in (("base", base), ("candidate", candidate)):
-            if evaluation.state != EvaluationState.SUCCEEDED or evaluation.summary is None:
+            if evaluation.state not in SCORED_STATES or evaluation.summary is None:
                 raise UnprocessableEntity(
                     f"evaluation {evaluation.id} has no scores ({evaluation.state.value})", field=name, location="query"
                 )
@@ -382,10 +385,11 @@ class ScoreService:
             raise UnprocessableEntity(f"No suite {body.suite!r}.", field="suite")
         suite = SuiteDefinition.model_validate(suite_row.definition)
         try:
-            parsed = parse_scores(body.results, task_matcher([task.name for task in suite.tasks]))
+            document = finite_document(body.results)  # lm-eval's NaN standard errors read "N/A"
+            parsed = parse_scores(document, task_tree(suite))
         except ResultsError as error:
             raise UnprocessableEntity(error.message, field=error.path) from None
-        _, digest = canonical_json(body.results)
+        _, digest = canonical_json(document)
         earlier = await self.session.scalar(
             select(JobResult.evaluation_id)
             .join(Evaluation, Evaluation.id == JobResult.evaluation_id)
@@ -449,7 +453,7 @@ class ScoreService:
         )
         self.session.add(job)
         await self.session.flush()
-        self.session.add(new_result(job_id=job.id, evaluation_id=evaluation.id, attempt_id=None, document=body.results))
+        self.session.add(new_result(job_id=job.id, evaluation_id=evaluation.id, attempt_id=None, document=document))
         await self.session.flush()
         await record_scores(self.session, evaluation.id, job.id, parsed)
         await summarize_evaluation(self.session, evaluation)
