@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     hub_sync_concurrency: int = Field(default=16, ge=1, le=64, description="Hub requests in flight at once.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$",
+        description="The URL people reach this service at, for links in Hub exports; default: the request's own.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     page_limit_default: int = Field(default=50, ge=1, le=1000)

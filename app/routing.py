@@ -4,7 +4,7 @@ import re
 from functools import cache
 from typing import NamedTuple
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
@@ -41,3 +41,9 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
         if pattern.match(path):
             methods |= route_methods
     return sorted(methods)
+
+
+def public_url(request: Request) -> str:
+    """Where people reach this service (CORRAL_PUBLIC_URL behind a proxy, else the request's own base URL)."""
+    configured: str | None = request.app.state.settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")

@@ -10,7 +10,16 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Evaluation, EvaluationState, JobResult, Score, SuiteVersion
+from app.models import (
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    JobAttempt,
+    JobResult,
+    Runner,
+    Score,
+    SuiteVersion,
+)
 from app.scores import cache
 from app.scores.ingest import ParsedScore
 from app.scores.normalize import summarize
@@ -90,4 +99,27 @@ def new_result(
         samples_gzip=gzip.compress(json.dumps(samples, allow_nan=False).encode()) if samples is not None else None,
         lm_eval_version=version if isinstance(version, str) else None,
         tasks=sorted(document.get("results") or {}),
+    )
+
+
+async def results_of(
+    session: AsyncSession, evaluation_id: uuid.UUID
+) -> list[tuple[JobResult, EvaluationJob, Runner | None]]:
+    """Each job's stored result with its job and the runner of the attempt that produced it, by shard."""
+    rows = await session.execute(
+        select(JobResult, EvaluationJob, Runner)
+        .join(EvaluationJob, EvaluationJob.id == JobResult.job_id)
+        .outerjoin(JobAttempt, JobAttempt.id == JobResult.attempt_id)
+        .outerjoin(Runner, Runner.id == JobAttempt.runner_id)
+        .where(JobResult.evaluation_id == evaluation_id)
+        .order_by(EvaluationJob.shard_index)
+    )
+    return [(result, job, runner) for result, job, runner in rows.all()]
+
+
+async def result_of_shard(session: AsyncSession, evaluation_id: uuid.UUID, shard_index: int) -> JobResult | None:
+    return await session.scalar(
+        select(JobResult)
+        .join(EvaluationJob, EvaluationJob.id == JobResult.job_id)
+        .where(JobResult.evaluation_id == evaluation_id, EvaluationJob.shard_index == shard_index)
     )

@@ -1,8 +1,9 @@
+import gzip
 import json
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.hardware.estimator import Precision
@@ -10,8 +11,17 @@ from app.models import ModelKind
 from app.pagination import PageDep
 from app.registry.fields import Slug, Tag
 from app.registry.models.router import RepoIdDep
+from app.routing import public_url
 from app.schemas import COMMON_ERRORS, problem_responses
-from app.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, ResultsImport, ScoreHistoryEntry
+from app.scores.provenance import evaluation_provenance, stored_document
+from app.scores.schemas import (
+    Comparison,
+    Leaderboard,
+    LeaderboardFormat,
+    Provenance,
+    ResultsImport,
+    ScoreHistoryEntry,
+)
 from app.scores.service import (
     LeaderboardFilters,
     ScoreService,
@@ -135,11 +145,13 @@ async def import_results(
 )
 async def export_for_hub(
     evaluation_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
     format: Annotated[Literal["eval-results", "model-index"], Query()] = "eval-results",
 ) -> Response:
     """An evaluation's scores as Hub `.eval_results` entries or a model card's `model-index`."""
-    return Response(await ScoreService(session).hub_export(evaluation_id, format), media_type="application/yaml")
+    exported = await ScoreService(session).hub_export(evaluation_id, format, public_url(request))
+    return Response(exported, media_type="application/yaml")
 
 
 @router.post(
@@ -154,6 +166,54 @@ async def open_hub_pull_request(
     """Open a pull request on the model's Hub repo adding the scores as `.eval_results` (needs a Hub token)."""
     settings = request.app.state.settings
     url = await ScoreService(session).hub_pull_request(
-        evaluation_id, request.app.state.hub_client, has_token=settings.hub_token is not None
+        evaluation_id,
+        request.app.state.hub_client,
+        has_token=settings.hub_token is not None,
+        base_url=public_url(request),
     )
     return {"pull_request_url": url}
+
+
+@router.get(
+    "/evaluations/{evaluation_id:uuid}/provenance", dependencies=[Depends(READ)], responses=problem_responses(304, 404)
+)
+async def get_provenance(evaluation_id: uuid.UUID, session: SessionDep) -> Provenance:
+    """What produced an evaluation's scores: lm-eval version and commit, task versions, seeds, model, hardware."""
+    return await evaluation_provenance(session, evaluation_id)
+
+
+async def _stored_json(request: Request, compressed: bytes) -> Response:
+    # Stored compressed: passed through as it is to a client that takes gzip, inflated for one that does not.
+    headers = {"Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(compressed, media_type="application/json", headers={**headers, "Content-Encoding": "gzip"})
+    return Response(gzip.decompress(compressed), media_type="application/json", headers=headers)
+
+
+STORED_JSON = {200: {"content": {"application/json": {}}}, **problem_responses(304, 404)}
+
+
+@router.get(
+    "/evaluations/{evaluation_id:uuid}/jobs/{shard_index}/results",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses={200: {**STORED_JSON[200], "description": "lm-eval's results document, as uploaded."}, **STORED_JSON},
+)
+async def get_job_results(
+    evaluation_id: uuid.UUID, shard_index: Annotated[int, Path(ge=0, le=1000)], request: Request, session: SessionDep
+) -> Response:
+    """The raw lm-eval results document of one job (gzip as stored, where the client accepts it)."""
+    return await _stored_json(request, await stored_document(session, evaluation_id, shard_index, "results"))
+
+
+@router.get(
+    "/evaluations/{evaluation_id:uuid}/jobs/{shard_index}/samples",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses={200: {**STORED_JSON[200], "description": "lm-eval's logged samples per task."}, **STORED_JSON},
+)
+async def get_job_samples(
+    evaluation_id: uuid.UUID, shard_index: Annotated[int, Path(ge=0, le=1000)], request: Request, session: SessionDep
+) -> Response:
+    """The samples lm-eval logged for one job (gzip as stored, where the client accepts it)."""
+    return await _stored_json(request, await stored_document(session, evaluation_id, shard_index, "samples"))

@@ -35,6 +35,7 @@ class LeaderboardRow(ReadModel):
     harness_version: str
     suite_version: str
     evaluated_at: datetime | None
+    links: dict[str, str] = Field(description="`evaluation` and `provenance`: where the row's numbers come from.")
 
 
 class Leaderboard(ReadModel):
@@ -91,3 +92,62 @@ class ResultsImport(WriteModel):
         default=None, description="Default: the document's lm_eval_version."
     )
     results: dict[str, Any] = Field(description="lm-eval's results JSON (results_*.json).")
+
+
+class Seeds(ReadModel):
+    random: int | None
+    numpy: int | None
+    torch: int | None
+    fewshot: int | None
+
+
+class JobProvenance(ReadModel):
+    """What produced one job's results: harness, tasks, seeds, model, software and hardware."""
+
+    shard_index: int
+    tasks: list[str]
+    source: Literal["runner", "import"]
+    runner: str | None = Field(description="The runner that ran the attempt (none for imports).")
+    runner_accelerators: list[str] = Field(description="What the runner registered, e.g. `nvidia-h100 x 8 (80 GB)`.")
+    attempt_id: uuid.UUID | None
+    content_sha256: str = Field(description="Of the stored results document (canonical JSON).")
+    results_url: str = Field(description="The lm-eval results document, as uploaded.")
+    samples_url: str | None = Field(description="The logged samples, where they were uploaded.")
+    lm_eval_version: str | None
+    lm_eval_commit: str | None = Field(description="lm-eval's `git_hash` (null for a release from the index).")
+    task_versions: dict[str, str]
+    task_hashes: dict[str, str]
+    n_shot: dict[str, int]
+    seeds: Seeds
+    model_args: str | None
+    model_sha: str | None
+    model_revision: str | None
+    dtype: str | None
+    batch_size: str | None
+    limit: int | float | None
+    chat_template: str | None
+    chat_template_sha: str | None
+    system_instruction_sha: str | None
+    fewshot_as_multiturn: bool | None
+    torch_version: str | None
+    transformers_version: str | None
+    cuda_version: str | None
+    gpu: str | None
+    gpu_count: int | None
+    driver_version: str | None
+    evaluated_at: str | None = Field(description="lm-eval's `date` (a Unix time).")
+    evaluation_seconds: str | None
+
+
+class Provenance(ReadModel):
+    """The reproducibility record of an evaluation: its settings and, per job, what made the results."""
+
+    evaluation_id: uuid.UUID
+    model: str
+    revision: str
+    suite: str
+    suite_version: str
+    state: str
+    config_hash: str
+    config: dict[str, Any]
+    jobs: list[JobProvenance]

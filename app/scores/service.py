@@ -251,6 +251,10 @@ class ScoreService:
                     "harness_version": config["harness_version"],
                     "suite_version": suite_version,
                     "evaluated_at": finished_at.isoformat() if finished_at else None,
+                    "links": {
+                        "evaluation": f"/v1/evaluations/{evaluation_id}",
+                        "provenance": f"/v1/evaluations/{evaluation_id}/provenance",
+                    },
                 }
             )
 
@@ -311,20 +315,29 @@ class ScoreService:
             config_differences=differences,
         )
 
-    async def hub_export(self, evaluation_id: uuid.UUID, export_format: str) -> str:
+    async def hub_export(self, evaluation_id: uuid.UUID, export_format: str, base_url: str) -> str:
+        """`base_url`: where people reach this service; the export links back to the evaluation there."""
         evaluation = await load_evaluation(self.session, evaluation_id)
-        if evaluation.state != EvaluationState.SUCCEEDED or evaluation.summary is None:
+        if evaluation.state not in SCORED_STATES or evaluation.summary is None:
             raise Conflict(f"Evaluation {evaluation_id} has no scores yet ({evaluation.state.value}).")
         definition = await self.session.scalar(
             select(SuiteVersion.definition).where(SuiteVersion.id == evaluation.suite_version_id)
         )
-        return hub_exports(evaluation, SuiteDefinition.model_validate(definition), export_format)
+        source_url = f"{base_url.rstrip('/')}/v1/evaluations/{evaluation.id}"
+        return hub_exports(evaluation, SuiteDefinition.model_validate(definition), export_format, source_url)
 
-    async def hub_pull_request(self, evaluation_id: uuid.UUID, client: HubClient, has_token: bool) -> str:
+    async def hub_pull_request(
+        self, evaluation_id: uuid.UUID, client: HubClient, has_token: bool, base_url: str
+    ) -> str:
         """Open a pull request on the model repo adding `.eval_results/corral-<suite>.yaml`; returns its URL."""
         if not has_token:
             raise Conflict("No Hub token is configured (CORRAL_HUB_TOKEN): the server cannot open pull requests.")
-        content = await self.hub_export(evaluation_id, "eval-results")
+        content = await self.hub_export(evaluation_id, "eval-results", base_url)
+        if not yaml.safe_load(content):
+            raise Conflict(
+                f"Evaluation {evaluation_id} has no score on a Hub benchmark's own task (no task of its suite names "
+                "a `hub.task_id`): there is nothing to publish as `.eval_results`; use the model-index export."
+            )
         evaluation = await load_evaluation(self.session, evaluation_id)
         config = evaluation.config
         title = f"Add {config['suite']} scores from Corral"
@@ -460,28 +473,39 @@ class ScoreService:
         return evaluation.id, True
 
 
-def hub_exports(evaluation: Evaluation, suite: SuiteDefinition, export_format: str) -> str:
-    """The evaluation's normalized scores for the Hub, built with huggingface_hub's own helpers: entries for
-    `.eval_results/*.yaml`, or a model card's `model-index`. Tasks with no Hub dataset id are left out."""
+def hub_exports(evaluation: Evaluation, suite: SuiteDefinition, export_format: str, source_url: str) -> str:
+    """The evaluation's scores for the Hub, built with huggingface_hub's own helpers and labelled as each format
+    means them. `.eval_results/*.yaml` entries are results on a Hub benchmark's own task (`dataset.task_id` from
+    the benchmark's eval.yaml): only tasks whose suite entry names one, with the raw metric as a percentage. A
+    model card's `model-index` carries every task with a Hub dataset id, normalized 0-100 and labelled as the
+    Open LLM Leaderboard labels its own entries. Both link back to the evaluation (`source_url`)."""
     summary = evaluation.summary or {}
     config = evaluation.config
-    tasks = [(task, summary.get("tasks", {}).get(task.name)) for task in suite.tasks if task.dataset]
+    scored = [
+        (task, summary.get("tasks", {}).get(task.name))
+        for task in suite.tasks
+        if task.dataset and summary.get("tasks", {}).get(task.name) is not None
+    ]
     described = (
-        f"Corral evaluation {evaluation.id}: lm-eval {config['harness_version']}, {config['precision']}, "
-        f"chat template {'on' if config['apply_chat_template'] else 'off'}, suite {config['suite']} "
-        f"{config['suite_version']}; normalized 0-100 as the suite declares"
+        f"lm-eval {config['harness_version']}, {config['precision']}, chat template "
+        f"{'on' if config['apply_chat_template'] else 'off'}, Corral suite {config['suite']} {config['suite_version']}"
     )
     if export_format == "eval-results":
         entries = [
             EvalResultEntry(
                 dataset_id=task.dataset or "",
-                task_id=task.name,
-                value=round(scores["normalized"], 2),
+                task_id=task.hub.task_id,
+                value=round(scores["raw"] * 100, 2),
                 date=evaluation.finished_at.isoformat() if evaluation.finished_at else None,
-                notes=f"{described}; raw {scores['raw']:.4f}",
+                source_url=source_url,
+                source_name="Corral",
+                notes=(
+                    f"{task.hub.name}: {task.hub.metric} in percent; {described}; "
+                    f"normalized (Open LLM Leaderboard) {scores['normalized']:.2f}"
+                ),
             )
-            for task, scores in tasks
-            if scores is not None
+            for task, scores in scored
+            if task.hub is not None and task.hub.task_id is not None
         ]
         return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False)
     card = ModelCardData(
@@ -489,14 +513,19 @@ def hub_exports(evaluation: Evaluation, suite: SuiteDefinition, export_format: s
         eval_results=[
             EvalResult(
                 task_type="text-generation",
+                task_name="Text Generation",
                 dataset_type=task.dataset or "",
-                dataset_name=task.name,
-                metric_type=task.metrics[0],
+                dataset_name=task.hub.name if task.hub else task.display_name,
+                dataset_args={
+                    "num_few_shot": config["num_fewshot"] if config["num_fewshot"] is not None else task.num_fewshot
+                },
+                metric_type=task.hub.metric if task.hub else " and ".join(task.metrics),
                 metric_value=round(scores["normalized"], 2),
-                metric_name=f"{task.name} (normalized)",
+                metric_name="normalized score (0-100)",
+                source_name="Corral",
+                source_url=source_url,
             )
-            for task, scores in tasks
-            if scores is not None
+            for task, scores in scored
         ],
     )
     return str(card.to_yaml())
