@@ -275,12 +275,24 @@ class Agent:
             except ServerError as exc:
                 if exc.status < 500:
                     log.warning("spooled result of attempt %s refused (%s); dropped", entry["attempt_id"], exc)
+                    self._report_refused_result(entry["attempt_id"], entry["lease_token"], exc)
                     entry_path.unlink()
                 continue
             except Exception as exc:
                 log.warning("server unreachable, result of attempt %s stays spooled: %s", entry["attempt_id"], exc)
                 return
             entry_path.unlink()
+
+    def _report_refused_result(self, attempt: str, lease: str, refusal: ServerError) -> None:
+        """A result the server will never take fails the attempt now, with the server's reason, instead of
+        leaving the lease to lapse into "no heartbeat" and the job to run again for nothing."""
+        if refusal.status in (403, 404, 409):
+            return  # the attempt is not ours any more (or is over): there is nothing left to report
+        message = f"The server refused the results ({refusal.status}): {refusal.detail}"
+        try:
+            self.client.fail(attempt, lease, "harness_error", message[:20_000])
+        except (ServerError, httpx.TransportError) as exc:
+            log.warning("could not report the refused result of attempt %s: %s", attempt, exc)
 
     def _local_path(self, repo_id: str) -> str | None:
         local = self.config.local_models.get(repo_id)

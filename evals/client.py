@@ -1,5 +1,6 @@
 """The runner protocol over HTTP: the only way the agent talks to Corral (it never sees the database)."""
 
+import json
 import re
 import time
 from typing import Any
@@ -83,8 +84,11 @@ class ServerClient:
 
     def upload_result(self, attempt: str, lease: str, results: dict[str, Any], samples: Any) -> dict[str, Any]:
         url = f"/v1/runner/attempts/{attempt}/result"
-        body = {"results": results, "samples": samples}
-        return dict(self._json(self._request("PUT", url, lease=lease, json=body)))
+        # lm-eval writes NaN for a standard error it could not compute; httpx's json= refuses NaN, so the body is
+        # sent as Python writes it and the server decides (NaN stderr reads "N/A"; other non-finite values: 422).
+        body = json.dumps({"results": results, "samples": samples}).encode()
+        headers = {"Content-Type": "application/json"}
+        return dict(self._json(self._request("PUT", url, lease=lease, content=body, headers=headers)))
 
     def fail(self, attempt: str, lease: str, category: str, message: str) -> dict[str, Any]:
         url = f"/v1/runner/attempts/{attempt}/fail"

@@ -114,6 +114,18 @@ def peak_memory() -> int | None:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # kilobytes on Linux
 
 
+def lm_eval_commit() -> str | None:
+    """The commit lm-eval was installed from (pip's direct_url.json for a git install), else None."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        direct = distribution("lm_eval").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    commit = json.loads(direct).get("vcs_info", {}).get("commit_id") if direct else None
+    return commit if isinstance(commit, str) else None
+
+
 def environment() -> dict[str, Any]:
     facts: dict[str, Any] = {}
     try:
@@ -257,12 +269,17 @@ class Worker:
                 raise RuntimeError("lm-eval returned no results")
             hook.set_stage("writing results", finished=True)
             results["config"]["model"] = settings["backend"]  # as the lm_eval CLI records it
+            # lm-eval records `git describe` of the working directory, which is Corral's checkout here, not
+            # lm-eval's: the commit of lm-eval itself is known only for an install from git.
+            corral_commit = results.get("git_hash")
+            results["git_hash"], results["upper_git_hash"] = lm_eval_commit(), None
             samples = results.pop("samples", None)
             results["corral_runner"] = {
                 **environment(),
                 "wall_seconds": round(time.perf_counter() - started, 3),
                 "peak_memory_bytes": peak_memory(),
                 "model_was_loaded": warm,
+                "corral_git_hash": corral_commit,
             }
             (out / "results.json").write_text(json.dumps(results, default=handle_non_serializable))
             (out / "samples.json").write_text(json.dumps(samples, default=handle_non_serializable))

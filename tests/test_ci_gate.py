@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.scores.cli import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, run_gate
+from app.scores.cli import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of
 from tests.test_cli import run
 
@@ -81,7 +82,10 @@ def test_gate_requests_waits_and_fails_on_a_significant_drop(
     code, printed, progress = gate(client, candidate_sha, baseline=f"{REPO}@champion")
     assert code == REGRESSION, progress
     assert "Δ vs baseline" in printed[0]
-    assert "⚠" in printed[0]
+    mc_row = next(line for line in printed[0].splitlines() if line.startswith("| corral_smoke_mc"))
+    assert "(❌ regression; significant)" in mc_row
+    average_row = next(line for line in printed[0].splitlines() if line.startswith("| **average**"))
+    assert "❌ regression" in average_row  # every failing row is marked, the average too
     assert any(line.startswith("regression: corral_smoke_mc") for line in progress)
     # Within the allowed drop, the gate passes; JSON output carries the comparison.
     code, printed, _ = gate(
@@ -150,3 +154,36 @@ def test_results_import_command_backfills_an_output_directory(
     refused = run([*args[:-1], "core"], database_url, tmp_path)
     assert refused.returncode == 1
     assert "not part of this suite" in refused.stderr
+
+
+def test_gate_checks_the_baseline_first_and_says_when_a_drop_cannot_be_judged(
+    client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    load_shipped_suites(settings)
+    baseline_sha = make_model(client, publish_headers)
+    candidate_sha = sha_of("candidate")
+    client.post(f"/v1/models/{REPO}/revisions", json={"sha": candidate_sha}, headers=publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=4)
+    client.headers.update(publish_headers)
+
+    # A typo in --baseline stops the gate before anything is requested.
+    with pytest.raises(GateError, match="no succeeded smoke evaluation"):
+        gate(client, candidate_sha, baseline=f"{REPO}@{baseline_sha}")
+    assert client.get("/v1/evaluations").json()["items"] == []
+
+    no_stderr = {
+        "corral_smoke_mc": {"results": {"corral_smoke_mc": {"acc,none": 0.9}}},
+        "corral_smoke_gen": {"results": {"corral_smoke_gen": {"exact_match,strict-match": 0.8}}},
+    }
+    gate(client, baseline_sha, wait=False)
+    finish_jobs(client, runner, no_stderr)
+    gate(client, candidate_sha, wait=False)
+    worse = {**no_stderr, "corral_smoke_gen": {"results": {"corral_smoke_gen": {"exact_match,strict-match": 0.5}}}}
+    finish_jobs(client, runner, worse)
+    code, printed, progress = gate(client, candidate_sha, baseline=f"{REPO}@{baseline_sha}")
+    assert code == REGRESSION
+    gen_row = next(line for line in printed[0].splitlines() if line.startswith("| corral_smoke_gen"))
+    assert "-30.00 (❌ regression; no stderr: not judged for significance)" in gen_row
+    mc_row = next(line for line in printed[0].splitlines() if line.startswith("| corral_smoke_mc"))
+    assert "+0.00 (no stderr: not judged for significance)" in mc_row
+    assert "corral_smoke_gen -30.00 (no stderr: not judged for significance)" in progress[-1]

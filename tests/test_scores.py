@@ -265,16 +265,33 @@ def test_hub_exports_use_huggingface_hub_formats(
 
     imported = import_results(client, publish_headers, "acme/large", scored["acme/large"], openllm_results(0.6)).json()
     url = f"/v1/evaluations/{imported['evaluation_id']}/hub-export"
-    entries = yaml.safe_load(client.get(url).text)
-    gpqa = next(entry for entry in entries if entry["dataset"]["id"] == "Idavidrein/gpqa")
-    assert gpqa["dataset"]["task_id"] == "leaderboard_gpqa"
-    assert gpqa["value"] == round((0.6 - 0.25) / 0.75 * 100, 2)
-    assert "lm-eval 0.4.13" in gpqa["notes"]
-    assert len(entries) == 6
+    source = f"http://testserver/v1/evaluations/{imported['evaluation_id']}"
+    # `.eval_results`: only results on a Hub benchmark's own task (MMLU-Pro's `mmlu_pro`), as raw accuracy in %.
+    [entry] = yaml.safe_load(client.get(url).text)
+    assert entry["dataset"] == {"id": "TIGER-Lab/MMLU-Pro", "task_id": "mmlu_pro"}
+    assert entry["value"] == 60.0
+    assert entry["source"] == {"url": source, "name": "Corral"}
+    assert "lm-eval 0.4.13" in entry["notes"]
+    assert f"normalized (Open LLM Leaderboard) {(0.6 - 0.1) / 0.9 * 100:.2f}" in entry["notes"]
+    # model-index: every benchmark, normalized, labelled as the Open LLM Leaderboard labels its own entries.
     card = yaml.safe_load(client.get(url, params={"format": "model-index"}).text)
     [index] = card["model-index"]
     assert index["name"] == "acme/large"
-    assert {result["dataset"]["type"] for result in index["results"]} >= {"TIGER-Lab/MMLU-Pro", "SaylorTwift/bbh"}
+    results = {result["dataset"]["name"]: result for result in index["results"]}
+    assert set(results) == {
+        "IFEval (0-Shot)",
+        "BBH (3-Shot)",
+        "MATH Lvl 5 (4-Shot)",
+        "GPQA (0-shot)",
+        "MuSR (0-shot)",
+        "MMLU-PRO (5-shot)",
+    }
+    ifeval = results["IFEval (0-Shot)"]
+    assert ifeval["metrics"][0]["type"] == "inst_level_strict_acc and prompt_level_strict_acc"
+    assert ifeval["metrics"][0]["value"] == 60.0
+    assert ifeval["source"] == {"url": source, "name": "Corral"}
+    assert results["GPQA (0-shot)"]["dataset"]["type"] == "Idavidrein/gpqa"
+    assert results["GPQA (0-shot)"]["metrics"][0]["value"] == round((0.6 - 0.25) / 0.75 * 100, 2)
     assert client.get("/v1/evaluations/00000000-0000-0000-0000-000000000000/hub-export").status_code == 404
 
 
@@ -325,18 +342,19 @@ def test_scores_go_to_the_hub_as_a_pull_request(
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             client.headers.update(publish_headers)
             assert client.post("/v1/models", json={"repo_id": "acme/tiny-instruct"}).status_code == 201
-            document = {
+            smoke = {
                 "results": {
                     "corral_smoke_mc": {"acc,none": 0.75},
                     "corral_smoke_gen": {"exact_match,strict-match": 0.5},
                 }
             }
-            body = {
-                "model": "acme/tiny-instruct",
-                "revision": repo.commits[0].sha,
-                "suite": "smoke",
-                "results": document,
-            }
+            body = {"model": "acme/tiny-instruct", "revision": repo.commits[0].sha, "suite": "smoke", "results": smoke}
+            nothing = client.post("/v1/results/import", json=body).json()
+            # The smoke suite has no Hub benchmark task: nothing to publish, said plainly (no empty file).
+            empty = client.post(f"/v1/evaluations/{nothing['evaluation_id']}/hub-export/pull-request")
+            assert empty.status_code == 409
+            assert "nothing to publish" in empty.json()["detail"]
+            body = {**body, "suite": "openllm-v2", "results": openllm_results(0.6)}
             imported = client.post("/v1/results/import", json=body).json()
             opened = client.post(f"/v1/evaluations/{imported['evaluation_id']}/hub-export/pull-request")
             assert opened.status_code == 200, opened.text
@@ -346,8 +364,10 @@ def test_scores_go_to_the_hub_as_a_pull_request(
         assert "Corral evaluation" in str(pull_request["description"])
         files = pull_request["files"]
         assert isinstance(files, dict)
-        # The smoke suite names no Hub datasets, so its entries are empty; the file is still well-formed YAML.
-        assert yaml.safe_load(files[".eval_results/corral-smoke.yaml"]) == []
+        [entry] = yaml.safe_load(files[".eval_results/corral-openllm-v2.yaml"])
+        assert entry["dataset"] == {"id": "TIGER-Lab/MMLU-Pro", "task_id": "mmlu_pro"}
+        assert entry["value"] == 60.0
+        assert entry["source"]["url"].endswith(f"/v1/evaluations/{imported['evaluation_id']}")
 
     # Without a Hub token the server says so instead of trying.
     with TestClient(create_app(hub_settings(database_url, "http://127.0.0.1:9", hub_token=None))) as client:

@@ -46,8 +46,9 @@ class EvaluationCreate(WriteModel):
     ref: HubRef | None = Field(default=None, description="A Hub branch or tag, resolved to its sha now (Hub sync).")
     alias: AliasName | None = Field(default=None, description="A Corral alias of the model (`champion`).")
     suite: Slug
-    suite_version: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
-        default=None, description="A kept version of the suite; default the latest."
+    suite_version: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{12}$")] | None = Field(
+        default=None,
+        description="A kept version of the suite (as `GET /v1/suites/{name}` lists them); default the latest.",
     )
     precision: EvaluationPrecision = "bf16"
     backend: Backend = "hf"

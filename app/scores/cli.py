@@ -40,31 +40,63 @@ def _answer(response: httpx.Response) -> Any:
     return response.json()
 
 
-def _find_baseline(client: httpx.Client, spec: str, suite: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The newest succeeded evaluation of REPO@REF (sha or alias) on the suite, with the same settings class."""
+def find_baseline(
+    client: httpx.Client, spec: str, suite: str, settings: dict[str, Any], *, allow_partial: bool = False
+) -> dict[str, Any]:
+    """The newest succeeded evaluation of REPO@REF (sha or alias) on the suite, with the same settings class; a
+    partial one (some tasks missing) only when allowed."""
     if "@" not in spec:
         raise GateError(f"--baseline must be REPO@SHA or REPO@ALIAS, not {spec!r}")
     repo, ref = spec.rsplit("@", 1)
     sha = _answer(client.get(f"/v1/models/{repo}/revisions/{ref}"))["sha"]
-    listed = _answer(
-        client.get("/v1/evaluations", params={"model": repo, "suite": suite, "state": "succeeded", "limit": 200})
-    )
-    for summary in listed["items"]:
+    states = ("succeeded", "partial") if allow_partial else ("succeeded",)
+    candidates = []
+    for state in states:
+        params: dict[str, str | int] = {"model": repo, "suite": suite, "state": state, "limit": 200}
+        candidates += _answer(client.get("/v1/evaluations", params=params))["items"]
+    candidates.sort(key=lambda summary: summary["created_at"], reverse=True)
+    for summary in candidates:
         if summary["revision"] != sha:
             continue
         evaluation = _answer(client.get(f"/v1/evaluations/{summary['id']}"))
         config = evaluation["config"]
         if (config["precision"], config["apply_chat_template"]) == (
-            settings["precision"],
-            settings["apply_chat_template"],
+            settings.get("precision", "bf16"),
+            settings.get("apply_chat_template", False),
         ):
             return dict(evaluation)
-    raise GateError(f"no succeeded {suite} evaluation of {repo}@{sha[:12]} with the same precision and chat template")
+    kind = "succeeded or partial" if allow_partial else "succeeded"
+    raise GateError(f"no {kind} {suite} evaluation of {repo}@{sha[:12]} with the same precision and chat template")
 
 
-def markdown_table(evaluation: dict[str, Any], comparison: dict[str, Any] | None) -> str:
+def failing(comparison: dict[str, Any] | None, max_drop: float) -> list[dict[str, Any]]:
+    """Rows that fail the gate: a drop of more than `max_drop` points that is significant, or that cannot be
+    judged because a side has no stderr (the gate errs on the side of failing)."""
+    rows = [*comparison["tasks"], comparison["average"]] if comparison else []
+    return [
+        item
+        for item in rows
+        if item["delta"] is not None and item["delta"] < -max_drop and item["significant"] is not False
+    ]
+
+
+def _delta_cell(delta: dict[str, Any], failed: bool) -> str:
+    if delta.get("delta") is None:
+        return " — |"
+    notes = []
+    if failed:
+        notes.append("❌ regression")
+    if delta.get("significant") is None:
+        notes.append("no stderr: not judged for significance")
+    elif delta.get("significant"):
+        notes.append("significant")
+    return f" {delta['delta']:+.2f}" + (f" ({'; '.join(notes)})" if notes else "") + " |"
+
+
+def markdown_table(evaluation: dict[str, Any], comparison: dict[str, Any] | None, max_drop: float = 1.0) -> str:
     tasks = (evaluation.get("summary") or {}).get("tasks", {})
     deltas = {item["task"]: item for item in (comparison or {}).get("tasks", [])}
+    failed = {item["task"] for item in failing(comparison, max_drop)}
     lines = [
         f"### {evaluation['suite']} · {evaluation['model']}@{evaluation['revision'][:12]} · {evaluation['state']}",
         "",
@@ -75,12 +107,18 @@ def markdown_table(evaluation: dict[str, Any], comparison: dict[str, Any] | None
         stderr = "" if values["stderr"] is None else f"{values['stderr']:.2f}"
         row = f"| {name} | {values['normalized']:.2f} | {stderr} | {values['raw']:.4f} |"
         if comparison:
-            delta = deltas.get(name, {})
-            mark = " ⚠" if delta.get("significant") and (delta.get("delta") or 0) < 0 else ""
-            row += f" {delta['delta']:+.2f}{mark} |" if delta.get("delta") is not None else " — |"
+            row += _delta_cell(deltas.get(name, {}), name in failed)
         lines.append(row)
     average = evaluation.get("average")
-    lines.append(f"| **average** | **{average:.2f}** | | |" if average is not None else "| **average** | — | | |")
+    average_stderr = (evaluation.get("summary") or {}).get("average_stderr")
+    row = (
+        f"| **average** | **{average:.2f}** | {'' if average_stderr is None else f'{average_stderr:.2f}'} | |"
+        if average is not None
+        else "| **average** | — | | |"
+    )
+    if comparison:
+        row += _delta_cell(comparison["average"], "average" in failed)
+    lines.append(row)
     return "\n".join(lines) + "\n"
 
 
@@ -96,8 +134,13 @@ def run_gate(
     output_format: str,
     echo: Callable[[str], None],
     progress: Callable[[str], None],
+    allow_partial_baseline: bool = False,
 ) -> int:
     """Request (deduplicated, retry-safe), wait, print the table, and say whether CI should pass."""
+    reference = None
+    if baseline is not None:  # checked first: a typo must not cost a whole evaluation
+        reference = find_baseline(client, baseline, request["suite"], request, allow_partial=allow_partial_baseline)
+        progress(f"baseline: evaluation {reference['id']} ({reference['state']})")
     run_id = os.environ.get("GITHUB_RUN_ID") or os.environ.get("CI_PIPELINE_ID") or ""
     key = hashlib.sha256(json.dumps([request, run_id], sort_keys=True).encode()).hexdigest()
     evaluation = _answer(client.post("/v1/evaluations", json=request, headers={"Idempotency-Key": key}))
@@ -123,26 +166,28 @@ def run_gate(
             progress(line)
             last = line
     if evaluation["state"] != "succeeded":
-        progress(f"evaluation {evaluation['state']}: {evaluation.get('failure_message') or 'no reason given'}")
+        reason = evaluation.get("failure_message") or "no reason given"
+        progress(f"evaluation {evaluation['state']}: {reason}")
         echo(json.dumps(evaluation) if output_format == "json" else markdown_table(evaluation, None))
         return EVALUATION_FAILED
     comparison = None
-    if baseline is not None:
-        reference = _find_baseline(client, baseline, evaluation["suite"], evaluation["config"])
+    if reference is not None:
         comparison = _answer(client.get("/v1/compare", params={"base": reference["id"], "candidate": evaluation["id"]}))
     if output_format == "json":
         echo(json.dumps({"evaluation": evaluation, "comparison": comparison}))
     else:
-        echo(markdown_table(evaluation, comparison))
-    if comparison is not None:
-        drops = [
-            item
-            for item in [*comparison["tasks"], comparison["average"]]
-            if item["delta"] is not None and item["delta"] < -max_drop and item["significant"] is not False
-        ]
-        if drops:
-            progress("regression: " + ", ".join(f"{item['task']} {item['delta']:+.2f}" for item in drops))
-            return REGRESSION
+        echo(markdown_table(evaluation, comparison, max_drop))
+    drops = failing(comparison, max_drop)
+    if drops:
+        progress(
+            "regression: "
+            + ", ".join(
+                f"{item['task']} {item['delta']:+.2f}"
+                + (" (no stderr: not judged for significance)" if item["significant"] is None else "")
+                for item in drops
+            )
+        )
+        return REGRESSION
     return PASSED
 
 
@@ -165,6 +210,9 @@ def eval_run(
     timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 6 * 3600,
     poll: Annotated[float, typer.Option(help="Seconds between status checks.")] = 10.0,
     baseline: Annotated[str | None, typer.Option(help="REPO@SHA or REPO@ALIAS to compare with.")] = None,
+    allow_partial_baseline: Annotated[
+        bool, typer.Option(help="Take a partial baseline run (some tasks missing) when no complete one exists.")
+    ] = False,
     max_drop: Annotated[float, typer.Option(help="Normalized points a task may drop before failing.")] = 1.0,
     output_format: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
 ) -> None:
@@ -189,6 +237,7 @@ def eval_run(
                 baseline=baseline,
                 max_drop=max_drop,
                 output_format=output_format,
+                allow_partial_baseline=allow_partial_baseline,
                 echo=typer.echo,
                 progress=lambda line: typer.echo(line, err=True),
             )
