@@ -51,16 +51,24 @@ def gate(client: TestClient, revision: str, **options: Any) -> tuple[int, list[s
     return code, printed, progress
 
 
-def test_gate_requests_waits_and_fails_on_a_significant_drop(
+def two_revisions_and_a_runner(
     client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
-) -> None:
+) -> tuple[str, str, dict[str, str]]:
+    """The suites, the model with a baseline and a candidate revision, a runner; the client publishes."""
     load_shipped_suites(settings)
     baseline_sha = make_model(client, publish_headers)
     candidate_sha = sha_of("candidate")
     client.post(f"/v1/models/{REPO}/revisions", json={"sha": candidate_sha}, headers=publish_headers)
-    client.put(f"/v1/models/{REPO}/aliases/champion", json={"sha": baseline_sha}, headers=publish_headers)
     _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=4)
     client.headers.update(publish_headers)
+    return baseline_sha, candidate_sha, runner
+
+
+def test_gate_requests_waits_and_fails_on_a_significant_drop(
+    client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    baseline_sha, candidate_sha, runner = two_revisions_and_a_runner(client, settings, admin_headers, publish_headers)
+    client.put(f"/v1/models/{REPO}/aliases/champion", json={"sha": baseline_sha})
 
     # Without --wait: the request alone, retried safely (the same Idempotency-Key).
     code, printed, _ = gate(client, baseline_sha, wait=False)
@@ -159,12 +167,7 @@ def test_results_import_command_backfills_an_output_directory(
 def test_gate_checks_the_baseline_first_and_says_when_a_drop_cannot_be_judged(
     client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
 ) -> None:
-    load_shipped_suites(settings)
-    baseline_sha = make_model(client, publish_headers)
-    candidate_sha = sha_of("candidate")
-    client.post(f"/v1/models/{REPO}/revisions", json={"sha": candidate_sha}, headers=publish_headers)
-    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=4)
-    client.headers.update(publish_headers)
+    baseline_sha, candidate_sha, runner = two_revisions_and_a_runner(client, settings, admin_headers, publish_headers)
 
     # A typo in --baseline stops the gate before anything is requested.
     with pytest.raises(GateError, match="no succeeded smoke evaluation"):

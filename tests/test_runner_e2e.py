@@ -176,6 +176,22 @@ def test_smoke_suite_runs_end_to_end(server: Server, tiny_model: Path, tmp_path:
     assert "corral: model loaded" in shown["jobs"][0]["log_tail"]
     assert "model already loaded by the previous job" in shown["jobs"][1]["log_tail"]
     assert [path.name for path in (tmp_path / "work").iterdir()] == ["worker.log"]  # job scratch cleaned up
+    # The provenance of a real lm-eval run: lm-eval's facts, never Corral's own commit as lm-eval's.
+    provenance = httpx.get(f"{server.url}/v1/evaluations/{requested['id']}/provenance", headers=admin).json()
+    corral_commit = subprocess.run(
+        ["git", "describe", "--always"], cwd=Path(__file__).parent, capture_output=True, text=True
+    ).stdout.strip()
+    for job in provenance["jobs"]:
+        assert job["lm_eval_version"] == "0.4.13"
+        assert job["lm_eval_commit"] is None or job["lm_eval_commit"] != corral_commit
+        assert job["seeds"] == {"random": 1234, "numpy": 1234, "torch": 1234, "fewshot": 1234}
+        assert job["torch_version"]
+        assert job["transformers_version"]
+        assert job["runner_accelerators"]
+        assert job["task_versions"]
+        document = httpx.get(f"{server.url}{job['results_url']}", headers=admin).json()
+        assert document["corral_runner"]["corral_git_hash"] in (corral_commit or None, None)
+        assert httpx.get(f"{server.url}{job['samples_url']}", headers=admin).json()
     runners = httpx.get(f"{server.url}/v1/runners", headers=admin).json()["items"]
     assert runners[0]["lm_eval_version"] == "0.4.13"  # reported by the agent's check-in
     assert runners[0]["accelerators"][0]["kind"] == "cpu"  # detected by the agent: this machine has no GPU

@@ -23,7 +23,7 @@ results_cli = typer.Typer(help="lm-eval results produced outside Corral.", no_ar
 
 # Exit statuses of `corral eval run`, for CI scripts to tell outcomes apart.
 PASSED, EVALUATION_FAILED, REGRESSION, TIMED_OUT, ERROR = 0, 1, 2, 3, 4
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "partial", "failed", "canceled"}
 
 
 class GateError(Exception):

@@ -190,30 +190,21 @@ async def _stored_json(request: Request, compressed: bytes) -> Response:
     return Response(gzip.decompress(compressed), media_type="application/json", headers=headers)
 
 
-STORED_JSON = {200: {"content": {"application/json": {}}}, **problem_responses(304, 404)}
-
-
 @router.get(
-    "/evaluations/{evaluation_id:uuid}/jobs/{shard_index}/results",
+    "/evaluations/{evaluation_id:uuid}/jobs/{shard_index}/{part}",
     dependencies=[Depends(READ)],
     response_class=Response,
-    responses={200: {**STORED_JSON[200], "description": "lm-eval's results document, as uploaded."}, **STORED_JSON},
+    responses={
+        200: {"description": "lm-eval's results document or logged samples.", "content": {"application/json": {}}},
+        **problem_responses(304, 404),
+    },
 )
-async def get_job_results(
-    evaluation_id: uuid.UUID, shard_index: Annotated[int, Path(ge=0, le=1000)], request: Request, session: SessionDep
+async def get_job_document(
+    evaluation_id: uuid.UUID,
+    shard_index: Annotated[int, Path(ge=0, le=1000)],
+    part: Literal["results", "samples"],
+    request: Request,
+    session: SessionDep,
 ) -> Response:
-    """The raw lm-eval results document of one job (gzip as stored, where the client accepts it)."""
-    return await _stored_json(request, await stored_document(session, evaluation_id, shard_index, "results"))
-
-
-@router.get(
-    "/evaluations/{evaluation_id:uuid}/jobs/{shard_index}/samples",
-    dependencies=[Depends(READ)],
-    response_class=Response,
-    responses={200: {**STORED_JSON[200], "description": "lm-eval's logged samples per task."}, **STORED_JSON},
-)
-async def get_job_samples(
-    evaluation_id: uuid.UUID, shard_index: Annotated[int, Path(ge=0, le=1000)], request: Request, session: SessionDep
-) -> Response:
-    """The samples lm-eval logged for one job (gzip as stored, where the client accepts it)."""
-    return await _stored_json(request, await stored_document(session, evaluation_id, shard_index, "samples"))
+    """One job's raw lm-eval results document or its logged samples, as uploaded (gzip where accepted)."""
+    return await _stored_json(request, await stored_document(session, evaluation_id, shard_index, part))
