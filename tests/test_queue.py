@@ -143,7 +143,7 @@ def test_protocol_end_to_end(
 
     done = client.put(
         f"/v1/runner/attempts/{second['attempt_id']}/result",
-        json={"results": lm_eval_results(["corral_smoke_gen"])},
+        json={"results": lm_eval_results(["corral_smoke_gen"], metric="exact_match,strict-match")},
         headers=lease(second, runner),
     )
     assert done.json()["evaluation_state"] == "succeeded"

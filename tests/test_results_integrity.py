@@ -271,3 +271,31 @@ def test_a_runner_reports_a_refused_upload_as_a_harness_error(
     assert (attempt["state"], attempt["failure_category"]) == ("failed", "harness_error")
     assert "not part of this suite's task tree" in attempt["failure_message"]
     assert shown["state"] == "failed"
+
+
+def test_runner_results_that_miss_a_scored_metric_leave_the_evaluation_partial(
+    client: TestClient, sha: str, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=2)
+    body = {"model": REPO, "revision": sha, "suite": "smoke"}
+    evaluation = client.post("/v1/evaluations", json=body, headers=publish_headers).json()
+    states = []
+    for _ in range(2):
+        claimed = client.post("/v1/runner/jobs/claim", headers=runner).json()
+        task = claimed["tasks"][0]["name"]
+        # The generative task reports `acc` only: the suite scores `exact_match,strict-match`, which is missing.
+        document = {"results": {task: {"acc,none": 0.5, "acc_stderr,none": 0.1}}}
+        stored = client.put(
+            f"/v1/runner/attempts/{claimed['attempt_id']}/result",
+            json={"results": document},
+            headers=lease(claimed, runner),
+        )
+        assert stored.status_code == 201, stored.text
+        states.append(stored.json()["evaluation_state"])
+    assert states == ["running", "partial"]
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert (shown["state"], shown["average"], shown["summary"]["missing"]) == ("partial", None, ["corral_smoke_gen"])
+    # A partial evaluation does not answer an identical request: the same settings run again.
+    again = client.post("/v1/evaluations", json=body, headers=publish_headers)
+    assert again.status_code == 201
+    assert again.json()["id"] != evaluation["id"]

@@ -91,10 +91,11 @@ def make_model(
     return sha
 
 
-def lm_eval_results(tasks: list[str], score: float = 0.5) -> dict[str, Any]:
-    """A results document shaped like lm-eval 0.4's."""
+def lm_eval_results(tasks: list[str], score: float = 0.5, metric: str = "acc,none") -> dict[str, Any]:
+    """A results document shaped like lm-eval 0.4's, every task scored on `metric` ("metric,filter")."""
+    stderr = metric.replace(",", "_stderr,", 1)
     return {
-        "results": {task: {"alias": task, "acc,none": score, "acc_stderr,none": 0.01} for task in tasks},
+        "results": {task: {"alias": task, metric: score, stderr: 0.01} for task in tasks},
         "configs": {task: {"task": task, "num_fewshot": 0} for task in tasks},
         "versions": dict.fromkeys(tasks, 1.0),
         "n-shot": dict.fromkeys(tasks, 0),
