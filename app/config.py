@@ -20,6 +20,9 @@ class Settings(BaseSettings):
         default="sqlite+aiosqlite:///./corral.db",
         description="SQLAlchemy URL; sqlite (embedded, default) or postgresql.",
     )
+    sqlite_busy_timeout_seconds: float = Field(
+        default=15.0, ge=0, le=600, description="How long an SQLite writer waits for the write lock (then 503)."
+    )
     public_reads: bool = Field(default=True, description="Let anonymous clients read; writes always need a token.")
     # No user:password@ in the URL: it would show in error messages; a mirror's credential is CORRAL_HUB_TOKEN.
     hub_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$")

@@ -15,15 +15,19 @@ from app.config import Settings
 T = TypeVar("T")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # SQLite leaves foreign keys off by default; WAL lets readers work beside the one writer.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
-    # SQLite's own lower() folds ASCII only; PostgreSQL's folds all of Unicode. Searches must agree.
-    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite leaves foreign keys off by default; WAL lets readers work beside the one writer; a writer that
+        # finds the write lock taken waits this long for it (then the request is answered 503, never 500).
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        cursor.close()
+        # SQLite's own lower() folds ASCII only; PostgreSQL's folds all of Unicode. Searches must agree.
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+
+    return configure
 
 
 def _unicode_lower(value: Any) -> Any:
@@ -31,11 +35,16 @@ def _unicode_lower(value: Any) -> Any:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    # hide_parameters: a database error's message (logged, never sent) must not carry values such as
+    # lease-token hashes; the statement alone says where it failed.
     if settings.is_sqlite:
-        engine = create_async_engine(settings.database)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(settings.database, hide_parameters=True)
+        busy_ms = round(settings.sqlite_busy_timeout_seconds * 1000)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_ms))
         return engine
-    return create_async_engine(settings.database, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(
+        settings.database, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10, hide_parameters=True
+    )
 
 
 _sqlite_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()

@@ -10,18 +10,22 @@ ProblemError                 status, slug and title travel with the exception
  └── ServiceUnavailable      503  e.g. database unreachable or schema behind
 """
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import current_request_id
 from app.routing import allowed_methods
 from app.schemas import FieldError, Problem
+
+log = logging.getLogger("corral.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:corral:problem:"
@@ -224,8 +228,60 @@ async def _handle_integrity(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# How long clients are told to wait: a database restart takes seconds; SQLite's write lock frees within one.
+OUTAGE_RETRY_SECONDS = 5
+BUSY_RETRY_SECONDS = 1
+
+
+def database_unavailable(exc: BaseException) -> str | None:
+    """Why the database cannot answer now (unreachable, restarting, out of connections, SQLite busy), or None
+    when the error is of another kind (a bug: 500)."""
+    if isinstance(exc, SQLAlchemyTimeoutError):
+        return "busy"  # no pooled connection came free in time
+    if not isinstance(exc, DBAPIError):
+        return None
+    if "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig):
+        return "busy"
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return "unavailable"
+    return None
+
+
+async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
+    reason = database_unavailable(exc)
+    if reason is None:
+        raise exc  # not an outage: the request-context middleware logs it and answers 500
+    # One line, no traceback and no parameters: outages come in bursts, and the cause is outside this process.
+    first_line = str(getattr(exc, "orig", exc)).strip().splitlines()[:1]
+    log.warning(
+        "database %s on %s %s: %s: %s",
+        reason,
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        first_line[0][:200] if first_line else "",
+    )
+    busy = reason == "busy"
+    seconds = BUSY_RETRY_SECONDS if busy else OUTAGE_RETRY_SECONDS
+    detail = (
+        "The database is busy with other writes; retry shortly."
+        if busy
+        else "The database is unreachable or restarting; retry shortly."
+    )
+    return problem_response(
+        request,
+        503,
+        detail,
+        slug="service-unavailable",
+        title="Service unavailable",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(ProblemError, _handle_problem)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(IntegrityError, _handle_integrity)
+    app.add_exception_handler(DBAPIError, _handle_database)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _handle_database)

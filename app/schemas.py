@@ -3,7 +3,16 @@
 from datetime import date
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 T = TypeVar("T")
@@ -29,9 +38,21 @@ IsoDate = Annotated[date, BeforeValidator(_iso_text)]
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
-def _find_nul(value: Any, path: str) -> str | None:
+def _unstorable(text: str) -> str | None:
+    """Why no database can store this text: a NUL, or a lone UTF-16 surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return "contains a NUL (U+0000) character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone UTF-16 surrogate (not valid Unicode text)"
+    return None
+
+
+def _find_unstorable(value: Any, path: str) -> tuple[str, str] | None:
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        reason = _unstorable(value)
+        return (path, reason) if reason else None
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
@@ -39,29 +60,42 @@ def _find_nul(value: Any, path: str) -> str | None:
     else:
         return None
     for key, item in items:
-        if isinstance(key, str) and "\x00" in key:
-            return f"{path}/{key!r}"
-        found = _find_nul(item, f"{path}/{key}")
+        if isinstance(key, str) and (reason := _unstorable(key)):
+            return f"{path}/{key!r}", reason
+        found = _find_unstorable(item, f"{path}/{key}")
         if found is not None:
             return found
     return None
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 41.0 as an integer and generated clients send it so: take it as 41, never 41.5.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer in a request body: strict (JSON `true` and `"5"` are not integers) but integral floats count.
+Integer = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 class WriteModel(BaseModel):
     """Base for request bodies: an unknown field is an error, not silently dropped."""
 
-    # Booleans and integers in write models are StrictBool / StrictInt (see app/registry/fields.py): JSON `0`
+    # Booleans and integers in write models are StrictBool / Integer (see app/registry/fields.py): JSON `0`
     # is not `false` and `"5"` is not `5`. FastAPI validates decoded Python objects, so a model-wide strict
     # mode would also refuse ISO date strings and enum values.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        # PostgreSQL cannot store U+0000 in text or JSONB; refuse it here rather than fail in the database.
-        path = _find_nul(data, "")
-        if path is not None:
-            raise ValueError(f"{path or 'body'}: contains a NUL (U+0000) character")
+    def _only_storable_text(cls, data: Any) -> Any:
+        # PostgreSQL cannot store U+0000 or a lone surrogate in text or JSONB; refuse them here rather than
+        # fail in the database (SQLite would store what PostgreSQL refuses: the two must agree).
+        found = _find_unstorable(data, "")
+        if found is not None:
+            path, reason = found
+            raise ValueError(f"{path or 'body'}: {reason}")
         return data
 
 

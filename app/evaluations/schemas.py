@@ -6,13 +6,13 @@ from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, Stri
 
 from app.models import AttemptState, EvaluationState, JobState
 from app.registry.fields import AliasName, CommitSha, RepoId, Slug, Tag
-from app.schemas import ReadModel, WriteModel
+from app.schemas import Integer, ReadModel, WriteModel
 
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 Backend = Literal["hf", "vllm"]
 HubRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\w./-]+$")]
 BatchSize = (
-    Annotated[StrictInt, Field(ge=1, le=4096)] | Annotated[str, StringConstraints(pattern=r"^auto(:[1-9][0-9]{0,2})?$")]
+    Annotated[Integer, Field(ge=1, le=4096)] | Annotated[str, StringConstraints(pattern=r"^auto(:[1-9][0-9]{0,2})?$")]
 )
 GenerationValue = (
     StrictBool
@@ -55,20 +55,20 @@ class EvaluationCreate(WriteModel):
     batch_size: BatchSize = Field(default="auto", description="An integer, `auto` or `auto:N`; not in the hash.")
     apply_chat_template: StrictBool = False
     fewshot_as_multiturn: StrictBool = Field(default=False, description="Needs apply_chat_template.")
-    num_fewshot: Annotated[StrictInt, Field(ge=0, le=64)] | None = Field(
+    num_fewshot: Annotated[Integer, Field(ge=0, le=64)] | None = Field(
         default=None, description="Overrides every task's few-shot count (the suite's own when absent)."
     )
-    limit: Annotated[StrictInt, Field(ge=1, le=10**7)] | Annotated[StrictFloat, Field(gt=0, lt=1)] | None = Field(
+    limit: Annotated[Integer, Field(ge=1, le=10**7)] | Annotated[StrictFloat, Field(gt=0, lt=1)] | None = Field(
         default=None, description="Samples per task (or a fraction); for tests, never for published scores."
     )
-    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 1234
+    seed: Annotated[Integer, Field(ge=0, le=2**31 - 1)] = 1234
     gen_kwargs: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")], GenerationValue] | None = (
         Field(default=None, max_length=20, description="Generation arguments passed to lm-eval.")
     )
     harness_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z.+-]{1,32}$")] | None = Field(
         default=None, description="lm-eval version to run with; default the server's. Runners must match."
     )
-    priority: Annotated[StrictInt, Field(ge=0, le=100)] = Field(default=50, description="Higher runs first.")
+    priority: Annotated[Integer, Field(ge=0, le=100)] = Field(default=50, description="Higher runs first.")
     labels: list[Tag] = Field(default_factory=list, max_length=20, description="Labels the runner must have.")
     force: StrictBool = Field(default=False, description="Run again even if an identical evaluation exists.")
     queue_without_runner: StrictBool = Field(

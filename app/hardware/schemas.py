@@ -1,10 +1,10 @@
 from typing import Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import ConfigDict, Field, StrictBool, model_validator
 
 from app.hardware.estimator import Precision
 from app.registry.fields import ContextLength, Count, ParameterCount
-from app.schemas import ReadModel, WriteModel
+from app.schemas import Integer, ReadModel, WriteModel
 
 GB = 10**9
 GIB = 2**30
@@ -108,8 +108,8 @@ class ArchitectureInput(WriteModel):
     precision: Precision = "bf16"
     kv_precision: Precision | None = None
     context_tokens: ContextLength = 4096
-    batch: StrictInt = Field(default=1, ge=1, le=4096)
-    lora_rank: StrictInt = Field(default=16, ge=1, le=4096)
+    batch: Integer = Field(default=1, ge=1, le=4096)
+    lora_rank: Integer = Field(default=16, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ArchitectureInput":

@@ -2,9 +2,9 @@
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, Field, HttpUrl, StringConstraints, TypeAdapter, ValidationError
 
-from app.schemas import IsoDate, IsoDateTime
+from app.schemas import Integer, IsoDate, IsoDateTime
 
 __all__ = ["IsoDate", "IsoDateTime"]
 
@@ -42,12 +42,24 @@ AliasName = Annotated[
     StringConstraints(pattern=ALIAS_PATTERN),
     Field(examples=["champion", "latest"]),
 ]
-Url = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://\S+$")]
+
+
+def _parsable_url(url: str) -> str:
+    # The pattern alone took `http://[` (an unclosed IPv6 host): clients' URL parsers crash on such values.
+    try:
+        _HTTP_URL.validate_python(url)
+    except ValidationError as error:
+        raise ValueError(f"not a valid http(s) URL: {error.errors()[0]['msg']}") from None
+    return url
+
+
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+Url = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://\S+$"), AfterValidator(_parsable_url)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Note = Annotated[str, StringConstraints(max_length=4000)]
 Modality = Literal["text", "image", "audio", "video"]
 
 # Upper bounds keep absurd sizes out while leaving room for models much larger than today's.
-Count = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
-ParameterCount = Annotated[StrictInt, Field(ge=1, le=100_000_000_000_000, description="Exact count, no rounding.")]
-ContextLength = Annotated[StrictInt, Field(ge=1, le=1_000_000_000, description="Tokens.")]
+Count = Annotated[Integer, Field(ge=1, le=10_000_000)]
+ParameterCount = Annotated[Integer, Field(ge=1, le=100_000_000_000_000, description="Exact count, no rounding.")]
+ContextLength = Annotated[Integer, Field(ge=1, le=1_000_000_000, description="Tokens.")]

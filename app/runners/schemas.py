@@ -2,11 +2,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StrictInt
+from pydantic import ConfigDict, Field
 
 from app.models import RunnerState
 from app.registry.fields import Tag
-from app.schemas import NotNull, ReadModel, WriteModel
+from app.schemas import Integer, NotNull, ReadModel, WriteModel
 
 RunnerSort = Literal["name", "-name", "created_at", "-created_at"]
 Backend = Literal["hf", "vllm"]
@@ -20,8 +20,8 @@ class Accelerator(WriteModel):
         examples=["nvidia-h100-80gb"],
         description="Accelerator catalog slug or the device's own name.",
     )
-    memory_bytes: StrictInt = Field(ge=1, le=10**13, description="Per device.")
-    count: StrictInt = Field(default=1, ge=1, le=1024)
+    memory_bytes: Integer = Field(ge=1, le=10**13, description="Per device.")
+    count: Integer = Field(default=1, ge=1, le=1024)
 
 
 class Capabilities(WriteModel):
@@ -31,7 +31,7 @@ class Capabilities(WriteModel):
     accelerators: list[Accelerator] = Field(default_factory=list, max_length=64)
     backends: list[Backend] = Field(default_factory=lambda: ["hf"], min_length=1)  # type: ignore[arg-type]
     lm_eval_version: str | None = Field(default=None, max_length=32, pattern=r"^[0-9A-Za-z.+-]+$")
-    max_concurrent_jobs: StrictInt = Field(default=1, ge=1, le=64)
+    max_concurrent_jobs: Integer = Field(default=1, ge=1, le=64)
 
 
 class RunnerReport(WriteModel):
@@ -68,7 +68,7 @@ class RunnerRegister(RunnerCreate):
 class RunnerUpdate(WriteModel):
     state: NotNull[RunnerState] = None
     labels: NotNull[Annotated[list[Tag], Field(max_length=50)]] = None
-    max_concurrent_jobs: NotNull[Annotated[StrictInt, Field(ge=1, le=64)]] = None
+    max_concurrent_jobs: NotNull[Annotated[Integer, Field(ge=1, le=64)]] = None
 
 
 class RunnerRead(ReadModel):
@@ -91,7 +91,7 @@ class RunnerWithToken(ReadModel):
 
 
 class RegistrationTokenCreate(WriteModel):
-    expires_in_seconds: StrictInt = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    expires_in_seconds: Integer = Field(default=3600, ge=60, le=7 * 24 * 3600)
     labels: list[Tag] = Field(default_factory=list, max_length=50, description="Added to the runner it registers.")
 
 

@@ -2,10 +2,10 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, StrictBool, StrictInt
+from pydantic import ConfigDict, Field, JsonValue, StrictBool
 
 from app.registry.fields import IsoDate, Name, Note, Slug, Url
-from app.schemas import NotNull, ReadModel, WriteModel
+from app.schemas import Integer, NotNull, ReadModel, WriteModel
 
 LicenseSort = Literal["slug", "-slug", "created_at", "-created_at"]
 Verdict = Literal["allowed", "needs_permission", "not_permitted"]
@@ -38,7 +38,7 @@ class LicenseTerms(WriteModel):
     hub_license_name: str | None = Field(default=None, max_length=64, description="`license_name` when `other`.")
     spdx_ref: str | None = Field(default=None, max_length=128, examples=["LicenseRef-scancode-llama-3.1-license-2024"])
     commercial_use: StrictBool
-    mau_threshold: StrictInt | None = Field(
+    mau_threshold: Integer | None = Field(
         default=None,
         ge=1,
         le=100_000_000_000,
@@ -72,7 +72,7 @@ class LicenseUpdate(WriteModel):
     hub_license_name: str | None = Field(default=None, max_length=64)
     spdx_ref: str | None = Field(default=None, max_length=128)
     commercial_use: NotNull[StrictBool] = None
-    mau_threshold: StrictInt | None = Field(default=None, ge=1, le=100_000_000_000)
+    mau_threshold: Integer | None = Field(default=None, ge=1, le=100_000_000_000)
     attribution_text: str | None = Field(default=None, max_length=200)
     derivative_name_prefix: str | None = Field(default=None, max_length=64)
     outputs_may_improve_other_models: NotNull[StrictBool] = None
@@ -126,7 +126,7 @@ class UseDescription(WriteModel):
         }
     )
 
-    monthly_active_users: StrictInt = Field(
+    monthly_active_users: Integer = Field(
         default=0,
         ge=0,
         le=100_000_000_000,
