@@ -2,33 +2,31 @@
 
 import asyncio
 import json
+import os
+import shutil
 import sys
+import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
-from alembic.util.exc import CommandError
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import migrate
-from app.catalog.loader import load_catalog
 from app.config import Settings, SettingsError, load_settings
-from app.db import create_engine, in_unit_of_work
-from app.errors import ProblemError
-from app.hub.client import HubError
-from app.hub.worker import sync_from_hub
-from app.models import Scope
-from app.models.base import utcnow
-from app.pagination import PageRequest
 from app.scores.cli import eval_cli, results_cli
-from app.suites.service import SuiteFileError, load_suites
-from app.tokens.schemas import TokenRead
-from app.tokens.service import TokenService
+
+# Everything else is imported by the command that needs it: `corral --help` and each server worker (which
+# imports this module again when it is spawned) stay quick to start.
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.models import Scope
+    from app.tokens.schemas import TokenRead
 
 T = TypeVar("T")
+WORKER_HEALTHCHECK_SECONDS = 60
 
 cli = typer.Typer(
     name="corral",
@@ -71,6 +69,12 @@ def _database_error(settings: Settings, exc: Exception) -> NoReturn:
 def prepare_database(settings: Settings) -> None:
     """Migrate an embedded SQLite database (seeding a new one with the Llama catalog); refuse a PostgreSQL
     database that is behind, since migrating shared production data is an operator's call."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app import migrate
+    from app.catalog.loader import load_catalog
+
     try:
         current = asyncio.run(_current_revision(settings))
         if settings.is_sqlite:
@@ -90,6 +94,9 @@ def prepare_database(settings: Settings) -> None:
 
 
 async def _current_revision(settings: Settings) -> str | None:
+    from app import migrate
+    from app.db import create_engine
+
     engine = create_engine(settings)
     try:
         async with engine.connect() as connection:
@@ -98,8 +105,12 @@ async def _current_revision(settings: Settings) -> str | None:
         await engine.dispose()
 
 
-def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def run_in_unit_of_work(settings: Settings, work: "Callable[[AsyncSession], Awaitable[T]]") -> T:
     """The CLI's unit of work: a domain error becomes one line and exit status 1."""
+    from app.db import in_unit_of_work
+    from app.errors import ProblemError
+    from app.suites.service import SuiteFileError
+
     try:
         return asyncio.run(in_unit_of_work(settings, work))
     except ProblemError as exc:
@@ -121,6 +132,7 @@ def serve(
 
     from app.logging import configure_logging
     from app.main import create_app
+    from app.suites.service import load_suites
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -130,22 +142,48 @@ def serve(
     if workers > 1 and settings.is_sqlite:
         typer.echo("corral serve: --workers needs PostgreSQL; SQLite is served by one process", err=True)
         raise typer.Exit(2)
-    uvicorn.run(
-        "app.main:create_served_app" if workers > 1 else create_app(settings),
-        factory=workers > 1,
-        workers=workers,
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=False,
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
-    )
+    with _shared_metrics(workers):
+        uvicorn.run(
+            "app.main:create_served_app" if workers > 1 else create_app(settings),
+            factory=workers > 1,
+            workers=workers,
+            host=host or settings.host,
+            port=port or settings.port,
+            access_log=False,
+            log_config=None,
+            proxy_headers=True,
+            server_header=False,
+            # A replacement worker answers the supervisor's health check only once it has imported the app; on a
+            # busy host that takes seconds, and uvicorn's default (5 s) killed replacements before they served.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        )
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers count into one directory (prometheus_client's multiprocess mode), removed at exit."""
+    from app.metrics import MULTIPROCESS_DIRECTORY
+
+    if workers == 1:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="corral-metrics-")
+    os.environ[MULTIPROCESS_DIRECTORY] = directory  # the workers, spawned after this, inherit it
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_DIRECTORY, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @db_cli.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Migrate the database up to REVISION (default: the newest)."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app import migrate
+
     settings = _settings()
     try:
         migrate.upgrade(settings, revision)
@@ -157,6 +195,11 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @db_cli.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")]) -> None:
     """Migrate the database down to REVISION."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app import migrate
+
     settings = _settings()
     try:
         migrate.downgrade(settings, revision)
@@ -167,6 +210,10 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, 
 @db_cli.command("current")
 def db_current() -> None:
     """Print the database's schema revision and this build's head; exit 1 if they differ."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app import migrate
+
     settings = _settings()
     try:
         current = asyncio.run(_current_revision(settings))
@@ -178,7 +225,9 @@ def db_current() -> None:
         raise typer.Exit(1)
 
 
-def _scope_value(value: str) -> Scope:
+def _scope_value(value: str) -> "Scope":
+    from app.models import Scope
+
     try:
         scope = Scope(value)
     except ValueError:
@@ -200,6 +249,9 @@ def token_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
 ) -> None:
     """Issue a token and print it once (only its hash is stored)."""
+    from app.models.base import utcnow
+    from app.tokens.service import TokenService
+
     settings = _settings()
     chosen = _scope_value(scope)
     if not 1 <= len(name.strip()) <= 100:
@@ -226,10 +278,13 @@ def token_list(
     active: Annotated[bool | None, typer.Option("--active/--inactive", help="Filter on usability.")] = None,
 ) -> None:
     """List tokens as JSON lines (never their secrets)."""
+    from app.pagination import PageRequest
+    from app.tokens.service import TokenService
+
     settings = _settings()
     prepare_database(settings)
 
-    async def every_token(session: AsyncSession) -> list[TokenRead]:
+    async def every_token(session: "AsyncSession") -> "list[TokenRead]":
         tokens: list[TokenRead] = []
         cursor: str | None = None
         while True:
@@ -248,6 +303,8 @@ def token_list(
 @token_cli.command("revoke")
 def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's id.")]) -> None:
     """Revoke a token at once."""
+    from app.tokens.service import TokenService
+
     settings = _settings()
     prepare_database(settings)
     revoked = run_in_unit_of_work(settings, lambda session: TokenService(session).revoke(token_id))
@@ -257,6 +314,8 @@ def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's
 @catalog_cli.command("load")
 def catalog_load() -> None:
     """Load (or bring up to date) the Llama catalog: licences, families, models. Safe to repeat."""
+    from app.catalog.loader import load_catalog
+
     settings = _settings()
     prepare_database(settings)
     loaded = run_in_unit_of_work(settings, load_catalog)
@@ -266,6 +325,8 @@ def catalog_load() -> None:
 @suites_cli.command("load")
 def suites_load() -> None:
     """Record the current version of every suite file (evals/suites/*.yaml); earlier versions are kept."""
+    from app.suites.service import load_suites
+
     settings = _settings()
     prepare_database(settings)
     typer.echo(json.dumps(run_in_unit_of_work(settings, load_suites)))
@@ -277,6 +338,10 @@ def hub_sync(
     revision: Annotated[str, typer.Option(help="Branch, tag or commit sha.")] = "main",
 ) -> None:
     """Sync one model from the Hub, registering it from the Hub's metadata if it is new."""
+    from app.errors import ProblemError
+    from app.hub.client import HubError
+    from app.hub.worker import sync_from_hub
+
     settings = _settings()
     prepare_database(settings)
     try:

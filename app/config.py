@@ -1,12 +1,13 @@
 """Settings: every knob is a CORRAL_* environment variable (or a line in .env), validated once at start-up."""
 
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when a URL is read, not by every command that loads this module
+    from sqlalchemy.engine import URL
 
 # Driver per database family: the embedded default is SQLite through aiosqlite; production is PostgreSQL
 # through psycopg 3. A bare `postgresql://` URL (as most tools print it) is upgraded to the psycopg driver.
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(value)
         except ArgumentError:
@@ -98,8 +102,10 @@ class Settings(BaseSettings):
         return value
 
     @cached_property
-    def database(self) -> URL:
+    def database(self) -> "URL":
         """The async URL the engine uses (driver filled in)."""
+        from sqlalchemy.engine import make_url
+
         url = make_url(self.database_url)
         return url.set(drivername=_ASYNC_DRIVERS[url.get_backend_name()])
 

@@ -1,8 +1,17 @@
-"""Prometheus metrics, one registry per application instance (several apps can live in one test process)."""
+"""Prometheus metrics, one registry per application instance (several apps can live in one test process).
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+With several server workers (`corral serve --workers N`), each worker counts in its own process: the CLI then
+points PROMETHEUS_MULTIPROC_DIR at a directory of its own before the workers start, every worker writes its
+values there, and whichever worker a scrape reaches adds them all up (prometheus_client's multiprocess mode).
+Counters of a worker that died stay counted, so Prometheus never sees a counter go back.
+"""
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -28,12 +37,20 @@ class Metrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
         )
-        self.jobs = Gauge("corral_queue_jobs", "Evaluation jobs by state.", ["state"], registry=self.registry)
+        # Set from the database by the worker a scrape reaches: across workers the most recent value stands.
+        self.jobs = Gauge(
+            "corral_queue_jobs",
+            "Evaluation jobs by state.",
+            ["state"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.runners = Gauge(
             "corral_runners",
             "Registered runners by state and whether online.",
             ["state", "online"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -41,4 +58,8 @@ class Metrics:
         self.latency.labels(method, route).observe(seconds)
 
     def render(self) -> bytes:
+        if MULTIPROCESS_DIRECTORY in os.environ:
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]  # all workers, added up
+            return generate_latest(combined)
         return generate_latest(self.registry)

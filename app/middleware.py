@@ -224,14 +224,20 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in candidates
 
 
-# Pages may load nothing from another origin: the docs (and later web pages) must work air-gapped, and a
+# Pages may load nothing from another origin: the docs (and the web pages) must work air-gapped, and a
 # CDN reference that slips in is blocked in the browser instead of leaking requests (Redoc's bundle, for
-# one, fetches its logo from a CDN).
-HTML_CONTENT_SECURITY_POLICY = (
+# one, fetches its logo from a CDN). Only the docs run scripts (Swagger UI and ReDoc start from an inline
+# script); the web pages have none, so theirs may run none at all.
+DOCS_CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'"
 )
+PAGE_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; "
+    "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
 
 
 class SecurityHeadersMiddleware:
@@ -250,7 +256,9 @@ class SecurityHeadersMiddleware:
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 if headers.get("content-type", "").startswith("text/html"):
-                    headers.setdefault("Content-Security-Policy", HTML_CONTENT_SECURITY_POLICY)
+                    docs = scope["path"] in DOCS_PATHS or scope["path"].startswith("/docs/")
+                    policy = DOCS_CONTENT_SECURITY_POLICY if docs else PAGE_CONTENT_SECURITY_POLICY
+                    headers.setdefault("Content-Security-Policy", policy)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

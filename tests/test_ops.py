@@ -1,12 +1,29 @@
 """Health, readiness (database + schema head) and Prometheus metrics."""
 
 import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from app import migrate
 from app.config import Settings
 from app.main import create_app
+from app.models import Scope
+from tests.support.databases import offline_environment
+from tests.support.evaluations import load_shipped_suites
+from tests.support.server import wait_until_ready
 
 
 def test_healthz(client: TestClient) -> None:
@@ -56,3 +73,96 @@ def test_engine_is_disposed_on_shutdown(settings: Settings) -> None:
 
 async def _pool_checked_out(app) -> int:
     return int(app.state.engine.pool.checkedout())
+
+
+def test_metrics_follow_the_read_rule(settings: Settings, issue_token: Any) -> None:
+    """Queue depth and runner counts are reads: public only where public reads are on."""
+    private = settings.model_copy(update={"public_reads": False})
+    with TestClient(create_app(private)) as client:
+        assert client.get("/metrics").status_code == 401
+        token = issue_token(Scope.READ).token
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.get("/healthz").status_code == 200  # probes stay open
+        assert client.get("/readyz").status_code == 200
+
+
+def test_pages_without_scripts_may_run_none(client: TestClient, settings: Settings) -> None:
+    load_shipped_suites(settings)
+    answer = client.get("/leaderboards/smoke")
+    assert answer.status_code == 200
+    page = answer.headers["content-security-policy"]
+    assert "script-src 'none'" in page
+    assert "unsafe-inline' " not in page.split("script-src", 1)[1].split(";", 1)[0]
+    docs = client.get("/docs").headers["content-security-policy"]
+    assert "script-src 'self' 'unsafe-inline'" in docs  # Swagger UI starts from an inline script
+
+
+def test_database_errors_never_log_their_parameters(
+    client: TestClient, admin_headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database error's message names the statement, never the values bound to it (lease-token hashes)."""
+
+    async def failing_statement() -> None:
+        async with client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+            await session.execute(text("SELECT * FROM no_such_table WHERE secret = :secret"), {"secret": "s3cr3t"})
+
+    with pytest.raises(DBAPIError) as raised:
+        client.portal.call(failing_statement)  # type: ignore[union-attr]
+    assert "s3cr3t" not in str(raised.value)
+    assert "hidden" in str(raised.value)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_two_workers_count_requests_together_and_survive_a_worker_kill(database_url: str, tmp_path: Path) -> None:
+    """`corral serve --workers 2`: whichever worker a scrape reaches reports every worker's requests; a
+    worker killed with SIGKILL is replaced, and its counts are not lost (no counter reset)."""
+    port = free_port()
+    environment = offline_environment(CORRAL_DATABASE_URL=database_url, CORRAL_PORT=str(port))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--workers", "2"],
+        env=environment,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, server, timeout=120)
+        # A new connection for every request, so that both workers serve some (one keep-alive connection
+        # would stay with one worker and prove nothing).
+        for _ in range(100):
+            assert httpx.get(f"{base}/v1/suites", headers={"Connection": "close"}).status_code == 200
+        seen = {suites_count(httpx.get(f"{base}/metrics").text) for _ in range(8)}
+        assert seen == {100}, seen  # not 47 or 53 depending on the worker a scrape reaches
+        workers = worker_pids(server.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while len(set(worker_pids(server.pid)) - {workers[0]}) < 2:
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        wait_until_ready(base, server, timeout=120)
+        after = {suites_count(httpx.get(f"{base}/metrics").text) for _ in range(8)}
+        assert after == {100}, after  # the dead worker's requests still count: no counter reset
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def suites_count(exposition: str) -> float:
+    pattern = r'corral_http_requests_total\{method="GET",route="/v1/suites",status="200"\} ([0-9.e+]+)'
+    found = re.search(pattern, exposition)
+    return float(found.group(1)) if found else 0.0
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The server's worker processes (the supervisor's children that serve, not multiprocessing helpers)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

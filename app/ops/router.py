@@ -12,22 +12,23 @@ from app.errors import ServiceUnavailable
 from app.evaluations import repository
 from app.metrics import CONTENT_TYPE, Metrics
 from app.migrate import current_revision
+from app.models import RunnerState
 from app.ops.schemas import Health, Readiness
 from app.runners.service import to_read
 from app.schemas import problem_responses
-from app.security import OPEN
+from app.security import OPEN, READ
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(OPEN)])
+router = APIRouter(tags=["operations"])
 log = logging.getLogger("corral.ops")
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[Depends(OPEN)])
 async def healthz() -> Health:
     """Liveness: the process answers (touches nothing else)."""
     return Health()
 
 
-@router.get("/readyz", responses=problem_responses(503))
+@router.get("/readyz", dependencies=[Depends(OPEN)], responses=problem_responses(503))
 async def readyz(request: Request) -> Readiness:
     """Readiness: the database answers and its schema is at this build's head."""
     head: str = request.app.state.schema_head
@@ -47,6 +48,8 @@ async def readyz(request: Request) -> Readiness:
 
 @router.get(
     "/metrics",
+    # A read like any other: public only where public reads are on (queue depth and runner counts say much).
+    dependencies=[Depends(READ)],
     response_class=Response,
     responses={200: {"description": "Prometheus text exposition.", "content": {CONTENT_TYPE: {}}}},
 )
@@ -65,7 +68,8 @@ async def metrics(request: Request, session: SessionDep) -> Response:
     # Set with no await in between, so that concurrent scrapes cannot interleave their updates.
     for state, count in jobs.items():
         collected.jobs.labels(state).set(count)
-    collected.runners.clear()
-    for (state, online), count in runners.items():
-        collected.runners.labels(state, online).set(count)
+    # Every combination is set (zero where none): a gauge another worker last set must not keep a stale count.
+    for state in RunnerState:
+        for online in ("true", "false"):
+            collected.runners.labels(state.value, online).set(runners.get((state.value, online), 0))
     return Response(collected.render(), media_type=CONTENT_TYPE)

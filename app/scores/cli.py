@@ -1,5 +1,7 @@
 """`corral eval run` (the CI gate, over HTTP) and `corral results import` (backfill, on the database)."""
 
+from __future__ import annotations
+
 import asyncio
 import hashlib
 import json
@@ -7,16 +9,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from app.config import SettingsError, load_settings
-from app.db import in_unit_of_work
-from app.errors import ProblemError
-from app.scores.schemas import ResultsImport
-from app.scores.service import ScoreService
+
+if TYPE_CHECKING:  # imported by the commands themselves: the CLI starts without the service's modules
+    import httpx
 
 eval_cli = typer.Typer(help="Evaluations from CI: request, wait, gate on a baseline.", no_args_is_help=True)
 results_cli = typer.Typer(help="lm-eval results produced outside Corral.", no_args_is_help=True)
@@ -226,6 +226,8 @@ def eval_run(
     if limit is not None:
         request["limit"] = limit
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    import httpx
+
     with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
         try:
             code = run_gate(
@@ -267,6 +269,11 @@ def results_import(
     chat_template: Annotated[bool, typer.Option("--chat-template/--no-chat-template")] = False,
 ) -> None:
     """Import lm-eval results produced elsewhere as a finished evaluation (idempotent)."""
+    from app.db import in_unit_of_work
+    from app.errors import ProblemError
+    from app.scores.schemas import ResultsImport
+    from app.scores.service import ScoreService
+
     try:
         settings = load_settings()
     except SettingsError as exc:
