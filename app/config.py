@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     hub_retries: int = Field(default=3, ge=0, le=10, description="Retries on 429, 5xx and network errors.")
     hub_backoff_seconds: float = Field(default=1.0, ge=0, le=60, description="First retry delay; doubles, with jitter.")
     hub_backoff_max_seconds: float = Field(default=30.0, ge=0, le=600, description="Cap on one retry delay.")
+    hub_request_deadline_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="How long a request waits for the Hub at most, retries included (then 503); background "
+        "syncs are not bound by it.",
+    )
     hub_sync_interval_seconds: int = Field(
         default=6 * 3600, ge=0, description="Background re-sync of Hub-synced models; 0 turns it off."
     )

@@ -117,14 +117,17 @@ class Access:
     is needed, so a revoked token fails loudly instead of silently acting anonymous.
     """
 
-    def __init__(self, scope: Scope | None, *, anonymous: bool = False) -> None:
+    def __init__(self, scope: Scope | None, *, anonymous: bool = False, token_required: bool = False) -> None:
         self.scope = scope
         self.anonymous = anonymous
+        self.token_required = token_required
 
     def __repr__(self) -> str:
-        return f"Access({self.scope}, anonymous={self.anonymous})"
+        return f"Access({self.scope}, anonymous={self.anonymous}, token_required={self.token_required})"
 
     def anonymous_allowed(self, settings: Settings) -> bool:
+        if self.token_required:
+            return False
         return self.anonymous or (self.scope == Scope.READ and settings.public_reads)
 
     async def __call__(self, request: Request, principal: PrincipalDep) -> Principal | None:
@@ -164,6 +167,9 @@ def route_access(route: APIRoute) -> Access | None:
 
 OPEN = OpenAccess()
 READ = Access(Scope.READ)
+# A read that calls the Hub on the caller's behalf with the server's Hub token: never anonymous, even with
+# public reads on, so that nobody can spend the server's Hub quota without a token.
+READ_OUTBOUND = Access(Scope.READ, token_required=True)
 PUBLISH = Access(Scope.PUBLISH)
 ADMIN = Access(Scope.ADMIN)
 RUNNER = Access(Scope.RUNNER)

@@ -1,12 +1,15 @@
 """Hub sync through huggingface_hub against a local fake Hub serving real safetensors checkpoints."""
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -128,6 +131,22 @@ def test_resync_unchanged_changes_nothing_and_a_new_commit_moves_main(api: TestC
     commits = api.get("/v1/models/acme/moving/hub/commits").json()
     assert [commit["sha"] for commit in commits] == [newer.sha, first["sha"]]
     assert commits[0]["title"] == "More layers"
+
+
+def test_hub_calls_on_a_callers_behalf_need_a_token_and_are_cached(api: TestClient, hub: FakeHub) -> None:
+    """Listing Hub commits spends the server's Hub token: never for anonymous callers (even with public
+    reads on), and the same question within seconds is answered once."""
+    hub.add(llama_repo("acme/quota", checkpoint_files(ARCH)))
+    register(api, "acme/quota")
+    url = "/v1/models/acme/quota/hub/commits"
+    anonymous = api.get(url, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert api.get("/v1/models/acme/quota", headers={"Authorization": ""}).status_code == 200  # reads stay public
+    before = len([entry for entry in hub.requests_for("acme/quota") if "/commits/" in entry.path])
+    assert before == 0
+    answers = [api.get(url).json() for _ in range(5)]
+    assert all(answer == answers[0] for answer in answers)
+    assert len([entry for entry in hub.requests_for("acme/quota") if "/commits/" in entry.path]) == 1
 
 
 def test_tag_resolves_to_its_commit(api: TestClient, hub: FakeHub) -> None:
@@ -375,3 +394,49 @@ def test_a_failed_apply_gives_the_lease_back(api: TestClient, hub: FakeHub, monk
         assert api.post("/v1/models/acme/crashy/sync").status_code == 500
     # Without the release, the lease would hold for five minutes and this would be 409.
     assert api.post("/v1/models/acme/crashy/sync").status_code == 200
+
+
+@contextmanager
+def hanging_hub() -> Iterator[str]:
+    """A Hub that accepts connections and never answers (a stuck proxy, an overloaded mirror)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                accepted.append(listener.accept()[0])  # held open, never read, never answered
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+def test_a_hanging_hub_holds_a_request_no_longer_than_the_deadline(
+    database_url: str, catalog: None, publish_headers: dict[str, str]
+) -> None:
+    with hanging_hub() as endpoint:
+        # Per request 3 s, three retries: patient enough for a background pass (up to ~12 s per call), but a
+        # request answers by its deadline.
+        settings = hub_settings(
+            database_url, endpoint, hub_timeout_seconds=3, hub_retries=3, hub_request_deadline_seconds=0.5
+        )
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            client.headers.update(publish_headers)
+            answer = client.post("/v1/models", json={"repo_id": "acme/stuck"})
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "30"
+    # The deadline answered, not the per-request timeout (3 s) nor its retries (the message would say
+    # "unreachable (ReadTimeout)" after 12 s).
+    assert "did not answer within 0.5 s" in answer.json()["detail"]

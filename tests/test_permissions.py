@@ -12,7 +12,18 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.models import Scope
 from app.routing import api_routes
-from app.security import ADMIN, GRANTS, OPEN, PUBLISH, READ, RUNNER, Access, OpenAccess, route_access
+from app.security import (
+    ADMIN,
+    GRANTS,
+    OPEN,
+    PUBLISH,
+    READ,
+    READ_OUTBOUND,
+    RUNNER,
+    Access,
+    OpenAccess,
+    route_access,
+)
 from tests.conftest import IssueToken, bearer
 from tests.support.databases import make_settings
 
@@ -78,12 +89,21 @@ def test_each_caller_gets_the_status_its_rule_says(
 def _probe_router() -> APIRouter:
     """One route per rule, so each rule is walked even before a domain route uses it."""
     router = APIRouter(prefix="/probe")
-    for rule, method in ((READ, "GET"), (PUBLISH, "POST"), (RUNNER, "POST"), (ADMIN, "DELETE"), (OPEN, "GET")):
+    rules = (
+        (READ, "GET"),
+        (READ_OUTBOUND, "GET"),
+        (PUBLISH, "POST"),
+        (RUNNER, "POST"),
+        (ADMIN, "DELETE"),
+        (OPEN, "GET"),
+    )
+    for rule, method in rules:
 
         async def endpoint() -> dict[str, str]:
             return {"ok": "yes"}
 
-        router.add_api_route(f"/{rule.scope or 'open'}", endpoint, methods=[method], dependencies=[Depends(rule)])
+        path = f"/{rule.scope or 'open'}" + ("-outbound" if rule.token_required else "")
+        router.add_api_route(path, endpoint, methods=[method], dependencies=[Depends(rule)])
     return router
 
 
@@ -93,7 +113,8 @@ def _expected(rule: Access, caller: str, public_reads: bool) -> int | str:
     if caller in ("revoked", "expired", "garbage"):
         return 401
     if caller == "anonymous":
-        return "allowed" if rule.anonymous or (rule.scope == Scope.READ and public_reads) else 401
+        public = rule.scope == Scope.READ and public_reads and not rule.token_required
+        return "allowed" if rule.anonymous or public else 401
     if rule.scope is None or rule.scope in GRANTS[Scope(caller)]:
         return "allowed"
     return 403

@@ -1,4 +1,5 @@
 import asyncio
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -7,11 +8,12 @@ from app.db import SessionDep
 from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import HubCommit, SyncResult
+from app.hub.service import within_deadline
 from app.hub.worker import sync_in_request
 from app.registry.models.router import RepoIdDep
 from app.registry.repository import require_model
 from app.schemas import COMMON_ERRORS, problem_responses
-from app.security import PUBLISH, READ
+from app.security import PUBLISH, READ_OUTBOUND
 
 router = APIRouter(prefix="/v1/models/{owner}/{name}", tags=["hub"], responses=COMMON_ERRORS)
 HUB_ERRORS = problem_responses(404, 409, 502, 503)
@@ -37,22 +39,42 @@ async def sync_model(
     return await sync_in_request(session, request, model, revision)
 
 
-@router.get("/hub/commits", dependencies=[Depends(READ)], responses=HUB_ERRORS)
+@router.get("/hub/commits", dependencies=[Depends(READ_OUTBOUND)], responses={**HUB_ERRORS, **problem_responses(401)})
 async def list_hub_commits(
     model: RepoIdDep,
     session: SessionDep,
+    request: Request,
     client: Annotated[HubClient, Depends(hub_client)],
     revision: Revision = "main",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[HubCommit]:
-    """The newest commits of a registered model's Hub repo, to choose a revision to record."""
+    """The newest commits of a registered model's Hub repo, to choose a revision to record (needs a token)."""
     await require_model(session, model)
     try:
-        commits = await fetch_commits(client, model, revision, limit)
+        deadline = request.app.state.settings.hub_request_deadline_seconds
+        commits = await within_deadline(client, fetch_commits(client, model, revision, limit), deadline)
     except HubError as error:
         raise hub_problem(error) from None
     return [HubCommit.model_validate(commit) for commit in commits]
 
 
+# The Hub is called with the server's own token: the same question within a few seconds gets the same answer
+# from here, however many callers ask it (bounded, so that a caller cycling through names cannot grow it).
+COMMITS_CACHE_SECONDS = 30.0
+COMMITS_CACHE_ENTRIES = 512
+_commits: dict[tuple[int, str, str, int], tuple[float, list[dict[str, object]]]] = {}
+
+
 async def fetch_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[dict[str, object]]:
-    return await asyncio.get_running_loop().run_in_executor(client.executor, client.commits, repo_id, revision, limit)
+    key = (id(client), repo_id, revision, limit)
+    now = time.monotonic()
+    cached = _commits.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    commits = await asyncio.get_running_loop().run_in_executor(
+        client.executor, client.commits, repo_id, revision, limit
+    )
+    if len(_commits) >= COMMITS_CACHE_ENTRIES:
+        _commits.pop(next(iter(_commits)))  # the oldest entry
+    _commits[key] = (now + COMMITS_CACHE_SECONDS, commits)
+    return commits

@@ -152,7 +152,10 @@ async def sync_in_request(session: AsyncSession, request: Request, repo_id: str,
     if not await claim(sessionmaker, repo_id):
         raise Conflict(f"A sync of {repo_id} is already running.")
     try:
-        fetch = await fetch_in_thread(request.app.state.hub_client, repo_id, revision)
+        settings: Settings = request.app.state.settings
+        fetch = await fetch_in_thread(
+            request.app.state.hub_client, repo_id, revision, deadline_seconds=settings.hub_request_deadline_seconds
+        )
     except HubError as error:
         await record_failure(sessionmaker, request.app.state.settings, repo_id, error)
         raise hub_problem(error) from None
@@ -173,7 +176,7 @@ async def resolve_ref(
     if not await claim(sessionmaker, repo_id):
         raise Conflict(f"A sync of {repo_id} is already running.")
     try:
-        fetch = await fetch_in_thread(client, repo_id, ref)
+        fetch = await fetch_in_thread(client, repo_id, ref, deadline_seconds=settings.hub_request_deadline_seconds)
     except HubError as error:
         await release(sessionmaker, repo_id)
         raise hub_problem(error) from None

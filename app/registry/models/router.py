@@ -112,7 +112,12 @@ async def create_model(
         return await ModelService(session).create(body)
     # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync.
     try:
-        fetch = await fetch_in_thread(request.app.state.hub_client, body.repo_id, revision)
+        fetch = await fetch_in_thread(
+            request.app.state.hub_client,
+            body.repo_id,
+            revision,
+            deadline_seconds=request.app.state.settings.hub_request_deadline_seconds,
+        )
     except HubError as error:
         raise hub_problem(error) from None
     extra = body.model_dump(exclude_unset=True, exclude={"repo_id", "kind"})
