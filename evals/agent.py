@@ -22,6 +22,7 @@ from evals.config import RunnerConfig
 from evals.execute import model_key
 from evals.worker import WorkerProcess
 
+AGENT_PID = "CORRAL_AGENT_PID"
 log = logging.getLogger("corral.runner")
 EVALS_DIR = Path(__file__).resolve().parent
 LOG_TAIL_BYTES = 4000
@@ -143,7 +144,8 @@ class Agent:
         if self.worker is None:
             # lm-eval runs task code (`!function` hooks): it gets no Corral credentials.
             env = {key: value for key, value in os.environ.items() if key not in CORRAL_SECRETS}
-            env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+            # The agent's pid: a worker whose agent died before it could ask to die with it exits at once.
+            env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", AGENT_PID: str(os.getpid())}
             if self.config.hf_token is not None:
                 env["HF_TOKEN"] = self.config.hf_token.get_secret_value()
             if self.config.hf_cache_dir is not None:

@@ -340,6 +340,12 @@ def die_with_the_agent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    # The signal covers deaths from now on: an agent killed while this process was still starting has left
+    # it to another parent already (the race a loaded machine makes likely), and then there is no one to serve.
+    agent = os.environ.get("CORRAL_AGENT_PID")
+    if agent is not None and agent.isdigit() and os.getppid() != int(agent):
+        say("corral: the agent is gone; the worker stops")
+        sys.exit(0)
 
 
 def serve(worker: Worker) -> int:

@@ -217,7 +217,12 @@ def test_cancel_kills_the_child_and_a_spooled_result_survives_a_server_outage(
     assert (job["state"], job["attempts"][0]["state"]) == ("canceled", "canceled")
     assert not list((tmp_path / "spool").glob("*.json"))
 
-    # The server goes away while the job runs: the result waits in the spool and is sent when it returns.
+    # The server goes away while the job runs: the result waits in the spool and is sent when it returns. The
+    # outage lasts as long as the job (minutes on a loaded machine): the lease must outlast it, or the upload
+    # is rightly refused as stale and the job stays "running" until the reaper's next pass.
+    server.stop()
+    server.env["CORRAL_LEASE_SECONDS"] = "3600"
+    server.start()
     second = httpx.post(
         f"{server.url}/v1/evaluations",
         json={"model": REPO, "revision": SHA, "suite": "smoke", "precision": "fp32", "batch_size": 1, "limit": 3},
