@@ -98,6 +98,10 @@ class RangeNotSatisfiable(ProblemError):
 class ServiceUnavailable(ProblemError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
+    def __init__(self, detail: str, *, retry_after: int = 5, **extensions: Any) -> None:
+        # Every 503 says when to come back: clients (and runners) retry on it, and must not hammer.
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extensions)
+
 
 # Slugs for the statuses Starlette/FastAPI raise themselves, so clients can switch on `type` alone.
 _STATUS_SLUGS = {

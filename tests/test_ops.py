@@ -51,7 +51,8 @@ def test_readyz_is_503_when_database_unreachable() -> None:
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["detail"] == "The database is unreachable."
+        assert response.json()["detail"] == "The database is unreachable; retry shortly."
+        assert response.headers["retry-after"] == "5"
 
 
 def test_metrics_count_requests_by_route_template(client: TestClient, admin_headers: dict[str, str]) -> None:

@@ -38,7 +38,7 @@ async def readyz(request: Request) -> Readiness:
             revision = await current_revision(connection)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("readiness: database unreachable: %s", type(exc).__name__)
-        raise ServiceUnavailable("The database is unreachable.") from None
+        raise ServiceUnavailable("The database is unreachable; retry shortly.") from None
     if revision != head:
         raise ServiceUnavailable(
             f"The database schema is at {revision or 'nothing'}, this build needs {head}: run `corral db upgrade`."
