@@ -101,3 +101,14 @@ def test_runner_command_lists_its_commands() -> None:
     assert result.returncode == 0
     for command in ("register", "run", "doctor"):
         assert command in result.stdout
+
+
+def test_the_cli_imports_what_a_command_needs_when_it_needs_it() -> None:
+    """`corral --help`, and every server worker (which imports the CLI module again when it is spawned), start
+    without the service, the ORM or the HTTP client: a replacement worker answers its supervisor in time."""
+    heavy = ("app.main", "fastapi", "sqlalchemy", "httpx", "huggingface_hub", "app.scores.service", "prometheus_client")
+    probe = f"import sys, app.cli; print(','.join(name for name in {heavy!r} if name in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+    helped = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=True)
+    assert "serve" in helped.stdout
