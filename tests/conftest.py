@@ -18,6 +18,7 @@ from app.models import Runner, RunnerState, Scope
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
 from tests.support import databases
+from tests.support.evaluations import load_shipped_suites
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -142,3 +143,18 @@ def _hub_logs_through_root() -> None:
     hub_logger = logging.getLogger("huggingface_hub")
     hub_logger.handlers[:] = []
     hub_logger.propagate = True
+
+
+@pytest.fixture
+def fast_settings(database_url: str) -> Settings:
+    """Short leases and no backoff, so that lapses and retries happen within a test; the reaper runs by hand."""
+    return databases.make_settings(
+        database_url, lease_seconds=5, retry_backoff_seconds=0, reaper_interval_seconds=0, claim_poll_seconds=0.2
+    )
+
+
+@pytest.fixture
+def queue_client(fast_settings: Settings) -> Iterator[TestClient]:
+    load_shipped_suites(fast_settings)
+    with TestClient(create_app(fast_settings), raise_server_exceptions=False) as test_client:
+        yield test_client

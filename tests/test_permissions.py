@@ -1,4 +1,7 @@
-"""Walks every route of the app with every kind of caller; a route without an access rule fails here."""
+"""Walks every route of the app with every kind of caller; a route without an access rule fails here.
+
+What each caller should get comes from tests/support/permissions.py, a table written from the README's rules
+by hand: the walk checks that routes honour their rules and that the rules are the right ones."""
 
 import re
 import time
@@ -14,17 +17,16 @@ from app.models import Scope
 from app.routing import api_routes
 from app.security import (
     ADMIN,
-    GRANTS,
+    ANY_TOKEN,
     OPEN,
     PUBLISH,
     READ,
     READ_OUTBOUND,
     RUNNER,
-    Access,
-    OpenAccess,
     route_access,
 )
 from tests.conftest import IssueToken, bearer
+from tests.support import permissions as table
 from tests.support.databases import make_settings
 
 # Served by fastapi-offline for the docs pages; not API operations, no data behind them.
@@ -46,7 +48,39 @@ def _concrete_path(path: str) -> str:
     return re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
 
 
-CALLERS = ["anonymous", "admin", "publish", "read", "runner", "revoked", "expired", "garbage"]
+CALLERS: list[table.Caller] = ["anonymous", "admin", "publish", "read", "runner", "revoked", "expired", "garbage"]
+# The probe routes below, one per rule, and who may call them.
+PROBES = {
+    ("GET", "/probe/read"): "read",
+    ("GET", "/probe/read-outbound"): "read, token required",
+    ("POST", "/probe/publish"): "publish",
+    ("POST", "/probe/runner"): "runner",
+    ("DELETE", "/probe/admin"): "admin",
+    ("GET", "/probe/open"): "open",
+}
+RULES = {
+    "open": OPEN,
+    "read": READ,
+    "read, token required": READ_OUTBOUND,
+    "publish": PUBLISH,
+    "admin": ADMIN,
+    "runner": RUNNER,
+    "any token": ANY_TOKEN,
+}
+
+
+def test_every_route_has_a_row_and_declares_the_rule_of_its_row(settings) -> None:
+    """A new route needs a row; a route re-declared (say from ADMIN to PUBLISH) no longer matches its row."""
+    seen = set()
+    for path, path_format, route in api_routes(create_app(settings)):
+        if path in DOCS_ROUTES:
+            continue
+        for method in route.methods:
+            access = table.ROUTES.get((method, path_format))
+            assert access is not None, f"{method} {path_format} has no row in tests/support/permissions.py"
+            assert route_access(route) is RULES[access], (method, path_format, access)
+            seen.add((method, path_format))
+    assert seen == set(table.ROUTES), f"rows for routes that do not exist: {set(table.ROUTES) - seen}"
 
 
 @pytest.mark.parametrize("public_reads", [True, False])
@@ -72,12 +106,12 @@ def test_each_caller_gets_the_status_its_rule_says(
         for path, _, route in sorted(api_routes(app), key=lambda mounted: mounted.path == "/v1/runner/token"):
             if path in DOCS_ROUTES:
                 continue
-            rule = route_access(route)
-            assert isinstance(rule, Access)
             for method in route.methods:
+                access = table.ROUTES.get((method, route.path_format), PROBES.get((method, path)))
+                assert access is not None, f"{method} {route.path_format} has no row in tests/support/permissions.py"
                 for caller in CALLERS:
                     status = client.request(method, _concrete_path(path), headers=headers[caller]).status_code
-                    expected = _expected(rule, caller, settings.public_reads)
+                    expected = table.expected(access, caller, settings.public_reads)
                     if expected == "allowed":
                         assert status not in (401, 403), (method, path, caller, status)
                     else:
@@ -105,16 +139,3 @@ def _probe_router() -> APIRouter:
         path = f"/{rule.scope or 'open'}" + ("-outbound" if rule.token_required else "")
         router.add_api_route(path, endpoint, methods=[method], dependencies=[Depends(rule)])
     return router
-
-
-def _expected(rule: Access, caller: str, public_reads: bool) -> int | str:
-    if isinstance(rule, OpenAccess):
-        return "allowed"  # open routes read no token at all
-    if caller in ("revoked", "expired", "garbage"):
-        return 401
-    if caller == "anonymous":
-        public = rule.scope == Scope.READ and public_reads and not rule.token_required
-        return "allowed" if rule.anonymous or public else 401
-    if rule.scope is None or rule.scope in GRANTS[Scope(caller)]:
-        return "allowed"
-    return 403

@@ -3,38 +3,19 @@
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.main import create_app
 from app.models import AttemptLogChunk, JobAttempt, JobResult
 from app.queue.notifier import QueueSignal
 from app.queue.reaper import reap_once
-from tests.support import databases
-from tests.support.evaluations import lease, lm_eval_results, load_shipped_suites, make_model, make_runner
+from tests.support.evaluations import lease, lm_eval_results, make_model, make_runner
 
 SMOKE_TASKS = [["corral_smoke_mc"], ["corral_smoke_gen"]]
-
-
-@pytest.fixture
-def fast_settings(database_url: str) -> Settings:
-    """Short leases and no backoff, so that lapses and retries happen within a test; the reaper runs by hand."""
-    return databases.make_settings(
-        database_url, lease_seconds=5, retry_backoff_seconds=0, reaper_interval_seconds=0, claim_poll_seconds=0.2
-    )
-
-
-@pytest.fixture
-def queue_client(fast_settings: Settings) -> Iterator[TestClient]:
-    load_shipped_suites(fast_settings)
-    with TestClient(create_app(fast_settings), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 def request_smoke(client: TestClient, headers: dict[str, str], sha: str, **extra: Any) -> dict[str, Any]:
