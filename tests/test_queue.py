@@ -3,14 +3,17 @@
 import asyncio
 import threading
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.models import AttemptLogChunk, JobAttempt, JobResult
+from app.models.base import utcnow
 from app.queue.notifier import QueueSignal
 from app.queue.reaper import reap_once
 from tests.support.evaluations import lease, lm_eval_results, make_model, make_runner
@@ -29,6 +32,23 @@ def claim(client: TestClient, runner: dict[str, str], **params: Any) -> dict[str
     answer = client.post("/v1/runner/jobs/claim", headers=runner, params=params)
     assert answer.status_code in (201, 204), answer.text
     return dict(answer.json()) if answer.status_code == 201 else None
+
+
+def lapse(settings: Settings, attempt_id: str) -> None:
+    """The attempt's lease ends now, as if `lease_seconds` had passed without a heartbeat (no waiting for it)."""
+
+    async def work(session) -> None:  # type: ignore[no-untyped-def]
+        past = utcnow() - timedelta(seconds=1)
+        await session.execute(
+            update(JobAttempt).where(JobAttempt.id == uuid.UUID(attempt_id)).values(lease_expires_at=past)
+        )
+
+    asyncio.run(in_unit_of_work(settings, work))
+
+
+def runner_contacted(client: TestClient, admin_headers: dict[str, str], name: str) -> bool:
+    listed = client.get("/v1/runners", headers=admin_headers).json()["items"]
+    return any(runner["name"] == name and runner["last_contact_at"] for runner in listed)
 
 
 def rows(settings: Settings, entity: type, **where: Any) -> list[Any]:
@@ -208,7 +228,7 @@ def test_stalled_runner_loses_its_lease_and_another_finishes(
     assert lost is not None
     assert reap(fast_settings) == 0  # the lease is still good
 
-    time.sleep(fast_settings.lease_seconds + 0.5)
+    lapse(fast_settings, lost["attempt_id"])
     # A late write before the reaper ran is refused too: the lease lapsed.
     late = client.post(f"/v1/runner/attempts/{lost['attempt_id']}/heartbeat", json={}, headers=lease(lost, stalled))
     assert late.status_code == 409
@@ -399,7 +419,10 @@ def test_a_waiting_claim_gets_work_enqueued_during_its_wait(
         )
     )
     waiting.start()
-    time.sleep(0.5)  # the claim is now waiting on an empty queue
+    deadline = time.monotonic() + 30
+    while not runner_contacted(client, admin_headers, "cpu-1"):  # the claim has begun: it waits on an empty queue
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     request_smoke(client, publish_headers, sha)
     waiting.join(timeout=30)
     assert answers == [201]
