@@ -4,17 +4,19 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.main import create_app
-from app.models import Runner, RunnerState, Scope
+from app.models import ApiToken, Runner, RunnerState, Scope
+from app.models.base import utcnow
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
 from tests.support import databases
@@ -98,6 +100,17 @@ def issue_token(settings: Settings) -> IssueToken:
         return asyncio.run(in_unit_of_work(settings, work))
 
     return issue
+
+
+def expire_now(settings: Settings, token_id: uuid.UUID) -> None:
+    """The token's expiry moves into the past, as if its time had run out (no waiting for it)."""
+
+    async def work(session: AsyncSession) -> None:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+    asyncio.run(in_unit_of_work(settings, work))
 
 
 def bearer(token: TokenCreated | str) -> dict[str, str]:
