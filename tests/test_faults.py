@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -89,24 +90,19 @@ def test_a_busy_sqlite_writer_waits_then_answers_503_with_retry_after(
 
 
 def test_text_no_database_can_store_is_refused_on_both(client: TestClient, publish_headers: dict[str, str]) -> None:
-    sha = make_model(client, publish_headers)
-    surrogate = '{"sha": "' + sha_of("other") + '", "snapshot": {"note": "\\ud800"}}'
-    answer = client.post(
-        "/v1/models/corral-test/tiny-llama/revisions",
-        content=surrogate,
-        headers={**publish_headers, "Content-Type": "application/json"},
-    )
+    make_model(client, publish_headers)
+
+    def record(sha: str, raw_note: str) -> Response:  # the body as raw JSON text: the escapes reach the parser
+        body = '{"sha": "' + sha + '", "snapshot": {"note": "' + raw_note + '"}}'
+        headers = {**publish_headers, "Content-Type": "application/json"}
+        return client.post("/v1/models/corral-test/tiny-llama/revisions", content=body, headers=headers)
+
+    answer = record(sha_of("other"), "\\ud800")
     assert answer.status_code == 422, answer.text
     assert "lone UTF-16 surrogate" in answer.text
-    paired = '{"sha": "' + sha_of("llama") + '", "snapshot": {"note": "\\ud83e\\udd99"}}'
-    stored = client.post(
-        "/v1/models/corral-test/tiny-llama/revisions",
-        content=paired,
-        headers={**publish_headers, "Content-Type": "application/json"},
-    )
+    stored = record(sha_of("llama"), "\\ud83e\\udd99")
     assert stored.status_code == 201, stored.text
     assert stored.json()["snapshot"] == {"note": "🦙"}
-    assert sha
 
 
 def test_integral_floats_are_integers_and_fractions_are_not(client: TestClient, admin_headers: dict[str, str]) -> None:

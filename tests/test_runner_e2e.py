@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from evals.execute import lm_eval_commit
 from evals.tiny import build_tiny_llama
 from tests.support.databases import offline_environment
 from tests.support.server import wait_until_ready
@@ -183,14 +184,14 @@ def test_smoke_suite_runs_end_to_end(server: Server, tiny_model: Path, tmp_path:
     ).stdout.strip()
     for job in provenance["jobs"]:
         assert job["lm_eval_version"] == "0.4.13"
-        assert job["lm_eval_commit"] is None or job["lm_eval_commit"] != corral_commit
+        assert job["lm_eval_commit"] == lm_eval_commit()  # lm-eval's own (None for a release from the index)
         assert job["seeds"] == {"random": 1234, "numpy": 1234, "torch": 1234, "fewshot": 1234}
         assert job["torch_version"]
         assert job["transformers_version"]
         assert job["runner_accelerators"]
         assert job["task_versions"]
         document = httpx.get(f"{server.url}{job['results_url']}", headers=admin).json()
-        assert document["corral_runner"]["corral_git_hash"] in (corral_commit or None, None)
+        assert document["corral_runner"]["corral_git_hash"] == corral_commit  # kept, under its own name
         assert httpx.get(f"{server.url}{job['samples_url']}", headers=admin).json()
     runners = httpx.get(f"{server.url}/v1/runners", headers=admin).json()["items"]
     assert runners[0]["lm_eval_version"] == "0.4.13"  # reported by the agent's check-in

@@ -89,7 +89,8 @@ def task_tree(suite: SuiteDefinition, tasks: Iterable[str] | None = None) -> Tas
     return TaskTree(suite.scored_names(tasks), suite.kept_names())
 
 
-def _object(value: Any) -> dict[str, Any]:
+def json_object(value: Any) -> dict[str, Any]:
+    """The value if it is a JSON object, else an empty one: documents are read defensively."""
     return value if isinstance(value, dict) else {}
 
 
@@ -145,9 +146,9 @@ def _value(raw: Any, path: str, metric: str) -> float:
 def _entry_scores(
     task: str, entry: dict[str, Any], path: str, document: dict[str, Any], is_group: bool
 ) -> Iterable[ParsedScore]:
-    counts = _object(document.get("n-samples"))
-    samples = _object(counts.get(task)).get("effective")
-    direction_of = _object(_object(document.get("higher_is_better")).get(task))
+    counts = json_object(document.get("n-samples"))
+    samples = json_object(counts.get(task)).get("effective")
+    direction_of = json_object(json_object(document.get("higher_is_better")).get(task))
     for key, raw in entry.items():
         if "," not in key:
             continue  # alias, samples, name
@@ -180,7 +181,7 @@ def parse_scores(document: Any, tree: TaskTree) -> list[ParsedScore]:
     if not isinstance(groups, dict):
         raise ResultsError("results.groups", "`groups` must be an object")
     tree = tree.accepting(document)
-    group_names = set(groups) | set(_object(document.get("group_subtasks")))
+    group_names = set(groups) | set(json_object(document.get("group_subtasks")))
     seen: dict[tuple[str, str, str], ParsedScore] = {}
     for section in ("results", "groups"):
         for task, entry in (document.get(section) or {}).items():

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
 from app.evaluations.repository import load_evaluation
+from app.scores.ingest import json_object
 from app.scores.repository import result_of_shard, results_of
 from app.scores.schemas import JobProvenance, Provenance, Seeds
 
@@ -41,22 +42,18 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def job_provenance(document: dict[str, Any], **identity: Any) -> JobProvenance:
     """The reproducibility record of one job's results; `identity` fills the fields Corral knows itself."""
-    config = _object(document.get("config"))
-    runner = _object(document.get("corral_runner"))
+    config = json_object(document.get("config"))
+    runner = json_object(document.get("corral_runner"))
     env = _env(document.get("pretty_env_info"))
-    n_shot = {name: value for name, value in _object(document.get("n-shot")).items() if _integer(value) is not None}
+    n_shot = {name: value for name, value in json_object(document.get("n-shot")).items() if _integer(value) is not None}
     return JobProvenance(
         **identity,
         lm_eval_version=_text(document.get("lm_eval_version")),
         lm_eval_commit=_text(document.get("git_hash")),
-        task_versions={name: str(value) for name, value in _object(document.get("versions")).items()},
-        task_hashes={name: str(value) for name, value in _object(document.get("task_hashes")).items()},
+        task_versions={name: str(value) for name, value in json_object(document.get("versions")).items()},
+        task_hashes={name: str(value) for name, value in json_object(document.get("task_hashes")).items()},
         n_shot=n_shot,
         seeds=Seeds(
             random=_integer(config.get("random_seed")),

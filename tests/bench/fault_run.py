@@ -38,7 +38,7 @@ from tests.support.databases import (
     postgres_url,
     unique_name,
 )
-from tests.support.evaluations import sha_of
+from tests.support.evaluations import TINY_LLAMA_SHAPE, sha_of
 from tests.support.server import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,16 +194,8 @@ def postgres_runners(evaluations: int, runners: int, restart: bool) -> dict[str,
             }
             tally = Tally()
             with httpx.Client(base_url=base, headers=admin, timeout=120) as client:
-                shape = {
-                    "hidden_size": 256,
-                    "num_layers": 4,
-                    "num_attention_heads": 4,
-                    "num_kv_heads": 2,
-                    "intermediate_size": 512,
-                    "vocab_size": 1024,
-                    "context_length": 2048,
-                }
-                tally.call(client, "POST", "/v1/models", json={"repo_id": REPO, "kind": "base", **shape})
+                model = {"repo_id": REPO, "kind": "base", **TINY_LLAMA_SHAPE}
+                tally.call(client, "POST", "/v1/models", json=model)
                 tally.call(client, "POST", f"/v1/models/{REPO}/revisions", json={"sha": sha_of(REPO)})
                 tokens = []
                 for index in range(runners):

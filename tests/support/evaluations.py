@@ -67,22 +67,23 @@ def make_runner(
     return created.json()["runner"]["id"], {"Authorization": f"Bearer {created.json()['token']}"}
 
 
+# The architecture of the small Llama-shaped test model (a few MB at bf16: fits any test runner).
+TINY_LLAMA_SHAPE = {
+    "hidden_size": 256,
+    "num_layers": 4,
+    "num_attention_heads": 4,
+    "num_kv_heads": 2,
+    "intermediate_size": 512,
+    "vocab_size": 1024,
+    "context_length": 2048,
+}
+
+
 def make_model(
     client: TestClient, headers: dict[str, str], repo_id: str = "corral-test/tiny-llama", **shape: Any
 ) -> str:
     """A small Llama-shaped model with one recorded revision; returns the revision's sha."""
-    body = {
-        "repo_id": repo_id,
-        "kind": "base",
-        "hidden_size": 256,
-        "num_layers": 4,
-        "num_attention_heads": 4,
-        "num_kv_heads": 2,
-        "intermediate_size": 512,
-        "vocab_size": 1024,
-        "context_length": 2048,
-        **shape,
-    }
+    body = {"repo_id": repo_id, "kind": "base", **TINY_LLAMA_SHAPE, **shape}
     created = client.post("/v1/models", json=body, headers=headers)
     assert created.status_code == 201, created.text
     sha = sha_of(repo_id)
