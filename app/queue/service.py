@@ -5,7 +5,6 @@ lapsed); when it changes no row, the caller is told why (404, 403 or 409) and no
 """
 
 import contextlib
-import random
 import re
 import secrets
 import uuid
@@ -45,6 +44,7 @@ from app.models.base import utcnow
 from app.queue.matching import Capacity, Need
 from app.queue.notifier import QueueSignal, announce_work
 from app.queue.repository import attempt_of, claimed_job, end_attempt, live, refusal, refused, stored, touch_runner
+from app.queue.retry import after_failure
 from app.queue.schemas import (
     ClaimedJob,
     Failure,
@@ -62,8 +62,6 @@ from app.security import hash_token
 from app.suites.schemas import SuiteDefinition
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
-MAX_BACKOFF_SECONDS = 86400
-RETRYABLE = (FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -424,24 +422,23 @@ class QueueService:
         reason = message
         if job.cancel_requested or evaluation.state in repository.TERMINAL_EVALUATION_STATES:
             job.state, job.finished_at = JobState.CANCELED, now
-        elif category in RETRYABLE:
-            job.infrastructure_failures += 1
-            if job.infrastructure_failures <= self.settings.max_infrastructure_retries:
-                retry_at = now + self._backoff(job.infrastructure_failures)
-            else:
-                reason = f"{job.infrastructure_failures} attempts failed on infrastructure; the last: {message}"
-        elif category == FailureCategory.OUT_OF_MEMORY:
-            job.oom_failures += 1
-            growth = 100 + self.settings.oom_memory_growth_percent
-            job.required_memory_bytes = job.required_memory_bytes * growth // 100
-            job.required_device_bytes = job.required_device_bytes * growth // 100
+        else:
             runners = await repository.registered_runners(self.session)
-            if job.oom_failures > self.settings.max_oom_retries:
-                reason = f"Out of memory {job.oom_failures} times; the last: {message}"
-            elif not repository.capable(runners, Need.of(job)):
-                reason = f"Out of memory, and no registered runner has more memory to retry on: {message}"
-            else:
-                retry_at = now
+            settlement = after_failure(
+                Need.of(job),
+                job.infrastructure_failures,
+                job.oom_failures,
+                category,
+                message,
+                self.settings,
+                [Capacity.of(runner) for runner in runners],
+            )
+            job.infrastructure_failures, job.oom_failures = settlement.infrastructure_failures, settlement.oom_failures
+            job.required_memory_bytes = settlement.need.memory_bytes
+            job.required_device_bytes = settlement.need.device_bytes
+            reason = settlement.reason
+            if settlement.retry_after is not None:
+                retry_at = now + settlement.retry_after
         if retry_at is not None:
             job.state, job.available_at = JobState.QUEUED, retry_at
             await self.session.flush()
@@ -459,8 +456,3 @@ class QueueService:
             available_at=retry_at,
             evaluation_state=evaluation.state.value,
         )
-
-    def _backoff(self, failures: int) -> timedelta:
-        # 30 s x 2^(n-1), capped at a day, +-10 % jitter so that requeued jobs do not return in lockstep.
-        seconds = min(self.settings.retry_backoff_seconds * 2 ** min(failures - 1, 30), MAX_BACKOFF_SECONDS)
-        return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
