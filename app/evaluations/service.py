@@ -1,11 +1,9 @@
 """Evaluation requests: resolve the revision and suite, dedupe by config hash, size, match and enqueue."""
 
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from fastapi import Request
 from sqlalchemy import Select, func, select
@@ -15,6 +13,7 @@ from app.config import Settings
 from app.db import serialize
 from app.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
 from app.evaluations import repository
+from app.evaluations.identity import EvaluationConfig, config_hash
 from app.evaluations.requirements import evaluation_memory
 from app.evaluations.schemas import (
     AttemptRead,
@@ -55,10 +54,6 @@ SORT_COLUMNS = {"created_at": Evaluation.created_at}
 DEDUPE_STATES = (EvaluationState.QUEUED, EvaluationState.RUNNING, EvaluationState.SUCCEEDED)
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 class EvaluationService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
@@ -84,21 +79,21 @@ class EvaluationService:
         revision = await self._resolve_revision(model, body, request)
         suite = SuiteDefinition.model_validate(suite_row.definition)
         harness_version = body.harness_version or self.settings.harness_version
-        config = {
-            "model": model.repo_id,
-            "revision": revision.sha,
-            "suite": suite_row.name,
-            "suite_version": suite_row.version,
-            "harness_version": harness_version,
-            "backend": body.backend,
-            "precision": body.precision,
-            "apply_chat_template": body.apply_chat_template,
-            "fewshot_as_multiturn": body.fewshot_as_multiturn,
-            "num_fewshot": body.num_fewshot,
-            "limit": body.limit,
-            "seed": body.seed,
-            "gen_kwargs": body.gen_kwargs,
-        }
+        config = EvaluationConfig(
+            model=model.repo_id,
+            revision=revision.sha,
+            suite=suite_row.name,
+            suite_version=suite_row.version,
+            harness_version=harness_version,
+            backend=body.backend,
+            precision=body.precision,
+            apply_chat_template=body.apply_chat_template,
+            fewshot_as_multiturn=body.fewshot_as_multiturn,
+            num_fewshot=body.num_fewshot,
+            limit=body.limit,
+            seed=body.seed,
+            gen_kwargs=body.gen_kwargs,
+        )
         digest = config_hash(config)
         # Concurrent twins (same config, or a CI retry with the same key) must see each other's evaluation.
         if idempotency_key is not None:

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.errors import BadRequest, Conflict, NotFound, UnprocessableEntity
+from app.evaluations.identity import EvaluationConfig, config_hash
 from app.evaluations.repository import load_evaluation
-from app.evaluations.service import config_hash
 from app.hardware import estimator
 from app.hardware.catalog import accelerators
 from app.hub.client import HubClient, HubError
@@ -415,21 +415,21 @@ class ScoreService:
         version = body.harness_version or str(body.results.get("lm_eval_version") or "unknown")[:32]
         limit = document_config.get("limit")
         seed = document_config.get("random_seed")
-        config = {
-            "model": model.repo_id,
-            "revision": revision.sha,
-            "suite": suite_row.name,
-            "suite_version": suite_row.version,
-            "harness_version": version,
-            "backend": body.backend,
-            "precision": body.precision,
-            "apply_chat_template": body.apply_chat_template,
-            "fewshot_as_multiturn": body.fewshot_as_multiturn,
-            "num_fewshot": None,
-            "limit": limit if isinstance(limit, int | float) and not isinstance(limit, bool) else None,
-            "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-            "gen_kwargs": None,
-        }
+        config = EvaluationConfig(
+            model=model.repo_id,
+            revision=revision.sha,
+            suite=suite_row.name,
+            suite_version=suite_row.version,
+            harness_version=version,
+            backend=body.backend,
+            precision=body.precision,
+            apply_chat_template=body.apply_chat_template,
+            fewshot_as_multiturn=body.fewshot_as_multiturn,
+            num_fewshot=None,
+            limit=limit if isinstance(limit, int | float) and not isinstance(limit, bool) else None,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            gen_kwargs=None,
+        )
         now = utcnow()
         evaluation = Evaluation(
             model_id=model.id,
