@@ -109,6 +109,7 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
 PrincipalDep = Annotated[Principal | None, Depends(authenticate)]
 
 
+@dataclass(frozen=True)
 class Access:
     """A route's access rule. Every route names exactly one; tests/test_permissions.py walks them all.
 
@@ -117,13 +118,9 @@ class Access:
     is needed, so a revoked token fails loudly instead of silently acting anonymous.
     """
 
-    def __init__(self, scope: Scope | None, *, anonymous: bool = False, token_required: bool = False) -> None:
-        self.scope = scope
-        self.anonymous = anonymous
-        self.token_required = token_required
-
-    def __repr__(self) -> str:
-        return f"Access({self.scope}, anonymous={self.anonymous}, token_required={self.token_required})"
+    scope: Scope | None
+    anonymous: bool = False
+    token_required: bool = False
 
     def anonymous_allowed(self, settings: Settings) -> bool:
         if self.token_required:
@@ -144,11 +141,12 @@ class Access:
         return principal
 
 
+@dataclass(frozen=True)
 class OpenAccess(Access):
     """For routes anyone may call without a token (health, metrics): no token is read at all."""
 
-    def __init__(self) -> None:
-        super().__init__(None, anonymous=True)
+    scope: Scope | None = None
+    anonymous: bool = True
 
     async def __call__(self) -> None:  # type: ignore[override]
         return None

@@ -19,7 +19,8 @@ def check_use(license: License, use: UseDescription, *, multimodal: bool) -> Lic
         _derivative_name(license, use),
     ]
     decided = [clause for clause in clauses if clause is not None]
-    verdict = max((clause.outcome for clause in decided), key=_SEVERITY.__getitem__, default="allowed")
+    # Never empty: the commercial-use clause is always decided.
+    verdict = max((clause.outcome for clause in decided), key=_SEVERITY.__getitem__)
     return LicenseCheck(
         license=license.slug,
         verdict=verdict,
