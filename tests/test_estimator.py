@@ -3,9 +3,11 @@
 import pytest
 
 from app.catalog.loader import catalog_data, model_entries, preset_parameter_count
+from app.evaluations.requirements import evaluation_memory
 from app.hardware import estimator
 from app.hardware.catalog import GIB, accelerators
 from app.hardware.estimator import Architecture, dense_parameter_count
+from app.models import Model
 
 LLAMA_31_8B = Architecture(4096, 32, 32, 8, intermediate_size=14336, vocab_size=128256)
 LLAMA_31_405B = Architecture(16384, 126, 128, 8, intermediate_size=53248, vocab_size=128256)
@@ -102,3 +104,139 @@ def test_accelerator_catalog_has_the_required_devices() -> None:
     catalog = accelerators()
     assert wanted <= set(catalog)
     assert catalog["amd-mi300x"].memory_bytes == 192 * GIB
+
+
+def test_bytes_are_whole_integers_rounded_down() -> None:
+    # Three int4 parameters are 1.5 bytes: the estimator counts 1, and always returns an int.
+    assert estimator.weight_bytes(3, "int4") == 1
+    assert type(estimator.weight_bytes(3, "int4")) is int
+    assert estimator.kv_cache_bytes(1, 1, 1, 1, 1, "int4") == 1
+    assert type(estimator.kv_cache_bytes(1, 1, 1, 1, 1, "int4")) is int
+    assert estimator.qlora_base_bytes(8_000_000_001) == 4_127_000_000  # 4.127 bits per parameter, rounded down
+    assert estimator.qlora_base_bytes(7_999) == 4_126
+    legacy = dense_parameter_count(
+        Architecture(4096, 32, 32, 32, intermediate_size=11008, vocab_size=32000), legacy_rotary_buffers=True
+    )
+    assert type(legacy) is int
+
+
+@pytest.mark.parametrize("missing", [{"intermediate_size": None}, {"vocab_size": None}])
+def test_counting_parameters_needs_both_mlp_and_vocabulary_sizes(missing: dict[str, None]) -> None:
+    arch = Architecture(4096, 32, 32, 8, **({"intermediate_size": 14336, "vocab_size": 128256} | missing))
+    with pytest.raises(ValueError, match=r"^intermediate_size and vocab_size are needed to count parameters$"):
+        dense_parameter_count(arch)
+
+
+@pytest.mark.parametrize(
+    ("precision", "kv_precision"),
+    [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp8", "bf16"), ("int8", "bf16"), ("int4", "bf16")],
+)
+def test_kv_cache_stays_at_16_bits_when_only_weights_are_quantized(precision: str, kv_precision: str) -> None:
+    assert estimator.default_kv_precision(precision) == kv_precision
+
+
+LLAMA_2_70B = Architecture(8192, 80, 64, 8, intermediate_size=28672, vocab_size=32000)
+
+
+def test_largest_piece_is_one_layer_with_its_kv_cache_when_layers_outweigh_the_embedding() -> None:
+    params = dense_parameter_count(LLAMA_2_70B)
+    weights, kv = params * 2, estimator.kv_cache_bytes(80, 8, 128, 4096, 1, "bf16")
+    embedding = 32000 * 8192 * 2  # untied: the input embedding and the lm_head are two such matrices
+    layer = (weights - 2 * embedding) // 80 + kv // 80
+    assert layer > embedding
+    assert estimator.largest_piece_bytes(LLAMA_2_70B, weights, kv, "bf16") == layer + layer * 20 // 100
+
+
+def test_largest_piece_is_the_embedding_when_it_outweighs_a_layer() -> None:
+    params = dense_parameter_count(LLAMA_31_8B)
+    weights, kv = params * 2, estimator.kv_cache_bytes(32, 8, 128, 4096, 1, "bf16")
+    embedding = 128256 * 4096 * 2
+    assert (weights - 2 * embedding) // 32 + kv // 32 < embedding
+    assert estimator.largest_piece_bytes(LLAMA_31_8B, weights, kv, "bf16") == embedding + embedding * 20 // 100
+    # At int4 the embedding is a quarter of that, and still the largest piece.
+    int4 = estimator.largest_piece_bytes(LLAMA_31_8B, params // 2, kv, "int4")
+    assert int4 == embedding // 4 + (embedding // 4) * 20 // 100
+
+
+def test_tied_embeddings_are_counted_once_when_the_layers_are_split_off() -> None:
+    # Llama 3.2 3B ties its embeddings: only one matrix comes off the weights before dividing by the layers.
+    tied = Architecture(3072, 28, 24, 8, intermediate_size=8192, vocab_size=128256, tied_embeddings=True)
+    untied = Architecture(3072, 28, 24, 8, intermediate_size=8192, vocab_size=128256)
+    weights = 24 * 10**9  # more than the real model, so that a layer outweighs the embedding
+    embedding = 128256 * 3072 * 2
+    assert estimator.largest_piece_bytes(tied, weights, 0, "bf16") == int((weights - embedding) // 28 * 1.2)
+    assert estimator.largest_piece_bytes(untied, weights, 0, "bf16") == int((weights - 2 * embedding) // 28 * 1.2)
+
+
+def test_largest_piece_without_a_vocabulary_and_with_fewer_weights_than_embeddings() -> None:
+    no_vocab = Architecture(1000, 10, 10, 10)
+    assert estimator.largest_piece_bytes(no_vocab, 10_000, 500, "bf16") == (1000 + 50) * 12 // 10
+    tiny = Architecture(1000, 10, 10, 10, vocab_size=100)  # embedding 200,000 bytes: more than all the weights
+    assert estimator.largest_piece_bytes(tiny, 1_000, 0, "bf16") == 240_000
+    assert estimator.largest_piece_bytes(Architecture(10, 10, 1, 1, vocab_size=1), 5, 0, "bf16") == 24
+    assert estimator.largest_piece_bytes(Architecture(10, 10, 1, 1, vocab_size=1), 5, 1000, "bf16") == 120
+
+
+def llama_model(**fields: object) -> Model:
+    """Llama 3.1 8B as its catalog row records it; not stored, `evaluation_memory` only reads the fields."""
+    known: dict[str, object] = {
+        "parameter_count": 8_030_261_248,
+        "context_length": 131_072,
+        "hidden_size": 4096,
+        "num_layers": 32,
+        "num_attention_heads": 32,
+        "num_kv_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        "head_dim": None,
+        "tied_embeddings": False,
+        "moe_experts_total": None,
+    }
+    return Model(**(known | fields))
+
+
+def test_evaluation_memory_is_weights_and_a_kv_cache_for_the_suite_context() -> None:
+    need = evaluation_memory(llama_model(), precision="bf16", suite_context_tokens=4096)
+    weights, kv = 8_030_261_248 * 2, 2 * 32 * 8 * 128 * 2 * 4096  # bf16 weights; K and V at bf16 for 4096 tokens
+    assert need.total_bytes == (weights + kv) * 12 // 10
+    embedding = 128256 * 4096 * 2
+    assert need.device_bytes == embedding * 12 // 10
+    assert need.context_tokens == 4096
+    assert need.notes == ["Batch size 1 for the KV cache; `auto` grows into spare memory."]
+
+
+def test_evaluation_memory_caps_the_context_at_the_model_own_and_keeps_the_kv_cache_at_16_bits() -> None:
+    need = evaluation_memory(llama_model(context_length=2048), precision="int4", suite_context_tokens=8192)
+    assert need.context_tokens == 2048
+    kv = 2 * 32 * 8 * 128 * 2 * 2048  # bf16 K and V even though the weights are int4
+    assert need.total_bytes == (8_030_261_248 // 2 + kv) * 12 // 10
+    unknown_context = evaluation_memory(llama_model(context_length=None), precision="bf16", suite_context_tokens=8192)
+    assert unknown_context.context_tokens == 8192
+    fp32 = evaluation_memory(llama_model(), precision="fp32", suite_context_tokens=1024)
+    assert fp32.total_bytes == (8_030_261_248 * 4 + 2 * 32 * 8 * 128 * 4 * 1024) * 12 // 10
+
+
+def test_evaluation_memory_device_figure_never_exceeds_the_whole() -> None:
+    # A toy model whose embedding is larger than the model: the piece would be more than the whole.
+    toy = llama_model(parameter_count=1000, hidden_size=64, num_layers=2, num_attention_heads=4, num_kv_heads=4)
+    need = evaluation_memory(toy, precision="bf16", suite_context_tokens=16)
+    assert need.device_bytes == need.total_bytes == (2000 + 2 * 2 * 4 * 16 * 2 * 16) * 12 // 10
+    big = evaluation_memory(llama_model(), precision="bf16", suite_context_tokens=16)
+    assert big.device_bytes < big.total_bytes
+
+
+def test_evaluation_memory_without_an_architecture_or_a_parameter_count() -> None:
+    weights_only = evaluation_memory(llama_model(num_kv_heads=None), precision="bf16", suite_context_tokens=4096)
+    assert weights_only.total_bytes == weights_only.device_bytes == 8_030_261_248 * 2 * 12 // 10
+    assert weights_only.notes == ["Architecture unknown: weights only, on a single device."]
+    assert weights_only.context_tokens == 4096
+    unknown = evaluation_memory(llama_model(parameter_count=None), precision="bf16", suite_context_tokens=4096)
+    assert (unknown.total_bytes, unknown.device_bytes, unknown.context_tokens) == (0, 0, 4096)
+    assert unknown.notes == ["Parameter count unknown: any runner may take it (sync it from the Hub)."]
+
+
+def test_rotary_buffers_are_counted_only_when_asked_and_one_layer_models_keep_a_zero_floor() -> None:
+    assert dense_parameter_count(LLAMA_31_8B) == 8_030_261_248  # the default: no legacy rotary buffers
+    # One layer: nothing left after the embeddings counts as 0 bytes, so the KV cache alone is the piece.
+    one_layer = Architecture(10, 1, 1, 1, vocab_size=1)
+    assert estimator.largest_piece_bytes(one_layer, 5, 1000, "bf16") == 1200

@@ -1,0 +1,71 @@
+"""Which runner may take which job (app/queue/matching.py), the Python rendering, on records held in memory.
+
+test_rules.py runs the SQL rendering (the claim statement) on both databases; here the Python rendering's
+reading of runner and job records and every explanation a caller is shown are pinned.
+"""
+
+from app.models import EvaluationJob, Runner
+from app.queue.matching import GIB, Capacity, Need, gib
+
+NEED = Need(memory_bytes=100 * GIB, device_bytes=40 * GIB, backend="hf", harness_version="0.4.9", labels=("eu",))
+
+
+def test_a_job_record_reads_as_its_need() -> None:
+    job = EvaluationJob(
+        required_memory_bytes=7,
+        required_device_bytes=5,
+        backend="vllm",
+        harness_version="0.4.8",
+        labels=["eu", "a100"],
+    )
+    assert Need.of(job) == Need(7, 5, "vllm", "0.4.8", ("eu", "a100"))
+
+
+def test_a_runner_record_reads_as_its_capacity() -> None:
+    runner = Runner(
+        accelerators=[
+            {"name": "nvidia-a100-80gb", "memory_bytes": 80 * GIB, "count": 2},
+            {"name": "nvidia-l4", "memory_bytes": str(24 * GIB)},  # no count: one device
+        ],
+        backends=["hf", "vllm"],
+        lm_eval_version="0.4.9",
+        labels=["eu"],
+    )
+    assert Capacity.of(runner) == Capacity(184 * GIB, 80 * GIB, ("hf", "vllm"), "0.4.9", ("eu",))
+    bare = Runner(accelerators=None, backends=None, lm_eval_version=None, labels=None)
+    assert Capacity.of(bare) == Capacity(0, 0, (), None, ())
+
+
+def test_a_runner_that_holds_the_job_has_no_shortfall() -> None:
+    exact = Capacity(100 * GIB, 40 * GIB, ("hf",), "0.4.9", ("eu", "gpu"))
+    assert exact.shortfalls(NEED) == []
+    assert exact.memory_shortfalls(NEED) == []
+
+
+def test_every_shortfall_is_explained() -> None:
+    small = Capacity(100 * GIB - 1, 40 * GIB - 1, ("vllm",), "0.4.8", ())
+    assert small.memory_shortfalls(NEED) == [
+        "needs 100.0 GiB of accelerator memory, has 100.0 GiB",
+        "needs 40.0 GiB on one device, its largest has 40.0 GiB",
+    ]
+    assert small.shortfalls(NEED) == [
+        *small.memory_shortfalls(NEED),
+        "does not run the hf backend",
+        "runs lm-eval 0.4.8, not 0.4.9",
+        "lacks labels eu",
+    ]
+    unknown = Capacity(10**15, 10**15, ("hf",), None, ("x",))
+    need = Need(1, 1, "hf", "0.4.9", ("b", "a", "x"))
+    assert unknown.shortfalls(need) == ["runs lm-eval unknown, not 0.4.9", "lacks labels a, b"]
+
+
+def test_many_small_devices_do_not_hold_a_piece_larger_than_one_of_them() -> None:
+    many_small = Capacity(8 * 24 * GIB, 24 * GIB, ("hf",), "0.4.9", ("eu",))
+    assert many_small.shortfalls(NEED) == ["needs 40.0 GiB on one device, its largest has 24.0 GiB"]
+
+
+def test_gib_is_written_with_one_decimal_and_thousands() -> None:
+    assert gib(GIB) == "1.0 GiB"
+    assert gib(3 * GIB // 2) == "1.5 GiB"
+    assert gib(2048 * GIB) == "2,048.0 GiB"
+    assert gib(0) == "0.0 GiB"
