@@ -1,0 +1,119 @@
+"""Tokens and the access check (app/security.py), answer by answer: what each refusal says and challenges.
+
+test_permissions.py walks every route with every kind of caller and checks the status; here each 401 and 403
+is pinned with its detail and WWW-Authenticate challenge, and the token format and bookkeeping with it.
+"""
+
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.models import Scope
+from app.security import (
+    GRANTS,
+    REGISTRATION_PREFIX,
+    REGISTRATION_SHAPE,
+    Principal,
+    generate_token,
+    hash_token,
+    secret_matches,
+)
+from tests.conftest import IssueToken, bearer, expire_now
+from tests.support.databases import make_settings
+
+TOKEN_SHAPE = re.compile(r"^crl_([0-9a-f]{16})_[A-Za-z0-9_\-]{43}$")
+CHALLENGE = 'Bearer realm="corral", error="invalid_token"'
+
+
+def test_a_new_token_is_its_key_id_and_a_256_bit_secret_and_only_its_hash_is_kept() -> None:
+    token = generate_token()
+    match = TOKEN_SHAPE.match(token.plaintext)
+    assert match is not None
+    assert match.group(1) == token.key_id
+    assert token.secret_hash == hashlib.sha256(token.plaintext.encode()).hexdigest() == hash_token(token.plaintext)
+    assert token.plaintext not in token.secret_hash
+    assert generate_token().key_id != token.key_id
+    registration = generate_token(REGISTRATION_PREFIX)
+    assert REGISTRATION_SHAPE.match(registration.plaintext)
+    assert not TOKEN_SHAPE.match(registration.plaintext)
+
+
+def test_secrets_match_only_their_own_hash() -> None:
+    token = generate_token()
+    assert secret_matches(token.secret_hash, token.plaintext) is True
+    assert secret_matches(token.secret_hash, generate_token().plaintext) is False
+    assert secret_matches(None, token.plaintext) is False
+    # A missing row is compared against a dummy hash, never against nothing: even that hash's own text fails.
+    assert secret_matches(None, "corral-no-such-token") is False
+
+
+@pytest.mark.parametrize("scope", list(Scope))
+def test_a_principal_can_what_its_scope_grants(scope: Scope) -> None:
+    principal = Principal(token_id=uuid.uuid4(), name="t", scope=scope, runner_id=None)
+    assert {wanted for wanted in Scope if principal.can(wanted)} == GRANTS[scope]
+
+
+def refusal(client: TestClient, headers: dict[str, str], path: str = "/v1/tokens/current") -> tuple[int, str, str]:
+    response = client.get(path, headers=headers)
+    return response.status_code, response.json()["detail"], response.headers.get("www-authenticate", "")
+
+
+def test_each_bad_token_is_told_what_is_wrong(client: TestClient, settings: Settings, issue_token: IssueToken) -> None:
+    assert refusal(client, {}) == (
+        401,
+        "This operation needs a token: 'Authorization: Bearer crl_...'.",
+        'Bearer realm="corral"',
+    )
+    assert refusal(client, {"Authorization": "Basic dXNlcjpwYXNz"}) == (
+        401,
+        "The Authorization header must be 'Bearer <token>'.",
+        'Bearer realm="corral", error="invalid_request"',
+    )
+    assert refusal(client, bearer("crlreg_0123456789abcdef_" + "A" * 43)) == (
+        401,
+        "The bearer token is not a Corral token (crl_...).",
+        CHALLENGE,
+    )
+    unknown = (401, "The token is not valid.", CHALLENGE)
+    assert refusal(client, bearer("crl_0123456789abcdef_" + "A" * 43)) == unknown
+    real = issue_token(Scope.ADMIN).token
+    assert refusal(client, bearer(real[:-1] + ("A" if real[-1] != "A" else "B"))) == unknown
+
+    expiring = issue_token(Scope.READ, expires_at=datetime.now(UTC) + timedelta(hours=1))
+    expire_now(settings, expiring.id)
+    assert refusal(client, bearer(expiring)) == (401, "The token has expired.", CHALLENGE)
+    revoked = issue_token(Scope.READ, name="revoked")
+    assert client.delete(f"/v1/tokens/{revoked.id}", headers=bearer(real)).status_code == 204
+    assert refusal(client, bearer(revoked)) == (401, "The token has been revoked.", CHALLENGE)
+
+
+def test_a_token_without_the_scope_is_told_which_it_needs(client: TestClient, issue_token: IssueToken) -> None:
+    response = client.get("/v1/tokens", headers=bearer(issue_token(Scope.PUBLISH)))
+    assert response.status_code == 403
+    assert response.json()["detail"] == "A publish token cannot do this; it needs the admin scope."
+    assert response.json()["required_scope"] == "admin"
+
+
+def test_a_token_still_valid_until_its_expiry_is_accepted(client: TestClient, issue_token: IssueToken) -> None:
+    token = issue_token(Scope.READ, expires_at=datetime.now(UTC) + timedelta(minutes=5))
+    response = client.get("/v1/tokens/current", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.json()["scope"] == "read"
+
+
+def test_last_use_is_written_at_most_once_per_interval(database_url: str, issue_token: IssueToken) -> None:
+    for interval, rewritten in ((3600, False), (0, True)):
+        settings = make_settings(database_url, token_touch_seconds=interval)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            token = issue_token(Scope.ADMIN, name=f"touch-{interval}")
+            assert client.get(f"/v1/tokens/{token.id}", headers=bearer(token)).status_code == 200
+            first = client.get(f"/v1/tokens/{token.id}", headers=bearer(token)).json()["last_used_at"]
+            assert first is not None
+            second = client.get(f"/v1/tokens/{token.id}", headers=bearer(token)).json()["last_used_at"]
+            assert (second != first) is rewritten
