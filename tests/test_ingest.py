@@ -18,7 +18,9 @@ from app.scores.ingest import (
     finite_document,
     json_object,
     parse_scores,
+    task_tree,
 )
+from app.suites.service import read_suite_files
 
 TREE = TaskTree(frozenset({"mmlu", "gsm8k"}), frozenset({"leaderboard"}))
 
@@ -240,3 +242,22 @@ def test_json_object_reads_anything_else_as_empty() -> None:
     assert json_object({"a": 1}) == {"a": 1}
     for other in (None, [], "x", 3):
         assert json_object(other) == {}
+
+
+def test_a_filter_name_may_itself_hold_a_comma() -> None:
+    [score] = parse_scores({"results": {"gsm8k": {"exact_match,flexible,extract": 0.3}}}, TREE)
+    assert (score.metric, score.filter) == ("exact_match", "flexible,extract")
+
+
+def test_a_bare_non_finite_document_is_refused_at_its_root() -> None:
+    with pytest.raises(ResultsError) as caught:
+        finite_document(math.nan)
+    assert (caught.value.path, caught.value.message) == ("results", "nan is not a finite number within ±1e+12")
+
+
+def test_a_job_tree_holds_only_that_job_tasks() -> None:
+    suite = next(suite for suite in read_suite_files() if suite.name == "core")
+    whole, job = task_tree(suite), task_tree(suite, ["gsm8k"])
+    assert job.scored == {"gsm8k"}
+    assert {"gsm8k", "mmlu", "mmlu_anatomy", "hellaswag"} <= whole.scored
+    assert job.kept == whole.kept == suite.kept_names()

@@ -176,3 +176,47 @@ def test_nothing_non_finite_leaves_the_module() -> None:
     assert summary["tasks"]["gpqa"]["stderr"] is None  # 1e308 x 100 / 0.75 overflows to inf: absent instead
     assert summary["tasks"]["gpqa"]["raw_stderr"] == 1e308
     assert summary["average_stderr"] is None
+
+
+def mean_suite(lower: float) -> SuiteDefinition:
+    """MuSR's shape: a plain mean of subtasks that share the task's one baseline."""
+    return SuiteDefinition.model_validate(
+        {
+            "name": "mean",
+            "title": "Mean",
+            "description": "A mean task with one bound.",
+            "context_tokens": 1024,
+            "tasks": [
+                {
+                    "name": "musr",
+                    "num_fewshot": 0,
+                    "metrics": ["acc_norm"],
+                    "lower_bound": lower,
+                    "raw": "mean",
+                    "subtasks": ["m1", "m2"],
+                }
+            ],
+            "shards": [["musr"]],
+        }
+    )
+
+
+@pytest.mark.parametrize("lower", [0.5, 0.0])
+def test_a_mean_task_with_one_baseline_normalizes_each_subtask_on_it(lower: float) -> None:
+    rows = [row("m1", "acc_norm", 0.8, 0.02), row("m2", "acc_norm", 0.6, 0.04)]
+    musr = summarize(mean_suite(lower), rows)["tasks"]["musr"]
+    assert musr["raw"] == pytest.approx(0.7)
+    expected = [(value - lower) / (1 - lower) * 100 for value in (0.8, 0.6)]
+    assert musr["normalized"] == pytest.approx(sum(expected) / 2)
+    assert musr["stderr"] == pytest.approx(math.sqrt(0.02**2 + 0.04**2) / 2 * 100 / (1 - lower))
+
+
+def test_a_weighted_group_estimates_its_leaves_missing_stderrs_from_their_counts() -> None:
+    rows = [r for r in FULL if r[0] != "gpqa"] + [
+        row("g1", "acc_norm", 0.5, None, 100),
+        row("g2", "acc_norm", 0.2, None, 300),
+    ]
+    gpqa = summarize(SUITE, rows)["tasks"]["gpqa"]
+    se1, se2 = math.sqrt(0.25 / 99), math.sqrt(0.16 / 299)
+    assert gpqa["raw"] == pytest.approx(0.275)
+    assert gpqa["raw_stderr"] == pytest.approx(math.sqrt((100 * se1) ** 2 + (300 * se2) ** 2) / 400)

@@ -190,7 +190,7 @@ def parse_scores(document: Any, tree: TaskTree) -> list[ParsedScore]:
                 raise ResultsError(path, "each task's results must be an object")
             if task not in tree:
                 raise ResultsError(path, f"task {task!r} is not part of this suite's task tree (or this job's)")
-            scores = list(_entry_scores(task, entry, path, document, section == "groups" or task in group_names))
+            scores = list(_entry_scores(task, entry, path, document, task in group_names))
             if task in tree.scored:
                 for score in scores:
                     seen.setdefault((score.task, score.metric, score.filter), score)

@@ -40,11 +40,17 @@ def _normalize(raw: float, lower: float) -> float:
     return max(0.0, (raw - lower) / (1.0 - lower)) * 100.0
 
 
+def _root_sum_of_squares(errors: list[float | None]) -> float | None:
+    """sqrt(sum of squares) of independent errors; None when any is unknown."""
+    if any(error is None for error in errors):
+        return None
+    return math.sqrt(sum(error * error for error in errors if error is not None))
+
+
 def _mean_stderr(errors: list[float | None]) -> float | None:
     """Of the mean of independent parts."""
-    if not errors or any(error is None for error in errors):
-        return None
-    return math.sqrt(sum(error * error for error in errors if error is not None)) / len(errors)
+    spread = _root_sum_of_squares(errors) if errors else None
+    return None if spread is None else spread / len(errors)
 
 
 def _scaled(stderr: float | None, lower: float) -> float | None:
@@ -88,17 +94,13 @@ def _weighted(task: SuiteTask, index: Index) -> Measured | None:
     if own is not None:
         return own
     leaves = [_metrics(task, name, index) for name in task.subtasks]
-    if any(leaf is None or not leaf.samples for leaf in leaves):
-        return None
-    found = [leaf for leaf in leaves if leaf is not None and leaf.samples]
-    total = sum(leaf.samples or 0 for leaf in found)
-    errors = [leaf.stderr for leaf in found]
-    stderr = (
-        None
-        if any(error is None for error in errors)
-        else math.sqrt(sum(((leaf.samples or 0) * (leaf.stderr or 0.0)) ** 2 for leaf in found)) / total
-    )
-    return Measured(sum(leaf.value * (leaf.samples or 0) for leaf in found) / total, stderr, total)
+    counted = [(leaf, leaf.samples) for leaf in leaves if leaf is not None and leaf.samples]
+    if len(counted) < len(leaves):
+        return None  # a leaf is missing, or its sample count is: no weight to give it
+    total = sum(samples for _, samples in counted)
+    spread = _root_sum_of_squares([None if leaf.stderr is None else samples * leaf.stderr for leaf, samples in counted])
+    stderr = None if spread is None else spread / total
+    return Measured(sum(leaf.value * samples for leaf, samples in counted) / total, stderr, total)
 
 
 def _task_summary(task: SuiteTask, index: Index) -> dict[str, Any] | None:
