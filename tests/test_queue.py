@@ -12,8 +12,10 @@ from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.models import AttemptLogChunk, JobAttempt, JobResult
+from app.errors import Conflict
+from app.models import AttemptLogChunk, AttemptState, FailureCategory, JobAttempt, JobResult
 from app.models.base import utcnow
+from app.queue import repository
 from app.queue.notifier import QueueSignal
 from app.queue.reaper import reap_once
 from tests.support.evaluations import lease, lm_eval_results, make_model, make_runner
@@ -441,3 +443,50 @@ def test_a_wake_up_rouses_as_many_claims_as_there_are_jobs_not_all() -> None:
         return woken, len(signal._waiters)
 
     assert asyncio.run(scenario()) == (2, 0)
+
+
+def test_a_lease_ends_at_its_expiry_instant_and_an_ended_attempt_keeps_why(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8)
+    request_smoke(client, publish_headers, sha)
+    claimed = claim(client, runner)
+    assert claimed is not None
+    attempt_id, token = uuid.UUID(claimed["attempt_id"]), claimed["lease_token"]
+    [attempt] = rows(fast_settings, JobAttempt, id=attempt_id)
+    expiry, runner_id, tick = attempt.lease_expires_at, attempt.runner_id, timedelta(microseconds=1)
+
+    async def work(session) -> None:  # type: ignore[no-untyped-def]
+        # Just before its expiry the lease holds: nothing to refuse, and a write that changed nothing was a race.
+        assert await repository.refusal(session, attempt_id, runner_id, token, expiry - tick) is None
+        raced = await repository.refused(session, attempt_id, runner_id, token, expiry - tick)
+        assert (type(raced), raced.detail) == (Conflict, "The attempt changed.")
+        # At the instant of its expiry it has lapsed: the conditional write changes nothing, and says why.
+        ended = await repository.end_attempt(
+            session, attempt_id, AttemptState.FAILED, expiry, message="late", holder=(runner_id, token)
+        )
+        assert ended is False
+        lapsed = await repository.refusal(session, attempt_id, runner_id, token, expiry)
+        assert lapsed is not None
+        assert lapsed.detail == f"The lease of attempt {attempt_id} lapsed at {expiry.isoformat()}."
+        ended = await repository.end_attempt(
+            session,
+            attempt_id,
+            AttemptState.FAILED,
+            expiry - tick,
+            message="CUDA OOM",
+            holder=(runner_id, token),
+            category=FailureCategory.OUT_OF_MEMORY,
+        )
+        assert ended is True
+
+    asyncio.run(in_unit_of_work(fast_settings, work))
+    [failed] = rows(fast_settings, JobAttempt, id=attempt_id)
+    assert (failed.state, failed.failure_category, failed.failure_message) == (
+        AttemptState.FAILED,
+        "out_of_memory",
+        "CUDA OOM",
+    )
+    assert failed.finished_at == expiry - timedelta(microseconds=1)

@@ -50,6 +50,8 @@ def test_backoff_is_capped_at_a_day_and_never_overflows() -> None:
     assert MAX_BACKOFF_SECONDS == 86400
     # 2^(n-1) is capped at 2^30 before the day cap, so a huge count cannot build a huge integer.
     assert backoff(make_settings("sqlite://", retry_backoff_seconds=0), 10**9, jitter=1.0) == timedelta(0)
+    tiny = make_settings("sqlite://", retry_backoff_seconds=1e-5)
+    assert backoff(tiny, 40, jitter=1.0) == timedelta(seconds=1e-5 * 2**30)
 
 
 def test_backoff_jitter_is_ten_percent_either_way() -> None:
@@ -97,7 +99,7 @@ def test_out_of_memory_fails_after_the_last_retry() -> None:
     at_limit = after_failure(NEED, 0, 1, FailureCategory.OUT_OF_MEMORY, "CUDA OOM", SETTINGS, [BIG])
     assert (at_limit.oom_failures, at_limit.retry_after) == (2, timedelta(0))
     over = after_failure(NEED, 0, 2, FailureCategory.OUT_OF_MEMORY, "CUDA OOM", SETTINGS, [BIG])
-    assert (over.oom_failures, over.retry_after) == (3, None)
+    assert (over.infrastructure_failures, over.oom_failures, over.retry_after) == (0, 3, None)
     assert over.reason == "Out of memory 3 times; the last: CUDA OOM"
     assert over.need.memory_bytes == 60 * GIB  # the failed job records what it would have needed
 

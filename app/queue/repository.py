@@ -182,11 +182,14 @@ async def claimed_job(
 
 
 async def stored(session: AsyncSession, result: JobResult) -> ResultStored:
-    job_state = await session.scalar(select(EvaluationJob.state).where(EvaluationJob.id == result.job_id))
-    evaluation_state = await session.scalar(select(Evaluation.state).where(Evaluation.id == result.evaluation_id))
+    # Both rows exist: the result was just stored for them.
+    job = select(EvaluationJob.state).where(EvaluationJob.id == result.job_id)
+    evaluation = select(Evaluation.state).where(Evaluation.id == result.evaluation_id)
+    job_state = (await session.execute(job)).scalar_one()
+    evaluation_state = (await session.execute(evaluation)).scalar_one()
     return ResultStored(
         result_id=result.id,
         content_sha256=result.content_sha256,
-        job_state=str(job_state.value if job_state else ""),
-        evaluation_state=str(evaluation_state.value if evaluation_state else ""),
+        job_state=job_state.value,
+        evaluation_state=evaluation_state.value,
     )
