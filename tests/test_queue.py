@@ -4,7 +4,7 @@ import asyncio
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.errors import Conflict
-from app.models import AttemptLogChunk, AttemptState, FailureCategory, JobAttempt, JobResult
+from app.models import AttemptLogChunk, AttemptState, FailureCategory, JobAttempt, JobResult, Runner
 from app.models.base import utcnow
 from app.queue import repository
 from app.queue.notifier import QueueSignal
@@ -82,7 +82,9 @@ def test_protocol_end_to_end(
     client = queue_client
     sha = make_model(client, publish_headers)
     _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=2)
-    evaluation = request_smoke(client, publish_headers, sha, limit=4, apply_chat_template=True, num_fewshot=2)
+    evaluation = request_smoke(
+        client, publish_headers, sha, limit=4, apply_chat_template=True, num_fewshot=2, gen_kwargs={"temperature": 0}
+    )
 
     first = claim(client, runner)
     assert first is not None
@@ -95,6 +97,7 @@ def test_protocol_end_to_end(
     assert first["tasks"] == [{"name": "corral_smoke_mc", "num_fewshot": 2}]
     assert first["settings"]["apply_chat_template"] is True
     assert first["settings"]["limit"] == 4
+    assert (first["settings"]["num_fewshot"], first["settings"]["gen_kwargs"]) == (2, {"temperature": 0})
     assert first["heartbeat_seconds"] == 15
     assert first["attempt_number"] == 1
     second = claim(client, runner)
@@ -490,3 +493,35 @@ def test_a_lease_ends_at_its_expiry_instant_and_an_ended_attempt_keeps_why(
         "CUDA OOM",
     )
     assert failed.finished_at == expiry - timedelta(microseconds=1)
+
+
+def test_runner_contact_is_written_for_that_runner_at_most_once_per_interval(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    polling, _ = make_runner(queue_client, admin_headers, "polling")
+    make_runner(queue_client, admin_headers, "quiet")
+    polling_id, start = uuid.UUID(polling), utcnow()
+
+    def contact(now: datetime, *, forget: bool = True) -> dict[str, datetime | None]:
+        async def work(session) -> dict[str, datetime | None]:  # type: ignore[no-untyped-def]
+            if forget:  # as if another process had the call: no memory of the last write here
+                repository._last_touch.clear()
+            await repository.touch_runner(session, polling_id, now)
+            contacts = await session.execute(select(Runner.name, Runner.last_contact_at))
+            return {row.name: row.last_contact_at for row in contacts}
+
+        return asyncio.run(in_unit_of_work(fast_settings, work))
+
+    assert contact(start) == {"polling": start, "quiet": None}
+    interval = timedelta(seconds=repository.CONTACT_WRITE_SECONDS)
+    assert contact(start + interval)["polling"] == start  # not yet: the interval has only just run out
+    assert contact(start + interval + timedelta(microseconds=1))["polling"] == start + interval + timedelta(
+        microseconds=1
+    )
+
+    # Within one process the last write is remembered, and the statement is not even sent.
+    async def forget_contact(session) -> None:  # type: ignore[no-untyped-def]
+        await session.execute(update(Runner).values(last_contact_at=None))
+
+    asyncio.run(in_unit_of_work(fast_settings, forget_contact))
+    assert contact(start + 3 * interval, forget=False)["polling"] is None

@@ -79,3 +79,35 @@ def test_out_of_memory_grows_both_the_total_and_the_per_device_requirement(
     assert retried["job_id"] == first["job_id"]
     attempts = rows(fast_settings, JobAttempt, job_id=uuid.UUID(first["job_id"]))
     assert len(attempts) == 2
+
+
+def test_the_claim_statement_holds_every_condition_of_the_rule(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    """Each runner below misses one condition of the rule and must not claim; the runner that holds exactly what
+    the job needs (to the byte, in all and per device) claims it."""
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    misses = {
+        "lacks the label": make_runner(client, admin_headers, "no-label", memory_gib=24, count=2)[1],
+        "has another label": make_runner(client, admin_headers, "us", memory_gib=24, count=2, labels=("us",))[1],
+        "unknown lm-eval": make_runner(
+            client, admin_headers, "unknown", memory_gib=24, count=2, labels=("eu",), lm_eval_version=None
+        )[1],
+        "other backend": make_runner(
+            client, admin_headers, "vllm", memory_gib=24, count=2, labels=("eu",), backends=("vllm",)
+        )[1],
+        "a byte short in all": make_runner(client, admin_headers, "short", memory_gib=16, count=3, labels=("eu",))[1],
+        "a byte short per device": make_runner(client, admin_headers, "small", memory_gib=12, count=4, labels=("eu",))[
+            1
+        ],
+    }
+    _, exact = make_runner(client, admin_headers, "exact", memory_gib=24, count=2, labels=("eu", "x"))
+    evaluation = request_smoke(client, publish_headers, sha, labels=["eu"])
+    # 24 GiB in all is short of 48; 3 x 16 = 48 GiB in all, but no 16 GiB device holds a 24 GiB piece.
+    set_requirements(fast_settings, evaluation["id"], memory=48 * GIB, device=24 * GIB)
+    for why, runner in misses.items():
+        assert claim(client, runner) is None, f"a runner that {why} claimed the job"
+    taken = claim(client, exact)
+    assert taken is not None, "a runner that holds exactly what the job needs must get it"
+    assert taken["evaluation_id"] == evaluation["id"]

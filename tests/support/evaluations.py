@@ -50,7 +50,7 @@ def make_runner(
     count: int = 1,
     backends: tuple[str, ...] = ("hf",),
     labels: tuple[str, ...] = (),
-    lm_eval_version: str = HARNESS,
+    lm_eval_version: str | None = HARNESS,
     max_concurrent_jobs: int = 1,
 ) -> tuple[str, dict[str, str]]:
     """A registered runner: (its id, headers with its own token)."""
