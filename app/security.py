@@ -10,7 +10,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
-from app.models import Scope
+from app.models import ApiToken, Scope
 from app.models.base import utcnow
 from app.tokens.repository import TokenRepository
 
@@ -93,13 +93,24 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
     token = await TokenRepository(session).get_by_key_id(match.group(1))
     if not secret_matches(token.secret_hash if token else None, credentials.credentials) or token is None:
         raise Unauthorized("The token is not valid.")
-    now = utcnow()
-    if token.revoked_at is not None:
-        raise Unauthorized("The token has been revoked.")
-    if token.expires_at is not None and token.expires_at <= now:
-        raise Unauthorized("The token has expired.")
     settings: Settings = request.app.state.settings
-    if token.last_used_at is None or now - token.last_used_at >= timedelta(seconds=settings.token_touch_seconds):
+    return principal_of(token, utcnow(), timedelta(seconds=settings.token_touch_seconds))
+
+
+def token_refusal(token: ApiToken, now: datetime) -> str | None:
+    """Why a stored token cannot be used at `now`; None when it can (the API's `active`)."""
+    if token.revoked_at is not None:
+        return "The token has been revoked."
+    if token.expires_at is not None and token.expires_at <= now:
+        return "The token has expired."
+    return None
+
+
+def principal_of(token: ApiToken, now: datetime, touch_every: timedelta) -> Principal:
+    """The principal of a stored token at `now` (401 when it cannot be used), its last use marked once per interval."""
+    if (refusal := token_refusal(token, now)) is not None:
+        raise Unauthorized(refusal)
+    if token.last_used_at is None or now - token.last_used_at >= touch_every:
         # Not flushed here: the write goes out with the request's first flush or its commit. On SQLite an
         # early write would hold the database's single write lock through the whole request (a Hub fetch).
         token.last_used_at = now

@@ -4,6 +4,7 @@ test_permissions.py walks every route with every kind of caller and checks the s
 is pinned with its detail and WWW-Authenticate challenge, and the token format and bookkeeping with it.
 """
 
+import asyncio
 import hashlib
 import re
 import uuid
@@ -13,8 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.db import in_unit_of_work
+from app.errors import BadRequest, Unauthorized
 from app.main import create_app
-from app.models import Scope
+from app.models import ApiToken, Scope
 from app.security import (
     GRANTS,
     REGISTRATION_PREFIX,
@@ -22,8 +25,11 @@ from app.security import (
     Principal,
     generate_token,
     hash_token,
+    principal_of,
     secret_matches,
+    token_refusal,
 )
+from app.tokens.service import TokenService, to_read
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support.databases import make_settings
 
@@ -117,3 +123,79 @@ def test_last_use_is_written_at_most_once_per_interval(database_url: str, issue_
             assert first is not None
             second = client.get(f"/v1/tokens/{token.id}", headers=bearer(token)).json()["last_used_at"]
             assert (second != first) is rewritten
+
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+TICK = timedelta(microseconds=1)
+
+
+def stored_token(**fields: object) -> ApiToken:
+    """A token row as the database holds it; not stored: the rules only read (and mark) it."""
+    known: dict[str, object] = {"key_id": "0123456789abcdef", "created_at": NOW - timedelta(days=30)}
+    return ApiToken(id=uuid.uuid4(), name="ci", scope=Scope.PUBLISH, runner_id=None, **(known | fields))
+
+
+def test_a_token_expires_at_its_expiry_instant_and_a_revoked_one_stays_revoked() -> None:
+    assert token_refusal(stored_token(expires_at=NOW + TICK, revoked_at=None), NOW) is None
+    assert token_refusal(stored_token(expires_at=None, revoked_at=None), NOW) is None
+    assert token_refusal(stored_token(expires_at=NOW, revoked_at=None), NOW) == "The token has expired."
+    revoked = stored_token(expires_at=NOW + timedelta(days=1), revoked_at=NOW - timedelta(days=1))
+    assert token_refusal(revoked, NOW) == "The token has been revoked."
+    assert to_read(revoked, NOW).active is False
+    assert to_read(stored_token(expires_at=NOW, revoked_at=None), NOW).active is False
+    assert to_read(stored_token(expires_at=NOW + TICK, revoked_at=None), NOW).active is True
+
+
+def test_the_principal_is_the_token_identity_and_its_last_use_is_marked_once_per_interval() -> None:
+    every = timedelta(seconds=60)
+    fresh = stored_token(expires_at=None, revoked_at=None, last_used_at=None)
+    principal = principal_of(fresh, NOW, every)
+    assert principal == Principal(token_id=fresh.id, name="ci", scope=Scope.PUBLISH, runner_id=None)
+    assert fresh.last_used_at == NOW
+    recent = stored_token(expires_at=None, revoked_at=None, last_used_at=NOW - every + TICK)
+    principal_of(recent, NOW, every)
+    assert recent.last_used_at == NOW - every + TICK
+    due = stored_token(expires_at=None, revoked_at=None, last_used_at=NOW - every)
+    principal_of(due, NOW, every)
+    assert due.last_used_at == NOW
+    with pytest.raises(Unauthorized, match=r"^The token has expired\.$"):
+        principal_of(stored_token(expires_at=NOW, revoked_at=None, last_used_at=None), NOW, every)
+
+
+def test_issuing_refuses_a_past_expiry_and_a_runner_binding_that_does_not_fit(
+    client: TestClient, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    past = client.post(
+        "/v1/tokens",
+        json={"name": "old", "scope": "read", "expires_at": "2020-01-01T00:00:00Z"},
+        headers=admin_headers,
+    )
+    assert past.status_code == 400
+    assert past.json()["detail"] == "expires_at is in the past; a token must be usable when it is issued."
+    later = datetime.now(UTC) + timedelta(days=3)
+    made = client.post(
+        "/v1/tokens", json={"name": "later", "scope": "read", "expires_at": later.isoformat()}, headers=admin_headers
+    )
+    assert made.status_code == 201, made.text
+    assert datetime.fromisoformat(made.json()["expires_at"]) == later
+    listed = {
+        token["name"]: token["active"] for token in client.get("/v1/tokens", headers=admin_headers).json()["items"]
+    }
+    assert listed["later"] is True
+
+    async def issue(session, **arguments: object) -> None:  # type: ignore[no-untyped-def]
+        await TokenService(session).issue(name="x", **arguments)  # type: ignore[arg-type]
+
+    unbound = {"runner": "A runner token is bound to exactly one runner, and only runner tokens are."}
+    for arguments in ({"scope": Scope.RUNNER}, {"scope": Scope.READ, "runner_id": uuid.uuid4()}):
+        with pytest.raises(BadRequest) as refused:
+            asyncio.run(in_unit_of_work(settings, lambda session, a=arguments: issue(session, **a)))
+        assert refused.value.detail == unbound["runner"]
+    # Expiring at the very instant of issue is already too late.
+    with pytest.raises(BadRequest):
+        asyncio.run(
+            in_unit_of_work(settings, lambda session: issue(session, scope=Scope.READ, expires_at=NOW, now=NOW))
+        )
+    asyncio.run(
+        in_unit_of_work(settings, lambda session: issue(session, scope=Scope.READ, expires_at=NOW + TICK, now=NOW))
+    )

@@ -9,14 +9,13 @@ from app.errors import BadRequest, NotFound
 from app.models import ApiToken, Scope
 from app.models.base import utcnow
 from app.pagination import PageRequest
-from app.security import generate_token
+from app.security import generate_token, token_refusal
 from app.tokens.repository import TokenRepository
 from app.tokens.schemas import TokenCreated, TokenRead
 
 
-def to_read(token: ApiToken, now: datetime | None = None) -> TokenRead:
-    now = now or utcnow()
-    active = token.revoked_at is None and (token.expires_at is None or token.expires_at > now)
+def to_read(token: ApiToken, now: datetime) -> TokenRead:
+    active = token_refusal(token, now) is None
     fields = {name: getattr(token, name) for name in TokenRead.model_fields if name != "active"}
     return TokenRead(**fields, active=active)
 
@@ -32,8 +31,10 @@ class TokenService:
         scope: Scope,
         expires_at: datetime | None = None,
         runner_id: uuid.UUID | None = None,
+        now: datetime | None = None,
     ) -> TokenCreated:
-        if expires_at is not None and expires_at <= utcnow():
+        now = now or utcnow()
+        if expires_at is not None and expires_at <= now:
             raise BadRequest("expires_at is in the past; a token must be usable when it is issued.")
         if (scope == Scope.RUNNER) != (runner_id is not None):
             raise BadRequest("A runner token is bound to exactly one runner, and only runner tokens are.")
@@ -48,13 +49,13 @@ class TokenService:
                 runner_id=runner_id,
             )
         )
-        return TokenCreated(**to_read(token).model_dump(), token=new.plaintext)
+        return TokenCreated(**to_read(token, now).model_dump(), token=new.plaintext)
 
     async def get(self, token_id: uuid.UUID) -> TokenRead:
         token = await self.repository.get(token_id)
         if token is None:
             raise NotFound(f"No token with id {token_id}.")
-        return to_read(token)
+        return to_read(token, utcnow())
 
     async def list_page(
         self, *, scope: Scope | None, active: bool | None, sort: str, page: PageRequest
@@ -71,4 +72,4 @@ class TokenService:
         if token.revoked_at is None:
             token.revoked_at = utcnow()
             await self.repository.session.flush()
-        return to_read(token)
+        return to_read(token, utcnow())
