@@ -27,6 +27,8 @@ from app.security import (
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support import permissions as table
 from tests.support.databases import make_settings
+from tests.support.evaluations import lease, lm_eval_results, make_model, make_runner
+from tests.test_queue import claim, request_smoke
 
 # Served by fastapi-offline for the docs pages; not API operations, no data behind them.
 DOCS_ROUTES = {"/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"}
@@ -138,3 +140,45 @@ def _probe_router() -> APIRouter:
         path = f"/{rule.scope or 'open'}" + ("-outbound" if rule.token_required else "")
         router.add_api_route(path, endpoint, methods=[method], dependencies=[Depends(rule)])
     return router
+
+
+def test_a_runner_never_writes_to_another_runners_attempt(
+    queue_client: TestClient, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, holder = make_runner(client, admin_headers, "holder")
+    _, other = make_runner(client, admin_headers, "other")
+    request_smoke(client, publish_headers, sha)
+    claimed = claim(client, holder)
+    assert claimed is not None
+    foreign = lease(claimed, other)  # the other runner's token, with this attempt's lease token
+    valid = {  # a request each route would accept from the attempt's own runner
+        "heartbeat": {"json": {}},
+        "log": {"content": b"line\n", "headers": {"Content-Range": "bytes 0-4"}},
+        "result": {"json": {"results": lm_eval_results(["corral_smoke_mc"])}},
+        "fail": {"json": {"category": "model_error", "message": "x"}},
+        "release": {"json": {"reason": "stopping"}},
+    }
+    walked = set()
+    for _, path_format, route in api_routes(client.app):  # type: ignore[arg-type]
+        if not path_format.startswith("/v1/runner/attempts/"):
+            continue
+        for method in route.methods:
+            expected = table.OTHER_RUNNERS_ATTEMPT.get((method, path_format))
+            assert expected is not None, f"{method} {path_format} has no row in OTHER_RUNNERS_ATTEMPT"
+            request = valid[path_format.rsplit("/", 1)[1]]
+            concrete = path_format.replace("{attempt_id}", claimed["attempt_id"])
+            headers = {**foreign, **request.get("headers", {})}
+            extra = {key: value for key, value in request.items() if key != "headers"}
+            response = client.request(method, concrete, headers=headers, **extra)
+            assert response.status_code == expected, (method, path_format, response.text)
+            walked.add((method, path_format))
+    assert walked == set(table.OTHER_RUNNERS_ATTEMPT)
+    # Its own runner is still the holder: the same heartbeat from it is accepted.
+    assert (
+        client.post(
+            f"/v1/runner/attempts/{claimed['attempt_id']}/heartbeat", json={}, headers=lease(claimed, holder)
+        ).status_code
+        == 200
+    )

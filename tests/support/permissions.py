@@ -128,3 +128,15 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/tokens/{token_id}"): "admin",
     ("GET", "/v1/tokens/{token_id}"): "admin",
 }
+
+
+# The caller "runner of another attempt": a valid runner token, holding the attempt's lease token too, on an
+# attempt another runner holds. The README: an attempt is written only by the runner that claimed it (403). Each
+# route of the runner protocol that names an attempt, with a request that would be valid from its own runner.
+OTHER_RUNNERS_ATTEMPT: dict[tuple[str, str], int] = {
+    ("POST", "/v1/runner/attempts/{attempt_id}/heartbeat"): 403,
+    ("PATCH", "/v1/runner/attempts/{attempt_id}/log"): 403,
+    ("PUT", "/v1/runner/attempts/{attempt_id}/result"): 403,
+    ("POST", "/v1/runner/attempts/{attempt_id}/fail"): 403,
+    ("POST", "/v1/runner/attempts/{attempt_id}/release"): 403,
+}
