@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -41,6 +42,8 @@ def _need_postgres(reason: str | None) -> None:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shared := os.environ.get("CORRAL_TEST_TEMPLATE_DIR"):
+        return databases.shared_sqlite_template(Path(shared))
     return databases.sqlite_template(tmp_path_factory.mktemp("template"))
 
 

@@ -6,6 +6,7 @@ PostgreSQL clones with CREATE DATABASE ... TEMPLATE; SQLite copies the file.
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,6 +103,16 @@ def sqlite_url(path: Path) -> str:
 def sqlite_template(directory: Path) -> Path:
     path = directory / "template.db"
     migrate.upgrade(make_settings(sqlite_url(path)))
+    return path
+
+
+def shared_sqlite_template(directory: Path) -> Path:
+    """One template for many pytest sessions (scripts/mutation runs one per mutant): built once, then reused."""
+    path = directory / "template.db"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        building = sqlite_template(Path(tempfile.mkdtemp(dir=directory)))
+        os.replace(building, path)  # atomic: a concurrent session sees no file or a whole template
     return path
 
 
