@@ -167,3 +167,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_every_openapi_schema_has_a_name_a_generated_client_can_use(settings: Settings) -> None:
+    """Two models with one class name become `app__<module>__Name` components, which clients mangle or drop."""
+    components = create_app(settings).openapi()["components"]["schemas"]
+    assert {"HardwareRequirements", "EvaluationRequirements"} <= set(components)
+    assert [name for name in components if "__" in name or not name.isidentifier()] == []

@@ -17,7 +17,6 @@ from app.models import AttemptLogChunk, Evaluation, EvaluationJob, EvaluationSta
 from app.models.base import utcnow
 from app.queue.matching import Capacity, Need
 
-ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING)
 TERMINAL_EVALUATION_STATES = (
     EvaluationState.SUCCEEDED,
     EvaluationState.PARTIAL,

@@ -90,7 +90,7 @@ class EvaluationCreate(WriteModel):
         return self
 
 
-class Requirements(ReadModel):
+class EvaluationRequirements(ReadModel):
     memory_bytes: int = Field(description="Accelerator memory over all devices: weights + KV cache + 20 %.")
     device_bytes: int = Field(description="The most any one device must hold (largest layer or embedding).")
     context_tokens: int
@@ -143,7 +143,7 @@ class EvaluationRead(ReadModel):
     batch_size: str
     priority: int
     state: EvaluationState
-    requirements: Requirements
+    requirements: EvaluationRequirements
     failure_category: str | None
     failure_message: str | None
     requested_by: str | None

@@ -19,11 +19,11 @@ from app.evaluations.schemas import (
     AttemptRead,
     EvaluationCreate,
     EvaluationRead,
+    EvaluationRequirements,
     EvaluationSummary,
     JobRead,
     QueueEntry,
     QueueView,
-    Requirements,
 )
 from app.hub.worker import resolve_ref
 from app.models import (
@@ -353,7 +353,7 @@ class EvaluationService:
         assert suite is not None
         return model, revision, suite
 
-    def _requirements(self, evaluation: Evaluation, runners: Sequence[Runner]) -> Requirements:
+    def _requirements(self, evaluation: Evaluation, runners: Sequence[Runner]) -> EvaluationRequirements:
         config, sized = evaluation.config, evaluation.requirements
         need = Need(
             sized["memory_bytes"],
@@ -362,7 +362,7 @@ class EvaluationService:
             config["harness_version"],
             tuple(evaluation.labels),
         )
-        return Requirements(
+        return EvaluationRequirements(
             memory_bytes=need.memory_bytes,
             device_bytes=need.device_bytes,
             context_tokens=sized["context_tokens"],

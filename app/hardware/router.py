@@ -2,7 +2,7 @@ from fastapi import APIRouter, Depends
 
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Architecture, dense_parameter_count
-from app.hardware.schemas import AcceleratorRead, ArchitectureInput, Requirements
+from app.hardware.schemas import AcceleratorRead, ArchitectureInput, HardwareRequirements
 from app.hardware.service import requirements_report
 from app.schemas import COMMON_ERRORS, problem_responses
 from app.security import READ
@@ -17,7 +17,7 @@ async def list_accelerators() -> list[AcceleratorRead]:
 
 
 @router.post("/requirements", dependencies=[Depends(READ)], responses=problem_responses(415))
-async def estimate_requirements(body: ArchitectureInput) -> Requirements:
+async def estimate_requirements(body: ArchitectureInput) -> HardwareRequirements:
     """Memory needed by an ad-hoc architecture: weights, KV cache, inference, training, accelerators."""
     arch = Architecture(
         hidden_size=body.hidden_size,

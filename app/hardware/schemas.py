@@ -52,7 +52,7 @@ class Inference(ReadModel):
     total: Bytes
 
 
-class Requirements(ReadModel):
+class HardwareRequirements(ReadModel):
     """Memory needed to run and to fine-tune a model, computed from its architecture."""
 
     model: str | None = Field(description="Repo id, or null for an ad-hoc architecture.")

@@ -3,7 +3,7 @@
 from app.hardware import estimator
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Architecture
-from app.hardware.schemas import AcceleratorFit, Bytes, Inference, Requirements, TrainingEstimate
+from app.hardware.schemas import AcceleratorFit, Bytes, HardwareRequirements, Inference, TrainingEstimate
 
 
 def requirements_report(
@@ -18,7 +18,7 @@ def requirements_report(
     batch: int,
     lora_rank: int = 16,
     notes: list[str] | None = None,
-) -> Requirements:
+) -> HardwareRequirements:
     kv_precision = kv_precision or estimator.default_kv_precision(precision)
     head_dim = arch.resolved_head_dim
     weights = estimator.weight_bytes(parameters, precision)
@@ -30,7 +30,7 @@ def requirements_report(
     if not arch.is_dense:
         notes.append("Mixture of experts: every expert is resident, so weights count all parameters, not active ones.")
     notes.append("Training estimates exclude activations, which grow with sequence length and batch size.")
-    return Requirements(
+    return HardwareRequirements(
         model=model,
         precision=precision,
         kv_precision=kv_precision,

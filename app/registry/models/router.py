@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from app.db import SessionDep
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Precision
-from app.hardware.schemas import Requirements
+from app.hardware.schemas import HardwareRequirements
 from app.hub.client import HubError
 from app.hub.errors import hub_problem
 from app.hub.service import HubSyncService, fetch_in_thread
@@ -161,7 +161,7 @@ async def get_requirements(
         int | None, Query(ge=1, le=10**9, description="Tokens of KV cache; default the model's context length.")
     ] = None,
     batch: Annotated[int, Query(ge=1, le=4096)] = 1,
-) -> Requirements:
+) -> HardwareRequirements:
     """Memory to run and fine-tune this model, computed from its architecture, and accelerators needed."""
     return await ModelService(session).requirements(
         model, precision=precision, kv_precision=kv_precision, context_tokens=context_tokens, batch=batch

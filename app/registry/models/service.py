@@ -10,7 +10,7 @@ from app.errors import Conflict, UnprocessableEntity
 from app.evaluations.repository import registered_runners
 from app.hardware import estimator
 from app.hardware.estimator import Architecture, dense_parameter_count
-from app.hardware.schemas import Requirements
+from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
 from app.hub.schemas import hub_state
 from app.models import Family, License, Lineage, Model
@@ -170,7 +170,7 @@ class ModelService:
 
     async def requirements(
         self, repo_id: str, *, precision: str, kv_precision: str | None, context_tokens: int | None, batch: int
-    ) -> Requirements:
+    ) -> HardwareRequirements:
         model = await require_model(self.session, repo_id)
         arch = architecture_of(model)
         if arch is None or model.parameter_count is None:
