@@ -15,7 +15,7 @@ from app.db import in_unit_of_work
 from app.models import Evaluation, Score
 from app.scores.normalize import summarize
 from app.suites.service import read_suite_files
-from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner
+from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of
 
 SUITES = {suite.name: suite for suite in read_suite_files()}
 OPENLLM = SUITES["openllm-v2"]
@@ -317,7 +317,7 @@ def test_web_pages_render_from_the_database(
 
     model = client.get("/models/acme/large")
     assert model.status_code == 200
-    assert "Llama 3.1 Community License" in model.text or "llama3.1" in model.text
+    assert "<dt>Licence</dt><dd>Llama 3.1 Community License" in model.text
     assert 'class="whisker"' in model.text  # error bars from the stderr
     assert scored["acme/large"][:12] in model.text
     assert client.get("/models/acme/nothing").status_code == 404
@@ -376,3 +376,46 @@ def test_scores_go_to_the_hub_as_a_pull_request(
         )
         assert refused.status_code == 409
         assert "CORRAL_HUB_TOKEN" in refused.json()["detail"]
+
+
+def test_every_leaderboard_filter_selects_exactly_its_rows(
+    client: TestClient, settings: Settings, catalog: None, publish_headers: dict[str, str]
+) -> None:
+    load_shipped_suites(settings)
+    models = {
+        "acme/base-31": {"family": "llama-3.1", "kind": "base", "tags": ["gqa"]},
+        "acme/chat-32": {"family": "llama-3.2", "kind": "instruct"},
+        "acme/own-licence": {"family": "llama-3.1", "kind": "instruct", "license": "llama3.2"},
+        "acme/huge": {"family": "llama-3.1", "kind": "base", "parameter_count": 70_000_000_000},
+    }
+    for repo, fields in models.items():
+        sha = make_model(client, publish_headers, repo, **fields)
+        assert import_results(client, publish_headers, repo, sha, openllm_results(0.5)).status_code == 201
+    sha = sha_of("acme/base-31")
+    fp16 = import_results(client, publish_headers, "acme/base-31", sha, openllm_results(0.6), precision="fp16")
+    assert fp16.status_code == 201, fp16.text
+
+    def rows(**filters: Any) -> list[tuple[str, str]]:
+        answer = client.get("/v1/leaderboards/openllm-v2", params=filters)
+        assert answer.status_code == 200, answer.text
+        return sorted((row["model"], row["precision"]) for row in answer.json()["items"])
+
+    everything = rows()
+    assert len(everything) == 5
+    assert rows(family="llama-3.2") == [("acme/chat-32", "bf16")]
+    assert rows(license="llama3.2") == [("acme/chat-32", "bf16"), ("acme/own-licence", "bf16")]
+    assert rows(license="llama3.1") == [("acme/base-31", "bf16"), ("acme/base-31", "fp16"), ("acme/huge", "bf16")]
+    assert rows(kind="instruct") == [("acme/chat-32", "bf16"), ("acme/own-licence", "bf16")]
+    assert rows(tag="gqa") == [("acme/base-31", "bf16"), ("acme/base-31", "fp16")]
+    assert rows(precision="fp16") == [("acme/base-31", "fp16")]
+    assert rows(min_parameters=10**9) == [("acme/huge", "bf16")]
+    assert ("acme/huge", "bf16") not in rows(max_parameters=10**9)
+    # 70 B parameters at bf16 are 140 GB, 168 GB (156.5 GiB) with the 20 % overhead: not on one H100 (80 GiB),
+    # on two (160 GiB).
+    assert ("acme/huge", "bf16") not in rows(fits_on="nvidia-l4")
+    assert len(rows(fits_on="nvidia-l4")) == 4
+    assert ("acme/huge", "bf16") not in rows(fits_on="nvidia-h100-80gb")
+    assert ("acme/huge", "bf16") in rows(fits_on="nvidia-h100-80gb", fits_count=2)
+    unknown = client.get("/v1/leaderboards/openllm-v2", params={"fits_on": "nvidia-nothing"})
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "fits_on"
