@@ -1,13 +1,8 @@
-"""Bearer tokens and the access rule every route declares.
+"""Who is calling and what they may do: the principal of a bearer token, and the access rule every route declares.
 
-A token reads `crl_<key id: 16 hex>_<secret: 32 random bytes, base64url>`. The key id finds the row; the
-SHA-256 of the whole token is compared in constant time. Only the hash is stored, so a token is shown once.
+Tokens themselves (format, hashing, when a stored one is usable) are `app.tokens.credentials`, one layer below.
 """
 
-import hashlib
-import hmac
-import re
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,15 +17,8 @@ from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
 from app.models import ApiToken, Scope
 from app.models.base import utcnow
+from app.tokens.credentials import TOKEN_SHAPE, secret_matches, token_refusal
 from app.tokens.repository import TokenRepository
-
-TOKEN_PREFIX = "crl_"
-_TOKEN_SHAPE = re.compile(r"^crl_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
-# Registration tokens look different on purpose: they are never accepted as bearer tokens.
-REGISTRATION_PREFIX = "crlreg_"
-REGISTRATION_SHAPE = re.compile(r"^crlreg_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
-# Hashed when the key id is unknown, so a miss costs the same as a wrong secret.
-_DUMMY_HASH = hashlib.sha256(b"corral-no-such-token").hexdigest()
 
 # What each scope may do: admin includes publish, publish includes read; runner is only the runner protocol.
 GRANTS: dict[Scope, frozenset[Scope]] = {
@@ -39,29 +27,6 @@ GRANTS: dict[Scope, frozenset[Scope]] = {
     Scope.READ: frozenset({Scope.READ}),
     Scope.RUNNER: frozenset({Scope.RUNNER}),
 }
-
-
-@dataclass(frozen=True)
-class NewToken:
-    plaintext: str
-    key_id: str
-    secret_hash: str
-
-
-def generate_token(prefix: str = TOKEN_PREFIX) -> NewToken:
-    key_id = secrets.token_hex(8)
-    plaintext = f"{prefix}{key_id}_{secrets.token_urlsafe(32)}"
-    return NewToken(plaintext=plaintext, key_id=key_id, secret_hash=hash_token(plaintext))
-
-
-def secret_matches(stored_hash: str | None, plaintext: str) -> bool:
-    """Constant-time comparison; a missing row is compared against a dummy so both cost the same."""
-    return hmac.compare_digest(stored_hash or _DUMMY_HASH, hash_token(plaintext)) and stored_hash is not None
-
-
-def hash_token(plaintext: str) -> str:
-    # A fast hash is right here: the secret has 256 bits of entropy, so there is nothing to brute-force.
-    return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -87,7 +52,7 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
         if request.headers.get("authorization"):
             raise Unauthorized("The Authorization header must be 'Bearer <token>'.", error="invalid_request")
         return None
-    match = _TOKEN_SHAPE.match(credentials.credentials)
+    match = TOKEN_SHAPE.match(credentials.credentials)
     if match is None:
         raise Unauthorized("The bearer token is not a Corral token (crl_...).")
     token = await TokenRepository(session).get_by_key_id(match.group(1))
@@ -95,15 +60,6 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
         raise Unauthorized("The token is not valid.")
     settings: Settings = request.app.state.settings
     return principal_of(token, utcnow(), timedelta(seconds=settings.token_touch_seconds))
-
-
-def token_refusal(token: ApiToken, now: datetime) -> str | None:
-    """Why a stored token cannot be used at `now`; None when it can (the API's `active`)."""
-    if token.revoked_at is not None:
-        return "The token has been revoked."
-    if token.expires_at is not None and token.expires_at <= now:
-        return "The token has expired."
-    return None
 
 
 def principal_of(token: ApiToken, now: datetime, touch_every: timedelta) -> Principal:

@@ -18,14 +18,12 @@ from app.db import in_unit_of_work
 from app.errors import BadRequest, Unauthorized
 from app.main import create_app
 from app.models import ApiToken, Scope
-from app.security import (
-    GRANTS,
+from app.security import GRANTS, Principal, principal_of
+from app.tokens.credentials import (
     REGISTRATION_PREFIX,
     REGISTRATION_SHAPE,
-    Principal,
     generate_token,
     hash_token,
-    principal_of,
     secret_matches,
     token_refusal,
 )

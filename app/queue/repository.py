@@ -22,8 +22,8 @@ from app.models import (
     SuiteVersion,
 )
 from app.queue.schemas import ClaimedJob, ClaimedTask, JobSettings, ResultStored
-from app.security import hash_token, secret_matches
 from app.suites.schemas import SuiteDefinition
+from app.tokens.credentials import hash_token, secret_matches
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 _last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at

@@ -58,8 +58,8 @@ from app.queue.schemas import (
 )
 from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
-from app.security import hash_token
 from app.suites.schemas import SuiteDefinition
+from app.tokens.credentials import hash_token
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
 

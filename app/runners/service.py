@@ -23,7 +23,7 @@ from app.runners.schemas import (
     RunnerUpdate,
     RunnerWithToken,
 )
-from app.security import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
+from app.tokens.credentials import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
 from app.tokens.service import TokenService
 
 SORT_COLUMNS = {"name": Runner.name, "created_at": Runner.created_at}

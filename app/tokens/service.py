@@ -9,7 +9,7 @@ from app.errors import BadRequest, NotFound
 from app.models import ApiToken, Scope
 from app.models.base import utcnow
 from app.pagination import PageRequest
-from app.security import generate_token, token_refusal
+from app.tokens.credentials import generate_token, token_refusal
 from app.tokens.repository import TokenRepository
 from app.tokens.schemas import TokenCreated, TokenRead
 
