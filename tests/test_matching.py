@@ -1,11 +1,11 @@
-"""Which runner may take which job (app/queue/matching.py), the Python rendering, on records held in memory.
+"""Which runner may take which job (app/runners/matching.py), the Python rendering, on records held in memory.
 
 test_rules.py runs the SQL rendering (the claim statement) on both databases; here the Python rendering's
 reading of runner and job records and every explanation a caller is shown are pinned.
 """
 
 from app.models import EvaluationJob, Runner
-from app.queue.matching import GIB, Capacity, Need, gib
+from app.runners.matching import GIB, Capacity, Need, gib
 
 NEED = Need(memory_bytes=100 * GIB, device_bytes=40 * GIB, backend="hf", harness_version="0.4.9", labels=("eu",))
 

@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import NotFound
-from app.models import AttemptLogChunk, Evaluation, EvaluationJob, EvaluationState, JobAttempt, JobState, Runner
+from app.models import AttemptLogChunk, Evaluation, EvaluationJob, EvaluationState, JobAttempt, JobState
 from app.models.base import utcnow
-from app.queue.matching import Capacity, Need
 
 TERMINAL_EVALUATION_STATES = (
     EvaluationState.SUCCEEDED,
@@ -89,14 +88,6 @@ async def finish_evaluation(
     evaluation.failure_category, evaluation.failure_message = category, message[:4000]
     await stop_jobs(session, evaluation.id, now)
     await session.flush()
-
-
-async def registered_runners(session: AsyncSession) -> list[Runner]:
-    return list((await session.execute(select(Runner).where(Runner.deleted_at.is_(None)))).scalars())
-
-
-def capable(runners: Sequence[Runner], need: Need) -> list[Runner]:
-    return [runner for runner in runners if not Capacity.of(runner).shortfalls(need)]
 
 
 async def log_tail(session: AsyncSession, attempt: JobAttempt, max_bytes: int = 4096) -> str:

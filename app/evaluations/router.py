@@ -8,9 +8,9 @@ from app.errors import NotFound
 from app.evaluations import repository
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSort, EvaluationSummary, QueueView
 from app.evaluations.service import EvaluationService
+from app.fields import RepoId, Slug
 from app.models import EvaluationState, JobAttempt
 from app.pagination import PageDep
-from app.registry.fields import RepoId, Slug
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ, Principal
 

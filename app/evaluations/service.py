@@ -41,10 +41,11 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.pagination import PageRequest, paginate
-from app.queue.matching import Capacity, Need, gib
 from app.queue.notifier import QueueSignal, announce_work
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
+from app.runners.matching import Capacity, Need, gib
+from app.runners.repository import capable, registered_runners
 from app.runners.schemas import ONLINE_WITHIN_SECONDS
 from app.security import Principal
 from app.suites.schemas import SuiteDefinition
@@ -108,8 +109,8 @@ class EvaluationService:
 
         memory = evaluation_memory(model, precision=body.precision, suite_context_tokens=suite.context_tokens)
         need = Need(memory.total_bytes, memory.device_bytes, body.backend, harness_version, tuple(sorted(body.labels)))
-        runners = await repository.registered_runners(self.session)
-        if not repository.capable(runners, need) and not body.queue_without_runner:
+        runners = await registered_runners(self.session)
+        if not capable(runners, need) and not body.queue_without_runner:
             raise Conflict(
                 "No registered runner could ever hold this evaluation: " + _closest_miss(runners, need),
                 requirements={
@@ -169,7 +170,7 @@ class EvaluationService:
         evaluation = await repository.load_evaluation(self.session, evaluation_id)
         model, revision, suite = await self._identity(evaluation)
         jobs = await repository.jobs_with_attempts(self.session, [evaluation.id])
-        runners = await repository.registered_runners(self.session)
+        runners = await registered_runners(self.session)
         busy = await self._running_by_runner()
         return EvaluationRead(
             id=evaluation.id,
@@ -259,7 +260,7 @@ class EvaluationService:
         rows = (await self.session.execute(statement)).all()
         depth = await self._count_jobs(JobState.QUEUED)
         running = await self._count_jobs(JobState.RUNNING)
-        runners = await repository.registered_runners(self.session)
+        runners = await registered_runners(self.session)
         busy = await self._running_by_runner()
         entries = [
             QueueEntry(
@@ -370,7 +371,7 @@ class EvaluationService:
             harness_version=need.harness_version,
             labels=list(need.labels),
             notes=sized.get("notes", []),
-            capable_runners=sorted(runner.name for runner in repository.capable(runners, need)),
+            capable_runners=sorted(runner.name for runner in capable(runners, need)),
         )
 
     async def _job_read(self, job: EvaluationJob, runners: Sequence[Runner], busy: dict[uuid.UUID, int]) -> JobRead:
@@ -427,12 +428,12 @@ def waiting_for(
     now = now or utcnow()
     if job.available_at > now:
         return f"retry backoff until {job.available_at.isoformat()}"
-    capable = repository.capable(runners, Need.of(job))
-    if not capable:
+    holders = capable(runners, Need.of(job))
+    if not holders:
         return "no registered runner can hold it: " + _closest_miss(runners, Need.of(job))
-    active = [runner for runner in capable if runner.state == RunnerState.ACTIVE]
+    active = [runner for runner in holders if runner.state == RunnerState.ACTIVE]
     if not active:
-        return f"capable runners are paused or draining ({', '.join(sorted(r.name for r in capable))})"
+        return f"capable runners are paused or draining ({', '.join(sorted(r.name for r in holders))})"
     online = [
         runner
         for runner in active

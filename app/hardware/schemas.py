@@ -2,8 +2,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, StrictBool, model_validator
 
+from app.fields import ContextLength, Count, ParameterCount
 from app.hardware.estimator import Precision
-from app.registry.fields import ContextLength, Count, ParameterCount
 from app.schemas import Integer, ReadModel, WriteModel
 
 GB = 10**9

@@ -14,6 +14,7 @@ from app.metrics import CONTENT_TYPE, Metrics
 from app.migrate import current_revision
 from app.models import RunnerState
 from app.ops.schemas import Health, Readiness
+from app.runners import repository as runners_repository
 from app.runners.service import to_read
 from app.schemas import problem_responses
 from app.security import OPEN, READ
@@ -60,7 +61,7 @@ async def metrics(request: Request, session: SessionDep) -> Response:
         jobs = await repository.jobs_by_state(session)
         runners = Counter(
             (runner.state.value, str(to_read(runner).online).lower())
-            for runner in await repository.registered_runners(session)
+            for runner in await runners_repository.registered_runners(session)
         )
     except (SQLAlchemyError, OSError) as exc:  # the request metrics are still worth serving
         log.warning("metrics: queue gauges skipped, database unreachable: %s", type(exc).__name__)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from app.config import Settings
 from app.models import FailureCategory
-from app.queue.matching import Capacity, Need
+from app.runners.matching import Capacity, Need
 
 MAX_BACKOFF_SECONDS = 86400
 RETRYABLE = frozenset({FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED})

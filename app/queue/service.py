@@ -41,7 +41,6 @@ from app.models import (
     SuiteVersion,
 )
 from app.models.base import utcnow
-from app.queue.matching import Capacity, Need
 from app.queue.notifier import QueueSignal, announce_work
 from app.queue.repository import attempt_of, claimed_job, end_attempt, live, refusal, refused, stored, touch_runner
 from app.queue.retry import after_failure
@@ -56,6 +55,8 @@ from app.queue.schemas import (
     ResultStored,
     ResultUpload,
 )
+from app.runners.matching import Capacity, Need
+from app.runners.repository import registered_runners
 from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.suites.schemas import SuiteDefinition
@@ -423,7 +424,7 @@ class QueueService:
         if job.cancel_requested or evaluation.state in repository.TERMINAL_EVALUATION_STATES:
             job.state, job.finished_at = JobState.CANCELED, now
         else:
-            runners = await repository.registered_runners(self.session)
+            runners = await registered_runners(self.session)
             settlement = after_failure(
                 Need.of(job),
                 job.infrastructure_failures,

@@ -5,9 +5,9 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.db import SessionDep
 from app.errors import Forbidden
+from app.fields import Tag
 from app.models import RunnerState
 from app.pagination import PageDep
-from app.registry.fields import Tag
 from app.runners.schemas import (
     RegistrationTokenCreate,
     RegistrationTokenCreated,

@@ -4,8 +4,8 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
+from app.fields import Tag
 from app.models import RunnerState
-from app.registry.fields import Tag
 from app.schemas import Integer, NotNull, ReadModel, WriteModel
 
 RunnerSort = Literal["name", "-name", "created_at", "-created_at"]

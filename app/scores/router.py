@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.db import SessionDep
+from app.fields import Slug, Tag
 from app.hardware.estimator import Precision
 from app.models import ModelKind
 from app.pagination import PageDep
-from app.registry.fields import Slug, Tag
 from app.registry.models.router import RepoIdDep
 from app.routing import public_url
 from app.schemas import COMMON_ERRORS, problem_responses

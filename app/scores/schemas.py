@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, StringConstraints
 
 from app.evaluations.schemas import Backend, EvaluationPrecision
-from app.registry.fields import CommitSha, RepoId, Slug
+from app.fields import CommitSha, RepoId, Slug
 from app.schemas import ReadModel, WriteModel
 
 LeaderboardFormat = Literal["json", "csv", "markdown"]

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from app.db import SessionDep
 from app.errors import ProblemError
+from app.fields import Slug
 from app.hardware.estimator import PRECISION_BITS
 from app.models import Family, SuiteVersion
 from app.pagination import PageRequest
-from app.registry.fields import Slug
 from app.registry.licenses.service import LicenseService
 from app.registry.models.router import RepoIdDep
 from app.registry.models.service import ModelService

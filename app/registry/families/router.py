@@ -3,10 +3,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from app.db import SessionDep
+from app.fields import Slug
 from app.pagination import PageDep
 from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilySort, FamilyUpdate
 from app.registry.families.service import FamilyService
-from app.registry.fields import Slug
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
 

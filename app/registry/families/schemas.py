@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from app.registry.fields import IsoDate, Name, Note, Slug
+from app.fields import IsoDate, Name, Note, Slug
 from app.schemas import NotNull, ReadModel, WriteModel
 
 FamilySort = Literal["slug", "-slug", "release_date", "-release_date", "created_at", "-created_at"]

@@ -3,8 +3,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from app.db import SessionDep
+from app.fields import Slug
 from app.pagination import PageDep
-from app.registry.fields import Slug
 from app.registry.licenses.schemas import (
     LicenseCheck,
     LicenseCreate,

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool
 
-from app.registry.fields import IsoDate, Name, Note, Slug, Url
+from app.fields import IsoDate, Name, Note, Slug, Url
 from app.schemas import Integer, NotNull, ReadModel, WriteModel
 
 LicenseSort = Literal["slug", "-slug", "created_at", "-created_at"]

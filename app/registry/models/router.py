@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from app.db import SessionDep
+from app.fields import Modality, RepoId, RepoSegment, Slug, Tag
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Precision
 from app.hardware.schemas import HardwareRequirements
@@ -11,7 +12,6 @@ from app.hub.errors import hub_problem
 from app.hub.service import HubSyncService, fetch_in_thread
 from app.models import ModelKind, ModelStatus
 from app.pagination import PageDep
-from app.registry.fields import Modality, RepoId, RepoSegment, Slug, Tag
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.models.schemas import LineageRead, ModelCreate, ModelRead, ModelSort, ModelUpdate
 from app.registry.models.search import ModelFilters

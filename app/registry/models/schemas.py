@@ -4,9 +4,9 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
+from app.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
 from app.hub.schemas import HubState
 from app.models import Lineage, ModelKind, ModelStatus
-from app.registry.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
 from app.schemas import NotNull, ReadModel, WriteModel
 
 ModelSort = Literal[

@@ -7,7 +7,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, UnprocessableEntity
-from app.evaluations.repository import registered_runners
 from app.hardware import estimator
 from app.hardware.estimator import Architecture, dense_parameter_count
 from app.hardware.schemas import HardwareRequirements
@@ -15,12 +14,13 @@ from app.hardware.service import requirements_report
 from app.hub.schemas import hub_state
 from app.models import Family, License, Lineage, Model
 from app.pagination import PageRequest, SortKey, paginate
-from app.queue.matching import Capacity, Need
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.licenses.terms import check_use
 from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate
 from app.registry.models.search import ModelFilters, search_statement
 from app.registry.repository import model_by_repo_id, require_model, require_slug
+from app.runners.matching import Capacity, Need
+from app.runners.repository import registered_runners
 
 SORT_COLUMNS: dict[str, Any] = {
     "repo_id": Model.repo_id,

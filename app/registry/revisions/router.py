@@ -3,8 +3,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from app.db import SessionDep
+from app.fields import AliasName
 from app.pagination import PageDep
-from app.registry.fields import AliasName
 from app.registry.models.router import RepoIdDep
 from app.registry.revisions.schemas import AliasRead, AliasSet, RevisionCreate, RevisionRead, RevisionSort
 from app.registry.revisions.service import RevisionService

@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from app.registry.fields import CommitSha
+from app.fields import CommitSha
 from app.schemas import ReadModel, WriteModel
 
 RevisionSort = Literal["created_at", "-created_at"]

@@ -1,4 +1,4 @@
-"""Field types the registry's schemas share: identifiers with their shapes and sane bounds."""
+"""Field types the schemas share (registry, runners, hardware): identifiers with their shapes and sane bounds."""
 
 from typing import Annotated, Literal
 
