@@ -17,11 +17,11 @@ from app.config import Settings
 from app.errors import Conflict
 from app.fields import ALIAS_PATTERN
 from app.hub.client import HubClient, HubError, HubFetch, HubUnavailable
-from app.hub.schemas import SyncResult, hub_state
+from app.hub.schemas import SyncResult
 from app.hub.snapshot import disagreements, hub_facts, snapshot
 from app.models import License, Model, ModelKind, Revision
 from app.models.base import utcnow
-from app.registry.models.schemas import ModelCreate
+from app.registry.models.schemas import ModelCreate, hub_state
 from app.registry.models.service import ModelService, complete_architecture, effective_license
 from app.registry.repository import model_by_repo_id, require_model
 from app.registry.revisions.service import RevisionService

@@ -1,12 +1,11 @@
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
 from app.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
-from app.hub.schemas import HubState
-from app.models import Lineage, ModelKind, ModelStatus
+from app.models import Lineage, Model, ModelKind, ModelStatus
 from app.schemas import NotNull, ReadModel, WriteModel
 
 ModelSort = Literal[
@@ -46,6 +45,41 @@ _EXAMPLE: dict[str, JsonValue] = {
 
 def _text_only() -> list[Modality]:
     return ["text"]
+
+
+HubSyncStatus = Literal["ok", "gated", "error"]
+
+
+class Disagreement(ReadModel):
+    field: str
+    registry: Any = Field(description="What Corral has recorded (kept).")
+    hub: Any = Field(description="What the Hub says.")
+
+
+class HubState(ReadModel):
+    """How this model tracks the Hub."""
+
+    ref: str | None = Field(description="The branch or tag synced.")
+    sha: str | None = Field(description="The commit it pointed at on the last successful sync.")
+    status: HubSyncStatus | None = Field(description="null until the first sync.")
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    next_sync_at: datetime | None
+    disagreements: list[Disagreement]
+
+
+def hub_state(model: Model) -> HubState:
+    return HubState(
+        ref=model.hub_ref,
+        sha=model.hub_sha,
+        status=model.hub_sync_status,
+        last_attempt_at=model.hub_last_attempt_at,
+        last_success_at=model.hub_last_success_at,
+        last_error=model.hub_last_error,
+        next_sync_at=model.hub_next_sync_at,
+        disagreements=model.hub_disagreements,
+    )
 
 
 class ArchitectureFields(WriteModel):

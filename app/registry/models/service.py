@@ -11,12 +11,11 @@ from app.hardware import estimator
 from app.hardware.estimator import Architecture, dense_parameter_count
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
-from app.hub.schemas import hub_state
 from app.models import Family, License, Lineage, Model
 from app.pagination import PageRequest, SortKey, paginate
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.licenses.terms import check_use
-from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate
+from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate, hub_state
 from app.registry.models.search import ModelFilters, search_statement
 from app.registry.repository import model_by_repo_id, require_model, require_slug
 from app.runners.matching import Capacity, Need
