@@ -424,7 +424,10 @@ class QueueService:
         if job.cancel_requested or evaluation.state in repository.TERMINAL_EVALUATION_STATES:
             job.state, job.finished_at = JobState.CANCELED, now
         else:
-            runners = await registered_runners(self.session)
+            # Only the out-of-memory rule asks which runners could hold a bigger need: the reaper settles many
+            # lapsed attempts per pass and should not read every runner for each.
+            oom = category == FailureCategory.OUT_OF_MEMORY
+            runners = await registered_runners(self.session) if oom else []
             settlement = after_failure(
                 Need.of(job),
                 job.infrastructure_failures,
