@@ -22,7 +22,7 @@ from app.scores.cli import eval_cli, results_cli
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.models import Scope
+    from app.tables import Scope
     from app.tokens.schemas import TokenRead
 
 T = TypeVar("T")
@@ -226,7 +226,7 @@ def db_current() -> None:
 
 
 def _scope_value(value: str) -> "Scope":
-    from app.models import Scope
+    from app.tables import Scope
 
     try:
         scope = Scope(value)
@@ -249,7 +249,7 @@ def token_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
 ) -> None:
     """Issue a token and print it once (only its hash is stored)."""
-    from app.models.base import utcnow
+    from app.tables.base import utcnow
     from app.tokens.service import TokenService
 
     settings = _settings()

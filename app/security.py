@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
-from app.models import ApiToken, Scope
-from app.models.base import utcnow
+from app.tables import ApiToken, Scope
+from app.tables.base import utcnow
 from app.tokens.credentials import TOKEN_SHAPE, secret_matches, token_refusal
 from app.tokens.repository import TokenRepository
 

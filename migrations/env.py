@@ -11,8 +11,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import load_settings
-from app.models import Base
-from app.models.base import UTCDateTime
+from app.tables import Base
+from app.tables.base import UTCDateTime
 
 config = context.config
 if config.config_file_name is not None:  # run as `alembic ...` with alembic.ini

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.main import create_app
-from app.models import ApiToken, Runner, RunnerState, Scope
-from app.models.base import utcnow
+from app.tables import ApiToken, Runner, RunnerState, Scope
+from app.tables.base import utcnow
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
 from tests.support import databases

@@ -17,8 +17,8 @@ from app.config import Settings
 from app.db import in_unit_of_work
 from app.errors import BadRequest, Unauthorized
 from app.main import create_app
-from app.models import ApiToken, Scope
 from app.security import GRANTS, Principal, principal_of
+from app.tables import ApiToken, Scope
 from app.tokens.credentials import (
     REGISTRATION_PREFIX,
     REGISTRATION_SHAPE,

@@ -11,8 +11,8 @@ from app.config import Settings
 from app.db import SessionDep
 from app.errors import Conflict
 from app.main import create_app
-from app.models import ApiToken, Scope
 from app.security import OPEN
+from app.tables import ApiToken, Scope
 from tests.support.databases import make_settings
 
 PROBLEM = "application/problem+json"

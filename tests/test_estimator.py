@@ -7,7 +7,7 @@ from app.evaluations.requirements import evaluation_memory
 from app.hardware import estimator
 from app.hardware.catalog import GIB, accelerators
 from app.hardware.estimator import Architecture, dense_parameter_count
-from app.models import Model
+from app.tables import Model
 
 LLAMA_31_8B = Architecture(4096, 32, 32, 8, intermediate_size=14336, vocab_size=128256)
 LLAMA_31_405B = Architecture(16384, 126, 128, 8, intermediate_size=53248, vocab_size=128256)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.main import create_app
-from app.models import Evaluation, EvaluationJob
+from app.tables import Evaluation, EvaluationJob
 from tests.support.evaluations import GIB, load_shipped_suites, make_model, make_runner, sha_of
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import inspect, text
 from app import migrate
 from app.config import Settings
 from app.db import create_engine
-from app.models import Base
+from app.tables import Base
 
 
 async def _tables(settings: Settings) -> set[str]:

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.models import Scope
 from app.routing import api_routes
 from app.security import (
     ADMIN,
@@ -24,6 +23,7 @@ from app.security import (
     RUNNER,
     route_access,
 )
+from app.tables import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support import permissions as table
 from tests.support.databases import make_settings

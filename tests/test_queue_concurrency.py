@@ -15,16 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, in_unit_of_work
-from app.models import (
+from app.queue.notifier import QueueSignal
+from app.queue.service import QueueService, claim_once
+from app.tables import (
     AttemptState,
     EvaluationJob,
     JobAttempt,
     JobState,
     Runner,
 )
-from app.models.base import utcnow
-from app.queue.notifier import QueueSignal
-from app.queue.service import QueueService, claim_once
+from app.tables.base import utcnow
 from tests.support.evaluations import seed_queue
 
 CLAIMERS = 32

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from app.models import FailureCategory
 from app.queue.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
 from app.runners.matching import GIB, Capacity, Need
+from app.tables import FailureCategory
 from tests.support.databases import make_settings
 
 SETTINGS = make_settings(

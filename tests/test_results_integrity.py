@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.models import Evaluation, JobResult, Score
 from app.scores.cli import find_baseline
+from app.tables import Evaluation, JobResult, Score
 from evals.agent import Agent
 from evals.client import ServerClient
 from evals.config import RunnerConfig

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.models import EvaluationJob, JobAttempt
+from app.tables import EvaluationJob, JobAttempt
 from tests.support.evaluations import GIB, lease, make_model, make_runner
 from tests.test_queue import claim, request_smoke, rows
 

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.models import Scope
+from app.tables import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 
 PROBLEM = "application/problem+json"
@@ -37,7 +37,7 @@ def test_secret_is_stored_only_as_hash(client: TestClient, admin_headers: dict[s
     from sqlalchemy import select
 
     from app.db import in_unit_of_work
-    from app.models import ApiToken
+    from app.tables import ApiToken
 
     created = client.post("/v1/tokens", json={"name": "x", "scope": "read"}, headers=admin_headers).json()
 

@@ -15,7 +15,6 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.hardware.estimator import Architecture, dense_parameter_count
-from app.models import Family, License
 from app.registry.families.schemas import FamilyCreate, FamilyUpdate
 from app.registry.families.service import FamilyService
 from app.registry.licenses.schemas import LicenseCreate, LicenseRead, LicenseUpdate
@@ -23,6 +22,7 @@ from app.registry.licenses.service import LicenseService
 from app.registry.models.schemas import ModelCreate, ModelUpdate
 from app.registry.models.service import ModelService
 from app.registry.repository import by_slug, model_by_repo_id
+from app.tables import Family, License
 
 CATALOG = Path(__file__).with_name("llama.yaml")
 # Keys that shape the catalog file itself, not model fields.

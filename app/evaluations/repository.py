@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import NotFound
-from app.models import AttemptLogChunk, Evaluation, EvaluationJob, EvaluationState, JobAttempt, JobState
-from app.models.base import utcnow
+from app.tables import AttemptLogChunk, Evaluation, EvaluationJob, EvaluationState, JobAttempt, JobState
+from app.tables.base import utcnow
 
 TERMINAL_EVALUATION_STATES = (
     EvaluationState.SUCCEEDED,

@@ -4,8 +4,8 @@ sized for the suite's context (capped at the model's own context length)."""
 from dataclasses import dataclass, field
 
 from app.hardware import estimator
-from app.models import Model
 from app.registry.models.service import architecture_of
+from app.tables import Model
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from app.evaluations import repository
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSort, EvaluationSummary, QueueView
 from app.evaluations.service import EvaluationService
 from app.fields import RepoId, Slug
-from app.models import EvaluationState, JobAttempt
 from app.pagination import PageDep
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ, Principal
+from app.tables import EvaluationState, JobAttempt
 
 router = APIRouter(prefix="/v1", tags=["evaluations"], responses=COMMON_ERRORS)
 IdempotencyKey = Annotated[

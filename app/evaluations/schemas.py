@@ -5,8 +5,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, model_validator
 
 from app.fields import AliasName, CommitSha, RepoId, Slug, Tag
-from app.models import AttemptState, EvaluationState, JobState
 from app.schemas import Integer, ReadModel, WriteModel
+from app.tables import AttemptState, EvaluationState, JobState
 
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 Backend = Literal["hf", "vllm"]

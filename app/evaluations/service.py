@@ -26,7 +26,16 @@ from app.evaluations.schemas import (
     QueueView,
 )
 from app.hub.worker import resolve_ref
-from app.models import (
+from app.pagination import PageRequest, paginate
+from app.queue.notifier import QueueSignal, announce_work
+from app.registry.repository import model_by_repo_id
+from app.registry.revisions.service import RevisionService
+from app.runners.matching import Capacity, Need, gib
+from app.runners.repository import capable, registered_runners
+from app.runners.schemas import ONLINE_WITHIN_SECONDS
+from app.security import Principal
+from app.suites.schemas import SuiteDefinition
+from app.tables import (
     AttemptState,
     Evaluation,
     EvaluationJob,
@@ -39,16 +48,7 @@ from app.models import (
     RunnerState,
     SuiteVersion,
 )
-from app.models.base import utcnow
-from app.pagination import PageRequest, paginate
-from app.queue.notifier import QueueSignal, announce_work
-from app.registry.repository import model_by_repo_id
-from app.registry.revisions.service import RevisionService
-from app.runners.matching import Capacity, Need, gib
-from app.runners.repository import capable, registered_runners
-from app.runners.schemas import ONLINE_WITHIN_SECONDS
-from app.security import Principal
-from app.suites.schemas import SuiteDefinition
+from app.tables.base import utcnow
 
 SORT_COLUMNS = {"created_at": Evaluation.created_at}
 # Evaluations an identical request is answered with; failed and canceled ones do not block a new run.

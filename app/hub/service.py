@@ -19,12 +19,12 @@ from app.fields import ALIAS_PATTERN
 from app.hub.client import HubClient, HubError, HubFetch, HubUnavailable
 from app.hub.schemas import SyncResult
 from app.hub.snapshot import disagreements, hub_facts, snapshot
-from app.models import License, Model, ModelKind, Revision
-from app.models.base import utcnow
 from app.registry.models.schemas import ModelCreate, hub_state
 from app.registry.models.service import ModelService, complete_architecture, effective_license
 from app.registry.repository import model_by_repo_id, require_model
 from app.registry.revisions.service import RevisionService
+from app.tables import License, Model, ModelKind, Revision
+from app.tables.base import utcnow
 
 ALIASABLE = re.compile(ALIAS_PATTERN)  # a branch named like an alias gets one, moved on each new commit
 LEASE = timedelta(minutes=5)

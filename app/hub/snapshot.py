@@ -3,7 +3,7 @@
 from typing import Any
 
 from app.hub.client import CHAT_TEMPLATE_FILES, WEIGHT_SUFFIXES, HubFetch
-from app.models import License, Model
+from app.tables import License, Model
 
 # config.json key -> model field. Names differ across architectures; the first present wins.
 CONFIG_FIELDS: dict[str, tuple[str, ...]] = {

@@ -15,9 +15,9 @@ from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import SyncResult
 from app.hub.service import LEASE, HubSyncService, fetch_in_thread
-from app.models import Model
-from app.models.base import utcnow
 from app.registry.repository import model_by_repo_id
+from app.tables import Model
+from app.tables.base import utcnow
 
 log = logging.getLogger("corral.hub")
 

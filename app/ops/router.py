@@ -12,12 +12,12 @@ from app.errors import ServiceUnavailable
 from app.evaluations import repository
 from app.metrics import CONTENT_TYPE, Metrics
 from app.migrate import current_revision
-from app.models import RunnerState
 from app.ops.schemas import Health, Readiness
 from app.runners import repository as runners_repository
 from app.runners.service import to_read
 from app.schemas import problem_responses
 from app.security import OPEN, READ
+from app.tables import RunnerState
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("corral.ops")

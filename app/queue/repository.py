@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, Forbidden, NotFound, ProblemError
-from app.models import (
+from app.queue.schemas import ClaimedJob, ClaimedTask, JobSettings, ResultStored
+from app.suites.schemas import SuiteDefinition
+from app.tables import (
     AttemptState,
     Evaluation,
     EvaluationJob,
@@ -21,8 +23,6 @@ from app.models import (
     Runner,
     SuiteVersion,
 )
-from app.queue.schemas import ClaimedJob, ClaimedTask, JobSettings, ResultStored
-from app.suites.schemas import SuiteDefinition
 from app.tokens.credentials import hash_token, secret_matches
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from app.config import Settings
-from app.models import FailureCategory
 from app.runners.matching import Capacity, Need
+from app.tables import FailureCategory
 
 MAX_BACKOFF_SECONDS = 86400
 RETRYABLE = frozenset({FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED})

@@ -26,21 +26,6 @@ from app.errors import (
     UnprocessableEntity,
 )
 from app.evaluations import repository
-from app.models import (
-    AttemptLogChunk,
-    AttemptState,
-    Evaluation,
-    EvaluationJob,
-    EvaluationState,
-    FailureCategory,
-    JobAttempt,
-    JobResult,
-    JobState,
-    Runner,
-    RunnerState,
-    SuiteVersion,
-)
-from app.models.base import utcnow
 from app.queue.notifier import QueueSignal, announce_work
 from app.queue.repository import attempt_of, claimed_job, end_attempt, live, refusal, refused, stored, touch_runner
 from app.queue.retry import after_failure
@@ -60,6 +45,21 @@ from app.runners.repository import registered_runners
 from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
 from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.suites.schemas import SuiteDefinition
+from app.tables import (
+    AttemptLogChunk,
+    AttemptState,
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    FailureCategory,
+    JobAttempt,
+    JobResult,
+    JobState,
+    Runner,
+    RunnerState,
+    SuiteVersion,
+)
+from app.tables.base import utcnow
 from app.tokens.credentials import hash_token
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")

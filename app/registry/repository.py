@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import NotFound, UnprocessableEntity
-from app.models import Family, License, Model
+from app.tables import Family, License, Model
 
 SluggedT = TypeVar("SluggedT", License, Family)
 

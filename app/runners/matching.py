@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, literal
 
-from app.models import EvaluationJob, Runner
-from app.models.types import json_array_subset
+from app.tables import EvaluationJob, Runner
+from app.tables.types import json_array_subset
 
 GIB = 2**30
 

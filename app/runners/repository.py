@@ -5,8 +5,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Runner
 from app.runners.matching import Capacity, Need
+from app.tables import Runner
 
 
 async def registered_runners(session: AsyncSession) -> list[Runner]:

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from app.db import SessionDep
 from app.errors import Forbidden
 from app.fields import Tag
-from app.models import RunnerState
 from app.pagination import PageDep
 from app.runners.schemas import (
     RegistrationTokenCreate,
@@ -22,6 +21,7 @@ from app.runners.schemas import (
 from app.runners.service import RunnerService, to_read
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import ADMIN, OPEN, RUNNER, Principal
+from app.tables import RunnerState
 
 router = APIRouter(prefix="/v1", tags=["runners"], responses=COMMON_ERRORS)
 CREATED = {"status_code": status.HTTP_201_CREATED, "responses": problem_responses(409, 415)}

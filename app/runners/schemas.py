@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from app.fields import Tag
-from app.models import RunnerState
 from app.schemas import Integer, NotNull, ReadModel, WriteModel
+from app.tables import RunnerState
 
 RunnerSort = Literal["name", "-name", "created_at", "-created_at"]
 Backend = Literal["hf", "vllm"]

@@ -7,9 +7,6 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unauthorized
-from app.models import ApiToken, RegistrationToken, Runner, RunnerState, Scope
-from app.models.base import utcnow
-from app.models.types import json_array_contains
 from app.pagination import PageRequest, paginate
 from app.runners.schemas import (
     ONLINE_WITHIN_SECONDS,
@@ -23,6 +20,9 @@ from app.runners.schemas import (
     RunnerUpdate,
     RunnerWithToken,
 )
+from app.tables import ApiToken, RegistrationToken, Runner, RunnerState, Scope
+from app.tables.base import utcnow
+from app.tables.types import json_array_contains
 from app.tokens.credentials import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
 from app.tokens.service import TokenService
 

@@ -10,7 +10,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import (
+from app.scores import cache
+from app.scores.ingest import ParsedScore
+from app.scores.normalize import summarize
+from app.suites.schemas import SuiteDefinition
+from app.tables import (
     Evaluation,
     EvaluationJob,
     EvaluationState,
@@ -20,10 +24,6 @@ from app.models import (
     Score,
     SuiteVersion,
 )
-from app.scores import cache
-from app.scores.ingest import ParsedScore
-from app.scores.normalize import summarize
-from app.suites.schemas import SuiteDefinition
 
 
 async def record_scores(

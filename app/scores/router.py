@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from app.db import SessionDep
 from app.fields import Slug, Tag
 from app.hardware.estimator import Precision
-from app.models import ModelKind
 from app.pagination import PageDep
 from app.registry.models.router import RepoIdDep
 from app.routing import public_url
@@ -31,6 +30,7 @@ from app.scores.service import (
     to_markdown,
 )
 from app.security import PUBLISH, READ, Principal
+from app.tables import ModelKind
 
 router = APIRouter(prefix="/v1", tags=["scores"], responses=COMMON_ERRORS)
 TABLES = {

@@ -24,20 +24,6 @@ from app.hardware import estimator
 from app.hardware.catalog import accelerators
 from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
-from app.models import (
-    Evaluation,
-    EvaluationJob,
-    EvaluationState,
-    Family,
-    JobResult,
-    JobState,
-    License,
-    Model,
-    Revision,
-    SuiteVersion,
-)
-from app.models.base import utcnow
-from app.models.types import json_array_contains
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
 from app.scores import cache
@@ -51,6 +37,20 @@ from app.scores.schemas import (
     TaskScore,
 )
 from app.suites.schemas import SuiteDefinition
+from app.tables import (
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    Family,
+    JobResult,
+    JobState,
+    License,
+    Model,
+    Revision,
+    SuiteVersion,
+)
+from app.tables.base import utcnow
+from app.tables.types import json_array_contains
 
 SIGNIFICANCE = 1.96  # two-sided 95 %
 # A partial evaluation has scores for some tasks: it can be compared and exported, never ranked.

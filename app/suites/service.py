@@ -12,9 +12,9 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
-from app.models import SuiteVersion
 from app.pagination import PageRequest, paginate
 from app.suites.schemas import SuiteDefinition, SuiteRead, SuiteSummary, SuiteVersionRead
+from app.tables import SuiteVersion
 
 SUITES_DIR = Path(str(files("evals"))) / "suites"
 

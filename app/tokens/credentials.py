@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.models import ApiToken
+from app.tables import ApiToken
 
 TOKEN_PREFIX = "crl_"
 TOKEN_SHAPE = re.compile(r"^crl_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")

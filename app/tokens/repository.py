@@ -4,8 +4,8 @@ from datetime import datetime
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiToken, Scope
 from app.pagination import PageRequest, paginate
+from app.tables import ApiToken, Scope
 
 SORT_COLUMNS = {"created_at": ApiToken.created_at, "name": ApiToken.name}
 

@@ -4,10 +4,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.db import SessionDep
-from app.models import Scope
 from app.pagination import PageDep
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import ADMIN, CallerDep
+from app.tables import Scope
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead, TokenSort
 from app.tokens.service import TokenService
 

@@ -6,9 +6,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, NotFound
-from app.models import ApiToken, Scope
-from app.models.base import utcnow
 from app.pagination import PageRequest
+from app.tables import ApiToken, Scope
+from app.tables.base import utcnow
 from app.tokens.credentials import generate_token, token_refusal
 from app.tokens.repository import TokenRepository
 from app.tokens.schemas import TokenCreated, TokenRead

@@ -13,7 +13,6 @@ from app.db import SessionDep
 from app.errors import ProblemError
 from app.fields import Slug
 from app.hardware.estimator import PRECISION_BITS
-from app.models import Family, SuiteVersion
 from app.pagination import PageRequest
 from app.registry.licenses.service import LicenseService
 from app.registry.models.router import RepoIdDep
@@ -21,6 +20,7 @@ from app.registry.models.service import ModelService
 from app.registry.revisions.service import RevisionService
 from app.scores.service import LeaderboardFilters, ScoreService
 from app.security import READ
+from app.tables import Family, SuiteVersion
 from app.web.charts import Point, bars, scatter
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(READ)], default_response_class=HTMLResponse)

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import migrate
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.models import Evaluation, EvaluationState, Model, ModelKind, ModelStatus, Revision, SuiteVersion
-from app.models.base import utcnow
 from app.scores.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 from app.suites.service import load_suites
+from app.tables import Evaluation, EvaluationState, Model, ModelKind, ModelStatus, Revision, SuiteVersion
+from app.tables.base import utcnow
 from tests.bench.bench_queue import free_port, summary
 from tests.bench.rawhttp import Connection
 from tests.support.databases import (

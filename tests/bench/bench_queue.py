@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import migrate
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.models import Scope
+from app.tables import Scope
 from app.tokens.service import TokenService
 from tests.bench.rawhttp import Answer, Connection
 from tests.support.databases import (

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.models import (
+from app.suites.service import load_suites
+from app.tables import (
     Evaluation,
     EvaluationJob,
     EvaluationState,
@@ -26,8 +27,7 @@ from app.models import (
     RunnerState,
     SuiteVersion,
 )
-from app.models.base import utcnow
-from app.suites.service import load_suites
+from app.tables.base import utcnow
 
 GIB = 2**30
 HARNESS = "0.4.13"

@@ -6,10 +6,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict
-from app.models import Family, License
 from app.pagination import PageRequest, SortKey, paginate
 from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilyUpdate
 from app.registry.repository import by_slug, require_slug
+from app.tables import Family, License
 
 SORT_COLUMNS = {
     "slug": Family.slug,

@@ -2,11 +2,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
-from app.models import License
 from app.pagination import PageRequest, paginate
 from app.registry.licenses.schemas import LicenseCheck, LicenseCreate, LicenseUpdate, UseDescription
 from app.registry.licenses.terms import check_use
 from app.registry.repository import by_slug, require_slug
+from app.tables import License
 
 SORT_COLUMNS = {"slug": License.slug, "created_at": License.created_at}
 

@@ -10,7 +10,6 @@ from app.hardware.schemas import HardwareRequirements
 from app.hub.client import HubError
 from app.hub.errors import hub_problem
 from app.hub.service import HubSyncService, fetch_in_thread
-from app.models import ModelKind, ModelStatus
 from app.pagination import PageDep
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.models.schemas import LineageRead, ModelCreate, ModelRead, ModelSort, ModelUpdate
@@ -18,6 +17,7 @@ from app.registry.models.search import ModelFilters
 from app.registry.models.service import ModelService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
+from app.tables import ModelKind, ModelStatus
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=COMMON_ERRORS)
 

@@ -5,8 +5,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
 from app.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
-from app.models import Lineage, Model, ModelKind, ModelStatus
 from app.schemas import NotNull, ReadModel, WriteModel
+from app.tables import Lineage, Model, ModelKind, ModelStatus
 
 ModelSort = Literal[
     "repo_id",

@@ -9,9 +9,9 @@ from sqlalchemy.orm import aliased
 from app.errors import UnprocessableEntity
 from app.hardware import estimator
 from app.hardware.catalog import accelerators
-from app.models import Family, License, Model, ModelKind, ModelStatus
-from app.models.types import json_array_contains, wide_integer
 from app.registry.repository import MODEL_LOADS
+from app.tables import Family, License, Model, ModelKind, ModelStatus
+from app.tables.types import json_array_contains, wide_integer
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from app.hardware import estimator
 from app.hardware.estimator import Architecture, dense_parameter_count
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
-from app.models import Family, License, Lineage, Model
 from app.pagination import PageRequest, SortKey, paginate
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.licenses.terms import check_use
@@ -20,6 +19,7 @@ from app.registry.models.search import ModelFilters, search_statement
 from app.registry.repository import model_by_repo_id, require_model, require_slug
 from app.runners.matching import Capacity, Need
 from app.runners.repository import registered_runners
+from app.tables import Family, License, Lineage, Model
 
 SORT_COLUMNS: dict[str, Any] = {
     "repo_id": Model.repo_id,

@@ -6,11 +6,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, UnprocessableEntity
-from app.models import Alias, Model, Revision
-from app.models.base import utcnow
 from app.pagination import PageRequest, paginate
 from app.registry.repository import require_model
 from app.registry.revisions.schemas import AliasRead, RevisionCreate, RevisionRead
+from app.tables import Alias, Model, Revision
+from app.tables.base import utcnow
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 SORT_COLUMNS = {"created_at": Revision.created_at}

@@ -5,7 +5,7 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
 
 
 class Scope(StrEnum):

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.models.runner import Runner
-from app.models.types import JsonDocument
+from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.runner import Runner
+from app.tables.types import JsonDocument
 
 
 class EvaluationState(StrEnum):

@@ -1,8 +1,8 @@
 """Every ORM model, imported here so Alembic and relationships see the whole schema."""
 
-from app.models.api_token import ApiToken, Scope
-from app.models.base import Base
-from app.models.evaluation import (
+from app.tables.api_token import ApiToken, Scope
+from app.tables.base import Base
+from app.tables.evaluation import (
     AttemptLogChunk,
     AttemptState,
     Evaluation,
@@ -14,7 +14,7 @@ from app.models.evaluation import (
     JobState,
     Score,
 )
-from app.models.registry import (
+from app.tables.registry import (
     Alias,
     Family,
     License,
@@ -24,8 +24,8 @@ from app.models.registry import (
     ModelStatus,
     Revision,
 )
-from app.models.runner import RegistrationToken, Runner, RunnerState
-from app.models.suite import SuiteVersion
+from app.tables.runner import RegistrationToken, Runner, RunnerState
+from app.tables.suite import SuiteVersion
 
 __all__ = [
     "Alias",

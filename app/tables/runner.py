@@ -6,8 +6,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.models.types import JsonDocument
+from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.types import JsonDocument
 
 
 class RunnerState(StrEnum):

@@ -18,8 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.models.types import JsonDocument
+from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.types import JsonDocument
 
 
 class ModelKind(StrEnum):

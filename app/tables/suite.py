@@ -3,8 +3,8 @@ from typing import Any
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, IdMixin, TimestampMixin
-from app.models.types import JsonDocument
+from app.tables.base import Base, IdMixin, TimestampMixin
+from app.tables.types import JsonDocument
 
 
 class SuiteVersion(IdMixin, TimestampMixin, Base):
