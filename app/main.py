@@ -17,6 +17,7 @@ from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
 from app.evaluations.router import router as evaluations_router
+from app.evaluations.wakeups import QueueSignal
 from app.hardware.router import router as hardware_router
 from app.hub.client import HubClient
 from app.hub.router import router as hub_router
@@ -31,9 +32,8 @@ from app.middleware import (
 )
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
-from app.queue.notifier import QueueSignal
-from app.queue.reaper import reap_forever
-from app.queue.router import router as queue_router
+from app.protocol.reaper import reap_forever
+from app.protocol.router import router as queue_router
 from app.registry.families.router import router as families_router
 from app.registry.licenses.router import router as licenses_router
 from app.registry.models.router import router as models_router

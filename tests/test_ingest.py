@@ -1,4 +1,4 @@
-"""What a results document may contain (app/scores/ingest.py), on documents held in memory.
+"""What a results document may contain (app/results/ingest.py), on documents held in memory.
 
 The API tests (test_scores.py, test_results_integrity.py, test_oll_reference.py) send whole documents; here each
 check is pinned with the path and message a caller is told, so that a loosened bound or a wrong path fails.
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.scores.ingest import (
+from app.results.ingest import (
     MAX_MAGNITUDE,
     NO_STDERR,
     ParsedScore,

@@ -1,4 +1,4 @@
-"""How raw metrics become scores (app/scores/normalize.py), rule by rule, on a small suite held in memory.
+"""How raw metrics become scores (app/results/normalize.py), rule by rule, on a small suite held in memory.
 
 test_oll_reference.py checks the same code against two real Open LLM Leaderboard runs and the values the
 leaderboard published; these cases pin each rule and each standard-error formula on numbers worked by hand.
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from app.scores.normalize import summarize
+from app.results.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 
 PROMPT = "prompt_level_strict_acc"

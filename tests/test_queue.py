@@ -13,9 +13,9 @@ from sqlalchemy import select, update
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.errors import Conflict
-from app.queue import repository
-from app.queue.notifier import QueueSignal
-from app.queue.reaper import reap_once
+from app.evaluations.wakeups import QueueSignal
+from app.protocol import repository
+from app.protocol.reaper import reap_once
 from app.tables import AttemptLogChunk, AttemptState, FailureCategory, JobAttempt, JobResult, Runner
 from app.tables.base import utcnow
 from tests.support.evaluations import lease, lm_eval_results, make_model, make_runner

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, in_unit_of_work
-from app.queue.notifier import QueueSignal
-from app.queue.service import QueueService, claim_once
+from app.evaluations.wakeups import QueueSignal
+from app.protocol.service import QueueService, claim_once
 from app.tables import (
     AttemptState,
     EvaluationJob,

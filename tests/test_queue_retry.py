@@ -1,4 +1,4 @@
-"""The retry rule on its own (app/queue/retry.py): what one more failure leads to, figure by figure.
+"""The retry rule on its own (app/evaluations/retry.py): what one more failure leads to, figure by figure.
 
 The queue tests (test_queue.py, test_rules.py) drive the same rule through the API on both databases; these pin
 each branch and boundary of the pure function so that a changed comparison, count or message fails here.
@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.queue.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
+from app.evaluations.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
 from app.runners.matching import GIB, Capacity, Need
 from app.tables import FailureCategory
 from tests.support.databases import make_settings

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.scores.normalize import summarize
+from app.results.normalize import summarize
 from app.suites.service import read_suite_files
 from app.tables import Evaluation, Score
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of

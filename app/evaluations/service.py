@@ -25,9 +25,9 @@ from app.evaluations.schemas import (
     QueueEntry,
     QueueView,
 )
+from app.evaluations.wakeups import QueueSignal, announce_work
 from app.hub.worker import resolve_ref
 from app.pagination import PageRequest, paginate
-from app.queue.notifier import QueueSignal, announce_work
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
 from app.runners.matching import Capacity, Need, gib

@@ -1,8 +1,8 @@
 """Ranked leaderboards kept for a few seconds per process.
 
 A leaderboard ranks every scored revision of a suite, which costs far more than serving a page of it. A
-ranking is kept for `CORRAL_LEADERBOARD_CACHE_SECONDS`, and dropped at once when this process commits new
-scores; other processes see new scores within that many seconds.
+ranking is kept for `CORRAL_LEADERBOARD_CACHE_SECONDS`, and is stale at once when this process commits new
+scores (app/results/changes.py); other processes see new scores within that many seconds.
 """
 
 import asyncio
@@ -10,10 +10,9 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
+from app.results import changes
 
-_entries: dict[Hashable, tuple[float, Any]] = {}
+_entries: dict[Hashable, tuple[float, int, Any]] = {}
 _building: dict[Hashable, asyncio.Lock] = {}
 
 
@@ -27,19 +26,15 @@ def building(key: Hashable) -> asyncio.Lock:
 
 def cached(key: Hashable) -> Any | None:
     entry = _entries.get(key)
-    if entry is None or entry[0] < time.monotonic():
+    if entry is None or entry[0] < time.monotonic() or entry[1] != changes.generation():
         return None
-    return entry[1]
+    return entry[2]
 
 
-def keep(key: Hashable, value: Any, seconds: float) -> None:
+def keep(key: Hashable, value: Any, seconds: float, generation: int) -> None:
+    """`generation`: the scores' generation read before the value was built from them."""
     if seconds > 0:
         if len(_entries) > 256:  # filter combinations are many; keep memory bounded
             _entries.clear()
             _building.clear()
-        _entries[key] = (time.monotonic() + seconds, value)
-
-
-def forget_after_commit(session: AsyncSession) -> None:
-    """New scores: drop every ranking once they are committed (not before, or a reader could re-cache old ones)."""
-    event.listen(session.sync_session, "after_commit", lambda _session: _entries.clear(), once=True)
+        _entries[key] = (time.monotonic() + seconds, generation, value)

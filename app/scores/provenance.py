@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
 from app.evaluations.repository import load_evaluation
-from app.scores.ingest import json_object
-from app.scores.repository import result_of_shard, results_of
+from app.results.ingest import json_object
+from app.results.repository import result_of_shard, results_of
 from app.scores.schemas import JobProvenance, Provenance, Seeds
 
 # torch.utils.collect_env's report, as lm-eval stores it in `pretty_env_info`: "Name: value" lines, where the

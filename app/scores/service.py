@@ -26,9 +26,10 @@ from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
+from app.results import changes
+from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
+from app.results.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.scores import cache
-from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
-from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.scores.schemas import (
     Comparison,
     ResultsImport,
@@ -130,11 +131,12 @@ class ScoreService:
         async with cache.building(key):
             board = cache.cached(key)  # built by the request we waited for
             if board is None:
+                seen = changes.generation()
                 tasks = await self.suite_tasks(suite)
                 rows = await self._ranked_rows(suite, tasks, filters, sort)
                 row_json = [json.dumps(row, allow_nan=False).encode() for row in rows]
                 board = Board(tasks=tasks, rows=rows, row_json=row_json)
-                cache.keep(key, board, cache_seconds)
+                cache.keep(key, board, cache_seconds, seen)
         return board
 
     async def _ranked_rows(

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import migrate
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.scores.normalize import summarize
+from app.results.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 from app.suites.service import load_suites
 from app.tables import Evaluation, EvaluationState, Model, ModelKind, ModelStatus, Revision, SuiteVersion

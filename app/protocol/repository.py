@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, Forbidden, NotFound, ProblemError
-from app.queue.schemas import ClaimedJob, ClaimedTask, JobSettings, ResultStored
+from app.protocol.schemas import ClaimedJob, ClaimedTask, JobSettings, ResultStored
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
     AttemptState,

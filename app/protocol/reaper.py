@@ -6,8 +6,8 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.queue.notifier import QueueSignal
-from app.queue.service import QueueService
+from app.evaluations.wakeups import QueueSignal
+from app.protocol.service import QueueService
 
 log = logging.getLogger("corral.queue")
 

@@ -26,10 +26,10 @@ from app.errors import (
     UnprocessableEntity,
 )
 from app.evaluations import repository
-from app.queue.notifier import QueueSignal, announce_work
-from app.queue.repository import attempt_of, claimed_job, end_attempt, live, refusal, refused, stored, touch_runner
-from app.queue.retry import after_failure
-from app.queue.schemas import (
+from app.evaluations.retry import after_failure
+from app.evaluations.wakeups import QueueSignal, announce_work
+from app.protocol.repository import attempt_of, claimed_job, end_attempt, live, refusal, refused, stored, touch_runner
+from app.protocol.schemas import (
     ClaimedJob,
     Failure,
     FailureReply,
@@ -40,10 +40,10 @@ from app.queue.schemas import (
     ResultStored,
     ResultUpload,
 )
+from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
+from app.results.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.runners.matching import Capacity, Need
 from app.runners.repository import registered_runners
-from app.scores.ingest import ResultsError, finite_document, parse_scores, task_tree
-from app.scores.repository import canonical_json, new_result, record_scores, summarize_evaluation
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
     AttemptLogChunk,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.errors import Forbidden
-from app.queue.schemas import (
+from app.protocol.schemas import (
     LEASE_HEADER,
     ClaimedJob,
     Failure,
@@ -20,7 +20,7 @@ from app.queue.schemas import (
     ResultStored,
     ResultUpload,
 )
-from app.queue.service import QueueService, claim_once
+from app.protocol.service import QueueService, claim_once
 from app.schemas import COMMON_ERRORS, problem_responses
 from app.security import RUNNER, Principal
 

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.scores import cache
-from app.scores.ingest import ParsedScore
-from app.scores.normalize import summarize
+from app.results import changes
+from app.results.ingest import ParsedScore
+from app.results.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
     Evaluation,
@@ -69,7 +69,7 @@ async def summarize_evaluation(session: AsyncSession, evaluation: Evaluation) ->
         evaluation.state = EvaluationState.PARTIAL
         evaluation.failure_message = "Scores are missing for " + ", ".join(summary["missing"]) + "."
     await session.flush()
-    cache.forget_after_commit(session)
+    changes.scores_changed_after_commit(session)
 
 
 def canonical_json(document: Any) -> tuple[bytes, str]:

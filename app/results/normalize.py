@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from app.scores.ingest import PROPORTIONS
+from app.results.ingest import PROPORTIONS
 from app.suites.schemas import SuiteDefinition, SuiteTask
 
 
