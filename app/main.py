@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
@@ -86,7 +87,8 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+    """`clock`: where the queue reads the time (leases, the reaper, backoff); tests pass one they move."""
     settings = settings or load_settings()
     engine = create_engine(settings)
 
@@ -102,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.reaper_interval_seconds > 0:
             background.append(
                 asyncio.create_task(
-                    reap_forever(app.state.sessionmaker, settings, app.state.queue_signal), name="reaper"
+                    reap_forever(app.state.sessionmaker, settings, app.state.queue_signal, clock), name="reaper"
                 )
             )
         if not settings.is_sqlite:
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schema_head = head_revision()
     app.state.hub_client = HubClient(settings)
     app.state.queue_signal = QueueSignal()
+    app.state.clock = clock
 
     install_problem_handlers(app)
     app.include_router(ops_router)

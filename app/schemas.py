@@ -11,11 +11,22 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from app.tables.documents import AttemptProgress, EvaluationConfig, JsonObject, ScoreSummary
+
 T = TypeVar("T")
+
+# Documents shaped by app/tables/documents.py (or JSON kept as sent), typed for the code and shown to API
+# clients as JSON objects, as they always were.
+AS_OBJECT = WithJsonSchema({"type": "object", "additionalProperties": True})
+JsonField = Annotated[JsonObject, AS_OBJECT]
+ConfigField = Annotated[EvaluationConfig, AS_OBJECT]
+SummaryField = Annotated[ScoreSummary, AS_OBJECT]
+ProgressField = Annotated[AttemptProgress, AS_OBJECT]
 
 
 def _iso_text(value: Any) -> Any:

@@ -202,7 +202,7 @@ def test_evaluation_memory_is_weights_and_a_kv_cache_for_the_suite_context() -> 
     embedding = 128256 * 4096 * 2
     assert need.device_bytes == embedding * 12 // 10
     assert need.context_tokens == 4096
-    assert need.notes == ["Batch size 1 for the KV cache; `auto` grows into spare memory."]
+    assert need.notes == ("Batch size 1 for the KV cache; `auto` grows into spare memory.",)
 
 
 def test_evaluation_memory_caps_the_context_at_the_model_own_and_keeps_the_kv_cache_at_16_bits() -> None:
@@ -228,11 +228,11 @@ def test_evaluation_memory_device_figure_never_exceeds_the_whole() -> None:
 def test_evaluation_memory_without_an_architecture_or_a_parameter_count() -> None:
     weights_only = evaluation_memory(llama_model(num_kv_heads=None), precision="bf16", suite_context_tokens=4096)
     assert weights_only.total_bytes == weights_only.device_bytes == 8_030_261_248 * 2 * 12 // 10
-    assert weights_only.notes == ["Architecture unknown: weights only, on a single device."]
+    assert weights_only.notes == ("Architecture unknown: weights only, on a single device.",)
     assert weights_only.context_tokens == 4096
     unknown = evaluation_memory(llama_model(parameter_count=None), precision="bf16", suite_context_tokens=4096)
     assert (unknown.total_bytes, unknown.device_bytes, unknown.context_tokens) == (0, 0, 4096)
-    assert unknown.notes == ["Parameter count unknown: any runner may take it (sync it from the Hub)."]
+    assert unknown.notes == ("Parameter count unknown: any runner may take it (sync it from the Hub).",)
 
 
 def test_rotary_buffers_are_counted_only_when_asked_and_one_layer_models_keep_a_zero_floor() -> None:

@@ -4,6 +4,7 @@ test_rules.py runs the SQL rendering (the claim statement) on both databases; he
 reading of runner and job records and every explanation a caller is shown are pinned.
 """
 
+from app.hardware.fit import Devices
 from app.runners.matching import GIB, Capacity, Need, gib
 from app.tables import EvaluationJob, Runner
 
@@ -31,19 +32,21 @@ def test_a_runner_record_reads_as_its_capacity() -> None:
         lm_eval_version="0.4.9",
         labels=["eu"],
     )
-    assert Capacity.of(runner) == Capacity(184 * GIB, 80 * GIB, ("hf", "vllm"), "0.4.9", ("eu",))
+    capacity = Capacity.of(runner)
+    assert capacity == Capacity(Devices(80 * GIB, 2, others=(24 * GIB,)), ("hf", "vllm"), "0.4.9", ("eu",))
+    assert capacity.total_bytes == 184 * GIB  # hf places layers on every device
     bare = Runner(accelerators=None, backends=None, lm_eval_version=None, labels=None)
-    assert Capacity.of(bare) == Capacity(0, 0, (), None, ())
+    assert Capacity.of(bare) == Capacity(Devices(0, 0), (), None, ())
 
 
 def test_a_runner_that_holds_the_job_has_no_shortfall() -> None:
-    exact = Capacity(100 * GIB, 40 * GIB, ("hf",), "0.4.9", ("eu", "gpu"))
+    exact = Capacity(Devices(40 * GIB, 2, others=(20 * GIB,)), ("hf",), "0.4.9", ("eu", "gpu"))
     assert exact.shortfalls(NEED) == []
     assert exact.memory_shortfalls(NEED) == []
 
 
 def test_every_shortfall_is_explained() -> None:
-    small = Capacity(100 * GIB - 1, 40 * GIB - 1, ("vllm",), "0.4.8", ())
+    small = Capacity(Devices(40 * GIB - 1, 2, others=(20 * GIB + 1,)), ("vllm",), "0.4.8", ())
     assert small.memory_shortfalls(NEED) == [
         "needs 100.0 GiB of accelerator memory, has 100.0 GiB",
         "needs 40.0 GiB on one device, its largest has 40.0 GiB",
@@ -54,13 +57,13 @@ def test_every_shortfall_is_explained() -> None:
         "runs lm-eval 0.4.8, not 0.4.9",
         "lacks labels eu",
     ]
-    unknown = Capacity(10**15, 10**15, ("hf",), None, ("x",))
+    unknown = Capacity(Devices(10**15), ("hf",), None, ("x",))
     need = Need(1, 1, "hf", "0.4.9", ("b", "a", "x"))
     assert unknown.shortfalls(need) == ["runs lm-eval unknown, not 0.4.9", "lacks labels a, b"]
 
 
 def test_many_small_devices_do_not_hold_a_piece_larger_than_one_of_them() -> None:
-    many_small = Capacity(8 * 24 * GIB, 24 * GIB, ("hf",), "0.4.9", ("eu",))
+    many_small = Capacity(Devices(24 * GIB, 8), ("hf",), "0.4.9", ("eu",))
     assert many_small.shortfalls(NEED) == ["needs 40.0 GiB on one device, its largest has 24.0 GiB"]
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.errors import Conflict
+from app.evaluations import state
 from app.evaluations.wakeups import QueueSignal
 from app.protocol import repository
 from app.protocol.reaper import reap_once
@@ -467,20 +468,25 @@ def test_a_lease_ends_at_its_expiry_instant_and_an_ended_attempt_keeps_why(
         raced = await repository.refused(session, attempt_id, runner_id, token, expiry - tick)
         assert (type(raced), raced.detail) == (Conflict, "The attempt changed.")
         # At the instant of its expiry it has lapsed: the conditional write changes nothing, and says why.
-        ended = await repository.end_attempt(
-            session, attempt_id, AttemptState.FAILED, expiry, message="late", holder=(runner_id, token)
+        ended = await state.end_attempt(
+            session,
+            attempt_id,
+            AttemptState.FAILED,
+            expiry,
+            message="late",
+            held=repository.live(attempt_id, runner_id, token, expiry),
         )
         assert ended is False
         lapsed = await repository.refusal(session, attempt_id, runner_id, token, expiry)
         assert lapsed is not None
         assert lapsed.detail == f"The lease of attempt {attempt_id} lapsed at {expiry.isoformat()}."
-        ended = await repository.end_attempt(
+        ended = await state.end_attempt(
             session,
             attempt_id,
             AttemptState.FAILED,
             expiry - tick,
             message="CUDA OOM",
-            holder=(runner_id, token),
+            held=repository.live(attempt_id, runner_id, token, expiry - tick),
             category=FailureCategory.OUT_OF_MEMORY,
         )
         assert ended is True

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, in_unit_of_work
 from app.evaluations.wakeups import QueueSignal
-from app.protocol.service import QueueService, claim_once
+from app.protocol.service import ProtocolService, claim_once
 from app.tables import (
     AttemptState,
     EvaluationJob,
@@ -100,7 +100,7 @@ def test_claims_follow_priority_then_age(settings: Settings) -> None:
     async def claim_all(session: AsyncSession) -> list[tuple[int, object]]:
         order = []
         for _ in range(50):
-            claim = await QueueService(session, settings).claim(runner_ids[0])
+            claim = await ProtocolService(session, settings).claim(runner_ids[0])
             assert claim is not None
             job = await session.get(EvaluationJob, claim.job.job_id)
             assert job is not None
@@ -120,9 +120,9 @@ def test_a_locked_job_is_skipped_not_waited_for(settings: Settings) -> None:
         sessionmaker = create_sessionmaker(engine)
         try:
             async with sessionmaker() as first, sessionmaker() as second:
-                held = await QueueService(first, settings).claim(runner_ids[0])  # not committed: row stays locked
+                held = await ProtocolService(first, settings).claim(runner_ids[0])  # not committed: row stays locked
                 assert held is not None
-                other = await asyncio.wait_for(QueueService(second, settings).claim(runner_ids[1]), timeout=10)
+                other = await asyncio.wait_for(ProtocolService(second, settings).claim(runner_ids[1]), timeout=10)
                 await second.commit()
                 await first.commit()
                 return held.job.job_id, other.job.job_id if other else None
@@ -138,7 +138,7 @@ def test_one_running_attempt_per_job_is_enforced_by_the_database(settings: Setti
     runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, 1, 1)))
 
     async def claim_then_forge(session: AsyncSession) -> None:
-        claim = await QueueService(session, settings).claim(runner_ids[0])
+        claim = await ProtocolService(session, settings).claim(runner_ids[0])
         assert claim is not None
         now = utcnow()
         session.add(
@@ -174,10 +174,10 @@ def test_a_runner_never_exceeds_its_concurrency_limit(settings: Settings) -> Non
                 runner.max_concurrent_jobs = 1
                 await session.commit()
             async with sessionmaker() as first, sessionmaker() as second:
-                held = await QueueService(first, settings).claim(runner_ids[0])
+                held = await ProtocolService(first, settings).claim(runner_ids[0])
                 assert held is not None
                 # The second long-poll of the same runner waits for the first claim's transaction, then sees it.
-                racing = asyncio.create_task(QueueService(second, settings).claim(runner_ids[0]))
+                racing = asyncio.create_task(ProtocolService(second, settings).claim(runner_ids[0]))
                 await asyncio.sleep(0.2)
                 await first.commit()
                 assert await asyncio.wait_for(racing, timeout=10) is None

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from app.evaluations.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
+from app.hardware.fit import Devices
 from app.runners.matching import GIB, Capacity, Need
 from app.tables import FailureCategory
 from tests.support.databases import make_settings
@@ -25,8 +26,7 @@ NEED = Need(memory_bytes=40 * GIB, device_bytes=20 * GIB, backend="hf", harness_
 
 def runner(device_gib: int, count: int) -> Capacity:
     return Capacity(
-        total_bytes=device_gib * count * GIB,
-        largest_device_bytes=device_gib * GIB,
+        devices=Devices(device_gib * GIB, count),
         backends=("hf",),
         harness_version="0.4.9",
         labels=("eu",),

@@ -5,25 +5,10 @@ Batch size, priority and labels are left out on purpose: they change how and whe
 
 import hashlib
 import json
-from typing import TypedDict
 
+from app.tables.documents import EvaluationConfig
 
-class EvaluationConfig(TypedDict):
-    """The settings an evaluation's scores depend on; stored with the evaluation and hashed into its identity."""
-
-    model: str
-    revision: str
-    suite: str
-    suite_version: str
-    harness_version: str
-    backend: str
-    precision: str
-    apply_chat_template: bool
-    fewshot_as_multiturn: bool
-    num_fewshot: int | None
-    limit: int | float | None
-    seed: int | None
-    gen_kwargs: dict[str, bool | int | float | str] | None
+__all__ = ["EvaluationConfig", "config_hash"]
 
 
 def config_hash(config: EvaluationConfig) -> str:

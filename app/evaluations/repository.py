@@ -1,27 +1,32 @@
-"""Loading evaluations and moving their state; shared by the request side and the runner protocol.
-
-Lock order, everywhere: evaluation row, then attempt, then job. The claim alone locks a job first, and it never
-waits for an evaluation lock (it skips a locked one), so no two paths can wait on each other.
-"""
+"""The SQL of evaluations, their jobs and attempts: loading, the conditional updates state changes are made of
+(app/evaluations/state.py decides which), the queue in claim order, and logs."""
 
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import NotFound
-from app.tables import AttemptLogChunk, Evaluation, EvaluationJob, EvaluationState, JobAttempt, JobState
-from app.tables.base import utcnow
-
-TERMINAL_EVALUATION_STATES = (
-    EvaluationState.SUCCEEDED,
-    EvaluationState.PARTIAL,
-    EvaluationState.FAILED,
-    EvaluationState.CANCELED,
+from app.tables import (
+    AttemptLogChunk,
+    AttemptState,
+    Evaluation,
+    EvaluationJob,
+    EvaluationState,
+    FailureCategory,
+    JobAttempt,
+    JobState,
+    Model,
+    Revision,
+    SuiteVersion,
 )
+from app.tables.documents import EvaluationConfig
+
+# The claim order: priority first, then age (and a fixed order among equals).
+CLAIM_ORDER = (EvaluationJob.priority.desc(), EvaluationJob.queued_at, EvaluationJob.shard_index, EvaluationJob.id)
 
 
 async def load_evaluation(session: AsyncSession, evaluation_id: uuid.UUID, *, lock: bool = False) -> Evaluation:
@@ -32,6 +37,66 @@ async def load_evaluation(session: AsyncSession, evaluation_id: uuid.UUID, *, lo
     if evaluation is None:
         raise NotFound(f"No evaluation with id {evaluation_id}.")
     return evaluation
+
+
+async def lock_unless_locked(session: AsyncSession, evaluation_id: uuid.UUID) -> Evaluation | None:
+    """The evaluation, locked, or None when another transaction holds it (SKIP LOCKED)."""
+    return await session.scalar(
+        select(Evaluation).where(Evaluation.id == evaluation_id).with_for_update(skip_locked=True)
+    )
+
+
+async def identity(session: AsyncSession, evaluation: Evaluation) -> tuple[Model, Revision, SuiteVersion]:
+    model = await session.get(Model, evaluation.model_id)
+    revision = await session.get(Revision, evaluation.revision_id)
+    suite = await session.get(SuiteVersion, evaluation.suite_version_id)
+    assert model is not None
+    assert revision is not None
+    assert suite is not None
+    return model, revision, suite
+
+
+async def suite_version(session: AsyncSession, name: str, version: str | None) -> SuiteVersion | None:
+    """A kept version of the suite, or its latest."""
+    statement = select(SuiteVersion).where(SuiteVersion.name == name)
+    statement = statement.where(SuiteVersion.version == version if version else SuiteVersion.latest.is_(True))
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def suite_names(session: AsyncSession) -> list[str]:
+    return sorted((await session.execute(select(SuiteVersion.name).distinct())).scalars().all())
+
+
+async def by_idempotency_key(session: AsyncSession, token_id: uuid.UUID | None, key: str) -> Evaluation | None:
+    statement = select(Evaluation).where(
+        Evaluation.requested_by_token_id == token_id, Evaluation.idempotency_key == key
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def newest_with_config(
+    session: AsyncSession, digest: str, states: Sequence[EvaluationState]
+) -> Evaluation | None:
+    statement = (
+        select(Evaluation)
+        .where(Evaluation.config_hash == digest, Evaluation.state.in_(states))
+        .order_by(Evaluation.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+def listing(model: str | None, suite: str | None, state: EvaluationState | None) -> Select[Evaluation]:
+    statement: Select[Evaluation] = select(Evaluation)
+    if model is not None:
+        statement = statement.join(Model, Model.id == Evaluation.model_id).where(Model.repo_id == model)
+    if suite is not None:
+        statement = statement.join(SuiteVersion, SuiteVersion.id == Evaluation.suite_version_id).where(
+            SuiteVersion.name == suite
+        )
+    if state is not None:
+        statement = statement.where(Evaluation.state == state)
+    return statement
 
 
 async def jobs_with_attempts(session: AsyncSession, evaluation_ids: Sequence[uuid.UUID]) -> list[EvaluationJob]:
@@ -45,31 +110,59 @@ async def jobs_with_attempts(session: AsyncSession, evaluation_ids: Sequence[uui
     return list((await session.execute(statement)).scalars())
 
 
-async def refresh_state(session: AsyncSession, evaluation: Evaluation, now: datetime | None = None) -> None:
-    """Derive the evaluation's state from its jobs' (call with the evaluation locked)."""
-    if evaluation.state in TERMINAL_EVALUATION_STATES:
-        return
-    now = now or utcnow()
-    states = list(
-        (
-            await session.execute(select(EvaluationJob.state).where(EvaluationJob.evaluation_id == evaluation.id))
-        ).scalars()
+async def job_states(session: AsyncSession, evaluation_id: uuid.UUID) -> list[JobState]:
+    rows = await session.execute(select(EvaluationJob.state).where(EvaluationJob.evaluation_id == evaluation_id))
+    return list(rows.scalars())
+
+
+async def fresh_job(session: AsyncSession, job_id: uuid.UUID) -> EvaluationJob:
+    """The job as the database has it now (another transaction may have moved it)."""
+    job = await session.get(EvaluationJob, job_id, populate_existing=True)
+    assert job is not None
+    return job
+
+
+async def queued_jobs(session: AsyncSession, limit: int) -> list[tuple[EvaluationJob, EvaluationConfig]]:
+    """Queued jobs in claim order, each with its evaluation's config."""
+    statement = (
+        select(EvaluationJob, Evaluation.config)
+        .join(Evaluation, Evaluation.id == EvaluationJob.evaluation_id)
+        .where(EvaluationJob.state == JobState.QUEUED)
+        .order_by(*CLAIM_ORDER)
+        .limit(limit)
     )
-    if all(state == JobState.SUCCEEDED for state in states):
-        evaluation.state, evaluation.finished_at = EvaluationState.SUCCEEDED, now
-    elif any(state != JobState.QUEUED for state in states):
-        evaluation.state = EvaluationState.RUNNING
-        evaluation.started_at = evaluation.started_at or now
-    await session.flush()
+    return [(job, config) for job, config in (await session.execute(statement)).all()]
 
 
-async def stop_jobs(session: AsyncSession, evaluation_id: uuid.UUID, now: datetime) -> None:
-    """Queued jobs cancel at once; running ones are told to stop by their next heartbeat."""
+async def count_jobs(session: AsyncSession, state: JobState) -> int:
+    return int((await session.execute(select(func.count()).where(EvaluationJob.state == state))).scalar_one())
+
+
+async def running_by_runner(session: AsyncSession) -> dict[uuid.UUID, int]:
+    rows = await session.execute(
+        select(JobAttempt.runner_id, func.count())
+        .where(JobAttempt.state == AttemptState.RUNNING)
+        .group_by(JobAttempt.runner_id)
+    )
+    return {runner_id: int(count) for runner_id, count in rows.all()}
+
+
+async def jobs_by_state(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(EvaluationJob.state, func.count()).group_by(EvaluationJob.state))
+    counts = {state.value: 0 for state in JobState}
+    counts.update({state.value: count for state, count in rows})
+    return counts
+
+
+async def cancel_queued_jobs(session: AsyncSession, evaluation_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         update(EvaluationJob)
         .where(EvaluationJob.evaluation_id == evaluation_id, EvaluationJob.state == JobState.QUEUED)
         .values(state=JobState.CANCELED, finished_at=now, updated_at=now)
     )
+
+
+async def ask_running_jobs_to_stop(session: AsyncSession, evaluation_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         update(EvaluationJob)
         .where(EvaluationJob.evaluation_id == evaluation_id, EvaluationJob.state == JobState.RUNNING)
@@ -77,17 +170,66 @@ async def stop_jobs(session: AsyncSession, evaluation_id: uuid.UUID, now: dateti
     )
 
 
-async def finish_evaluation(
-    session: AsyncSession, evaluation: Evaluation, state: EvaluationState, *, category: str | None, message: str
-) -> None:
-    """End an evaluation early (failure or cancel) and stop its other jobs (call with it locked)."""
-    if evaluation.state in TERMINAL_EVALUATION_STATES:
-        return
-    now = utcnow()
-    evaluation.state, evaluation.finished_at = state, now
-    evaluation.failure_category, evaluation.failure_message = category, message[:4000]
-    await stop_jobs(session, evaluation.id, now)
-    await session.flush()
+async def cancel_running_job(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(EvaluationJob)
+        .where(EvaluationJob.id == job_id, EvaluationJob.state == JobState.RUNNING)
+        .values(state=JobState.CANCELED, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def start_unless_locked(session: AsyncSession, evaluation_id: uuid.UUID, now: datetime) -> None:
+    """A queued evaluation becomes running, unless another transaction holds its lock (it is being decided)."""
+    unlocked = (
+        select(Evaluation.id)
+        .where(Evaluation.id == evaluation_id, Evaluation.state == EvaluationState.QUEUED)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(Evaluation)
+        .where(Evaluation.id == unlocked)
+        .values(state=EvaluationState.RUNNING, started_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def end_attempt(
+    session: AsyncSession,
+    conditions: Sequence[object],
+    state: AttemptState,
+    now: datetime,
+    *,
+    message: str | None,
+    category: FailureCategory | None = None,
+) -> bool:
+    """End the attempt the conditions name (one row); whether a row changed."""
+    result = await session.execute(
+        update(JobAttempt)
+        .where(*conditions)  # type: ignore[arg-type]
+        .values(
+            state=state,
+            finished_at=now,
+            failure_category=category.value if category else None,
+            failure_message=message,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def lapsed_attempts(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:
+    """Running attempts whose lease has lapsed: (attempt, job, evaluation)."""
+    rows = await session.execute(
+        select(JobAttempt.id, JobAttempt.job_id, EvaluationJob.evaluation_id)
+        .join(EvaluationJob, EvaluationJob.id == JobAttempt.job_id)
+        .where(JobAttempt.state == AttemptState.RUNNING, JobAttempt.lease_expires_at <= now)
+        .limit(limit)
+    )
+    return [(attempt_id, job_id, evaluation_id) for attempt_id, job_id, evaluation_id in rows.all()]
 
 
 async def log_tail(session: AsyncSession, attempt: JobAttempt, max_bytes: int = 4096) -> str:
@@ -113,10 +255,3 @@ async def full_log(session: AsyncSession, attempt_id: uuid.UUID) -> bytes:
         select(AttemptLogChunk.data).where(AttemptLogChunk.attempt_id == attempt_id).order_by(AttemptLogChunk.offset)
     )
     return b"".join(rows.scalars())
-
-
-async def jobs_by_state(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(EvaluationJob.state, func.count()).group_by(EvaluationJob.state))
-    counts = {state.value: 0 for state in JobState}
-    counts.update({state.value: count for state, count in rows})
-    return counts

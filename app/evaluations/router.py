@@ -28,7 +28,7 @@ IdempotencyKey = Annotated[
 
 
 async def _service(request: Request, session: SessionDep) -> EvaluationService:
-    return EvaluationService(session, request.app.state.settings)
+    return EvaluationService(session, request.app.state.settings, request.app.state.clock)
 
 
 ServiceDep = Annotated[EvaluationService, Depends(_service)]
@@ -78,14 +78,14 @@ async def list_evaluations(
     sort: Annotated[EvaluationSort, Query()] = "-created_at",
 ) -> Page[EvaluationSummary]:
     """List evaluations, newest first, filtered by model, suite or state."""
-    items, cursor = await service.list_page(model=model, suite=suite, state=state, sort=sort, page=page)
+    items, cursor = await service.views.list_page(model=model, suite=suite, state=state, sort=sort, page=page)
     return Page(items=items, next_cursor=cursor)
 
 
 @router.get("/evaluations/{evaluation_id:uuid}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
 async def get_evaluation(evaluation_id: uuid.UUID, service: ServiceDep) -> EvaluationRead:
     """Show an evaluation: requirements, capable runners, jobs, attempts, timings and log tails."""
-    return await service.read(evaluation_id)
+    return await service.views.read(evaluation_id)
 
 
 @router.post("/evaluations/{evaluation_id:uuid}/cancel", responses=problem_responses(404, 409))
@@ -116,4 +116,4 @@ async def get_attempt_log(attempt_id: uuid.UUID, session: SessionDep) -> Respons
 @router.get("/queue", dependencies=[Depends(READ)], responses=problem_responses(304))
 async def get_queue(service: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> QueueView:
     """The queue in claim order: each job's position and what it waits for."""
-    return await service.queue(limit=limit)
+    return await service.views.queue(limit=limit)

@@ -1,11 +1,11 @@
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, model_validator
 
 from app.fields import AliasName, CommitSha, RepoId, Slug, Tag
-from app.schemas import Integer, ReadModel, WriteModel
+from app.schemas import ConfigField, Integer, JsonField, ProgressField, ReadModel, SummaryField, WriteModel
 from app.tables import AttemptState, EvaluationState, JobState
 
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
@@ -110,7 +110,7 @@ class AttemptRead(ReadModel):
     lease_expires_at: datetime
     last_heartbeat_at: datetime | None
     finished_at: datetime | None
-    progress: dict[str, Any]
+    progress: ProgressField
     log_bytes: int
     failure_category: str | None
     failure_message: str | None
@@ -139,7 +139,7 @@ class EvaluationRead(ReadModel):
     suite: str
     suite_version: str
     config_hash: str = Field(description="SHA-256 over everything that changes scores; identical requests share it.")
-    config: dict[str, Any]
+    config: ConfigField
     batch_size: str
     priority: int
     state: EvaluationState
@@ -149,7 +149,7 @@ class EvaluationRead(ReadModel):
     requested_by: str | None
     source: str = Field(description="`queue` (run by a runner) or `import` (results produced elsewhere).")
     average: float | None = Field(description="The suite's average of normalized task scores, once all are in.")
-    summary: dict[str, Any] | None = Field(description="Per task: raw and normalized score with stderr.")
+    summary: SummaryField | None = Field(description="Per task: raw and normalized score with stderr.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -187,3 +187,19 @@ class QueueView(ReadModel):
     depth: int
     running: int
     entries: list[QueueEntry]
+
+
+class ResultsImport(WriteModel):
+    """lm-eval output produced elsewhere, recorded as a finished evaluation of a recorded revision."""
+
+    model: RepoId
+    revision: CommitSha
+    suite: Slug
+    precision: EvaluationPrecision = "bf16"
+    backend: Backend = "hf"
+    apply_chat_template: StrictBool = False
+    fewshot_as_multiturn: StrictBool = False
+    harness_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z.+-]{1,32}$")] | None = Field(
+        default=None, description="Default: the document's lm_eval_version."
+    )
+    results: JsonField = Field(description="lm-eval's results JSON (results_*.json).")

@@ -1,64 +1,41 @@
-"""Evaluation requests: resolve the revision and suite, dedupe by config hash, size, match and enqueue."""
+"""Evaluation requests: resolve the revision and suite, dedupe by config hash, size, match and enqueue; cancel."""
 
 import hashlib
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
 
 from fastapi import Request
-from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.db import serialize
 from app.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
-from app.evaluations import repository
+from app.evaluations import repository, state
 from app.evaluations.identity import EvaluationConfig, config_hash
 from app.evaluations.requirements import evaluation_memory
-from app.evaluations.schemas import (
-    AttemptRead,
-    EvaluationCreate,
-    EvaluationRead,
-    EvaluationRequirements,
-    EvaluationSummary,
-    JobRead,
-    QueueEntry,
-    QueueView,
-)
+from app.evaluations.schemas import EvaluationCreate, EvaluationRead
+from app.evaluations.views import EvaluationViews, closest_miss
 from app.evaluations.wakeups import QueueSignal, announce_work
 from app.hub.worker import resolve_ref
-from app.pagination import PageRequest, paginate
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
-from app.runners.matching import Capacity, Need, gib
+from app.runners.matching import Need
 from app.runners.repository import capable, registered_runners
-from app.runners.schemas import ONLINE_WITHIN_SECONDS
 from app.security import Principal
 from app.suites.schemas import SuiteDefinition
-from app.tables import (
-    AttemptState,
-    Evaluation,
-    EvaluationJob,
-    EvaluationState,
-    JobAttempt,
-    JobState,
-    Model,
-    Revision,
-    Runner,
-    RunnerState,
-    SuiteVersion,
-)
-from app.tables.base import utcnow
+from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState, Model, Revision, SuiteVersion
+from app.tables.documents import StoredRequirements
 
-SORT_COLUMNS = {"created_at": Evaluation.created_at}
 # Evaluations an identical request is answered with; failed and canceled ones do not block a new run.
 DEDUPE_STATES = (EvaluationState.QUEUED, EvaluationState.RUNNING, EvaluationState.SUCCEEDED)
 
 
 class EvaluationService:
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.session = session
         self.settings = settings
+        self.clock = clock
+        self.views = EvaluationViews(session, clock)
 
     async def request(
         self,
@@ -103,16 +80,16 @@ class EvaluationService:
                 return earlier, False
         await serialize(self.session, f"config:{digest}")
         if not body.force:
-            existing = await self._same_config(digest)
+            existing = await repository.newest_with_config(self.session, digest, DEDUPE_STATES)
             if existing is not None:
-                return await self.read(existing.id), False
+                return await self.views.read(existing.id), False
 
         memory = evaluation_memory(model, precision=body.precision, suite_context_tokens=suite.context_tokens)
         need = Need(memory.total_bytes, memory.device_bytes, body.backend, harness_version, tuple(sorted(body.labels)))
         runners = await registered_runners(self.session)
         if not capable(runners, need) and not body.queue_without_runner:
             raise Conflict(
-                "No registered runner could ever hold this evaluation: " + _closest_miss(runners, need),
+                "No registered runner could ever hold this evaluation: " + closest_miss(runners, need),
                 requirements={
                     "memory_bytes": need.memory_bytes,
                     "device_bytes": need.device_bytes,
@@ -121,7 +98,7 @@ class EvaluationService:
                     "labels": list(need.labels),
                 },
             )
-        now = utcnow()
+        now = self.clock.now()
         evaluation = Evaluation(
             model_id=model.id,
             revision_id=revision.id,
@@ -132,12 +109,12 @@ class EvaluationService:
             priority=body.priority,
             labels=list(need.labels),
             state=EvaluationState.QUEUED,
-            requirements={
-                "memory_bytes": memory.total_bytes,
-                "device_bytes": memory.device_bytes,
-                "context_tokens": memory.context_tokens,
-                "notes": memory.notes,
-            },
+            requirements=StoredRequirements(
+                memory_bytes=memory.total_bytes,
+                device_bytes=memory.device_bytes,
+                context_tokens=memory.context_tokens or suite.context_tokens,
+                notes=list(memory.notes),
+            ),
             requested_by_token_id=principal.token_id,
             requested_by=principal.name,
             idempotency_key=idempotency_key,
@@ -164,128 +141,21 @@ class EvaluationService:
             )
         await self.session.flush()
         await announce_work(self.session, signal, len(suite.shards))
-        return await self.read(evaluation.id), True
-
-    async def read(self, evaluation_id: uuid.UUID) -> EvaluationRead:
-        evaluation = await repository.load_evaluation(self.session, evaluation_id)
-        model, revision, suite = await self._identity(evaluation)
-        jobs = await repository.jobs_with_attempts(self.session, [evaluation.id])
-        runners = await registered_runners(self.session)
-        busy = await self._running_by_runner()
-        return EvaluationRead(
-            id=evaluation.id,
-            model=model.repo_id,
-            revision=revision.sha,
-            suite=suite.name,
-            suite_version=suite.version,
-            config_hash=evaluation.config_hash,
-            config=evaluation.config,
-            batch_size=evaluation.batch_size,
-            priority=evaluation.priority,
-            state=evaluation.state,
-            requirements=self._requirements(evaluation, runners),
-            failure_category=evaluation.failure_category,
-            failure_message=evaluation.failure_message,
-            requested_by=evaluation.requested_by,
-            source=evaluation.source,
-            average=evaluation.average,
-            summary=evaluation.summary,
-            created_at=evaluation.created_at,
-            started_at=evaluation.started_at,
-            finished_at=evaluation.finished_at,
-            jobs=[await self._job_read(job, runners, busy) for job in jobs],
-        )
-
-    async def list_page(
-        self,
-        *,
-        model: str | None,
-        suite: str | None,
-        state: EvaluationState | None,
-        sort: str,
-        page: PageRequest,
-    ) -> tuple[list[EvaluationSummary], str | None]:
-        statement: Select[Evaluation] = select(Evaluation)
-        if model is not None:
-            statement = statement.join(Model, Model.id == Evaluation.model_id).where(Model.repo_id == model)
-        if suite is not None:
-            statement = statement.join(SuiteVersion, SuiteVersion.id == Evaluation.suite_version_id).where(
-                SuiteVersion.name == suite
-            )
-        if state is not None:
-            statement = statement.where(Evaluation.state == state)
-        rows, cursor = await paginate(
-            self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=Evaluation.id, page=page
-        )
-        items = []
-        for evaluation in rows:
-            config = evaluation.config
-            items.append(
-                EvaluationSummary(
-                    id=evaluation.id,
-                    model=config["model"],
-                    revision=config["revision"],
-                    suite=config["suite"],
-                    suite_version=config["suite_version"],
-                    config_hash=evaluation.config_hash,
-                    state=evaluation.state,
-                    priority=evaluation.priority,
-                    created_at=evaluation.created_at,
-                    finished_at=evaluation.finished_at,
-                )
-            )
-        return items, cursor
+        return await self.views.read(evaluation.id), True
 
     async def cancel(self, evaluation_id: uuid.UUID, principal: Principal) -> EvaluationRead:
         """Queued jobs cancel now; running ones hear it from their next heartbeat."""
-        await serialize(self.session)
-        evaluation = await repository.load_evaluation(self.session, evaluation_id, lock=True)
-        if evaluation.state in (EvaluationState.SUCCEEDED, EvaluationState.PARTIAL, EvaluationState.FAILED):
-            raise Conflict(f"Evaluation {evaluation_id} has {evaluation.state.value} already; nothing to cancel.")
-        await repository.finish_evaluation(
-            self.session, evaluation, EvaluationState.CANCELED, category=None, message=f"Canceled by {principal.name}."
-        )
-        return await self.read(evaluation_id)
-
-    async def queue(self, *, limit: int) -> QueueView:
-        """Queued jobs in claim order, each with what it waits for."""
-        order = (EvaluationJob.priority.desc(), EvaluationJob.queued_at, EvaluationJob.shard_index, EvaluationJob.id)
-        statement = (
-            select(EvaluationJob, Evaluation.config)
-            .join(Evaluation, Evaluation.id == EvaluationJob.evaluation_id)
-            .where(EvaluationJob.state == JobState.QUEUED)
-            .order_by(*order)
-            .limit(limit)
-        )
-        rows = (await self.session.execute(statement)).all()
-        depth = await self._count_jobs(JobState.QUEUED)
-        running = await self._count_jobs(JobState.RUNNING)
-        runners = await registered_runners(self.session)
-        busy = await self._running_by_runner()
-        entries = [
-            QueueEntry(
-                position=position,
-                job_id=job.id,
-                evaluation_id=job.evaluation_id,
-                model=config["model"],
-                suite=config["suite"],
-                shard_index=job.shard_index,
-                priority=job.priority,
-                required_memory_bytes=job.required_memory_bytes,
-                queued_at=job.queued_at,
-                available_at=job.available_at,
-                waiting_for=waiting_for(job, runners, busy) or "a capable runner to ask for work",
-            )
-            for position, (job, config) in enumerate(rows, start=1)
-        ]
-        return QueueView(depth=depth, running=running, entries=entries)
+        await state.cancel(self.session, evaluation_id, principal.name, self.clock.now())
+        return await self.views.read(evaluation_id)
 
     async def _resolve_revision(self, model: Model, body: EvaluationCreate, request: Request) -> Revision:
         revisions = RevisionService(self.session)
         if body.ref is not None:
-            state = request.app.state
+            app_state = request.app.state
             try:
-                sha = await resolve_ref(state.sessionmaker, self.settings, state.hub_client, model.repo_id, body.ref)
+                sha = await resolve_ref(
+                    app_state.sessionmaker, self.settings, app_state.hub_client, model.repo_id, body.ref
+                )
             except ProblemError as problem:
                 if problem.status != 404:
                     raise  # the Hub unreachable or failing: 502/503 as for any sync
@@ -310,153 +180,21 @@ class EvaluationService:
         return revision
 
     async def _suite(self, name: str, version: str | None) -> SuiteVersion:
-        statement = select(SuiteVersion).where(SuiteVersion.name == name)
-        statement = statement.where(SuiteVersion.version == version if version else SuiteVersion.latest.is_(True))
-        row = (await self.session.execute(statement)).scalar_one_or_none()
+        row = await repository.suite_version(self.session, name, version)
         if row is None:
-            known = (await self.session.execute(select(SuiteVersion.name).distinct())).scalars().all()
+            known = await repository.suite_names(self.session)
             if version is not None and name in known:
                 raise UnprocessableEntity(f"Suite {name!r} has no version {version!r}.", field="suite_version")
-            raise UnprocessableEntity(
-                f"No suite {name!r}; known suites: {', '.join(sorted(known)) or 'none'}.", field="suite"
-            )
+            raise UnprocessableEntity(f"No suite {name!r}; known suites: {', '.join(known) or 'none'}.", field="suite")
         return row
 
     async def _replay(self, principal: Principal, key: str, fingerprint: str) -> EvaluationRead | None:
         """The evaluation this caller's Idempotency-Key created, if any; the key with another body is a 422."""
-        statement = select(Evaluation).where(
-            Evaluation.requested_by_token_id == principal.token_id, Evaluation.idempotency_key == key
-        )
-        earlier = (await self.session.execute(statement)).scalar_one_or_none()
+        earlier = await repository.by_idempotency_key(self.session, principal.token_id, key)
         if earlier is None:
             return None
         if earlier.request_fingerprint != fingerprint:
             raise UnprocessableEntity(
                 "This Idempotency-Key was used with another request body.", field="Idempotency-Key", location="header"
             )
-        return await self.read(earlier.id)
-
-    async def _same_config(self, digest: str) -> Evaluation | None:
-        statement = (
-            select(Evaluation)
-            .where(Evaluation.config_hash == digest, Evaluation.state.in_(DEDUPE_STATES))
-            .order_by(Evaluation.created_at.desc())
-            .limit(1)
-        )
-        return (await self.session.execute(statement)).scalar_one_or_none()
-
-    async def _identity(self, evaluation: Evaluation) -> tuple[Model, Revision, SuiteVersion]:
-        model = await self.session.get(Model, evaluation.model_id)
-        revision = await self.session.get(Revision, evaluation.revision_id)
-        suite = await self.session.get(SuiteVersion, evaluation.suite_version_id)
-        assert model is not None
-        assert revision is not None
-        assert suite is not None
-        return model, revision, suite
-
-    def _requirements(self, evaluation: Evaluation, runners: Sequence[Runner]) -> EvaluationRequirements:
-        config, sized = evaluation.config, evaluation.requirements
-        need = Need(
-            sized["memory_bytes"],
-            sized["device_bytes"],
-            config["backend"],
-            config["harness_version"],
-            tuple(evaluation.labels),
-        )
-        return EvaluationRequirements(
-            memory_bytes=need.memory_bytes,
-            device_bytes=need.device_bytes,
-            context_tokens=sized["context_tokens"],
-            backend=need.backend,
-            harness_version=need.harness_version,
-            labels=list(need.labels),
-            notes=sized.get("notes", []),
-            capable_runners=sorted(runner.name for runner in capable(runners, need)),
-        )
-
-    async def _job_read(self, job: EvaluationJob, runners: Sequence[Runner], busy: dict[uuid.UUID, int]) -> JobRead:
-        latest = job.attempts[-1] if job.attempts else None
-        return JobRead(
-            id=job.id,
-            shard_index=job.shard_index,
-            tasks=job.tasks,
-            state=job.state,
-            required_memory_bytes=job.required_memory_bytes,
-            attempt_count=job.attempt_count,
-            cancel_requested=job.cancel_requested,
-            available_at=job.available_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            attempts=[_attempt_read(attempt) for attempt in job.attempts],
-            log_tail=await repository.log_tail(self.session, latest) if latest is not None else None,
-            waiting_for=waiting_for(job, runners, busy) if job.state == JobState.QUEUED else None,
-        )
-
-    async def _running_by_runner(self) -> dict[uuid.UUID, int]:
-        rows = await self.session.execute(
-            select(JobAttempt.runner_id, func.count())
-            .where(JobAttempt.state == AttemptState.RUNNING)
-            .group_by(JobAttempt.runner_id)
-        )
-        return dict(rows.all())
-
-    async def _count_jobs(self, state: JobState) -> int:
-        return int((await self.session.execute(select(func.count()).where(EvaluationJob.state == state))).scalar_one())
-
-
-def _attempt_read(attempt: JobAttempt) -> AttemptRead:
-    return AttemptRead(
-        id=attempt.id,
-        number=attempt.number,
-        runner=attempt.runner.name,
-        state=attempt.state,
-        claimed_at=attempt.claimed_at,
-        lease_expires_at=attempt.lease_expires_at,
-        last_heartbeat_at=attempt.last_heartbeat_at,
-        finished_at=attempt.finished_at,
-        progress=attempt.progress,
-        log_bytes=attempt.log_bytes,
-        failure_category=attempt.failure_category,
-        failure_message=attempt.failure_message,
-    )
-
-
-def waiting_for(
-    job: EvaluationJob, runners: Sequence[Runner], busy: dict[uuid.UUID, int], now: datetime | None = None
-) -> str | None:
-    """Why a queued job has not been claimed, in the order an operator would look."""
-    now = now or utcnow()
-    if job.available_at > now:
-        return f"retry backoff until {job.available_at.isoformat()}"
-    holders = capable(runners, Need.of(job))
-    if not holders:
-        return "no registered runner can hold it: " + _closest_miss(runners, Need.of(job))
-    active = [runner for runner in holders if runner.state == RunnerState.ACTIVE]
-    if not active:
-        return f"capable runners are paused or draining ({', '.join(sorted(r.name for r in holders))})"
-    online = [
-        runner
-        for runner in active
-        if runner.last_contact_at is not None
-        and (now - runner.last_contact_at).total_seconds() <= ONLINE_WITHIN_SECONDS
-    ]
-    if not online:
-        return f"no capable runner is online ({', '.join(sorted(r.name for r in active))} offline)"
-    if all(busy.get(runner.id, 0) >= runner.max_concurrent_jobs for runner in online):
-        return f"capable runners are busy ({', '.join(sorted(r.name for r in online))})"
-    return None
-
-
-def _closest_miss(runners: Sequence[Runner], need: Need) -> str:
-    if not runners:
-        return "no runners are registered."
-    best = max(runners, key=lambda runner: Capacity.of(runner).total_bytes)
-    reasons = Capacity.of(best).shortfalls(need)
-    return (
-        f"it needs {gib(need.memory_bytes)} ({gib(need.device_bytes)} on one device), backend {need.backend}, "
-        f"lm-eval {need.harness_version}"
-        + (f", labels {', '.join(need.labels)}" if need.labels else "")
-        + f"; the largest runner, {best.name}, "
-        + ("; ".join(reasons) if reasons else "matches but others differ")
-        + "."
-    )
+        return await self.views.read(earlier.id)

@@ -5,7 +5,7 @@ builds the matching SQL expression from columns (the model search's "fits on N x
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 PRECISION_BITS: dict[str, int] = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4}
@@ -80,6 +80,52 @@ class Architecture:
     @property
     def is_dense(self) -> bool:
         return not self.moe_experts_total or self.moe_experts_total <= 1
+
+
+class ArchitectureRecord(Protocol):
+    """Anything that carries a model's architecture columns: a model row, or a row of selected columns."""
+
+    @property
+    def hidden_size(self) -> int | None: ...
+    @property
+    def num_layers(self) -> int | None: ...
+    @property
+    def num_attention_heads(self) -> int | None: ...
+    @property
+    def num_kv_heads(self) -> int | None: ...
+    @property
+    def intermediate_size(self) -> int | None: ...
+    @property
+    def vocab_size(self) -> int | None: ...
+    @property
+    def head_dim(self) -> int | None: ...
+    @property
+    def tied_embeddings(self) -> bool | None: ...
+    @property
+    def moe_experts_total(self) -> int | None: ...
+
+
+def architecture_of(record: ArchitectureRecord) -> Architecture | None:
+    """The architecture a record states, or None while hidden size, layers or heads are unknown."""
+    hidden, layers, heads, kv_heads = (
+        record.hidden_size,
+        record.num_layers,
+        record.num_attention_heads,
+        record.num_kv_heads,
+    )
+    if hidden is None or layers is None or heads is None or kv_heads is None:
+        return None
+    return Architecture(
+        hidden_size=hidden,
+        num_layers=layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        intermediate_size=record.intermediate_size,
+        vocab_size=record.vocab_size,
+        head_dim=record.head_dim,
+        tied_embeddings=bool(record.tied_embeddings),
+        moe_experts_total=record.moe_experts_total,
+    )
 
 
 def dense_parameter_count(arch: Architecture, *, legacy_rotary_buffers: bool = False) -> int:

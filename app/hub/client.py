@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi
@@ -28,6 +28,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import ModelInfo
 
 from app.config import Settings
+from app.tables.documents import JsonObject
 
 log = logging.getLogger("corral.hub")
 T = TypeVar("T")
@@ -60,6 +61,13 @@ class HubBadGateway(HubError):
     status, slug = 502, "hub-bad-gateway"
 
 
+class CommitRecord(TypedDict):
+    sha: str
+    date: str
+    title: str
+    authors: list[str]
+
+
 @dataclass
 class HubFetch:
     """What one sync read from the Hub for one repo at one revision."""
@@ -67,7 +75,7 @@ class HubFetch:
     repo_id: str
     sha: str
     info: ModelInfo
-    config: dict[str, Any] | None
+    config: JsonObject | None
     safetensors_parameters: dict[str, int] | None
     safetensors_files: int
     refs: dict[str, list[dict[str, str]]]
@@ -104,7 +112,7 @@ class HubClient:
         names = {sibling.rfilename for sibling in info.siblings or []}
         notes: list[str] = []
         files_gated = False
-        config: dict[str, Any] | None = None
+        config: JsonObject | None = None
         parameters: dict[str, int] | None = None
         shards = sorted(name for name in names if name.endswith(".safetensors") and "/" not in name)
         try:
@@ -149,16 +157,16 @@ class HubClient:
             notes=notes,
         )
 
-    def commits(self, repo_id: str, revision: str, limit: int) -> list[dict[str, Any]]:
+    def commits(self, repo_id: str, revision: str, limit: int) -> list[CommitRecord]:
         # list_repo_commits already retries with its own backoff (huggingface_hub's http_backoff); don't stack ours.
         listed = self._call(repo_id, lambda: self.api.list_repo_commits(repo_id, revision=revision), retries=0)
         return [
-            {
-                "sha": commit.commit_id,
-                "date": commit.created_at.isoformat(),
-                "title": commit.title,
-                "authors": list(commit.authors),
-            }
+            CommitRecord(
+                sha=commit.commit_id,
+                date=commit.created_at.isoformat(),
+                title=commit.title,
+                authors=list(commit.authors),
+            )
             for commit in listed[:limit]
         ]
 
@@ -178,7 +186,7 @@ class HubClient:
         )
         return str(info.pr_url or info.commit_url)
 
-    def _read_json(self, repo_id: str, filename: str, sha: str) -> dict[str, Any]:
+    def _read_json(self, repo_id: str, filename: str, sha: str) -> JsonObject:
         with tempfile.TemporaryDirectory(prefix="corral-hub-") as cache:
             path = self._call(
                 repo_id,

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.db import SessionDep
-from app.hub.client import HubClient, HubError
+from app.hub.client import CommitRecord, HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import HubCommit, SyncResult
 from app.hub.service import within_deadline
@@ -62,10 +62,10 @@ async def list_hub_commits(
 # from here, however many callers ask it (bounded, so that a caller cycling through names cannot grow it).
 COMMITS_CACHE_SECONDS = 30.0
 COMMITS_CACHE_ENTRIES = 512
-_commits: dict[tuple[int, str, str, int], tuple[float, list[dict[str, object]]]] = {}
+_commits: dict[tuple[int, str, str, int], tuple[float, list[CommitRecord]]] = {}
 
 
-async def fetch_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[dict[str, object]]:
+async def fetch_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[CommitRecord]:
     key = (id(client), repo_id, revision, limit)
     now = time.monotonic()
     cached = _commits.get(key)

@@ -8,7 +8,7 @@ import asyncio
 import re
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,13 +18,14 @@ from app.errors import Conflict
 from app.fields import ALIAS_PATTERN
 from app.hub.client import HubClient, HubError, HubFetch, HubUnavailable
 from app.hub.schemas import SyncResult
-from app.hub.snapshot import disagreements, hub_facts, snapshot
+from app.hub.snapshot import HubSnapshot, disagreements, hub_facts, snapshot
 from app.registry.models.schemas import ModelCreate, hub_state
 from app.registry.models.service import ModelService, complete_architecture, effective_license
 from app.registry.repository import model_by_repo_id, require_model
 from app.registry.revisions.service import RevisionService
 from app.tables import License, Model, ModelKind, Revision
 from app.tables.base import utcnow
+from app.tables.documents import JsonObject
 
 ALIASABLE = re.compile(ALIAS_PATTERN)  # a branch named like an alias gets one, moved on each new commit
 LEASE = timedelta(minutes=5)
@@ -86,7 +87,11 @@ class HubSyncService:
         # The first snapshot of a commit stays: a re-sync of the same sha changes nothing (not even counters).
         created = await revisions.by_sha(model, fetch.sha) is None
         if created:
-            self.session.add(Revision(model_id=model.id, sha=fetch.sha, ref=revision, snapshot=record, source="hub"))
+            self.session.add(
+                Revision(
+                    model_id=model.id, sha=fetch.sha, ref=revision, snapshot=cast(JsonObject, record), source="hub"
+                )
+            )
             await self.session.flush()
         if ALIASABLE.match(revision) and revision != fetch.sha:
             await revisions.set_alias(repo_id, revision, fetch.sha)
@@ -126,7 +131,7 @@ class HubSyncService:
             )
         )
 
-    async def _license_slug(self, record: dict[str, Any]) -> str | None:
+    async def _license_slug(self, record: HubSnapshot) -> str | None:
         hub = record["license"]
         if not hub["id"]:
             return None
@@ -136,7 +141,7 @@ class HubSyncService:
         return slugs[0] if len(slugs) == 1 else None
 
 
-def _guess_kind(repo_id: str, record: dict[str, Any]) -> str:
+def _guess_kind(repo_id: str, record: HubSnapshot) -> str:
     name, tags, pipeline = repo_id.lower(), set(record["tags"]), record["pipeline_tag"] or ""
     if "guard" in name:
         return ModelKind.GUARD.value

@@ -1,9 +1,58 @@
 """From what the Hub said to what Corral records: the revision snapshot, model fields, disagreements."""
 
-from typing import Any
+from typing import Any, TypeAlias, TypedDict, cast
 
 from app.hub.client import CHAT_TEMPLATE_FILES, WEIGHT_SUFFIXES, HubFetch
 from app.tables import License, Model
+from app.tables.documents import HubDisagreement, JsonObject
+
+ModelFacts: TypeAlias = dict[str, int | bool | str]  # model field -> value, as the registry accepts it
+
+
+class LicenseRef(TypedDict):
+    id: str | None
+    name: str | None
+    link: str | None
+
+
+class FileRecord(TypedDict):
+    path: str
+    size: int | None
+    lfs_sha256: str | None
+
+
+class SafetensorsRecord(TypedDict):
+    parameters: dict[str, int]  # dtype -> count
+    total: int
+    files: int
+
+
+class HubSnapshot(TypedDict):
+    """What a revision records of the Hub at its commit (stored as the revision's snapshot)."""
+
+    sha: str
+    ref: str
+    last_modified: str | None
+    gated: bool | str
+    files_gated: bool
+    private: bool
+    disabled: bool
+    license: LicenseRef
+    base_model: list[str]
+    library_name: str | None
+    pipeline_tag: str | None
+    tags: list[str]
+    downloads: int | None
+    likes: int | None
+    files: list[FileRecord]
+    weight_bytes: int
+    safetensors: SafetensorsRecord | None
+    config: JsonObject | None
+    architecture: ModelFacts
+    chat_template: bool
+    refs: dict[str, list[dict[str, str]]]
+    notes: list[str]
+
 
 # config.json key -> model field. Names differ across architectures; the first present wins.
 CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
@@ -30,21 +79,21 @@ SNAPSHOT_CONFIG_KEYS = (
 )
 
 
-def text_config(config: dict[str, Any]) -> dict[str, Any]:
+def text_config(config: JsonObject) -> JsonObject:
     """Multimodal configs keep the language model's numbers under text_config."""
     nested = config.get("text_config")
     return {**config, **nested} if isinstance(nested, dict) else config
 
 
-def architecture_from_config(config: dict[str, Any] | None) -> dict[str, Any]:
+def architecture_from_config(config: JsonObject | None) -> ModelFacts:
     if not config:
         return {}
     flat = text_config(config)
-    fields: dict[str, Any] = {}
+    fields: ModelFacts = {}
     for field, keys in CONFIG_FIELDS.items():
         for key in keys:
             value = flat.get(key)
-            if _usable(field, value):
+            if isinstance(value, int) and _usable(field, value):  # bool is an int too
                 fields[field] = value
                 break
     if "num_kv_heads" not in fields and "num_attention_heads" in fields:
@@ -55,7 +104,7 @@ def architecture_from_config(config: dict[str, Any] | None) -> dict[str, Any]:
     return fields
 
 
-def _usable(field: str, value: Any) -> bool:
+def _usable(field: str, value: int) -> bool:
     """A config value is taken only if the registry itself would accept it (a mirror may hold anything)."""
     if field == "tied_embeddings":
         return isinstance(value, bool)
@@ -65,8 +114,8 @@ def _usable(field: str, value: Any) -> bool:
 
 def has_chat_template(fetch: HubFetch) -> bool:
     names = {sibling.rfilename for sibling in fetch.info.siblings or []}
-    tokenizer = (fetch.info.config or {}).get("tokenizer_config") or {}
-    return bool(names & CHAT_TEMPLATE_FILES) or bool(tokenizer.get("chat_template"))
+    tokenizer = (fetch.info.config or {}).get("tokenizer_config")
+    return bool(names & CHAT_TEMPLATE_FILES) or (isinstance(tokenizer, dict) and bool(tokenizer.get("chat_template")))
 
 
 def _storable(value: Any) -> Any:
@@ -80,20 +129,20 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def snapshot(fetch: HubFetch, ref: str) -> dict[str, Any]:
-    return _storable(_snapshot(fetch, ref))  # type: ignore[no-any-return]
+def snapshot(fetch: HubFetch, ref: str) -> HubSnapshot:
+    return cast(HubSnapshot, _storable(_snapshot(fetch, ref)))
 
 
-def _snapshot(fetch: HubFetch, ref: str) -> dict[str, Any]:
+def _snapshot(fetch: HubFetch, ref: str) -> HubSnapshot:
     info, card = fetch.info, fetch.info.card_data
     siblings = sorted(info.siblings or [], key=lambda item: item.rfilename)
     files = [
-        {"path": sibling.rfilename, "size": sibling.size, "lfs_sha256": sibling.lfs.sha256 if sibling.lfs else None}
+        FileRecord(path=sibling.rfilename, size=sibling.size, lfs_sha256=sibling.lfs.sha256 if sibling.lfs else None)
         for sibling in siblings
     ]
     weight_bytes = sum(sibling.size or 0 for sibling in siblings if sibling.rfilename.endswith(WEIGHT_SUFFIXES))
     parameters = fetch.safetensors_parameters
-    return {
+    return {  # a HubSnapshot
         "sha": fetch.sha,
         "ref": ref,
         "last_modified": info.last_modified.isoformat() if info.last_modified else None,
@@ -138,26 +187,26 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
-def hub_facts(record: dict[str, Any]) -> dict[str, Any]:
+def hub_facts(record: HubSnapshot) -> ModelFacts:
     """The model fields a snapshot can supply: architecture, exact parameters, context."""
-    facts = dict(record.get("architecture") or {})
-    if record.get("safetensors"):
+    facts = dict(record["architecture"])
+    if record["safetensors"]:
         facts["parameter_count"] = record["safetensors"]["total"]
     return facts
 
 
-def disagreements(model: Model, license: License | None, record: dict[str, Any]) -> list[dict[str, Any]]:
+def disagreements(model: Model, license: License | None, record: HubSnapshot) -> list[HubDisagreement]:
     """Where the Hub and the registry differ on parameters, context length or licence. Shown, never merged."""
     found = []
     facts = hub_facts(record)
     for field in ("parameter_count", "context_length"):
         ours, theirs = getattr(model, field), facts.get(field)
         if ours is not None and theirs is not None and ours != theirs:
-            found.append({"field": field, "registry": ours, "hub": theirs})
+            found.append(HubDisagreement(field=field, registry=ours, hub=theirs))
     hub_license = record["license"]
     hub_id = hub_license["name"] if hub_license["id"] == "other" and hub_license["name"] else hub_license["id"]
     if license is not None and hub_id:
         ours_id = license.hub_license_name if license.hub_license_id == "other" else license.hub_license_id
         if ours_id and ours_id != hub_id:
-            found.append({"field": "license", "registry": ours_id, "hub": hub_id})
+            found.append(HubDisagreement(field="license", registry=ours_id, hub=hub_id))
     return found

@@ -5,27 +5,38 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.evaluations.wakeups import QueueSignal
-from app.protocol.service import QueueService
+from app.protocol.service import ProtocolService
 
 log = logging.getLogger("corral.queue")
 
 
-async def reap_once(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, signal: QueueSignal) -> int:
+async def reap_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    signal: QueueSignal,
+    clock: Clock = SYSTEM_CLOCK,
+) -> int:
     async with sessionmaker() as session:
-        expired = await QueueService(session, settings, signal).expire_leases()
+        expired = await ProtocolService(session, settings, signal, clock).expire_leases()
         await session.commit()
     if expired:
         log.info("reaper: %d lapsed attempt(s) expired", expired)
     return expired
 
 
-async def reap_forever(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, signal: QueueSignal) -> None:
+async def reap_forever(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    signal: QueueSignal,
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:
     while True:
         await asyncio.sleep(settings.reaper_interval_seconds)
         try:
-            while await reap_once(sessionmaker, settings, signal) >= 100:
+            while await reap_once(sessionmaker, settings, signal, clock) >= 100:
                 pass  # a full batch: more may be waiting
         except asyncio.CancelledError:
             raise

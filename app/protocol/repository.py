@@ -1,24 +1,29 @@
-"""The queue's data access: the conditions every runner write rests on, ending attempts, the claimed job's
-document, and the small per-process caches that keep hot paths short."""
+"""The runner protocol's SQL: the claim statement, the lease condition every runner write rests on, the claimed
+job's document, and the small per-process caches that keep hot paths short."""
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, Forbidden, NotFound, ProblemError
-from app.protocol.schemas import ClaimedJob, ClaimedTask, JobSettings, ResultStored
+from app.evaluations.repository import CLAIM_ORDER
+from app.hardware.fit import Placement
+from app.protocol.schemas import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
+from app.runners.matching import Capacity
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
+    AttemptLogChunk,
     AttemptState,
     Evaluation,
     EvaluationJob,
-    FailureCategory,
     JobAttempt,
     JobResult,
+    JobState,
     Revision,
     Runner,
     SuiteVersion,
@@ -28,6 +33,17 @@ from app.tokens.credentials import hash_token, secret_matches
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 _last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at
 _suites: dict[uuid.UUID, SuiteDefinition] = {}  # suite versions are immutable: parsed once per process
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    job_id: uuid.UUID
+    attempt_number: int
+    evaluation_id: uuid.UUID
+    available_at: datetime
+    required_memory_bytes: int
+    required_device_bytes: int
+    backend: str
 
 
 def live(attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime) -> list[ColumnElement[bool]]:
@@ -41,30 +57,100 @@ def live(attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: dat
     ]
 
 
-async def end_attempt(
+async def lock_runner(session: AsyncSession, runner_id: uuid.UUID) -> Runner | None:
+    """The runner's row lock keeps its own concurrent claims (one per long-poll) within max_concurrent_jobs."""
+    return await session.scalar(select(Runner).where(Runner.id == runner_id).with_for_update())
+
+
+async def running_attempts(session: AsyncSession, runner_id: uuid.UUID) -> int:
+    count = await session.scalar(
+        select(func.count()).where(JobAttempt.runner_id == runner_id, JobAttempt.state == AttemptState.RUNNING)
+    )
+    return int(count or 0)
+
+
+async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -> ClaimedRow | None:
+    """The claim: one statement moves the best claimable job this capacity holds from queued to running."""
+    candidate = (
+        select(EvaluationJob.id)
+        .where(EvaluationJob.state == JobState.QUEUED, EvaluationJob.available_at <= now, *capacity.job_filter())
+        .order_by(*CLAIM_ORDER)
+        .limit(1)  # inside the subquery: the UPDATE can never take more than one row
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+        .scalar_subquery()
+    )
+    claimed = (
+        await session.execute(
+            update(EvaluationJob)
+            .where(EvaluationJob.id == candidate, EvaluationJob.state == JobState.QUEUED)
+            .values(
+                state=JobState.RUNNING,
+                attempt_count=EvaluationJob.attempt_count + 1,
+                started_at=func.coalesce(EvaluationJob.started_at, now),
+                updated_at=now,
+            )
+            .returning(
+                EvaluationJob.id,
+                EvaluationJob.attempt_count,
+                EvaluationJob.evaluation_id,
+                EvaluationJob.available_at,
+                EvaluationJob.required_memory_bytes,
+                EvaluationJob.required_device_bytes,
+                EvaluationJob.backend,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    return None if claimed is None else ClaimedRow(*claimed)
+
+
+async def renew_lease(
+    session: AsyncSession, conditions: list[ColumnElement[bool]], now: datetime, expires: datetime, progress: object
+) -> uuid.UUID | None:
+    """Extend a live lease and record progress; the attempt's job, or None when the lease is not live."""
+    row = (
+        await session.execute(
+            update(JobAttempt)
+            .where(*conditions)
+            .values(lease_expires_at=expires, last_heartbeat_at=now, progress=progress)
+            .returning(JobAttempt.job_id)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    return None if row is None else row.job_id
+
+
+async def cancel_requested(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    return bool(await session.scalar(select(EvaluationJob.cancel_requested).where(EvaluationJob.id == job_id)))
+
+
+async def grow_log(
     session: AsyncSession,
     attempt_id: uuid.UUID,
-    state: AttemptState,
-    now: datetime,
-    *,
-    message: str | None,
-    holder: tuple[uuid.UUID, str] | None = None,
-    category: FailureCategory | None = None,
-) -> bool:
-    """End the attempt; with `holder` (runner id, lease token) only if that runner still holds its lease."""
-    conditions = live(attempt_id, *holder, now) if holder else [JobAttempt.id == attempt_id]
-    result = await session.execute(
-        update(JobAttempt)
-        .where(*conditions)
-        .values(
-            state=state,
-            finished_at=now,
-            failure_category=category.value if category else None,
-            failure_message=message,
+    conditions: list[ColumnElement[bool]],
+    start: int,
+    data: bytes,
+    max_bytes: int,
+) -> int | None:
+    """Append at `start` when the log ends there and stays within `max_bytes`; the new size, or None."""
+    row = (
+        await session.execute(
+            update(JobAttempt)
+            .where(*conditions, JobAttempt.log_bytes == start, JobAttempt.log_bytes + len(data) <= max_bytes)
+            .values(log_bytes=JobAttempt.log_bytes + len(data))
+            .returning(JobAttempt.log_bytes)
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    ).first()
+    if row is None:
+        return None
+    session.add(AttemptLogChunk(attempt_id=attempt_id, offset=start, data=data))
+    await session.flush()
+    return int(row.log_bytes)
+
+
+async def log_size(session: AsyncSession, attempt_id: uuid.UUID) -> int | None:
+    return await session.scalar(select(JobAttempt.log_bytes).where(JobAttempt.id == attempt_id))
 
 
 async def attempt_of(
@@ -118,8 +204,37 @@ async def touch_runner(session: AsyncSession, runner_id: uuid.UUID, now: datetim
     )
 
 
+async def suite_definition(session: AsyncSession, suite_version_id: uuid.UUID) -> SuiteDefinition:
+    suite = _suites.get(suite_version_id)
+    if suite is None:
+        definition = await session.scalar(select(SuiteVersion.definition).where(SuiteVersion.id == suite_version_id))
+        suite = _suites[suite_version_id] = SuiteDefinition.model_validate(definition)
+    return suite
+
+
+async def suite_of_evaluation(session: AsyncSession, evaluation_id: uuid.UUID) -> SuiteDefinition:
+    suite_version_id = await session.scalar(select(Evaluation.suite_version_id).where(Evaluation.id == evaluation_id))
+    assert suite_version_id is not None
+    return await suite_definition(session, suite_version_id)
+
+
+async def evaluation_of_job(session: AsyncSession, job_id: uuid.UUID) -> uuid.UUID:
+    evaluation_id = await session.scalar(select(EvaluationJob.evaluation_id).where(EvaluationJob.id == job_id))
+    assert evaluation_id is not None
+    return evaluation_id
+
+
+async def result_of_job(session: AsyncSession, job_id: uuid.UUID) -> JobResult | None:
+    return await session.scalar(select(JobResult).where(JobResult.job_id == job_id))
+
+
 async def claimed_job(
-    session: AsyncSession, settings: Settings, job_id: uuid.UUID, attempt: JobAttempt, lease_token: str
+    session: AsyncSession,
+    settings: Settings,
+    job_id: uuid.UUID,
+    attempt: JobAttempt,
+    lease_token: str,
+    placement: Placement | None,
 ) -> ClaimedJob:
     row = (
         await session.execute(
@@ -139,10 +254,8 @@ async def claimed_job(
         )
     ).one()
     tasks, shard_index, required_memory, evaluation_id, config, batch_size, suite_version_id, sha = row
-    suite = _suites.get(suite_version_id)
-    if suite is None:
-        definition = await session.scalar(select(SuiteVersion.definition).where(SuiteVersion.id == suite_version_id))
-        suite = _suites[suite_version_id] = SuiteDefinition.model_validate(definition)
+    assert config["seed"] is not None  # every request carries a seed; only imports (never claimed) may lack one
+    suite = await suite_definition(session, suite_version_id)
     fewshot = {task.name: task.num_fewshot for task in suite.tasks}
     return ClaimedJob(
         attempt_id=attempt.id,
@@ -178,6 +291,10 @@ async def claimed_job(
             harness_version=config["harness_version"],
         ),
         required_memory_bytes=required_memory,
+        placement=JobPlacement(
+            tensor_parallel=placement.tensor_parallel if placement else 1,
+            pipeline_parallel=placement.pipeline_parallel if placement else 1,
+        ),
     )
 
 

@@ -20,7 +20,7 @@ from app.protocol.schemas import (
     ResultStored,
     ResultUpload,
 )
-from app.protocol.service import QueueService, claim_once
+from app.protocol.service import ProtocolService, claim_once
 from app.schemas import COMMON_ERRORS, problem_responses
 from app.security import RUNNER, Principal
 
@@ -40,11 +40,12 @@ async def _runner_id(principal: Annotated[Principal | None, Depends(RUNNER)]) ->
 RunnerId = Annotated[uuid.UUID, Depends(_runner_id)]
 
 
-async def _service(request: Request, session: SessionDep) -> QueueService:
-    return QueueService(session, request.app.state.settings, request.app.state.queue_signal)
+async def _service(request: Request, session: SessionDep) -> ProtocolService:
+    state = request.app.state
+    return ProtocolService(session, state.settings, state.queue_signal, state.clock)
 
 
-ServiceDep = Annotated[QueueService, Depends(_service)]
+ServiceDep = Annotated[ProtocolService, Depends(_service)]
 
 
 @router.post(
@@ -73,7 +74,7 @@ async def claim_job(
     try:
         while True:
             ticket = signal.ticket()  # taken before the try, so a wake-up during it is not lost
-            claim = await claim_once(sessionmaker, settings, signal, runner_id)
+            claim = await claim_once(sessionmaker, settings, signal, runner_id, request.app.state.clock)
             if claim is not None:
                 request.app.state.metrics.claim_wait.observe(claim.waited_seconds)
                 return claim.job

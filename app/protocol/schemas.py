@@ -2,12 +2,13 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas import ReadModel, WriteModel
+from app.schemas import AS_OBJECT, JsonField, ReadModel, WriteModel
 from app.suites.schemas import TaskName
+from app.tables.documents import GenerationArguments
 
 LEASE_HEADER = "Corral-Lease-Token"
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -23,13 +24,22 @@ class JobSettings(ReadModel):
     num_fewshot: int | None
     limit: int | float | None
     seed: int
-    gen_kwargs: dict[str, Any] | None
+    gen_kwargs: Annotated[GenerationArguments, AS_OBJECT] | None
     harness_version: str
 
 
 class ClaimedTask(ReadModel):
     name: str
     num_fewshot: int
+
+
+class JobPlacement(ReadModel):
+    """How the job spreads over the claiming runner's devices (app/hardware/fit.py decides)."""
+
+    tensor_parallel: int = Field(
+        description="Devices of one machine the model is spread over (on hf, the GPUs accelerate places layers on)."
+    )
+    pipeline_parallel: int = Field(description="Nodes the model is spread over (vLLM on Ray); 1 on one machine.")
 
 
 class ClaimedJob(ReadModel):
@@ -51,6 +61,7 @@ class ClaimedJob(ReadModel):
     tasks: list[ClaimedTask]
     settings: JobSettings
     required_memory_bytes: int
+    placement: JobPlacement
 
 
 class Progress(WriteModel):
@@ -96,17 +107,17 @@ class LmEvalResults(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    results: dict[str, dict[str, Any]] = Field(min_length=1)
-    configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    versions: dict[str, Any] = Field(default_factory=dict)
-    groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    n_shot: dict[str, Any] = Field(default_factory=dict, alias="n-shot")
+    results: dict[str, JsonField] = Field(min_length=1)
+    configs: dict[str, JsonField] = Field(default_factory=dict)
+    versions: JsonField = Field(default_factory=dict)
+    groups: dict[str, JsonField] = Field(default_factory=dict)
+    n_shot: JsonField = Field(default_factory=dict, alias="n-shot")
     lm_eval_version: str | None = Field(default=None, max_length=32)
 
 
 class ResultUpload(WriteModel):
-    results: dict[str, Any] = Field(description="lm-eval's results JSON, as `simple_evaluate` returns it.")
-    samples: dict[str, list[dict[str, Any]]] | None = Field(default=None, description="Logged samples per task.")
+    results: JsonField = Field(description="lm-eval's results JSON, as `simple_evaluate` returns it.")
+    samples: dict[str, list[JsonField]] | None = Field(default=None, description="Logged samples per task.")
 
 
 class ResultStored(ReadModel):

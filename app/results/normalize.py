@@ -19,10 +19,10 @@ Where a part has none, the aggregate has none. Nothing here can produce a non-fi
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from app.results.ingest import PROPORTIONS
 from app.suites.schemas import SuiteDefinition, SuiteTask
+from app.tables.documents import ScoreSummary, TaskSummary
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _weighted(task: SuiteTask, index: Index) -> Measured | None:
     return Measured(sum(leaf.value * samples for leaf, samples in counted) / total, stderr, total)
 
 
-def _task_summary(task: SuiteTask, index: Index) -> dict[str, Any] | None:
+def _task_summary(task: SuiteTask, index: Index) -> TaskSummary | None:
     rule = task.raw_rule
     if rule == "mean":
         parts = []
@@ -113,56 +113,60 @@ def _task_summary(task: SuiteTask, index: Index) -> dict[str, Any] | None:
                 return None
             lower = task.subtask_lower_bounds.get(name, task.lower_bound or 0.0)
             parts.append((measured, _normalize(measured.value, lower), _scaled(measured.stderr, lower)))
-        return {
-            "raw": sum(part[0].value for part in parts) / len(parts),
-            "raw_stderr": _mean_stderr([part[0].stderr for part in parts]),
-            "normalized": sum(part[1] for part in parts) / len(parts),
-            "stderr": _mean_stderr([part[2] for part in parts]),
-            "subtasks": len(parts),
-        }
+        return _finite(
+            TaskSummary(
+                raw=sum(part[0].value for part in parts) / len(parts),
+                raw_stderr=_mean_stderr([part[0].stderr for part in parts]),
+                normalized=sum(part[1] for part in parts) / len(parts),
+                stderr=_mean_stderr([part[2] for part in parts]),
+                subtasks=len(parts),
+            )
+        )
     measured = _weighted(task, index) if rule == "group" else _metrics(task, task.name, index)
     if measured is None:
         return None
     lower = task.lower_bound or 0.0
-    summary: dict[str, Any] = {
-        "raw": measured.value,
-        "raw_stderr": measured.stderr,
-        "normalized": _normalize(measured.value, lower),
-        "stderr": _scaled(measured.stderr, lower),
-    }
+    summary = TaskSummary(
+        raw=measured.value,
+        raw_stderr=measured.stderr,
+        normalized=_normalize(measured.value, lower),
+        stderr=_scaled(measured.stderr, lower),
+    )
     if rule == "group":
         summary["subtasks"] = len(task.subtasks)
-    return summary
+    return _finite(summary)
 
 
-def _finite(summary: dict[str, Any]) -> dict[str, Any]:
-    """Belt and braces: a number that is not finite never leaves this module (it is absent instead)."""
-    for name, value in summary.items():
-        if isinstance(value, float) and not math.isfinite(value):
+def _finite(summary: TaskSummary) -> TaskSummary | None:
+    """Belt and braces: a number that is not finite never leaves this module. A task whose raw or normalized
+    value is not finite has no score (it is missing); a standard error that is not finite is unknown."""
+    if not (math.isfinite(summary["raw"]) and math.isfinite(summary["normalized"])):
+        return None
+    for name in ("raw_stderr", "stderr"):
+        value = summary[name]
+        if value is not None and not math.isfinite(value):
             summary[name] = None
     return summary
 
 
 def summarize(
     suite: SuiteDefinition, scores: Iterable[tuple[str, str, str, float, float | None, int | None]]
-) -> dict[str, Any]:
-    """{"tasks": {name: {raw, raw_stderr, normalized, stderr}}, "average", "average_stderr", "complete",
-    "missing"}: `complete` when every task of the suite has its score."""
+) -> ScoreSummary:
+    """Every task's summary, the average and its stderr; `complete` when every task of the suite has its score."""
     index = {
         (task, metric, filter_): Measured(value, stderr, samples)
         for task, metric, filter_, value, stderr, samples in scores
     }
     tasks = {task.name: _task_summary(task, index) for task in suite.tasks}
-    present = {name: _finite(summary) for name, summary in tasks.items() if summary is not None}
+    present = {name: summary for name, summary in tasks.items() if summary is not None}
     missing = [name for name, summary in tasks.items() if summary is None]
-    complete = not missing and all(summary["normalized"] is not None for summary in present.values())
+    complete = not missing
     average = sum(s["normalized"] for s in present.values()) / len(present) if complete else None
-    return _finite(
-        {
-            "tasks": present,
-            "average": average,
-            "average_stderr": _mean_stderr([s["stderr"] for s in present.values()]) if complete else None,
-            "complete": complete,
-            "missing": missing,
-        }
+    average_stderr = _mean_stderr([s["stderr"] for s in present.values()]) if complete else None
+    return ScoreSummary(
+        tasks=present,
+        average=average if average is None or math.isfinite(average) else None,
+        average_stderr=average_stderr if average_stderr is None or math.isfinite(average_stderr) else None,
+        complete=complete,
+        missing=missing,
     )

@@ -10,20 +10,17 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.results import changes
 from app.results.ingest import ParsedScore
 from app.results.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
-    Evaluation,
     EvaluationJob,
-    EvaluationState,
     JobAttempt,
     JobResult,
     Runner,
     Score,
-    SuiteVersion,
 )
+from app.tables.documents import ScoreSummary
 
 
 async def record_scores(
@@ -50,26 +47,14 @@ async def record_scores(
     )
 
 
-async def summarize_evaluation(session: AsyncSession, evaluation: Evaluation) -> None:
-    """Normalized per-task scores and the average, from every score of the evaluation (all jobs are in); an
-    evaluation that misses some of its suite's scores is `partial`, never `succeeded`."""
-    definition = await session.scalar(
-        select(SuiteVersion.definition).where(SuiteVersion.id == evaluation.suite_version_id)
-    )
-    suite = SuiteDefinition.model_validate(definition)
+async def summarize_scores(session: AsyncSession, evaluation_id: uuid.UUID, suite: SuiteDefinition) -> ScoreSummary:
+    """Normalized per-task scores and the average, from every score stored for the evaluation."""
     rows = await session.execute(
         select(Score.task, Score.metric, Score.filter, Score.value, Score.stderr, Score.samples).where(
-            Score.evaluation_id == evaluation.id
+            Score.evaluation_id == evaluation_id
         )
     )
-    summary = summarize(suite, [tuple(row) for row in rows.all()])  # type: ignore[misc]
-    evaluation.summary = summary
-    evaluation.average = summary["average"]
-    if evaluation.state == EvaluationState.SUCCEEDED and not summary["complete"]:
-        evaluation.state = EvaluationState.PARTIAL
-        evaluation.failure_message = "Scores are missing for " + ", ".join(summary["missing"]) + "."
-    await session.flush()
-    changes.scores_changed_after_commit(session)
+    return summarize(suite, [(row.task, row.metric, row.filter, row.value, row.stderr, row.samples) for row in rows])
 
 
 def canonical_json(document: Any) -> tuple[bytes, str]:

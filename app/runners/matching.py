@@ -1,15 +1,17 @@
-"""Which runner may take which job: one rule, as a Python check (explanations) and as SQL (the claim)."""
+"""Which runner may take which job: one rule, as a Python check (explanations) and as SQL (the claim). Whether
+its accelerators hold the job is the fit rule's answer (app/hardware/fit.py), for the job's backend."""
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import ColumnElement, literal
+from sqlalchemy import ColumnElement, and_, false, literal, or_
 
+from app.hardware import fit
+from app.hardware.fit import GIB, Devices, MemoryNeed, gib
 from app.tables import EvaluationJob, Runner
 from app.tables.types import json_array_subset
 
-GIB = 2**30
+__all__ = ["GIB", "Capacity", "Need", "gib"]
 
 
 @dataclass(frozen=True)
@@ -32,37 +34,37 @@ class Need:
             labels=tuple(job.labels),
         )
 
+    @property
+    def memory(self) -> MemoryNeed:
+        return MemoryNeed(self.memory_bytes, self.device_bytes)
+
 
 @dataclass(frozen=True)
 class Capacity:
     """What a runner offers, from its record."""
 
-    total_bytes: int
-    largest_device_bytes: int
+    devices: Devices
     backends: tuple[str, ...]
     harness_version: str | None
     labels: tuple[str, ...]
 
     @classmethod
     def of(cls, runner: Runner) -> "Capacity":
-        devices: list[dict[str, Any]] = runner.accelerators or []
+        groups = [(int(device["memory_bytes"]), int(device.get("count", 1))) for device in runner.accelerators or []]
         return cls(
-            total_bytes=sum(int(device["memory_bytes"]) * int(device.get("count", 1)) for device in devices),
-            largest_device_bytes=max((int(device["memory_bytes"]) for device in devices), default=0),
+            devices=Devices.of_groups(groups),
             backends=tuple(runner.backends or ()),
             harness_version=runner.lm_eval_version,
             labels=tuple(runner.labels or ()),
         )
 
+    @property
+    def total_bytes(self) -> int:
+        """All its accelerator memory (what hf can place one model in)."""
+        return fit.usable_bytes(self.devices, "hf")
+
     def memory_shortfalls(self, need: Need) -> list[str]:
-        reasons = []
-        if need.memory_bytes > self.total_bytes:
-            reasons.append(f"needs {gib(need.memory_bytes)} of accelerator memory, has {gib(self.total_bytes)}")
-        if need.device_bytes > self.largest_device_bytes:
-            reasons.append(
-                f"needs {gib(need.device_bytes)} on one device, its largest has {gib(self.largest_device_bytes)}"
-            )
-        return reasons
+        return fit.shortfalls(need.memory, self.devices, need.backend)
 
     def shortfalls(self, need: Need) -> list[str]:
         """Why this runner cannot take the job; empty when it can."""
@@ -77,11 +79,18 @@ class Capacity:
         return reasons
 
     def job_filter(self) -> list[ColumnElement[bool]]:
-        """The same rule as `shortfalls`, as conditions on evaluation_jobs for the claim statement."""
+        """The same rule as `shortfalls`, as conditions on evaluation_jobs for the claim statement: per backend it
+        runs, the memory that backend can use."""
+        by_backend = [
+            and_(
+                EvaluationJob.backend == backend,
+                EvaluationJob.required_memory_bytes <= fit.usable_bytes(self.devices, backend),
+            )
+            for backend in self.backends
+        ]
         conditions: list[ColumnElement[bool]] = [
-            EvaluationJob.required_memory_bytes <= self.total_bytes,
-            EvaluationJob.required_device_bytes <= self.largest_device_bytes,
-            EvaluationJob.backend.in_(self.backends),
+            or_(*by_backend) if by_backend else false(),
+            EvaluationJob.required_device_bytes <= self.devices.device_bytes,
             json_array_subset(EvaluationJob.labels, literal(json.dumps(sorted(self.labels)))),
         ]
         if self.harness_version is None:
@@ -89,7 +98,3 @@ class Capacity:
         else:
             conditions.append(EvaluationJob.harness_version == self.harness_version)
         return conditions
-
-
-def gib(count: int) -> str:
-    return f"{count / GIB:,.1f} GiB"

@@ -271,8 +271,8 @@ def results_import(
     """Import lm-eval results produced elsewhere as a finished evaluation (idempotent)."""
     from app.db import in_unit_of_work
     from app.errors import ProblemError
-    from app.scores.schemas import ResultsImport
-    from app.scores.service import ScoreService
+    from app.evaluations.imports import ImportService
+    from app.evaluations.schemas import ResultsImport
 
     try:
         settings = load_settings()
@@ -294,7 +294,7 @@ def results_import(
         )
         evaluation_id, created = asyncio.run(
             in_unit_of_work(
-                settings, lambda session: ScoreService(session).import_results(body, "corral results import")
+                settings, lambda session: ImportService(session).import_results(body, "corral results import")
             )
         )
     except ProblemError as exc:

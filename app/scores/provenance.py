@@ -13,6 +13,7 @@ from app.evaluations.repository import load_evaluation
 from app.results.ingest import json_object
 from app.results.repository import result_of_shard, results_of
 from app.scores.schemas import JobProvenance, Provenance, Seeds
+from app.tables.documents import AcceleratorRecord
 
 # torch.utils.collect_env's report, as lm-eval stores it in `pretty_env_info`: "Name: value" lines, where the
 # GPU line may continue with one "GPU n: ..." line per device.
@@ -84,7 +85,7 @@ def job_provenance(document: dict[str, Any], **identity: Any) -> JobProvenance:
     )
 
 
-def _accelerators(accelerators: list[dict[str, Any]]) -> list[str]:
+def _accelerators(accelerators: list[AcceleratorRecord]) -> list[str]:
     return [
         f"{item.get('kind')} x {item.get('count', 1)} ({int(item.get('memory_bytes', 0)) / 1e9:.0f} GB)"
         for item in accelerators

@@ -6,29 +6,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.db import SessionDep
+from app.evaluations.imports import ImportService
+from app.evaluations.schemas import ResultsImport
 from app.fields import Slug, Tag
 from app.hardware.estimator import Precision
 from app.pagination import PageDep
 from app.registry.models.router import RepoIdDep
 from app.routing import public_url
 from app.schemas import COMMON_ERRORS, problem_responses
+from app.scores.comparison import ComparisonService
+from app.scores.formats import decode_cursor, encode_cursor, to_csv, to_markdown
+from app.scores.hub_export import HubExportService
+from app.scores.leaderboard import LeaderboardFilters, LeaderboardService
 from app.scores.provenance import evaluation_provenance, stored_document
-from app.scores.schemas import (
-    Comparison,
-    Leaderboard,
-    LeaderboardFormat,
-    Provenance,
-    ResultsImport,
-    ScoreHistoryEntry,
-)
-from app.scores.service import (
-    LeaderboardFilters,
-    ScoreService,
-    decode_cursor,
-    encode_cursor,
-    to_csv,
-    to_markdown,
-)
+from app.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, Provenance, ScoreHistoryEntry
 from app.security import PUBLISH, READ, Principal
 from app.tables import ModelKind
 
@@ -62,7 +53,11 @@ async def get_leaderboard(
     min_parameters: Annotated[int | None, Query(ge=0, le=10**15)] = None,
     max_parameters: Annotated[int | None, Query(ge=0, le=10**15)] = None,
     fits_on: Annotated[
-        Slug | None, Query(description="Accelerator slug: weights + 20 % fit on fits_count of them.")
+        Slug | None,
+        Query(
+            description="Accelerator slug: the model fits on fits_count of them at the suite's context "
+            "(the fit rule of `/v1/requirements`)."
+        ),
     ] = None,
     fits_count: Annotated[int, Query(ge=1, le=1024)] = 1,
     sort: Annotated[
@@ -85,7 +80,7 @@ async def get_leaderboard(
         fits_count=fits_count,
     )
     offset = decode_cursor(page.cursor, sort)
-    board = await ScoreService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
+    board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
     if format == "csv":
         return Response(to_csv(board.tasks, board.rows), media_type="text/csv; charset=utf-8")
     if format == "markdown":
@@ -105,7 +100,7 @@ async def compare_evaluations(
     candidate: Annotated[uuid.UUID, Query(description="Evaluation id of the run compared with it.")],
 ) -> Comparison:
     """Per-task deltas of two runs of one suite, with combined stderr, significance and differing settings."""
-    return await ScoreService(session).compare(base, candidate)
+    return await ComparisonService(session).compare(base, candidate)
 
 
 @router.get("/models/{owner}/{name}/scores", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
@@ -113,7 +108,7 @@ async def model_score_history(
     model: RepoIdDep, session: SessionDep, suite: Annotated[Slug | None, Query()] = None
 ) -> list[ScoreHistoryEntry]:
     """A model's scores across its revisions and settings, newest first."""
-    return await ScoreService(session).history(model, suite)
+    return await ComparisonService(session).history(model, suite)
 
 
 @router.post(
@@ -128,7 +123,7 @@ async def import_results(
     principal: Annotated[Principal | None, Depends(PUBLISH)],
 ) -> dict[str, uuid.UUID]:
     """Import lm-eval output produced elsewhere as a finished evaluation of a recorded revision."""
-    evaluation_id, created = await ScoreService(session).import_results(body, principal.name if principal else None)
+    evaluation_id, created = await ImportService(session).import_results(body, principal.name if principal else None)
     if not created:
         response.status_code = status.HTTP_200_OK
     return {"evaluation_id": evaluation_id}
@@ -150,7 +145,7 @@ async def export_for_hub(
     format: Annotated[Literal["eval-results", "model-index"], Query()] = "eval-results",
 ) -> Response:
     """An evaluation's scores as Hub `.eval_results` entries or a model card's `model-index`."""
-    exported = await ScoreService(session).hub_export(evaluation_id, format, public_url(request))
+    exported = await HubExportService(session).hub_export(evaluation_id, format, public_url(request))
     return Response(exported, media_type="application/yaml")
 
 
@@ -165,7 +160,7 @@ async def open_hub_pull_request(
 ) -> dict[str, str]:
     """Open a pull request on the model's Hub repo adding the scores as `.eval_results` (needs a Hub token)."""
     settings = request.app.state.settings
-    url = await ScoreService(session).hub_pull_request(
+    url = await HubExportService(session).hub_pull_request(
         evaluation_id,
         request.app.state.hub_client,
         has_token=settings.hub_token is not None,

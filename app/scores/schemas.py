@@ -1,12 +1,11 @@
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StringConstraints
+from pydantic import Field
+from typing_extensions import TypedDict  # pydantic reads it on Python 3.11
 
-from app.evaluations.schemas import Backend, EvaluationPrecision
-from app.fields import CommitSha, RepoId, Slug
-from app.schemas import ReadModel, WriteModel
+from app.schemas import AS_OBJECT, ConfigField, ReadModel
 
 LeaderboardFormat = Literal["json", "csv", "markdown"]
 
@@ -54,13 +53,18 @@ class TaskDelta(ReadModel):
     significant: bool | None = Field(description="|delta| > 1.96 x stderr; null without stderr.")
 
 
+class SettingDifference(TypedDict):
+    base: object
+    candidate: object
+
+
 class Comparison(ReadModel):
     suite: str
     base: uuid.UUID
     candidate: uuid.UUID
     tasks: list[TaskDelta]
     average: TaskDelta
-    config_differences: dict[str, dict[str, Any]] = Field(
+    config_differences: dict[str, Annotated[SettingDifference, AS_OBJECT]] = Field(
         description="Settings that differ between the two runs: {setting: {base, candidate}}."
     )
 
@@ -76,22 +80,6 @@ class ScoreHistoryEntry(ReadModel):
     tasks: dict[str, TaskScore]
     finished_at: datetime | None
     source: str
-
-
-class ResultsImport(WriteModel):
-    """lm-eval output produced elsewhere, recorded as a finished evaluation of a recorded revision."""
-
-    model: RepoId
-    revision: CommitSha
-    suite: Slug
-    precision: EvaluationPrecision = "bf16"
-    backend: Backend = "hf"
-    apply_chat_template: StrictBool = False
-    fewshot_as_multiturn: StrictBool = False
-    harness_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z.+-]{1,32}$")] | None = Field(
-        default=None, description="Default: the document's lm_eval_version."
-    )
-    results: dict[str, Any] = Field(description="lm-eval's results JSON (results_*.json).")
 
 
 class Seeds(ReadModel):
@@ -149,5 +137,5 @@ class Provenance(ReadModel):
     suite_version: str
     state: str
     config_hash: str
-    config: dict[str, Any]
+    config: ConfigField
     jobs: list[JobProvenance]

@@ -3,12 +3,12 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.documents import AttemptProgress, EvaluationConfig, ScoreSummary, StoredRequirements
 from app.tables.runner import Runner
 from app.tables.types import JsonDocument
 
@@ -62,12 +62,12 @@ class Evaluation(IdMixin, TimestampMixin, Base):
     revision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("revisions.id", ondelete="RESTRICT"))
     suite_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("suite_versions.id", ondelete="RESTRICT"))
     config_hash: Mapped[str] = mapped_column(String(64))
-    config: Mapped[dict[str, Any]] = mapped_column(JsonDocument)  # everything the hash covers
+    config: Mapped[EvaluationConfig] = mapped_column(JsonDocument)  # everything the hash covers
     batch_size: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int]
     labels: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
     state: Mapped[EvaluationState] = mapped_column(checked_enum(EvaluationState, "evaluation_state"))
-    requirements: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    requirements: Mapped[StoredRequirements] = mapped_column(JsonDocument, default=dict)
     failure_category: Mapped[str | None] = mapped_column(String(32))
     failure_message: Mapped[str | None] = mapped_column(Text)
     requested_by_token_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -79,7 +79,7 @@ class Evaluation(IdMixin, TimestampMixin, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     # Filled when the last result is in: normalized per-task scores and their average, as the suite says.
-    summary: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, default=None)
+    summary: Mapped[ScoreSummary | None] = mapped_column(JsonDocument, default=None)
     average: Mapped[float | None] = mapped_column(default=None)
     source: Mapped[str] = mapped_column(String(16), default="queue", server_default=text("'queue'"))
 
@@ -159,7 +159,7 @@ class JobAttempt(IdMixin, Base):
     lease_expires_at: Mapped[datetime]
     last_heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    progress: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    progress: Mapped[AttemptProgress] = mapped_column(JsonDocument, default=dict)
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     failure_category: Mapped[str | None] = mapped_column(String(32))
     failure_message: Mapped[str | None] = mapped_column(Text)

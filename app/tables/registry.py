@@ -3,7 +3,6 @@
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.documents import HubDisagreement, JsonObject
 from app.tables.types import JsonDocument
 
 
@@ -137,7 +137,7 @@ class Model(IdMixin, TimestampMixin, Base):
     hub_consecutive_failures: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     hub_next_sync_at: Mapped[datetime | None] = mapped_column(index=True)
     hub_lease_until: Mapped[datetime | None]
-    hub_disagreements: Mapped[list[dict[str, Any]]] = mapped_column(
+    hub_disagreements: Mapped[list[HubDisagreement]] = mapped_column(
         JsonDocument, default=list, server_default=text("'[]'")
     )
 
@@ -161,7 +161,7 @@ class Revision(IdMixin, TimestampMixin, Base):
     sha: Mapped[str] = mapped_column(String(40))
     ref: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(16))
-    snapshot: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    snapshot: Mapped[JsonObject] = mapped_column(JsonDocument, default=dict)
 
 
 class Alias(TimestampMixin, Base):

@@ -1,12 +1,12 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from app.tables.documents import AcceleratorRecord
 from app.tables.types import JsonDocument
 
 
@@ -23,7 +23,7 @@ class Runner(IdMixin, TimestampMixin, Base):
 
     name: Mapped[str] = mapped_column(String(100), unique=True)
     labels: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
-    accelerators: Mapped[list[dict[str, Any]]] = mapped_column(JsonDocument, default=list)
+    accelerators: Mapped[list[AcceleratorRecord]] = mapped_column(JsonDocument, default=list)
     backends: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
     lm_eval_version: Mapped[str | None] = mapped_column(String(32))
     max_concurrent_jobs: Mapped[int] = mapped_column(default=1)

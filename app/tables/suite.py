@@ -1,9 +1,8 @@
-from typing import Any
-
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.tables.base import Base, IdMixin, TimestampMixin
+from app.tables.documents import JsonObject
 from app.tables.types import JsonDocument
 
 
@@ -16,4 +15,4 @@ class SuiteVersion(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(64), index=True)
     version: Mapped[str] = mapped_column(String(16))
     latest: Mapped[bool]
-    definition: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    definition: Mapped[JsonObject] = mapped_column(JsonDocument)

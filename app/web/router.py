@@ -18,7 +18,8 @@ from app.registry.licenses.service import LicenseService
 from app.registry.models.router import RepoIdDep
 from app.registry.models.service import ModelService
 from app.registry.revisions.service import RevisionService
-from app.scores.service import LeaderboardFilters, ScoreService
+from app.scores.comparison import ComparisonService
+from app.scores.leaderboard import LeaderboardFilters, LeaderboardService
 from app.security import READ
 from app.tables import Family, SuiteVersion
 from app.web.charts import Point, bars, scatter
@@ -73,7 +74,7 @@ async def leaderboard_page(
         max_parameters=_number(max_parameters),
     )
     settings = request.app.state.settings
-    board = await ScoreService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
+    board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
     tasks, rows = board.tasks, board.rows
     query = {k: v for k, v in request.query_params.items() if k != "sort" and v}
 
@@ -123,7 +124,7 @@ async def model_page(model: RepoIdDep, request: Request, session: SessionDep) ->
     except ProblemError:
         requirements = None  # no architecture recorded: nothing to estimate
     revisions, _ = await RevisionService(session).list_page(model, sort="-created_at", page=PageRequest(None, 50))
-    history = await ScoreService(session).history(model, None)
+    history = await ComparisonService(session).history(model, None)
     latest = history[0] if history else None
     chart = bars([(task, score.normalized, score.stderr) for task, score in latest.tasks.items()]) if latest else ""
     context = {

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, UnprocessableEntity
 from app.hardware import estimator
-from app.hardware.estimator import Architecture, dense_parameter_count
+from app.hardware.estimator import architecture_of, dense_parameter_count
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
 from app.pagination import PageRequest, SortKey, paginate
@@ -60,23 +60,6 @@ def to_read(model: Model) -> ModelRead:
         license_inherited=model.license is None and license is not None,
         base_model=model.base_model.repo_id if model.base_model else None,
         hub=hub_state(model),
-    )
-
-
-def architecture_of(model: Model) -> Architecture | None:
-    hidden, layers, heads, kv_heads = model.hidden_size, model.num_layers, model.num_attention_heads, model.num_kv_heads
-    if hidden is None or layers is None or heads is None or kv_heads is None:
-        return None
-    return Architecture(
-        hidden_size=hidden,
-        num_layers=layers,
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        intermediate_size=model.intermediate_size,
-        vocab_size=model.vocab_size,
-        head_dim=model.head_dim,
-        tied_embeddings=bool(model.tied_embeddings),
-        moe_experts_total=model.moe_experts_total,
     )
 
 

@@ -1,0 +1,252 @@
+"""Does it fit: the one rule behind every such answer — model search, `/v1/requirements`, a model's requirements
+and page, the leaderboard's `fits_on`, the queue's matching and the runner's placement.
+
+A need is two figures: the whole (weights + the KV cache for the context, +20 %) and the largest piece one device
+must hold (a decoder layer with its share of the KV cache, or the embedding matrix, +20 %). Devices hold a need
+when together they hold the whole and each holds the largest piece, counting only the devices the backend can
+spread a model over: any number of one machine's GPUs for `hf` (accelerate places whole layers on each), a power
+of two of them per node for `vllm` (tensor parallelism splits attention heads), times the nodes (pipeline
+parallel), which only vLLM spans. The context is what was asked, capped at the model's own context length: a
+model never holds more tokens than it was built for.
+
+Each figure is integer arithmetic, so the same functions answer in Python and build the SQL of the model search.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from app.hardware import estimator
+from app.hardware.estimator import Architecture
+from app.tables.types import wide_integer
+
+GIB = 2**30
+SPREADS_OVER_NODES = frozenset({"vllm"})  # Ray pipeline parallel; accelerate stays on one machine
+POWER_OF_TWO_BACKENDS = frozenset({"vllm"})
+UNKNOWN_PARAMETERS = "Parameter count unknown: any runner may take it (sync it from the Hub)."
+UNKNOWN_ARCHITECTURE = "Architecture unknown: weights only, on a single device."
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """What running a model takes: all devices together, and the most one device must hold."""
+
+    total_bytes: int
+    device_bytes: int
+    context_tokens: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Accelerators offered to one model: `per_node` devices of the largest kind (`device_bytes` each) on each of
+    `nodes` nodes, and any smaller devices beside them on one machine (`others`, bytes each)."""
+
+    device_bytes: int
+    per_node: int = 1
+    nodes: int = 1
+    others: tuple[int, ...] = ()
+
+    @classmethod
+    def of_groups(cls, groups: Sequence[tuple[int, int]], nodes: int = 1) -> "Devices":
+        """A machine's devices, as pairs of (bytes per device, count)."""
+        groups = [(memory, count) for memory, count in groups if memory > 0 and count > 0]
+        if not groups:
+            return cls(0, 0)
+        largest = max(memory for memory, _ in groups)
+        others = sorted((memory for memory, count in groups if memory != largest for _ in range(count)), reverse=True)
+        return cls(largest, sum(count for memory, count in groups if memory == largest), nodes, tuple(others))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a model is spread: over `tensor_parallel` devices of a node (on `hf`, the GPUs accelerate places
+    layers on), times `pipeline_parallel` nodes."""
+
+    tensor_parallel: int
+    pipeline_parallel: int = 1
+
+    @property
+    def devices(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
+
+
+def context_for(asked: int, model_context: int | None) -> int:
+    """The tokens the KV cache is sized for: what was asked, at most the model's own context length."""
+    return min(asked, model_context) if model_context else asked
+
+
+def inference_need(
+    arch: Architecture | None,
+    parameters: int | None,
+    *,
+    precision: str,
+    context_tokens: int,
+    batch: int = 1,
+    kv_precision: str | None = None,
+) -> MemoryNeed:
+    """The need of a model at a precision and context (already capped, see `context_for`)."""
+    if parameters is None:
+        return MemoryNeed(0, 0, context_tokens, (UNKNOWN_PARAMETERS,))
+    weights = estimator.weight_bytes(parameters, precision)
+    if arch is None:
+        total = estimator.with_overhead(weights)
+        return MemoryNeed(total, total, context_tokens, (UNKNOWN_ARCHITECTURE,))
+    kv = kv_bytes(arch, precision=precision, context_tokens=context_tokens, batch=batch, kv_precision=kv_precision)
+    total = estimator.with_overhead(weights + kv)
+    device = estimator.largest_piece_bytes(arch, weights, kv, precision)
+    return MemoryNeed(total, min(device, total), context_tokens)
+
+
+def kv_bytes(
+    arch: Architecture, *, precision: str, context_tokens: int, batch: int = 1, kv_precision: str | None = None
+) -> int:
+    kv_precision = kv_precision or estimator.default_kv_precision(precision)
+    return int(
+        estimator.kv_cache_bytes(
+            arch.num_layers, arch.num_kv_heads, arch.resolved_head_dim, context_tokens, batch, kv_precision
+        )
+    )
+
+
+def spread_width(per_node: int, backend: str) -> int:
+    """How many of a node's largest devices a backend spreads one model over: all on hf, a power of two on vllm."""
+    if backend in POWER_OF_TWO_BACKENDS:
+        return 1 << (per_node.bit_length() - 1) if per_node > 0 else 0  # 4 of 6, 2 of 3
+    return per_node
+
+
+def usable_bytes(devices: Devices, backend: str) -> int:
+    """The memory a backend can put one model in."""
+    if backend in SPREADS_OVER_NODES:
+        return devices.device_bytes * spread_width(devices.per_node, backend) * devices.nodes
+    return devices.device_bytes * devices.per_node + sum(devices.others)
+
+
+def shortfalls(need: MemoryNeed, devices: Devices, backend: str = "hf") -> list[str]:
+    """Why these devices cannot hold the need; empty when they can."""
+    reasons = []
+    usable = usable_bytes(devices, backend)
+    if need.total_bytes > usable:
+        reasons.append(f"needs {gib(need.total_bytes)} of accelerator memory, has {gib(usable)}")
+    if need.device_bytes > devices.device_bytes:
+        reasons.append(f"needs {gib(need.device_bytes)} on one device, its largest has {gib(devices.device_bytes)}")
+    return reasons
+
+
+def holds(need: MemoryNeed, devices: Devices, backend: str = "hf") -> bool:
+    return not shortfalls(need, devices, backend)
+
+
+def placement(need: MemoryNeed, devices: Devices, backend: str = "hf") -> Placement | None:
+    """The fewest devices that hold the need (None when these cannot): one when one holds it; else more of a
+    node's devices (a power of two on vllm, the largest first on hf); more nodes only when a node is too small."""
+    if not holds(need, devices, backend):
+        return None
+    if backend in SPREADS_OVER_NODES:
+        width = spread_width(devices.per_node, backend)
+        for pipeline in range(1, devices.nodes + 1):
+            tensor = 1
+            while tensor < width and tensor * pipeline * devices.device_bytes < need.total_bytes:
+                tensor *= 2
+            if tensor * pipeline * devices.device_bytes >= need.total_bytes:
+                return Placement(tensor, pipeline)
+    sizes = [devices.device_bytes] * devices.per_node + list(devices.others)
+    held = 0
+    for count, size in enumerate(sizes, start=1):
+        held += size
+        if held >= need.total_bytes:
+            return Placement(count)
+    return Placement(len(sizes))  # unreachable: `holds` said the usable memory suffices
+
+
+def devices_needed(need: MemoryNeed, device_bytes: int) -> int | None:
+    """How many devices of one kind on one machine hold the need (hf); None when one device cannot take its
+    largest piece, so that no number of them can."""
+    if need.device_bytes > device_bytes:
+        return None
+    return max(1, estimator.accelerators_needed(need.total_bytes, device_bytes))
+
+
+def gib(count: int) -> str:
+    return f"{count / GIB:,.1f} GiB"
+
+
+class greatest(FunctionElement[int]):
+    """The larger of two integer expressions: GREATEST on PostgreSQL, the two-argument max() on SQLite."""
+
+    inherit_cache = True
+    name = "greatest"
+
+
+@compiles(greatest, "postgresql")
+def _greatest_postgresql(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+@dataclass(frozen=True)
+class ArchitectureColumns:
+    """The model columns the rule reads, as SQL expressions (a NULL figure is an unknown one)."""
+
+    parameters: Any
+    hidden_size: Any
+    num_layers: Any
+    num_kv_heads: Any
+    head_dim: Any
+    vocab_size: Any
+    tied_embeddings: Any
+    context_length: Any
+
+
+def need_columns(columns: ArchitectureColumns, *, precision: str, context_tokens: int) -> tuple[Any, Any]:
+    """`inference_need` over columns: (total, largest piece) as SQL expressions, with the same integer steps.
+    `wide` integers from the first factor on: layers x heads x head dim x tokens can pass BIGINT's range for the
+    sizes the schema admits, and PostgreSQL would raise instead of answering."""
+    tokens = case(
+        (columns.context_length.is_(None), context_tokens),
+        (columns.context_length < context_tokens, columns.context_length),
+        else_=context_tokens,
+    )
+    weights = estimator.weight_bytes(wide_integer(columns.parameters), precision)
+    kv_precision = estimator.default_kv_precision(precision)
+    kv = (
+        2
+        * wide_integer(columns.num_layers)
+        * columns.num_kv_heads
+        * columns.head_dim
+        * tokens
+        * estimator.PRECISION_BITS[kv_precision]
+        // 8
+    )
+    known = and_(columns.num_layers.isnot(None), columns.num_kv_heads.isnot(None), columns.head_dim.isnot(None))
+    total = case((known, estimator.with_overhead(weights + kv)), else_=estimator.with_overhead(weights))
+    embedding = estimator.weight_bytes(
+        func.coalesce(columns.vocab_size, 0) * wide_integer(columns.hidden_size), precision
+    )
+    embeddings_total = case((columns.tied_embeddings.is_(True), embedding), else_=2 * embedding)
+    layer = greatest(0, weights - embeddings_total) // columns.num_layers
+    piece = estimator.with_overhead(greatest(embedding, layer + kv // columns.num_layers))
+    device = case((known, case((piece < total, piece), else_=total)), else_=total)
+    return total, device
+
+
+def holds_clause(
+    columns: ArchitectureColumns, devices: Devices, *, precision: str, context_tokens: int, backend: str = "hf"
+) -> ColumnElement[bool]:
+    """`holds` over columns: a model lacking its parameter count never matches."""
+    total, device = need_columns(columns, precision=precision, context_tokens=context_tokens)
+    return and_(
+        columns.parameters.isnot(None),
+        total <= usable_bytes(devices, backend),
+        device <= devices.device_bytes,
+    )
