@@ -340,7 +340,7 @@ def hub_sync(
     """Sync one model from the Hub, registering it from the Hub's metadata if it is new."""
     from app.errors import ProblemError
     from app.hub.client import HubError
-    from app.hub.worker import sync_from_hub
+    from app.hub.sync import sync_from_hub
 
     settings = _settings()
     prepare_database(settings)

@@ -22,7 +22,7 @@ from app.evaluations.wakeups import QueueSignal
 from app.hardware.router import router as hardware_router
 from app.hub.client import HubClient
 from app.hub.router import router as hub_router
-from app.hub.worker import background_sync
+from app.hub.sync import background_sync
 from app.metrics import Metrics
 from app.middleware import (
     ETagMiddleware,

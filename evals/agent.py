@@ -19,8 +19,9 @@ import httpx
 from evals import hardware
 from evals.client import ServerClient, ServerError
 from evals.config import RunnerConfig
-from evals.execute import model_key
-from evals.worker import WorkerProcess
+from evals.lm_eval_worker import model_key
+from evals.protocol import ClaimedJob, JobSpec, Outcome
+from evals.worker_handle import WorkerHandle
 
 AGENT_PID = "CORRAL_AGENT_PID"
 log = logging.getLogger("corral.runner")
@@ -37,14 +38,11 @@ class Agent:
         self.client = client or ServerClient(config.server, config.token.get_secret_value())
         self.stopping = threading.Event()  # SIGTERM: take no new job
         self.handing_back = threading.Event()  # and give the current one back to the queue
-        self.worker: WorkerProcess | None = None
-        self.accelerators: list[dict[str, Any]] = []  # detected at start
+        self.worker: WorkerHandle | None = None
 
     def run(self, *, once: bool = False, max_jobs: int | None = None, until_idle: bool = False) -> int:
         """Returns the number of jobs run. `until_idle`: stop when a claim finds nothing."""
-        report = hardware.report()
-        self.accelerators = report["accelerators"]
-        self.client.verify(report)
+        self.client.verify(hardware.report())
         self.flush_spool()
         done = 0
         try:
@@ -56,7 +54,7 @@ class Agent:
                         break
                     continue
                 if self.stopping.is_set():  # SIGTERM came during the long-poll: this job was never started
-                    self._release(job["attempt_id"], job["lease_token"])
+                    self._release(job.attempt_id, job.lease_token)
                     break
                 self.execute(job)
                 self.flush_spool()
@@ -67,8 +65,8 @@ class Agent:
             self._stop_worker()
         return done
 
-    def execute(self, job: dict[str, Any]) -> None:
-        workdir = (self.config.work_dir / job["attempt_id"]).resolve()  # the worker runs elsewhere: absolute
+    def execute(self, job: ClaimedJob) -> None:
+        workdir = (self.config.work_dir / job.attempt_id).resolve()  # the worker runs elsewhere: absolute
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         try:
@@ -76,17 +74,15 @@ class Agent:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # the server has the log; the spool has the results
 
-    def _run_job(self, job: dict[str, Any], workdir: Path, *, resubmitted: bool = False) -> None:
-        attempt, lease = job["attempt_id"], job["lease_token"]
-        spec = {
-            **job,
-            "local_path": self._local_path(job["model"]),
-            "device": self.config.device,
-            "accelerator": self.accelerators[0] if self.accelerators else None,  # to spread a job over GPUs
-        }
-        spec["include_path"] = str(EVALS_DIR / job["include_path"]) if job.get("include_path") else None
-        spec.pop("lease_token")  # the worker never needs it
-        (workdir / "spec.json").write_text(json.dumps(spec))
+    def _run_job(self, job: ClaimedJob, workdir: Path, *, resubmitted: bool = False) -> None:
+        attempt, lease = job.attempt_id, job.lease_token
+        spec = JobSpec.of(  # the worker never sees the lease token
+            job,
+            include_path=str(EVALS_DIR / job.include_path) if job.include_path else None,
+            local_path=self._local_path(job.model),
+            device=self.config.device,
+        )
+        (workdir / "spec.json").write_text(spec.model_dump_json())
         log_path = workdir / "log.txt"
         log_path.touch()
         worker = self._worker_for(model_key(spec))
@@ -96,9 +92,9 @@ class Agent:
             self._stop_worker()
             worker = self._worker_for(model_key(spec))
             worker.submit(workdir / "spec.json")
-        outcome = self._watch(worker, attempt, lease, workdir, job["heartbeat_seconds"])
+        outcome = self._watch(worker, attempt, lease, workdir, job.heartbeat_seconds)
         if outcome != "finished":
-            log.info("job %s %s; lm-eval stopped", job["job_id"], outcome)
+            log.info("job %s %s; lm-eval stopped", job.job_id, outcome)
             return
         self._send_log(attempt, lease, log_path)
         code = self._exit_code(worker, workdir)
@@ -108,13 +104,13 @@ class Agent:
                 self._release(attempt, lease)
                 return
             if not resubmitted and b"corral: lm-eval" not in log_path.read_bytes():
-                log.warning("the worker died before starting job %s; a fresh one takes it", job["job_id"])
+                log.warning("the worker died before starting job %s; a fresh one takes it", job.job_id)
                 self._run_job(job, workdir, resubmitted=True)
                 return
-            failure = {
-                "category": "infrastructure",  # the machine, not the model: worth a try elsewhere
-                "message": f"the lm-eval worker died (exit status {code}: a negative number is the signal)",
-            }
+            failure = Outcome(
+                category="infrastructure",  # the machine, not the model: worth a try elsewhere
+                message=f"the lm-eval worker died (exit status {code}: a negative number is the signal)",
+            )
             self._report_failure(attempt, lease, failure, log_path)
             return
         if code != 0 or not self.config.warm_worker:
@@ -125,19 +121,18 @@ class Agent:
             self._spool(attempt, lease, workdir)
             return
         failure_path = workdir / "outcome.json"
-        failure = json.loads(failure_path.read_text()) if failure_path.exists() else {"category": "harness_error"}
-        failure.setdefault("message", f"lm-eval exited with status {code}")
-        self._report_failure(attempt, lease, failure, log_path)
+        failure = Outcome.model_validate_json(failure_path.read_text()) if failure_path.exists() else Outcome()
+        self._report_failure(attempt, lease, failure, log_path, code)
 
-    def _report_failure(self, attempt: str, lease: str, failure: dict[str, str], log_path: Path) -> None:
+    def _report_failure(self, attempt: str, lease: str, failure: Outcome, log_path: Path, code: int = 1) -> None:
         tail = log_path.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
-        message = f"{failure['message']}\n--- last log lines ---\n{tail}"
+        message = f"{failure.message or f'lm-eval exited with status {code}'}\n--- last log lines ---\n{tail}"
         try:
-            self.client.fail(attempt, lease, failure["category"], message)
+            self.client.fail(attempt, lease, failure.category, message)
         except (ServerError, httpx.TransportError) as exc:
             log.warning("could not report the failure of attempt %s: %s", attempt, exc)
 
-    def _worker_for(self, key: str) -> WorkerProcess:
+    def _worker_for(self, key: str) -> WorkerHandle:
         """The running worker if it holds this model (or can load it), else a fresh one."""
         if self.worker is not None and (self.worker.key != key or not self.worker.alive()):
             self._stop_worker()  # another model: a fresh process returns all the device memory
@@ -151,7 +146,7 @@ class Agent:
             if self.config.hf_cache_dir is not None:
                 env["HF_HOME"] = str(self.config.hf_cache_dir)
             self.config.work_dir.mkdir(parents=True, exist_ok=True)
-            self.worker = WorkerProcess(key, env, self.config.work_dir / "worker.log")
+            self.worker = WorkerHandle(key, env, self.config.work_dir / "worker.log")
             log.info("started an lm-eval worker (pid %d)", self.worker.process.pid)
         return self.worker
 
@@ -167,14 +162,14 @@ class Agent:
             self._stop_worker()
 
     @staticmethod
-    def _exit_code(worker: WorkerProcess, workdir: Path) -> int:
+    def _exit_code(worker: WorkerHandle, workdir: Path) -> int:
         done = workdir / "done"
         if done.exists():
             return int(json.loads(done.read_text())["code"])
         code = worker.exit_code()
         return code if code is not None else 1
 
-    def _watch(self, worker: WorkerProcess, attempt: str, lease: str, workdir: Path, interval: float) -> str:
+    def _watch(self, worker: WorkerHandle, attempt: str, lease: str, workdir: Path, interval: float) -> str:
         """Heartbeat and stream the log until the job ends: "finished", or why lm-eval was stopped."""
         self._offset = 0
         while True:

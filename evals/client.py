@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from evals.protocol import ClaimedJob
+
 RETRYABLE = {429, 502, 503, 504}
 
 
@@ -61,9 +63,9 @@ class ServerClient:
     def verify(self, report: dict[str, Any]) -> dict[str, Any]:
         return dict(self._json(self._request("POST", "/v1/runner/verify", json=report)))
 
-    def claim(self, wait: float) -> dict[str, Any] | None:
+    def claim(self, wait: float) -> ClaimedJob | None:
         response = self._request("POST", "/v1/runner/jobs/claim", params={"wait": wait}, timeout=wait + 30)
-        return None if response.status_code == 204 else dict(self._json(response))
+        return None if response.status_code == 204 else ClaimedJob.model_validate(self._json(response))
 
     def heartbeat(self, attempt: str, lease: str, progress: dict[str, Any]) -> dict[str, Any]:
         url = f"/v1/runner/attempts/{attempt}/heartbeat"

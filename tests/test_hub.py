@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.hub.client import HubClient
 from app.hub.service import HubSyncService
-from app.hub.worker import sync_due_models
+from app.hub.sync import sync_due_models
 from app.main import create_app
 from tests.support.checkpoints import TinyLlama, checkpoint_files
 from tests.support.databases import make_settings, offline_environment

@@ -82,8 +82,14 @@ class TestCatalogModels:
         assert "meta-llama/Llama-3.1-70B" in repo_ids(
             client, fits_accelerator="nvidia-h100-80gb", fits_precision="int4"
         )
-        # A long context needs room for the KV cache too: 8B at 1M tokens does not fit one H100.
-        assert "meta-llama/Llama-3.1-8B" not in repo_ids(
+        # A long context needs room for the KV cache too: 8B fits one L4 at 4,096 tokens, not at its full 131,072
+        # (16 GiB of KV cache); asked for 1M tokens it is sized at its own 131,072, which one H100 holds.
+        assert "meta-llama/Llama-3.1-8B" in repo_ids(client, fits_accelerator="nvidia-l4")
+        for tokens in (131_072, 1_000_000):
+            assert "meta-llama/Llama-3.1-8B" not in repo_ids(
+                client, fits_accelerator="nvidia-l4", fits_context_tokens=tokens
+            )
+        assert "meta-llama/Llama-3.1-8B" in repo_ids(
             client, fits_accelerator="nvidia-h100-80gb", fits_context_tokens=1_000_000
         )
         # Models without the figures (90B Vision has no exact count) never match.

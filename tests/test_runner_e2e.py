@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from evals.execute import lm_eval_commit
+from evals.lm_eval_worker import lm_eval_commit
 from evals.tiny import build_tiny_llama
 from tests.support.databases import offline_environment
 from tests.support.server import wait_until_ready
@@ -298,7 +298,7 @@ def worker_of(agent: subprocess.Popen[str]) -> int | None:
             command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == agent.pid and b"evals.execute" in command:
+        if int(fields[1]) == agent.pid and b"evals.lm_eval_worker" in command:
             return int(stat.parent.name)
     return None
 

@@ -46,7 +46,7 @@ def start_worker(spec: Path, endpoint: str, cache: Path, token: str | None) -> s
     if token:
         env["HF_TOKEN"] = token
     return subprocess.Popen(
-        [sys.executable, "-m", "evals.execute", str(spec)], cwd=SMOKE, env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "evals.lm_eval_worker", str(spec)], cwd=SMOKE, env=env, stdout=subprocess.DEVNULL
     )
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from evals.execute import Worker, model_key
+from evals.lm_eval_worker import Worker, model_key
 from evals.progress import ObservedTaskManager, ProgressHook
+from evals.protocol import JobSpec
 from evals.tiny import build_tiny_llama
 
 SMOKE = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "smoke"
@@ -31,6 +32,8 @@ def _beside_the_task_files(monkeypatch: pytest.MonkeyPatch) -> None:
 def job_spec(directory: Path, model: Path, tasks: list[str], **settings: Any) -> Path:
     directory.mkdir(parents=True)
     spec = {
+        "attempt_id": "a" * 8,
+        "job_id": "j" * 8,
         "model": "corral-test/tiny",
         "revision": "1" * 40,
         "local_path": str(model),
@@ -43,9 +46,11 @@ def job_spec(directory: Path, model: Path, tasks: list[str], **settings: Any) ->
             "batch_size": "1",
             "apply_chat_template": False,
             "fewshot_as_multiturn": False,
+            "num_fewshot": None,
             "limit": LIMIT,
             "seed": 0,
             "gen_kwargs": None,
+            "harness_version": "0.4.13",
         }
         | settings,
     }
@@ -67,7 +72,7 @@ class RecordingHook(ProgressHook):
 def test_progress_counts_every_request_of_each_task(tiny_model: Path, tmp_path: Path) -> None:
     import lm_eval
 
-    spec = json.loads(job_spec(tmp_path / "job", tiny_model, []).read_text())
+    spec = JobSpec.model_validate_json(job_spec(tmp_path / "job", tiny_model, []).read_text())
     lm, _ = Worker().model(spec)
     manager = ObservedTaskManager(include_path=str(SMOKE))
     # The job names a group: progress is reported under the group's name, counted over its leaf tasks.
@@ -102,8 +107,12 @@ def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(ti
     first = job_spec(tmp_path / "first", tiny_model, ["corral_smoke_mc"])
     second = job_spec(tmp_path / "second", tiny_model, ["corral_smoke_gen"], seed=1)
     other_model = job_spec(tmp_path / "third", tiny_model, ["corral_smoke_gen"], batch_size="2")
-    assert model_key(json.loads(first.read_text())) == model_key(json.loads(second.read_text()))
-    assert model_key(json.loads(first.read_text())) != model_key(json.loads(other_model.read_text()))
+
+    def key(path: Path) -> str:
+        return model_key(JobSpec.model_validate_json(path.read_text()))
+
+    assert key(first) == key(second)
+    assert key(first) != key(other_model)
 
     assert worker.run(first) == 0
     loaded = worker.lm
@@ -135,10 +144,6 @@ def test_a_failing_job_says_why(tiny_model: Path, tmp_path: Path) -> None:
     assert not (broken.parent / "results.json").exists()
 
 
-GB = 10**9
-H100 = {"kind": "nvidia-h100-80gb-hbm3", "memory_bytes": 80 * GB, "count": 8}
-
-
 def constructor_parameters(backend: str) -> set[str]:
     """The keyword arguments lm-eval's model class for `backend` takes, read from its source (vLLM is not
     installed here, so its class is read, not imported)."""
@@ -159,50 +164,87 @@ def constructor_parameters(backend: str) -> set[str]:
     raise AssertionError("lm-eval has no VLLM class")
 
 
+# vLLM engine arguments lm-eval's VLLM hands on to vllm.LLM through its **kwargs.
+VLLM_ENGINE_KWARGS = {"pipeline_parallel_size", "distributed_executor_backend"}
+
+
 @pytest.mark.parametrize(
-    ("backend", "precision", "required", "accelerator", "expected"),
+    ("backend", "precision", "placement", "device", "expected"),
     [
-        ("hf", "fp32", GB, {"kind": "cpu", "memory_bytes": 64 * GB, "count": 1}, "device=cpu"),
-        ("hf", "bf16", 20 * GB, H100, "dtype=bfloat16"),
-        # 140 GB on 80 GB GPUs: accelerate spreads the layers; vLLM splits tensors over two of them.
-        ("hf", "bf16", 140 * GB, H100, "parallelize=True"),
-        ("vllm", "bf16", 140 * GB, H100, "tensor_parallel_size=2"),
-        ("vllm", "bf16", 300 * GB, H100, "tensor_parallel_size=4"),
-        ("vllm", "bf16", 900 * GB, {**H100, "memory_bytes": 141 * GB}, "tensor_parallel_size=8"),
-        # Tensor parallelism needs a power of two: 2 of 3 GPUs, 4 of 6, even when more would be needed.
-        ("vllm", "bf16", 200 * GB, {**H100, "count": 3}, "tensor_parallel_size=2"),
-        ("vllm", "bf16", 450 * GB, {**H100, "count": 6}, "tensor_parallel_size=4"),
-        ("vllm", "fp8", 20 * GB, H100, "quantization=fp8"),
-        ("vllm", "int4", 20 * GB, H100, "quantization=bitsandbytes"),
-        ("hf", "int4", 20 * GB, H100, "quantization=bitsandbytes-int4"),
+        ("hf", "fp32", (1, 1), "cpu", {"device=cpu", "dtype=float32"}),
+        ("hf", "bf16", (1, 1), None, {"dtype=bfloat16"}),
+        # The server's placement (its fit rule) says how many GPUs: accelerate spreads layers over them on hf,
+        # vLLM splits tensors over a node's and stages over nodes (Ray).
+        ("hf", "bf16", (3, 1), "cuda", {"parallelize=True"}),
+        ("vllm", "bf16", (2, 1), None, {"tensor_parallel_size=2"}),
+        ("vllm", "bf16", (8, 2), None, {"tensor_parallel_size=8", "pipeline_parallel_size=2"}),
+        ("vllm", "fp8", (1, 1), None, {"quantization=fp8"}),
+        ("vllm", "int4", (1, 1), None, {"quantization=bitsandbytes"}),
+        ("hf", "int4", (1, 1), None, {"quantization=bitsandbytes-int4"}),
     ],
 )
-def test_model_arguments_fit_the_backend_and_the_runner(
-    backend: str, precision: str, required: int, accelerator: dict[str, Any], expected: str
+def test_model_arguments_follow_the_backend_and_the_placement(
+    backend: str, precision: str, placement: tuple[int, int], device: str | None, expected: set[str]
 ) -> None:
-    from evals.execute import model_args
+    from evals.lm_eval_worker import model_args
 
-    spec = {
-        "model": "meta-llama/Llama-3.1-8B",
-        "revision": "b" * 40,
-        "local_path": None,
-        "device": "cpu" if accelerator["kind"] == "cpu" else None,
-        "accelerator": accelerator,
-        "required_memory_bytes": required,
-        "settings": {"backend": backend, "precision": precision, "seed": 7},
-    }
-    arguments = model_args(spec)
-    assert arguments.startswith(f"pretrained=meta-llama/Llama-3.1-8B,revision={'b' * 40}")
-    assert expected in arguments.split(",")
-    keys = {part.split("=", 1)[0] for part in arguments.split(",")}
+    spec = JobSpec.model_validate(
+        {
+            "attempt_id": "a",
+            "job_id": "j",
+            "model": "meta-llama/Llama-3.1-8B",
+            "revision": "b" * 40,
+            "device": device,
+            "tasks": [],
+            "placement": {"tensor_parallel": placement[0], "pipeline_parallel": placement[1]},
+            "settings": {
+                "backend": backend,
+                "precision": precision,
+                "seed": 7,
+                "batch_size": "auto",
+                "apply_chat_template": False,
+                "fewshot_as_multiturn": False,
+                "num_fewshot": None,
+                "limit": None,
+                "gen_kwargs": None,
+                "harness_version": "0.4.13",
+            },
+        }
+    )
+    arguments = model_args(spec).split(",")
+    assert arguments[:2] == ["pretrained=meta-llama/Llama-3.1-8B", f"revision={'b' * 40}"]
+    assert expected <= set(arguments), expected - set(arguments)
+    keys = {part.split("=", 1)[0] for part in arguments}
     if backend == "hf" and precision == "int4":
         return  # loaded by the worker through bitsandbytes, not by these arguments
-    # Every argument is one the backend's real constructor takes.
-    assert keys <= constructor_parameters(backend), keys - constructor_parameters(backend)
+    # Every argument is one the backend's real constructor takes (or, on vLLM, hands to the engine).
+    assert keys <= constructor_parameters(backend) | VLLM_ENGINE_KWARGS, keys - constructor_parameters(backend)
     if backend == "vllm":
-        assert "seed=7" in arguments.split(",")  # vLLM fixes its sampling seed when the engine starts
+        assert "seed=7" in arguments  # vLLM fixes its sampling seed when the engine starts
+        assert ("distributed_executor_backend=ray" in arguments) == (placement[1] > 1)
+        assert not any(part.startswith("device=") for part in arguments)
     else:
-        assert ("parallelize=True" in arguments) == (required > accelerator["memory_bytes"])
+        assert ("parallelize=True" in arguments) == (placement[0] > 1)
+        assert not any(part.startswith(("tensor_parallel", "pipeline_parallel")) for part in arguments)
+
+
+def test_lm_eval_hands_unknown_vllm_arguments_to_the_engine() -> None:
+    """pipeline_parallel_size and distributed_executor_backend reach vllm.LLM only through the **kwargs that
+    lm-eval's VLLM constructor takes and merges into the engine's arguments: read from its source."""
+    import ast
+
+    import lm_eval.models
+
+    source = (Path(lm_eval.models.__file__).parent / "vllm_causallms.py").read_text()
+    init = next(
+        item
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef) and node.name == "VLLM"
+        for item in node.body
+        if isinstance(item, ast.FunctionDef) and item.name == "__init__"
+    )
+    assert init.args.kwarg is not None and init.args.kwarg.arg == "kwargs"
+    assert "self.model_args.update(kwargs)" in source
 
 
 def test_int4_on_hf_without_bitsandbytes_is_the_runners_shortcoming(tiny_model: Path, tmp_path: Path) -> None:
@@ -216,7 +258,7 @@ def test_int4_on_hf_without_bitsandbytes_is_the_runners_shortcoming(tiny_model: 
 def test_failures_are_classified_through_the_chain_of_causes() -> None:
     import torch
 
-    from evals.execute import classify
+    from evals.lm_eval_worker import classify
 
     def wrapped(cause: BaseException, outer: BaseException) -> BaseException:
         try:

@@ -16,7 +16,7 @@ from app.evaluations.requirements import evaluation_memory
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead
 from app.evaluations.views import EvaluationViews, closest_miss
 from app.evaluations.wakeups import QueueSignal, announce_work
-from app.hub.worker import resolve_ref
+from app.hub.sync import resolve_ref
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
 from app.runners.matching import Need

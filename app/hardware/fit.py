@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func
+from sqlalchemy import BigInteger, ColumnElement, and_, case, func, literal, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -26,6 +26,7 @@ from app.hardware.estimator import Architecture
 from app.tables.types import wide_integer
 
 GIB = 2**30
+DEFAULT_CONTEXT_TOKENS = 4096  # where a question names no context and the model states none
 SPREADS_OVER_NODES = frozenset({"vllm"})  # Ray pipeline parallel; accelerate stays on one machine
 POWER_OF_TWO_BACKENDS = frozenset({"vllm"})
 UNKNOWN_PARAMETERS = "Parameter count unknown: any runner may take it (sync it from the Hub)."
@@ -209,11 +210,11 @@ class ArchitectureColumns:
 
 
 def need_columns(columns: ArchitectureColumns, *, precision: str, context_tokens: int) -> tuple[Any, Any]:
-    """`inference_need` over columns: (total, largest piece) as SQL expressions, with the same integer steps.
+    """`inference_need` over columns: (the whole, the largest piece) as SQL expressions, with the same integer
+    steps; the piece is NULL where the architecture is unknown (then the whole must fit one device, as in Python).
     `wide` integers from the first factor on: layers x heads x head dim x tokens can pass BIGINT's range for the
     sizes the schema admits, and PostgreSQL would raise instead of answering."""
     tokens = case(
-        (columns.context_length.is_(None), context_tokens),
         (columns.context_length < context_tokens, columns.context_length),
         else_=context_tokens,
     )
@@ -228,25 +229,21 @@ def need_columns(columns: ArchitectureColumns, *, precision: str, context_tokens
         * estimator.PRECISION_BITS[kv_precision]
         // 8
     )
-    known = and_(columns.num_layers.isnot(None), columns.num_kv_heads.isnot(None), columns.head_dim.isnot(None))
-    total = case((known, estimator.with_overhead(weights + kv)), else_=estimator.with_overhead(weights))
+    total = estimator.with_overhead(weights + func.coalesce(kv, 0))
     embedding = estimator.weight_bytes(
         func.coalesce(columns.vocab_size, 0) * wide_integer(columns.hidden_size), precision
     )
     embeddings_total = case((columns.tied_embeddings.is_(True), embedding), else_=2 * embedding)
     layer = greatest(0, weights - embeddings_total) // columns.num_layers
     piece = estimator.with_overhead(greatest(embedding, layer + kv // columns.num_layers))
-    device = case((known, case((piece < total, piece), else_=total)), else_=total)
-    return total, device
+    return total, piece
 
 
 def holds_clause(
     columns: ArchitectureColumns, devices: Devices, *, precision: str, context_tokens: int, backend: str = "hf"
 ) -> ColumnElement[bool]:
-    """`holds` over columns: a model lacking its parameter count never matches."""
-    total, device = need_columns(columns, precision=precision, context_tokens=context_tokens)
-    return and_(
-        columns.parameters.isnot(None),
-        total <= usable_bytes(devices, backend),
-        device <= devices.device_bytes,
-    )
+    """`holds` over columns: the whole within the usable memory, and the piece (never more than the whole, as
+    `inference_need` has it) within one device. A model lacking its parameter count never matches."""
+    total, piece = need_columns(columns, precision=precision, context_tokens=context_tokens)
+    usable, device = literal(usable_bytes(devices, backend), BigInteger()), literal(devices.device_bytes, BigInteger())
+    return and_(columns.parameters.isnot(None), total <= usable, or_(total <= device, piece <= device))

@@ -33,7 +33,10 @@ class AcceleratorRead(ReadModel):
 class AcceleratorFit(ReadModel):
     accelerator: str
     memory_bytes: int
-    count_needed: int = Field(description="Devices needed for the inference total (memory only).")
+    count_needed: int | None = Field(
+        description="Devices of this kind on one machine that hold it (the fit rule); null when one device cannot "
+        "take its largest piece, so that no number of them can."
+    )
     fits_on_one: bool
 
 
@@ -66,6 +69,9 @@ class HardwareRequirements(ReadModel):
     kv_cache_per_token: Bytes
     kv_cache_formula: str
     inference: Inference
+    largest_piece: Bytes = Field(
+        description="The most one device must hold: a decoder layer with its KV cache, or the embedding matrix, +20 %."
+    )
     training: list[TrainingEstimate]
     accelerators: list[AcceleratorFit]
     runners_that_fit: list[str] | None = Field(

@@ -1,6 +1,7 @@
-"""Requirements reports: the estimator's arithmetic, laid out per precision, method and accelerator."""
+"""Requirements reports: the estimator's arithmetic, laid out per precision, method and accelerator; whether it
+fits is the fit rule's answer (app/hardware/fit.py)."""
 
-from app.hardware import estimator
+from app.hardware import estimator, fit
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Architecture
 from app.hardware.schemas import AcceleratorFit, Bytes, HardwareRequirements, Inference, TrainingEstimate
@@ -20,11 +21,13 @@ def requirements_report(
     notes: list[str] | None = None,
 ) -> HardwareRequirements:
     kv_precision = kv_precision or estimator.default_kv_precision(precision)
-    head_dim = arch.resolved_head_dim
     weights = estimator.weight_bytes(parameters, precision)
-    kv_per_token = estimator.kv_cache_bytes(arch.num_layers, arch.num_kv_heads, head_dim, 1, 1, kv_precision)
-    kv = estimator.kv_cache_bytes(arch.num_layers, arch.num_kv_heads, head_dim, context_tokens, batch, kv_precision)
-    total = estimator.with_overhead(weights + kv)
+    kv_per_token = fit.kv_bytes(arch, precision=precision, context_tokens=1, kv_precision=kv_precision)
+    kv = fit.kv_bytes(arch, precision=precision, context_tokens=context_tokens, batch=batch, kv_precision=kv_precision)
+    need = fit.inference_need(
+        arch, parameters, precision=precision, context_tokens=context_tokens, batch=batch, kv_precision=kv_precision
+    )
+    total = need.total_bytes
     adapter = estimator.lora_trainable_parameters(arch, lora_rank)
     notes = list(notes or [])
     if not arch.is_dense:
@@ -74,10 +77,11 @@ def requirements_report(
             AcceleratorFit(
                 accelerator=device.slug,
                 memory_bytes=device.memory_bytes,
-                count_needed=estimator.accelerators_needed(total, device.memory_bytes),
-                fits_on_one=total <= device.memory_bytes,
+                count_needed=fit.devices_needed(need, device.memory_bytes),
+                fits_on_one=fit.holds(need, fit.Devices(device.memory_bytes)),
             )
             for device in accelerators().values()
         ],
+        largest_piece=Bytes.of(need.device_bytes),
         notes=notes,
     )

@@ -9,7 +9,7 @@ from app.hub.client import CommitRecord, HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import HubCommit, SyncResult
 from app.hub.service import within_deadline
-from app.hub.worker import sync_in_request
+from app.hub.sync import sync_in_request
 from app.registry.models.router import RepoIdDep
 from app.registry.repository import require_model
 from app.schemas import COMMON_ERRORS, problem_responses

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from evals import hardware
-from evals.execute import environment, peak_memory
+from evals.lm_eval_worker import environment, peak_memory
 from evals.tiny import build_tiny_llama
 
 

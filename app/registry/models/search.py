@@ -1,17 +1,16 @@
 """Model search: the filters of GET /v1/models, as one SQL statement (so keyset pagination stays exact)."""
 
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import aliased
 
 from app.errors import UnprocessableEntity
-from app.hardware import estimator
+from app.hardware import fit
 from app.hardware.catalog import accelerators
 from app.registry.repository import MODEL_LOADS
 from app.tables import Family, License, Model, ModelKind, ModelStatus
-from app.tables.types import json_array_contains, wide_integer
+from app.tables.types import json_array_contains
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class ModelFilters:
     fits_accelerator: str | None = None
     fits_count: int = 1
     fits_precision: str = "bf16"
-    fits_context_tokens: int = 4096
+    fits_context_tokens: int = fit.DEFAULT_CONTEXT_TOKENS
 
 
 def search_statement(filters: ModelFilters) -> Select[Model]:
@@ -72,8 +71,8 @@ def search_statement(filters: ModelFilters) -> Select[Model]:
     return statement
 
 
-def _fits(filters: ModelFilters) -> Any:
-    """The estimator's inference total, built over columns: a model lacking a figure never matches."""
+def _fits(filters: ModelFilters) -> ColumnElement[bool]:
+    """The fit rule over columns (app/hardware/fit.py): a model lacking a figure it needs never matches."""
     device = accelerators().get(filters.fits_accelerator or "")
     if device is None:
         raise UnprocessableEntity(
@@ -82,16 +81,19 @@ def _fits(filters: ModelFilters) -> Any:
             location="query",
         )
     # head_dim is always stored once hidden size and heads are known (the service fills it in).
-    kv_precision = estimator.default_kv_precision(filters.fits_precision)
-    weights = estimator.weight_bytes(Model.parameter_count, filters.fits_precision)
-    # Widened from the first factor on: layers x heads x head dim x tokens can pass even BIGINT's range for the
-    # sizes the schema admits, and PostgreSQL would raise instead of answering.
-    kv = estimator.kv_cache_bytes(
-        wide_integer(Model.num_layers),
-        Model.num_kv_heads,
-        Model.head_dim,
-        filters.fits_context_tokens,
-        1,
-        kv_precision,
+    columns = fit.ArchitectureColumns(
+        parameters=Model.parameter_count,
+        hidden_size=Model.hidden_size,
+        num_layers=Model.num_layers,
+        num_kv_heads=Model.num_kv_heads,
+        head_dim=Model.head_dim,
+        vocab_size=Model.vocab_size,
+        tied_embeddings=Model.tied_embeddings,
+        context_length=Model.context_length,
     )
-    return estimator.with_overhead(weights + kv) <= filters.fits_count * device.memory_bytes
+    return fit.holds_clause(
+        columns,
+        fit.Devices(device.memory_bytes, filters.fits_count),
+        precision=filters.fits_precision,
+        context_tokens=filters.fits_context_tokens,
+    )

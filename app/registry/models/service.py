@@ -7,8 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, UnprocessableEntity
-from app.hardware import estimator
+from app.hardware import fit
 from app.hardware.estimator import architecture_of, dense_parameter_count
+from app.hardware.fit import DEFAULT_CONTEXT_TOKENS
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
 from app.pagination import PageRequest, SortKey, paginate
@@ -167,7 +168,10 @@ class ModelService:
         notes = []
         if model.unverified:
             notes.append(f"Unverified facts in this model's record: {', '.join(model.unverified)}.")
-        tokens = context_tokens or model.context_length or 4096
+        asked = context_tokens or model.context_length or DEFAULT_CONTEXT_TOKENS
+        tokens = fit.context_for(asked, model.context_length)
+        if tokens < asked:
+            notes.append(f"Context capped at the model's own {tokens} tokens (asked: {asked}).")
         report = requirements_report(
             model=model.repo_id,
             arch=arch,
@@ -179,15 +183,8 @@ class ModelService:
             batch=batch,
             notes=notes,
         )
-        inference = report.inference
         need = Need(
-            memory_bytes=inference.total.bytes,
-            device_bytes=estimator.largest_piece_bytes(
-                arch, inference.weights.bytes, inference.kv_cache.bytes, precision
-            ),
-            backend="",
-            harness_version="",
-            labels=(),
+            report.inference.total.bytes, report.largest_piece.bytes, backend="hf", harness_version="", labels=()
         )
         fitting = [
             runner.name

@@ -1,5 +1,5 @@
-"""The child process that runs lm-eval for the agent: `python -m evals.execute --worker` (jobs named on stdin,
-one after another) or `python -m evals.execute SPEC.json` (one job).
+"""The child process that runs lm-eval for the agent: `python -m evals.lm_eval_worker --worker` (jobs named on stdin,
+one after another) or `python -m evals.lm_eval_worker SPEC.json` (one job).
 
 It runs apart from the agent so that a cancel can kill it and a crash (or CUDA out of memory) cannot take the
 agent down. As a worker it keeps the last model loaded: the next job of the same model (another shard of the
@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from evals.protocol import JobSpec, Outcome
 
 
 def say(line: str) -> None:
@@ -58,45 +60,35 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 QUANTIZED = ("int8", "int4")
 
 
-def devices_to_use(spec: dict[str, Any]) -> int:
-    """How many of this runner's accelerators the job's memory needs: 1 when one holds it, else the smallest
-    power of two that does (tensor parallelism splits attention heads, which come in powers of two)."""
-    accelerator = spec.get("accelerator") or {}
-    per_device, count = accelerator.get("memory_bytes") or 0, accelerator.get("count") or 1
-    if per_device <= 0 or count <= 1:
-        return 1
-    usable = 1 << (count.bit_length() - 1)  # the most GPUs a power of two allows: 4 of 6, 2 of 3
-    needed = 1
-    while needed < usable and needed * per_device < spec["required_memory_bytes"]:
-        needed *= 2
-    return needed
-
-
-def model_args(spec: dict[str, Any]) -> str:
-    """lm-eval's model arguments for the job on this runner (backends differ in how they take them)."""
-    settings = spec["settings"]
-    local = spec.get("local_path")
-    parts = [f"pretrained={local}"] if local else [f"pretrained={spec['model']}", f"revision={spec['revision']}"]
-    precision = settings["precision"]
+def model_args(spec: JobSpec) -> str:
+    """lm-eval's model arguments for the job on this runner (backends differ in how they take them). How many
+    devices it spreads over is the server's placement (its fit rule, for this runner's registered devices)."""
+    settings, placement = spec.settings, spec.placement
+    local = spec.local_path
+    parts = [f"pretrained={local}"] if local else [f"pretrained={spec.model}", f"revision={spec.revision}"]
+    precision = settings.precision
     if precision in DTYPES:
         parts.append(f"dtype={DTYPES[precision]}")
-    spread = devices_to_use(spec)
-    if settings["backend"] == "vllm":
+    if settings.backend == "vllm":
         # vLLM quantizes unquantized weights in flight to fp8, or to 4 bits through bitsandbytes (never 8: the
         # server refuses int8 on vllm). Its sampling seed is fixed when the engine starts.
         quantization = {"fp8": "fp8", "int4": "bitsandbytes"}.get(precision)
         if quantization:
             parts.append(f"quantization={quantization}")
-        parts.append(f"seed={settings['seed']}")
-        if spread > 1:
-            parts.append(f"tensor_parallel_size={spread}")
+        parts.append(f"seed={settings.seed}")
+        if placement.tensor_parallel > 1:
+            parts.append(f"tensor_parallel_size={placement.tensor_parallel}")
+        if placement.pipeline_parallel > 1:
+            # Passed through lm-eval's **kwargs to vllm.LLM: stages on the nodes of a Ray cluster.
+            parts.append(f"pipeline_parallel_size={placement.pipeline_parallel}")
+            parts.append("distributed_executor_backend=ray")
         return ",".join(parts)
     if precision in QUANTIZED:
         parts.append(f"quantization=bitsandbytes-{precision}")  # recorded; applied in Worker.model
-    if spread > 1:
+    if placement.tensor_parallel > 1:
         parts.append("parallelize=True")  # accelerate places the layers across the visible GPUs
-    elif spec.get("device"):
-        parts.append(f"device={spec['device']}")
+    elif spec.device:
+        parts.append(f"device={spec.device}")
     return ",".join(parts)
 
 
@@ -126,8 +118,8 @@ def lm_eval_commit() -> str | None:
     return commit if isinstance(commit, str) else None
 
 
-def environment() -> dict[str, Any]:
-    facts: dict[str, Any] = {}
+def environment() -> dict[str, str | int | None]:
+    facts: dict[str, str | int | None] = {}
     try:
         import torch
 
@@ -150,7 +142,7 @@ class RunnerSetupError(RuntimeError):
     """This runner lacks something the job needs; another runner may have it (reported as infrastructure)."""
 
 
-def quantized_hf_model(spec: dict[str, Any]) -> Any:
+def quantized_hf_model(spec: JobSpec) -> Any:
     """int8/int4 on the hf backend. lm-eval 0.4.13 forwards no quantization settings of its own and transformers 5
     dropped `load_in_8bit`, so the weights are loaded here through bitsandbytes and handed to lm-eval's HFLM."""
     try:
@@ -163,9 +155,9 @@ def quantized_hf_model(spec: dict[str, Any]) -> Any:
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    local = spec.get("local_path")
-    source, revision = (local, None) if local else (spec["model"], spec["revision"])
-    if spec["settings"]["precision"] == "int8":
+    local = spec.local_path
+    source, revision = (local, None) if local else (spec.model, spec.revision)
+    if spec.settings.precision == "int8":
         config = BitsAndBytesConfig(load_in_8bit=True)
     else:
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
@@ -173,13 +165,12 @@ def quantized_hf_model(spec: dict[str, Any]) -> Any:
         source, revision=revision, quantization_config=config, device_map="auto"
     )
     tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec["settings"]["batch_size"])
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.settings.batch_size)
 
 
-def model_key(spec: dict[str, Any]) -> str:
+def model_key(spec: JobSpec) -> str:
     """Jobs with the same key can share one loaded model."""
-    settings = spec["settings"]
-    return json.dumps([settings["backend"], model_args(spec), settings["batch_size"]])
+    return json.dumps([spec.settings.backend, model_args(spec), spec.settings.batch_size])
 
 
 class Worker:
@@ -190,7 +181,7 @@ class Worker:
         self.key: str | None = None
         self.task_managers: dict[str | None, Any] = {}  # by include path; each load builds fresh task objects
 
-    def model(self, spec: dict[str, Any]) -> tuple[Any, bool]:
+    def model(self, spec: JobSpec) -> tuple[Any, bool]:
         """The job's model, and whether it was loaded already."""
         key = model_key(spec)
         if self.lm is not None and key == self.key:
@@ -198,8 +189,8 @@ class Worker:
         self.release()
         import lm_eval.api.registry
 
-        backend, batch_size = spec["settings"]["backend"], spec["settings"]["batch_size"]
-        if backend == "hf" and spec["settings"]["precision"] in QUANTIZED:
+        backend, batch_size = spec.settings.backend, spec.settings.batch_size
+        if backend == "hf" and spec.settings.precision in QUANTIZED:
             self.lm = quantized_hf_model(spec)
         else:
             self.lm = lm_eval.api.registry.get_model(backend).create_from_arg_string(
@@ -218,22 +209,22 @@ class Worker:
 
     def run(self, spec_path: Path) -> int:
         """One job; 0 when results.json was written, 1 when outcome.json says why not."""
-        spec = json.loads(spec_path.read_text())
         out = spec_path.parent
         started = time.perf_counter()
         try:
+            spec = JobSpec.model_validate_json(spec_path.read_text())
             import lm_eval
             from lm_eval.utils import handle_non_serializable
 
             from evals.progress import ObservedTaskManager, ProgressHook
 
-            settings = spec["settings"]
-            tasks = [task["name"] for task in spec["tasks"]]
-            fewshot = {task["num_fewshot"] for task in spec["tasks"]}
-            say(f"corral: lm-eval {settings['backend']} on {tasks} with {model_args(spec)}")
+            settings = spec.settings
+            tasks = [task.name for task in spec.tasks]
+            fewshot = {task.num_fewshot for task in spec.tasks}
+            say(f"corral: lm-eval {settings.backend} on {tasks} with {model_args(spec)}")
             lm, warm = self.model(spec)  # before the task index: weights that will not load fail in seconds
             say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
-            include = spec.get("include_path")
+            include = spec.include_path
             if include not in self.task_managers:  # indexing lm-eval's thousands of task files takes seconds
                 self.task_managers[include] = (
                     ObservedTaskManager(include_path=include) if include else ObservedTaskManager()
@@ -252,23 +243,23 @@ class Worker:
                 model_args=model_args(spec),
                 tasks=tasks,
                 num_fewshot=fewshot.pop() if len(fewshot) == 1 else None,
-                batch_size=settings["batch_size"],
-                device=spec.get("device"),
-                limit=settings["limit"],
-                random_seed=settings["seed"],
-                numpy_random_seed=settings["seed"],
-                torch_random_seed=settings["seed"],
-                fewshot_random_seed=settings["seed"],
-                apply_chat_template=settings["apply_chat_template"],
-                fewshot_as_multiturn=settings["fewshot_as_multiturn"],
-                gen_kwargs=settings["gen_kwargs"],
+                batch_size=settings.batch_size,
+                device=spec.device,
+                limit=settings.limit,
+                random_seed=settings.seed,
+                numpy_random_seed=settings.seed,
+                torch_random_seed=settings.seed,
+                fewshot_random_seed=settings.seed,
+                apply_chat_template=settings.apply_chat_template,
+                fewshot_as_multiturn=settings.fewshot_as_multiturn,
+                gen_kwargs=settings.gen_kwargs,
                 log_samples=True,
                 task_manager=manager,
             )
             if results is None:
                 raise RuntimeError("lm-eval returned no results")
             hook.set_stage("writing results", finished=True)
-            results["config"]["model"] = settings["backend"]  # as the lm_eval CLI records it
+            results["config"]["model"] = settings.backend  # as the lm_eval CLI records it
             # lm-eval records `git describe` of the working directory, which is Corral's checkout here, not
             # lm-eval's: the commit of lm-eval itself is known only for an install from git.
             corral_commit = results.get("git_hash")
@@ -288,8 +279,8 @@ class Worker:
         except BaseException as error:  # everything is reported: the agent decides what to tell the server
             traceback.print_exc()
             sys.stdout.flush()
-            outcome = {"category": classify(error), "message": f"{type(error).__name__}: {error}"}
-            (out / "outcome.json").write_text(json.dumps(outcome))
+            outcome = Outcome(category=classify(error), message=f"{type(error).__name__}: {error}")
+            (out / "outcome.json").write_text(outcome.model_dump_json())
             return 1
         finally:
             for manager in self.task_managers.values():
@@ -319,7 +310,7 @@ def run_job(worker: Worker, spec_path: Path) -> int:
     """Run one job beside its task files (lm-eval resolves their relative data_files from there)."""
     spec_path = spec_path.resolve()
     redirect_output(spec_path.parent / "log.txt")
-    include = json.loads(spec_path.read_text()).get("include_path")
+    include = JobSpec.model_validate_json(spec_path.read_text()).include_path
     os.chdir(include or spec_path.parent)
     code = worker.run(spec_path)
     sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""The agent's handle on its lm-eval worker: a child process (`python -m evals.execute --worker`) that runs the
+"""The agent's handle on its lm-eval worker: a child process (`python -m evals.lm_eval_worker --worker`) that runs the
 jobs it is handed and keeps the last model loaded, so the next job of the same model starts at once."""
 
 import contextlib
@@ -12,13 +12,13 @@ from pathlib import Path
 KILL_GRACE_SECONDS = 10
 
 
-class WorkerProcess:
+class WorkerHandle:
     def __init__(self, key: str, env: dict[str, str], log_path: Path) -> None:
-        self.key = key  # jobs with this model key can run here (evals.execute.model_key)
+        self.key = key  # jobs with this model key can run here (evals.lm_eval_worker.model_key)
         self.idle_since = time.monotonic()
         with log_path.open("ab") as output:  # what the worker prints between jobs
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "evals.execute", "--worker"],
+                [sys.executable, "-m", "evals.lm_eval_worker", "--worker"],
                 stdin=subprocess.PIPE,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,201 @@
+"""One fit rule (app/hardware/fit.py): its arithmetic on hand-worked figures, and the same answer from every place
+that asks "does it fit" — model search, a model's requirements, `/v1/requirements`, the leaderboard's `fits_on`,
+the model page, the queue's matching and the runner's placement — on both databases."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.hardware import fit
+from app.hardware.estimator import Architecture
+from app.hardware.fit import Devices, MemoryNeed, Placement
+from tests.support.evaluations import load_shipped_suites, make_runner, sha_of
+from tests.test_scores import openllm_results
+
+GIB = 2**30
+GB = 10**9
+L4, H100 = 24 * GIB, 80 * GIB
+
+
+def test_the_need_is_weights_and_kv_cache_with_the_overhead_and_the_largest_piece() -> None:
+    arch = Architecture(hidden_size=4096, num_layers=32, num_attention_heads=32, num_kv_heads=8, vocab_size=128256)
+    need = fit.inference_need(arch, 8_030_261_248, precision="bf16", context_tokens=4096)
+    weights, kv = 8_030_261_248 * 2, 2 * 32 * 8 * 128 * 2 * 4096
+    assert need == MemoryNeed((weights + kv) * 12 // 10, 128256 * 4096 * 2 * 12 // 10, 4096)
+
+
+def test_the_context_is_capped_at_the_model_own() -> None:
+    assert fit.context_for(8192, 4096) == 4096
+    assert fit.context_for(2048, 4096) == 2048
+    assert fit.context_for(8192, None) == 8192
+
+
+def test_devices_hold_a_need_when_together_they_hold_the_whole_and_each_the_largest_piece() -> None:
+    need = MemoryNeed(total_bytes=100 * GIB, device_bytes=30 * GIB)
+    assert fit.holds(need, Devices(50 * GIB, 2))
+    assert not fit.holds(need, Devices(50 * GIB - 1, 2))
+    assert fit.shortfalls(need, Devices(25 * GIB, 8)) == ["needs 30.0 GiB on one device, its largest has 25.0 GiB"]
+    assert fit.shortfalls(need, Devices(30 * GIB, 3)) == ["needs 100.0 GiB of accelerator memory, has 90.0 GiB"]
+
+
+def test_vllm_spreads_over_a_power_of_two_of_a_node_and_over_nodes_hf_over_every_gpu_of_one_machine() -> None:
+    need = MemoryNeed(total_bytes=70 * GIB, device_bytes=10 * GIB)
+    three = Devices(24 * GIB, 3)  # 72 GiB: hf may use all three, vllm only two (heads split in powers of two)
+    assert fit.placement(need, three, "hf") == Placement(3)
+    assert fit.placement(need, three, "vllm") is None
+    assert fit.shortfalls(need, three, "vllm") == ["needs 70.0 GiB of accelerator memory, has 48.0 GiB"]
+    two_nodes = Devices(24 * GIB, 2, nodes=2)
+    assert fit.placement(need, two_nodes, "vllm") == Placement(2, 2)
+    assert fit.placement(need, two_nodes, "hf") is None  # accelerate stays on one machine
+    assert fit.placement(MemoryNeed(GIB, GIB), two_nodes, "vllm") == Placement(1, 1)  # the fewest devices
+
+
+def test_llama_405b_in_bf16_needs_two_nodes_of_eight_80gb_gpus_and_one_of_h200() -> None:
+    arch = Architecture(hidden_size=16384, num_layers=126, num_attention_heads=128, num_kv_heads=8, vocab_size=128256)
+    need = fit.inference_need(arch, 405_853_388_800, precision="bf16", context_tokens=4096)
+    assert fit.placement(need, Devices(H100, 8), "vllm") is None
+    assert fit.placement(need, Devices(H100, 8, nodes=2), "vllm") == Placement(8, 2)
+    assert fit.placement(need, Devices(141 * GIB, 8), "vllm") == Placement(8, 1)
+
+
+def test_smaller_devices_beside_the_largest_count_for_hf_only() -> None:
+    mixed = Devices.of_groups([(24 * GIB, 1), (80 * GIB, 2)])
+    assert mixed == Devices(80 * GIB, 2, others=(24 * GIB,))
+    need = MemoryNeed(total_bytes=180 * GIB, device_bytes=GIB)
+    assert fit.placement(need, mixed, "hf") == Placement(3)
+    assert fit.usable_bytes(mixed, "vllm") == 160 * GIB
+    assert Devices.of_groups([]) == Devices(0, 0)
+
+
+def test_devices_needed_counts_one_kind_and_none_when_one_cannot_take_the_largest_piece() -> None:
+    assert fit.devices_needed(MemoryNeed(100 * GIB, 10 * GIB), L4) == 5
+    assert fit.devices_needed(MemoryNeed(1, 1), L4) == 1
+    assert fit.devices_needed(MemoryNeed(100 * GIB, 30 * GIB), L4) is None
+
+
+# Two models built to tell the old, disagreeing answers apart (weights + 20 % alone; the whole without the piece).
+KV_HEAVY = {  # every head keeps its own K/V: the KV cache at 4,096 tokens is 2 GiB
+    "repo_id": "acme/kv-heavy",
+    "hidden_size": 4096,
+    "num_layers": 32,
+    "num_attention_heads": 32,
+    "num_kv_heads": 32,
+    "vocab_size": 32000,
+    "context_length": 4096,
+    "parameter_count": 10 * GB,  # bf16 weights + 20 % = 22.4 GiB; with the KV cache 24.8 GiB
+}
+WIDE_VOCAB = {  # an embedding matrix of 21.4 GiB (25.6 GiB with the overhead): no 24 GiB device takes it
+    "repo_id": "acme/wide-vocab",
+    "hidden_size": 16384,
+    "num_layers": 8,
+    "num_attention_heads": 128,
+    "num_kv_heads": 8,
+    "vocab_size": 700_000,
+    "context_length": 4096,
+    "parameter_count": 30 * GB,  # the whole, 67.1 GiB, would fit on 4 x 24 GiB
+}
+CASES = [
+    (KV_HEAVY, "nvidia-l4", 1, None),
+    (KV_HEAVY, "nvidia-l4", 2, Placement(2)),
+    (WIDE_VOCAB, "nvidia-l4", 4, None),
+    (WIDE_VOCAB, "nvidia-h100-80gb", 1, Placement(1)),
+]
+MEMORY = {"nvidia-l4": L4, "nvidia-h100-80gb": H100}
+
+
+def _architecture(model: dict[str, Any]) -> Architecture:
+    return Architecture(
+        hidden_size=model["hidden_size"],
+        num_layers=model["num_layers"],
+        num_attention_heads=model["num_attention_heads"],
+        num_kv_heads=model["num_kv_heads"],
+        vocab_size=model["vocab_size"],
+    )
+
+
+@pytest.mark.parametrize(("model", "accelerator", "count", "expected"), CASES)
+def test_every_entry_point_gives_the_rule_answer(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    settings: Any,
+    model: dict[str, Any],
+    accelerator: str,
+    count: int,
+    expected: Placement | None,
+) -> None:
+    repo = model["repo_id"]
+    need = fit.inference_need(_architecture(model), model["parameter_count"], precision="bf16", context_tokens=4096)
+    assert fit.placement(need, Devices(MEMORY[accelerator], count)) == expected  # the rule itself
+    fits = expected is not None
+    created = client.post("/v1/models", json={**model, "kind": "base"}, headers=admin_headers)
+    assert created.status_code == 201, created.text
+    sha = sha_of(repo)
+    assert client.post(f"/v1/models/{repo}/revisions", json={"sha": sha}, headers=admin_headers).status_code == 201
+
+    # Model search.
+    search = client.get(
+        "/v1/models",
+        params={
+            "fits_accelerator": accelerator,
+            "fits_count": count,
+            "fits_precision": "bf16",
+            "fits_context_tokens": 4096,
+            "q": repo,
+        },
+    )
+    assert search.status_code == 200, search.text
+    assert [item["repo_id"] for item in search.json()["items"]] == ([repo] if fits else [])
+
+    # The model's requirements, and /v1/requirements on the same architecture.
+    recorded = client.get(f"/v1/models/{repo}/requirements", params={"precision": "bf16", "context_tokens": 4096})
+    ad_hoc = client.post(
+        "/v1/requirements",
+        json={
+            **{key: model[key] for key in ("hidden_size", "num_layers", "num_attention_heads", "num_kv_heads")},
+            "vocab_size": model["vocab_size"],
+            "parameter_count": model["parameter_count"],
+            "precision": "bf16",
+            "context_tokens": 4096,
+        },
+        headers=admin_headers,
+    )
+    for report in (recorded, ad_hoc):
+        assert report.status_code == 200, report.text
+        assert report.json()["inference"]["total"]["bytes"] == need.total_bytes
+        [entry] = [item for item in report.json()["accelerators"] if item["accelerator"] == accelerator]
+        needed = entry["count_needed"]
+        assert (needed is not None and needed <= count) == fits
+        assert entry["fits_on_one"] == (expected == Placement(1))
+
+    # The queue: a runner of `count` such devices can (or can never) take an evaluation at the suite's context.
+    load_shipped_suites(settings)
+    _, runner_headers = make_runner(
+        client, admin_headers, "fit-runner", memory_gib=MEMORY[accelerator] // GIB, count=count
+    )
+    requested = client.post(
+        "/v1/evaluations",
+        json={"model": repo, "revision": sha, "suite": "openllm-v2"},
+        headers=admin_headers,
+    )
+    assert requested.status_code == (201 if fits else 409), requested.text
+    if fits:
+        claimed = client.post("/v1/runner/jobs/claim", headers=runner_headers)
+        assert claimed.status_code == 201, claimed.text
+        assert claimed.json()["placement"] == {"tensor_parallel": expected.tensor_parallel, "pipeline_parallel": 1}
+
+    # The model page lists the runner among those that fit, or does not.
+    page = client.get(f"/models/{repo}")
+    assert page.status_code == 200
+    assert ("fit-runner" in page.text) == fits
+
+    # The leaderboard at the suite's context (openllm-v2 sizes its KV cache for 4,096 tokens).
+    imported = client.post(
+        "/v1/results/import",
+        json={"model": repo, "revision": sha, "suite": "openllm-v2", "results": openllm_results(0.5)},
+        headers=admin_headers,
+    )
+    assert imported.status_code == 201, imported.text
+    board = client.get("/v1/leaderboards/openllm-v2", params={"fits_on": accelerator, "fits_count": count})
+    assert board.status_code == 200, board.text
+    assert [row["model"] for row in board.json()["items"]] == ([repo] if fits else [])
