@@ -61,7 +61,10 @@ class SortKey:
         return self.nulls_as if value is None else value
 
 
-def _sort_key(column: "InstrumentedAttribute[Any] | SortKey") -> SortKey:
+SortColumn = InstrumentedAttribute[Any] | SortKey  # a NOT NULL column, or a nullable one with its stand-in
+
+
+def _sort_key(column: SortColumn) -> SortKey:
     # A NOT NULL column needs no coalescing; a sentinel of None keeps the plain column in the SQL.
     return column if isinstance(column, SortKey) else SortKey(column, nulls_as=None)
 
@@ -106,7 +109,7 @@ async def paginate(
     statement: Select[RowT],  # one entity selected: rows come back as scalars
     *,
     sort: str,
-    columns: Mapping[str, Any],  # name -> column (NOT NULL) or SortKey (nullable)
+    columns: Mapping[str, SortColumn],
     id_column: InstrumentedAttribute[uuid.UUID],
     page: PageRequest,
 ) -> tuple[list[RowT], str | None]:

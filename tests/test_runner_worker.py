@@ -243,7 +243,8 @@ def test_lm_eval_hands_unknown_vllm_arguments_to_the_engine() -> None:
         for item in node.body
         if isinstance(item, ast.FunctionDef) and item.name == "__init__"
     )
-    assert init.args.kwarg is not None and init.args.kwarg.arg == "kwargs"
+    assert init.args.kwarg is not None
+    assert init.args.kwarg.arg == "kwargs"
     assert "self.model_args.update(kwargs)" in source
 
 

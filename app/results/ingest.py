@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.suites.schemas import SuiteDefinition
+from app.tables.documents import JsonObject
 
 # Metrics that are proportions: a value outside [0, 1] is a broken document, not a score.
 PROPORTIONS = frozenset(
@@ -89,7 +90,7 @@ def task_tree(suite: SuiteDefinition, tasks: Iterable[str] | None = None) -> Tas
     return TaskTree(suite.scored_names(tasks), suite.kept_names())
 
 
-def json_object(value: Any) -> dict[str, Any]:
+def json_object(value: object) -> JsonObject:
     """The value if it is a JSON object, else an empty one: documents are read defensively."""
     return value if isinstance(value, dict) else {}
 
@@ -114,7 +115,7 @@ def finite_document(document: Any, path: str = "results") -> Any:
     return walk(document, path, "")
 
 
-def _stderr(entry: dict[str, Any], key: str, path: str, metric: str) -> float | None:
+def _stderr(entry: JsonObject, key: str, path: str, metric: str) -> float | None:
     raw = entry.get(key)
     if raw is None or raw == NO_STDERR or isinstance(raw, str):
         return None
@@ -144,7 +145,7 @@ def _value(raw: Any, path: str, metric: str) -> float:
 
 
 def _entry_scores(
-    task: str, entry: dict[str, Any], path: str, document: dict[str, Any], is_group: bool
+    task: str, entry: JsonObject, path: str, document: JsonObject, is_group: bool
 ) -> Iterable[ParsedScore]:
     counts = json_object(document.get("n-samples"))
     samples = json_object(counts.get(task)).get("effective")

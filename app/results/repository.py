@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.results.ingest import ParsedScore
+from app.results.ingest import ParsedScore, json_object
 from app.results.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
@@ -20,7 +20,7 @@ from app.tables import (
     Runner,
     Score,
 )
-from app.tables.documents import ScoreSummary
+from app.tables.documents import JsonObject, ScoreSummary
 
 
 async def record_scores(
@@ -68,7 +68,7 @@ def new_result(
     job_id: uuid.UUID,
     evaluation_id: uuid.UUID,
     attempt_id: uuid.UUID | None,
-    document: dict[str, Any],
+    document: JsonObject,
     samples: Any = None,
 ) -> JobResult:
     """The raw document, compressed and kept forever; scores are derived from it and can be recomputed."""
@@ -83,7 +83,7 @@ def new_result(
         results_bytes=len(canonical),
         samples_gzip=gzip.compress(json.dumps(samples, allow_nan=False).encode()) if samples is not None else None,
         lm_eval_version=version if isinstance(version, str) else None,
-        tasks=sorted(document.get("results") or {}),
+        tasks=sorted(json_object(document.get("results"))),
     )
 
 

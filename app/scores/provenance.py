@@ -13,7 +13,7 @@ from app.evaluations.repository import load_evaluation
 from app.results.ingest import json_object
 from app.results.repository import result_of_shard, results_of
 from app.scores.schemas import JobProvenance, Provenance, Seeds
-from app.tables.documents import AcceleratorRecord
+from app.tables.documents import AcceleratorRecord, JsonObject
 
 # torch.utils.collect_env's report, as lm-eval stores it in `pretty_env_info`: "Name: value" lines, where the
 # GPU line may continue with one "GPU n: ..." line per device.
@@ -43,7 +43,7 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def job_provenance(document: dict[str, Any], **identity: Any) -> JobProvenance:
+def job_provenance(document: JsonObject, **identity: Any) -> JobProvenance:
     """The reproducibility record of one job's results; `identity` fills the fields Corral knows itself."""
     config = json_object(document.get("config"))
     runner = json_object(document.get("corral_runner"))

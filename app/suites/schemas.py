@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas import ReadModel
+from app.schemas import JsonField, ReadModel
 
 TaskName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 Bound = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -163,7 +163,7 @@ class SuiteVersionRead(ReadModel):
     name: str
     version: str
     latest: bool
-    definition: dict[str, Any]
+    definition: JsonField
     created_at: datetime
 
 

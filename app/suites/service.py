@@ -4,7 +4,6 @@ import hashlib
 import json
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -82,14 +81,10 @@ def _summary(row: SuiteVersion) -> SuiteSummary:
     )
 
 
-def _version_read(row: SuiteVersion) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "version": row.version,
-        "latest": row.latest,
-        "definition": row.definition,
-        "created_at": row.created_at,
-    }
+def _version_read(row: SuiteVersion) -> SuiteVersionRead:
+    return SuiteVersionRead(
+        name=row.name, version=row.version, latest=row.latest, definition=row.definition, created_at=row.created_at
+    )
 
 
 class SuiteService:
@@ -123,7 +118,7 @@ class SuiteService:
         current = next((row for row in rows if row.latest), None)
         if current is None:
             raise NotFound(f"No suite named {name!r}.")
-        return SuiteRead(**_version_read(current), versions=[row.version for row in rows])
+        return SuiteRead(**_version_read(current).model_dump(), versions=[row.version for row in rows])
 
     async def get_version(self, name: str, version: str) -> SuiteVersionRead:
         row = (
@@ -133,4 +128,4 @@ class SuiteService:
         ).scalar_one_or_none()
         if row is None:
             raise NotFound(f"Suite {name!r} has no version {version!r}.")
-        return SuiteVersionRead(**_version_read(row))
+        return _version_read(row)

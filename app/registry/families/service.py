@@ -6,12 +6,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict
-from app.pagination import PageRequest, SortKey, paginate
+from app.pagination import PageRequest, SortColumn, SortKey, paginate
 from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilyUpdate
 from app.registry.repository import by_slug, require_slug
 from app.tables import Family, License
 
-SORT_COLUMNS = {
+SORT_COLUMNS: dict[str, SortColumn] = {
     "slug": Family.slug,
     "created_at": Family.created_at,
     "release_date": SortKey(Family.release_date, nulls_as=date.min),

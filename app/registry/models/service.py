@@ -1,7 +1,6 @@
 import uuid
-from collections.abc import Mapping
 from datetime import date
-from typing import Any
+from typing import TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +11,7 @@ from app.hardware.estimator import architecture_of, dense_parameter_count
 from app.hardware.fit import DEFAULT_CONTEXT_TOKENS
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
-from app.pagination import PageRequest, SortKey, paginate
+from app.pagination import PageRequest, SortColumn, SortKey, paginate
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.licenses.terms import check_use
 from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate, hub_state
@@ -22,13 +21,23 @@ from app.runners.matching import Capacity, Need
 from app.runners.repository import registered_runners
 from app.tables import Family, License, Lineage, Model
 
-SORT_COLUMNS: dict[str, Any] = {
+SORT_COLUMNS: dict[str, SortColumn] = {
     "repo_id": Model.repo_id,
     "created_at": Model.created_at,
     "release_date": SortKey(Model.release_date, nulls_as=date.min),
     "parameter_count": SortKey(Model.parameter_count, nulls_as=0),
 }
 MAX_LINEAGE_DEPTH = 32
+
+
+class References(TypedDict, total=False):
+    """The records a model names by key (slugs, a repo id); absent: left as they are, None: cleared."""
+
+    family: str | None
+    license: str | None
+    base_model: str | None
+
+
 ARCHITECTURE_INPUTS = frozenset(
     {
         "hidden_size",
@@ -77,7 +86,7 @@ class ModelService:
         values = body.model_dump(exclude={"family", "license", "base_model"})
         model = Model(**values)
         model.display_name = body.display_name or body.repo_id.split("/", 1)[1]
-        references: dict[str, Any] = {key: getattr(body, key) for key in ("family", "license", "base_model")}
+        references = References(family=body.family, license=body.license, base_model=body.base_model)
         await self._apply_references(model, references)
         if model.base_model_id is not None and model.lineage is None:
             model.lineage = Lineage.FINETUNE
@@ -89,9 +98,10 @@ class ModelService:
     async def update(self, repo_id: str, body: ModelUpdate) -> ModelRead:
         model = await require_model(self.session, repo_id)
         changes = body.model_dump(exclude_unset=True)
-        references: dict[str, Any] = {
-            key: changes.pop(key) for key in ("family", "license", "base_model") if key in changes
-        }
+        references = References()
+        for key in ("family", "license", "base_model"):
+            if key in changes:
+                references[key] = changes.pop(key)
         # Derived figures follow their inputs: a changed shape recomputes head_dim and the parameter count
         # unless the same request states them.
         if changes.keys() & ARCHITECTURE_INPUTS:
@@ -193,7 +203,7 @@ class ModelService:
         ]
         return report.model_copy(update={"runners_that_fit": sorted(fitting)})
 
-    async def _apply_references(self, model: Model, references: Mapping[str, Any]) -> None:
+    async def _apply_references(self, model: Model, references: References) -> None:
         if "family" in references:
             slug = references["family"]
             model.family_id = (

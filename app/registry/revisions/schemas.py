@@ -1,11 +1,11 @@
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
 from app.fields import CommitSha
-from app.schemas import ReadModel, WriteModel
+from app.schemas import JsonField, ReadModel, WriteModel
 
 RevisionSort = Literal["created_at", "-created_at"]
 
@@ -25,7 +25,7 @@ class RevisionCreate(WriteModel):
 
     sha: CommitSha
     ref: str | None = Field(default=None, max_length=200, description="The branch or tag it was taken from.")
-    snapshot: dict[str, Any] = Field(default_factory=dict, description="Metadata as of this commit (free-form).")
+    snapshot: JsonField = Field(default_factory=dict, description="Metadata as of this commit (free-form).")
 
 
 class RevisionRead(ReadModel):
@@ -34,7 +34,7 @@ class RevisionRead(ReadModel):
     sha: str
     ref: str | None
     source: str = Field(description="manual, or hub when synced from the Hub.")
-    snapshot: dict[str, Any]
+    snapshot: JsonField
     aliases: list[str]
     created_at: datetime
 
