@@ -21,6 +21,7 @@ from app.tables.base import utcnow
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
 from tests.support import databases
+from tests.support.clock import ManualClock
 from tests.support.evaluations import load_shipped_suites
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -170,7 +171,13 @@ def fast_settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def queue_client(fast_settings: Settings) -> Iterator[TestClient]:
+def clock() -> ManualClock:
+    """The queue's clock in `queue_client`: it stands still until the test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def queue_client(fast_settings: Settings, clock: ManualClock) -> Iterator[TestClient]:
     load_shipped_suites(fast_settings)
-    with TestClient(create_app(fast_settings), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(fast_settings, clock=clock), raise_server_exceptions=False) as test_client:
         yield test_client

@@ -10,16 +10,19 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.errors import Conflict
 from app.evaluations import state
 from app.evaluations.wakeups import QueueSignal
+from app.main import create_app
 from app.protocol import repository
 from app.protocol.reaper import reap_once
 from app.tables import AttemptLogChunk, AttemptState, FailureCategory, JobAttempt, JobResult, Runner
 from app.tables.base import utcnow
-from tests.support.evaluations import lease, lm_eval_results, make_model, make_runner
+from tests.support.clock import ManualClock
+from tests.support.evaluations import lease, lm_eval_results, load_shipped_suites, make_model, make_runner
 
 SMOKE_TASKS = [["corral_smoke_mc"], ["corral_smoke_gen"]]
 
@@ -37,18 +40,6 @@ def claim(client: TestClient, runner: dict[str, str], **params: Any) -> dict[str
     return dict(answer.json()) if answer.status_code == 201 else None
 
 
-def lapse(settings: Settings, attempt_id: str) -> None:
-    """The attempt's lease ends now, as if `lease_seconds` had passed without a heartbeat (no waiting for it)."""
-
-    async def work(session) -> None:  # type: ignore[no-untyped-def]
-        past = utcnow() - timedelta(seconds=1)
-        await session.execute(
-            update(JobAttempt).where(JobAttempt.id == uuid.UUID(attempt_id)).values(lease_expires_at=past)
-        )
-
-    asyncio.run(in_unit_of_work(settings, work))
-
-
 def runner_contacted(client: TestClient, admin_headers: dict[str, str], name: str) -> bool:
     listed = client.get("/v1/runners", headers=admin_headers).json()["items"]
     return any(runner["name"] == name and runner["last_contact_at"] for runner in listed)
@@ -62,7 +53,7 @@ def rows(settings: Settings, entity: type, **where: Any) -> list[Any]:
     return asyncio.run(in_unit_of_work(settings, work))
 
 
-def reap(settings: Settings) -> int:
+def reap(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
     engine_settings = settings
 
     async def run() -> int:
@@ -70,7 +61,7 @@ def reap(settings: Settings) -> int:
 
         engine = create_engine(engine_settings)
         try:
-            return await reap_once(create_sessionmaker(engine), engine_settings, QueueSignal())
+            return await reap_once(create_sessionmaker(engine), engine_settings, QueueSignal(), clock)
         finally:
             await engine.dispose()
 
@@ -223,7 +214,11 @@ def test_foreign_and_bad_writes_are_refused_and_change_nothing(
 
 
 def test_stalled_runner_loses_its_lease_and_another_finishes(
-    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+    queue_client: TestClient,
+    fast_settings: Settings,
+    clock: ManualClock,
+    admin_headers: dict[str, str],
+    publish_headers: dict[str, str],
 ) -> None:
     client = queue_client
     sha = make_model(client, publish_headers)
@@ -232,15 +227,16 @@ def test_stalled_runner_loses_its_lease_and_another_finishes(
     evaluation = request_smoke(client, publish_headers, sha)
     lost = claim(client, stalled)
     assert lost is not None
-    assert reap(fast_settings) == 0  # the lease is still good
+    clock.advance(fast_settings.lease_seconds - 0.001)
+    assert reap(fast_settings, clock) == 0  # the lease is still good, a millisecond before it ends
 
-    lapse(fast_settings, lost["attempt_id"])
+    clock.advance(0.001)  # the lease's last instant: no heartbeat came in lease_seconds
     # A late write before the reaper ran is refused too: the lease lapsed.
     late = client.post(f"/v1/runner/attempts/{lost['attempt_id']}/heartbeat", json={}, headers=lease(lost, stalled))
     assert late.status_code == 409
     assert "lapsed" in late.json()["detail"]
-    assert reap(fast_settings) == 1
-    assert reap(fast_settings) == 0  # idempotent
+    assert reap(fast_settings, clock) == 1
+    assert reap(fast_settings, clock) == 0  # idempotent
 
     taken = [claim(client, healthy)]
     assert taken[0] is not None
@@ -265,6 +261,54 @@ def test_stalled_runner_loses_its_lease_and_another_finishes(
         ("stalls", "lost", "lease_expired"),
         ("healthy", "succeeded", None),
     ]
+
+
+def test_a_retried_job_waits_out_its_backoff_on_the_queue_clock(
+    fast_settings: Settings, clock: ManualClock, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    settings = fast_settings.model_copy(update={"retry_backoff_seconds": 30})
+    load_shipped_suites(settings)
+    with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as client:
+        sha = make_model(client, publish_headers)
+        _, runner = make_runner(client, admin_headers, "flaky", memory_gib=8)
+        evaluation = request_smoke(client, publish_headers, sha)
+        first = claim(client, runner)
+        assert first is not None
+        failed = client.post(
+            f"/v1/runner/attempts/{first['attempt_id']}/fail",
+            json={"category": "infrastructure", "message": "node rebooted"},
+            headers=lease(first, runner),
+        )
+        assert failed.status_code == 200, failed.text
+        reply = failed.json()
+        assert reply["retried"] is True
+        due = datetime.fromisoformat(reply["available_at"])
+        assert timedelta(seconds=27) <= due - clock.now() <= timedelta(seconds=33)  # 30 s, +-10 % jitter
+
+        other = claim(client, runner)  # the other shard is claimable at once
+        assert other is not None
+        assert other["job_id"] != first["job_id"]
+        release = client.post(
+            f"/v1/runner/attempts/{other['attempt_id']}/release", json={"reason": "test"}, headers=lease(other, runner)
+        )
+        assert release.status_code == 200
+        clock.advance(26)
+        taken = claim(client, runner)
+        assert taken is not None
+        assert taken["job_id"] == other["job_id"]  # the failed job still waits: it is not due
+        shard = next(
+            job
+            for job in client.get(f"/v1/evaluations/{evaluation['id']}").json()["jobs"]
+            if job["id"] == first["job_id"]
+        )
+        assert shard["waiting_for"] == f"retry backoff until {due.isoformat()}"
+        client.post(
+            f"/v1/runner/attempts/{taken['attempt_id']}/release", json={"reason": "test"}, headers=lease(taken, runner)
+        )
+        clock.advance((due - clock.now()).total_seconds())  # the instant it is due
+        retried = claim(client, runner)
+        assert retried is not None
+        assert (retried["job_id"], retried["attempt_number"]) == (first["job_id"], 2)
 
 
 def test_failure_categories(

@@ -9,7 +9,7 @@ import random
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -160,6 +160,18 @@ def test_one_running_attempt_per_job_is_enforced_by_the_database(settings: Setti
         asyncio.run(in_unit_of_work(settings, claim_then_forge))
 
 
+async def blocked_on_a_lock(watcher: AsyncSession, timeout: float = 30) -> None:
+    """Until another session of this database waits for a row lock (PostgreSQL's own view of it)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await watcher.execute(waiting)).scalar_one() == 0:
+        await watcher.rollback()  # a fresh snapshot of the activity view
+        assert asyncio.get_running_loop().time() < deadline, "the racing claim never waited for the lock"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_a_runner_never_exceeds_its_concurrency_limit(settings: Settings) -> None:
     runner_ids = asyncio.run(in_unit_of_work(settings, lambda session: seed_queue(session, 4, 1)))
@@ -173,12 +185,12 @@ def test_a_runner_never_exceeds_its_concurrency_limit(settings: Settings) -> Non
                 assert runner is not None
                 runner.max_concurrent_jobs = 1
                 await session.commit()
-            async with sessionmaker() as first, sessionmaker() as second:
+            async with sessionmaker() as first, sessionmaker() as second, sessionmaker() as watcher:
                 held = await ProtocolService(first, settings).claim(runner_ids[0])
                 assert held is not None
                 # The second long-poll of the same runner waits for the first claim's transaction, then sees it.
                 racing = asyncio.create_task(ProtocolService(second, settings).claim(runner_ids[0]))
-                await asyncio.sleep(0.2)
+                await blocked_on_a_lock(watcher)
                 await first.commit()
                 assert await asyncio.wait_for(racing, timeout=10) is None
                 await second.commit()
