@@ -199,8 +199,31 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 content = response.get("content", {})
                 if code[0] in "45" and "application/problem+json" in content:
                     content.pop("application/json", None)
+    _drop_unreferenced_schemas(schema)
     app.openapi_schema = schema
     return schema
+
+
+def _drop_unreferenced_schemas(schema: dict[str, Any]) -> None:
+    """Pydantic lists every type it met among the components, also those a field documents as a plain JSON
+    object (the typed documents of app/tables/documents.py): keep only what the paths reach."""
+    components = schema["components"]["schemas"]
+    reached: set[str] = set()
+    pending = [schema["paths"]]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/components/schemas/"):
+                name = reference.rsplit("/", 1)[1]
+                if name not in reached and name in components:
+                    reached.add(name)
+                    pending.append(components[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    for name in set(components) - reached:
+        del components[name]
 
 
 def create_served_app() -> FastAPI:

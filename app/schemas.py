@@ -10,6 +10,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictInt,
     WithJsonSchema,
     model_validator,
@@ -20,13 +21,14 @@ from app.tables.documents import AttemptProgress, EvaluationConfig, JsonObject, 
 
 T = TypeVar("T")
 
-# Documents shaped by app/tables/documents.py (or JSON kept as sent), typed for the code and shown to API
-# clients as JSON objects, as they always were.
+# JSON kept as sent (validated as JSON values), and documents shaped by app/tables/documents.py (written by
+# Corral itself, so passed through as they are): typed for the code, shown to API clients as JSON objects.
 AS_OBJECT = WithJsonSchema({"type": "object", "additionalProperties": True})
+AS_WRITTEN = PlainValidator(lambda document: document)
 JsonField = Annotated[JsonObject, AS_OBJECT]
-ConfigField = Annotated[EvaluationConfig, AS_OBJECT]
-SummaryField = Annotated[ScoreSummary, AS_OBJECT]
-ProgressField = Annotated[AttemptProgress, AS_OBJECT]
+ConfigField = Annotated[EvaluationConfig, AS_WRITTEN, AS_OBJECT]
+SummaryField = Annotated[ScoreSummary, AS_WRITTEN, AS_OBJECT]
+ProgressField = Annotated[AttemptProgress, AS_WRITTEN, AS_OBJECT]
 
 
 def _iso_text(value: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas import AS_OBJECT, JsonField, ReadModel, WriteModel
+from app.schemas import AS_OBJECT, AS_WRITTEN, JsonField, ReadModel, WriteModel
 from app.suites.schemas import TaskName
 from app.tables.documents import GenerationArguments
 
@@ -24,7 +24,7 @@ class JobSettings(ReadModel):
     num_fewshot: int | None
     limit: int | float | None
     seed: int
-    gen_kwargs: Annotated[GenerationArguments, AS_OBJECT] | None
+    gen_kwargs: Annotated[GenerationArguments, AS_WRITTEN, AS_OBJECT] | None
     harness_version: str
 
 

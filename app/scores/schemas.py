@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic reads it on Python 3.11
 
-from app.schemas import AS_OBJECT, ConfigField, ReadModel
+from app.schemas import AS_OBJECT, AS_WRITTEN, ConfigField, ReadModel
 
 LeaderboardFormat = Literal["json", "csv", "markdown"]
 
@@ -64,7 +64,7 @@ class Comparison(ReadModel):
     candidate: uuid.UUID
     tasks: list[TaskDelta]
     average: TaskDelta
-    config_differences: dict[str, Annotated[SettingDifference, AS_OBJECT]] = Field(
+    config_differences: dict[str, Annotated[SettingDifference, AS_WRITTEN, AS_OBJECT]] = Field(
         description="Settings that differ between the two runs: {setting: {base, candidate}}."
     )
 
