@@ -69,7 +69,11 @@ def reap(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
 
 
 def test_protocol_end_to_end(
-    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+    queue_client: TestClient,
+    fast_settings: Settings,
+    clock: ManualClock,
+    admin_headers: dict[str, str],
+    publish_headers: dict[str, str],
 ) -> None:
     client = queue_client
     sha = make_model(client, publish_headers)
@@ -97,6 +101,7 @@ def test_protocol_end_to_end(
     assert second["tasks"][0]["name"] == "corral_smoke_gen"
     assert claim(client, runner) is None  # at its concurrency limit (and the queue is empty)
 
+    clock.advance(1)  # a second later: the heartbeat moves the lease on by as much
     beat = client.post(
         f"/v1/runner/attempts/{first['attempt_id']}/heartbeat",
         json={"progress": {"overall": 0.5, "tasks": {"corral_smoke_mc": 0.5}, "stage": "loglikelihood"}},
