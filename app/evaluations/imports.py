@@ -2,19 +2,19 @@
 
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import UnprocessableEntity
-from app.evaluations import state
+from app.evaluations import repository, state
 from app.evaluations.identity import EvaluationConfig, config_hash
 from app.evaluations.schemas import ResultsImport
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService
 from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
 from app.results.repository import canonical_json, new_result, record_scores
+from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationJob, EvaluationState, JobResult, JobState, SuiteVersion
+from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState
 from app.tables.base import utcnow
 from app.tables.documents import StoredRequirements
 
@@ -31,9 +31,7 @@ class ImportService:
         revision = await RevisionService(self.session).by_sha(model, body.revision)
         if revision is None:
             raise UnprocessableEntity(f"{body.model} has no recorded revision {body.revision}.", field="revision")
-        suite_row = await self.session.scalar(
-            select(SuiteVersion).where(SuiteVersion.name == body.suite, SuiteVersion.latest.is_(True))
-        )
+        suite_row = await suites.version(self.session, body.suite, None)
         if suite_row is None:
             raise UnprocessableEntity(f"No suite {body.suite!r}.", field="suite")
         suite = SuiteDefinition.model_validate(suite_row.definition)
@@ -43,11 +41,7 @@ class ImportService:
         except ResultsError as error:
             raise UnprocessableEntity(error.message, field=error.path) from None
         _, digest = canonical_json(document)
-        earlier = await self.session.scalar(
-            select(JobResult.evaluation_id)
-            .join(Evaluation, Evaluation.id == JobResult.evaluation_id)
-            .where(JobResult.content_sha256 == digest, Evaluation.revision_id == revision.id)
-        )
+        earlier = await repository.evaluation_with_result(self.session, digest, revision.id)
         if earlier is not None:
             return earlier, False
         raw_config = body.results.get("config")

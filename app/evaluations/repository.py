@@ -18,6 +18,7 @@ from app.tables import (
     EvaluationState,
     FailureCategory,
     JobAttempt,
+    JobResult,
     JobState,
     Model,
     Revision,
@@ -54,17 +55,6 @@ async def identity(session: AsyncSession, evaluation: Evaluation) -> tuple[Model
     assert revision is not None
     assert suite is not None
     return model, revision, suite
-
-
-async def suite_version(session: AsyncSession, name: str, version: str | None) -> SuiteVersion | None:
-    """A kept version of the suite, or its latest."""
-    statement = select(SuiteVersion).where(SuiteVersion.name == name)
-    statement = statement.where(SuiteVersion.version == version if version else SuiteVersion.latest.is_(True))
-    return (await session.execute(statement)).scalar_one_or_none()
-
-
-async def suite_names(session: AsyncSession) -> list[str]:
-    return sorted((await session.execute(select(SuiteVersion.name).distinct())).scalars().all())
 
 
 async def by_idempotency_key(session: AsyncSession, token_id: uuid.UUID | None, key: str) -> Evaluation | None:
@@ -255,3 +245,12 @@ async def full_log(session: AsyncSession, attempt_id: uuid.UUID) -> bytes:
         select(AttemptLogChunk.data).where(AttemptLogChunk.attempt_id == attempt_id).order_by(AttemptLogChunk.offset)
     )
     return b"".join(rows.scalars())
+
+
+async def evaluation_with_result(session: AsyncSession, digest: str, revision_id: uuid.UUID) -> uuid.UUID | None:
+    """The evaluation of this revision that holds a results document with this content hash."""
+    return await session.scalar(
+        select(JobResult.evaluation_id)
+        .join(Evaluation, Evaluation.id == JobResult.evaluation_id)
+        .where(JobResult.content_sha256 == digest, Evaluation.revision_id == revision_id)
+    )

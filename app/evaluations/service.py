@@ -22,6 +22,7 @@ from app.registry.revisions.service import RevisionService
 from app.runners.matching import Need
 from app.runners.repository import capable, registered_runners
 from app.security import Principal
+from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
 from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState, Model, Revision, SuiteVersion
 from app.tables.documents import StoredRequirements
@@ -180,9 +181,9 @@ class EvaluationService:
         return revision
 
     async def _suite(self, name: str, version: str | None) -> SuiteVersion:
-        row = await repository.suite_version(self.session, name, version)
+        row = await suites.version(self.session, name, version)
         if row is None:
-            known = await repository.suite_names(self.session)
+            known = await suites.names(self.session)
             if version is not None and name in known:
                 raise UnprocessableEntity(f"Suite {name!r} has no version {version!r}.", field="suite_version")
             raise UnprocessableEntity(f"No suite {name!r}; known suites: {', '.join(known) or 'none'}.", field="suite")

@@ -10,12 +10,12 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict
 from app.fields import ALIAS_PATTERN
+from app.hub import repository
 from app.hub.client import HubClient, HubError, HubFetch, HubUnavailable
 from app.hub.schemas import SyncResult
 from app.hub.snapshot import HubSnapshot, disagreements, hub_facts, snapshot
@@ -23,7 +23,7 @@ from app.registry.models.schemas import ModelCreate, hub_state
 from app.registry.models.service import ModelService, complete_architecture, effective_license
 from app.registry.repository import model_by_repo_id, require_model
 from app.registry.revisions.service import RevisionService
-from app.tables import License, Model, ModelKind, Revision
+from app.tables import ModelKind, Revision
 from app.tables.base import utcnow
 from app.tables.documents import JsonObject
 
@@ -118,26 +118,15 @@ class HubSyncService:
         interval = self.settings.hub_sync_interval_seconds or 3600
         delay = min(interval, 60 * 2 ** min(failures, 10))
         now = utcnow()
-        await self.session.execute(
-            update(Model)
-            .where(Model.id == model.id)
-            .values(
-                hub_sync_status="error",
-                hub_last_attempt_at=now,
-                hub_last_error=error.message,
-                hub_consecutive_failures=failures,
-                hub_next_sync_at=now + timedelta(seconds=delay),
-                hub_lease_until=None,
-            )
+        await repository.record_failure(
+            self.session, model, error.message, failures, now, now + timedelta(seconds=delay)
         )
 
     async def _license_slug(self, record: HubSnapshot) -> str | None:
         hub = record["license"]
         if not hub["id"]:
             return None
-        column = License.hub_license_name if hub["id"] == "other" and hub["name"] else License.hub_license_id
-        value = hub["name"] if column is License.hub_license_name else hub["id"]
-        slugs = (await self.session.execute(select(License.slug).where(column == value))).scalars().all()
+        slugs = await repository.license_slugs(self.session, hub["id"], hub["name"])
         return slugs[0] if len(slugs) == 1 else None
 
 

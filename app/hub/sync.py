@@ -5,18 +5,17 @@ import logging
 from collections.abc import Sequence
 
 from fastapi import Request
-from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import Conflict
+from app.hub import repository
 from app.hub.client import HubClient, HubError
 from app.hub.errors import hub_problem
 from app.hub.schemas import SyncResult
 from app.hub.service import LEASE, HubSyncService, fetch_in_thread
 from app.registry.repository import model_by_repo_id
-from app.tables import Model
 from app.tables.base import utcnow
 
 log = logging.getLogger("corral.hub")
@@ -27,21 +26,16 @@ async def claim(sessionmaker: async_sessionmaker[AsyncSession], repo_id: str) ->
 
     A conditional UPDATE is atomic on PostgreSQL and SQLite alike: of two replicas, exactly one updates the row.
     """
-    now = utcnow()
     async with sessionmaker() as session:
-        result = await session.execute(
-            update(Model)
-            .where(Model.repo_id == repo_id, or_(Model.hub_lease_until.is_(None), Model.hub_lease_until < now))
-            .values(hub_lease_until=now + LEASE)
-        )
+        taken = await repository.take_lease(session, repo_id, utcnow(), LEASE)
         await session.commit()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return taken
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], repo_id: str) -> None:
     """Give the lease back after an unexpected failure, so the next sync need not wait for it to lapse."""
     async with sessionmaker() as session:
-        await session.execute(update(Model).where(Model.repo_id == repo_id).values(hub_lease_until=None))
+        await repository.drop_lease(session, repo_id)
         await session.commit()
 
 
@@ -74,19 +68,8 @@ async def sync_one(
 
 async def due_models(sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> Sequence[tuple[str, str]]:
     """Models synced before (opted in) whose next sync time has come and whose lease is free."""
-    now = utcnow()
     async with sessionmaker() as session:
-        rows = await session.execute(
-            select(Model.repo_id, Model.hub_ref)
-            .where(
-                Model.hub_sync_status.is_not(None),
-                Model.hub_next_sync_at <= now,
-                or_(Model.hub_lease_until.is_(None), Model.hub_lease_until < now),
-            )
-            .order_by(Model.hub_next_sync_at)
-            .limit(limit)
-        )
-        return [(repo_id, ref or "main") for repo_id, ref in rows.all()]
+        return await repository.due(session, utcnow(), limit)
 
 
 async def sync_due_models(

@@ -15,6 +15,7 @@ from app.evaluations.repository import CLAIM_ORDER
 from app.hardware.fit import Placement
 from app.protocol.schemas import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
 from app.runners.matching import Capacity
+from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
 from app.tables import (
     AttemptLogChunk,
@@ -26,7 +27,6 @@ from app.tables import (
     JobState,
     Revision,
     Runner,
-    SuiteVersion,
 )
 from app.tokens.credentials import hash_token, secret_matches
 
@@ -207,7 +207,7 @@ async def touch_runner(session: AsyncSession, runner_id: uuid.UUID, now: datetim
 async def suite_definition(session: AsyncSession, suite_version_id: uuid.UUID) -> SuiteDefinition:
     suite = _suites.get(suite_version_id)
     if suite is None:
-        definition = await session.scalar(select(SuiteVersion.definition).where(SuiteVersion.id == suite_version_id))
+        definition = await suites.definition(session, suite_version_id)
         suite = _suites[suite_version_id] = SuiteDefinition.model_validate(definition)
     return suite
 

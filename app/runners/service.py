@@ -3,11 +3,11 @@
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, Unauthorized
-from app.pagination import PageRequest, paginate
+from app.pagination import PageRequest, SortColumn, paginate
+from app.runners import repository
 from app.runners.schemas import (
     ONLINE_WITHIN_SECONDS,
     Capabilities,
@@ -20,13 +20,13 @@ from app.runners.schemas import (
     RunnerUpdate,
     RunnerWithToken,
 )
-from app.tables import ApiToken, RegistrationToken, Runner, RunnerState, Scope
+from app.tables import RegistrationToken, Runner, RunnerState, Scope
 from app.tables.base import utcnow
-from app.tables.types import json_array_contains
 from app.tokens.credentials import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
+from app.tokens.repository import TokenRepository
 from app.tokens.service import TokenService
 
-SORT_COLUMNS = {"name": Runner.name, "created_at": Runner.created_at}
+SORT_COLUMNS: dict[str, SortColumn] = {"name": Runner.name, "created_at": Runner.created_at}
 
 
 def to_read(runner: Runner) -> RunnerRead:
@@ -41,7 +41,7 @@ class RunnerService:
         self.session = session
 
     async def create(self, body: RunnerCreate, *, extra_labels: list[str] | None = None) -> RunnerWithToken:
-        if (await self.session.execute(select(Runner.id).where(Runner.name == body.name))).first() is not None:
+        if await repository.name_taken(self.session, body.name):
             raise Conflict(f"A runner named {body.name!r} exists already.")
         capabilities = body.model_dump(include=set(Capabilities.model_fields))
         capabilities["labels"] = sorted(set(capabilities["labels"]) | set(extra_labels or []))
@@ -68,11 +68,7 @@ class RunnerService:
     async def register(self, body: RunnerRegister) -> RunnerWithToken:
         """Exchange a registration token (once) for a runner and its own token."""
         match = REGISTRATION_SHAPE.match(body.registration_token)
-        row = None
-        if match is not None:
-            row = (
-                await self.session.execute(select(RegistrationToken).where(RegistrationToken.key_id == match.group(1)))
-            ).scalar_one_or_none()
+        row = await repository.registration_token(self.session, match.group(1)) if match is not None else None
         if not secret_matches(row.secret_hash if row else None, body.registration_token) or row is None:
             raise Unauthorized("The registration token is not valid.")
         if row.used_at is not None:
@@ -82,13 +78,8 @@ class RunnerService:
         created = await self.create(
             RunnerCreate.model_validate(body.model_dump(exclude={"registration_token"})), extra_labels=row.labels
         )
-        # Conditional: of two machines racing with one token, one wins and the other's transaction fails.
-        claimed = await self.session.execute(
-            update(RegistrationToken)
-            .where(RegistrationToken.id == row.id, RegistrationToken.used_at.is_(None))
-            .values(used_at=utcnow(), runner_id=created.runner.id)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        # Of two machines racing with one token, one wins and the other's transaction fails.
+        if not await repository.use_registration_token(self.session, row.id, created.runner.id, utcnow()):
             raise Unauthorized("The registration token has been used already.")
         return created
 
@@ -101,13 +92,13 @@ class RunnerService:
     async def list_page(
         self, *, state: RunnerState | None, label: str | None, sort: str, page: PageRequest
     ) -> tuple[list[RunnerRead], str | None]:
-        statement: Select[Runner] = select(Runner).where(Runner.deleted_at.is_(None))
-        if state is not None:
-            statement = statement.where(Runner.state == state)
-        if label is not None:
-            statement = statement.where(json_array_contains(Runner.labels, label))
         runners, cursor = await paginate(
-            self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=Runner.id, page=page
+            self.session,
+            repository.listing(state, label),
+            sort=sort,
+            columns=SORT_COLUMNS,
+            id_column=Runner.id,
+            page=page,
         )
         return [to_read(runner) for runner in runners], cursor
 
@@ -143,8 +134,4 @@ class RunnerService:
         return to_read(runner)
 
     async def _revoke_tokens(self, runner_id: uuid.UUID) -> None:
-        await self.session.execute(
-            update(ApiToken)
-            .where(ApiToken.runner_id == runner_id, ApiToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
+        await TokenRepository(self.session).revoke_runner_tokens(runner_id, utcnow())

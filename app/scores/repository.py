@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.errors import NotFound
+from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
 from app.tables import Evaluation, EvaluationState, Family, License, Model, ModelKind, Revision, SuiteVersion
 from app.tables.documents import EvaluationConfig, ScoreSummary
@@ -58,18 +59,15 @@ class ScoredRun:
 
 
 async def latest_suite(session: AsyncSession, name: str) -> SuiteDefinition:
-    definition = await session.scalar(
-        select(SuiteVersion.definition).where(SuiteVersion.name == name, SuiteVersion.latest.is_(True))
-    )
+    definition = await suites.latest_definition(session, name)
     if definition is None:
-        known = (await session.execute(select(SuiteVersion.name).distinct())).scalars().all()
-        raise NotFound(f"No suite {name!r}; known suites: {', '.join(sorted(known)) or 'none'}.")
+        known = await suites.names(session)
+        raise NotFound(f"No suite {name!r}; known suites: {', '.join(known) or 'none'}.")
     return SuiteDefinition.model_validate(definition)
 
 
 async def suite_of(session: AsyncSession, suite_version_id: uuid.UUID) -> SuiteDefinition:
-    definition = await session.scalar(select(SuiteVersion.definition).where(SuiteVersion.id == suite_version_id))
-    return SuiteDefinition.model_validate(definition)
+    return SuiteDefinition.model_validate(await suites.definition(session, suite_version_id))
 
 
 async def scored_runs(session: AsyncSession, query: LeaderboardQuery) -> list[ScoredRun]:

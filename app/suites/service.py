@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
 from app.pagination import PageRequest, paginate
+from app.suites import repository
 from app.suites.schemas import SuiteDefinition, SuiteRead, SuiteSummary, SuiteVersionRead
 from app.tables import SuiteVersion
 
@@ -47,23 +47,18 @@ async def load_suites(session: AsyncSession, directory: Path = SUITES_DIR) -> di
     for definition in read_suite_files(directory):
         version = content_version(definition)
         latest[definition.name] = version
-        existing = (
-            await session.execute(
-                select(SuiteVersion).where(SuiteVersion.name == definition.name, SuiteVersion.version == version)
-            )
-        ).scalar_one_or_none()
+        existing = await repository.version(session, definition.name, version)
         if existing is not None and existing.latest:
             continue
-        await session.execute(update(SuiteVersion).where(SuiteVersion.name == definition.name).values(latest=False))
-        if existing is None:
-            session.add(
-                SuiteVersion(
-                    name=definition.name, version=version, latest=True, definition=definition.model_dump(mode="json")
-                )
+        # A new version, or the file went back to an earlier one.
+        new = (
+            SuiteVersion(
+                name=definition.name, version=version, latest=True, definition=definition.model_dump(mode="json")
             )
-        else:
-            existing.latest = True  # the file went back to an earlier version
-        await session.flush()
+            if existing is None
+            else None
+        )
+        await repository.make_latest(session, definition.name, existing, new)
     return latest
 
 
@@ -92,10 +87,9 @@ class SuiteService:
         self.session = session
 
     async def list_page(self, *, sort: str, page: PageRequest) -> tuple[list[SuiteSummary], str | None]:
-        statement: Select[SuiteVersion] = select(SuiteVersion).where(SuiteVersion.latest.is_(True))
         rows, cursor = await paginate(
             self.session,
-            statement,
+            repository.latest_versions(),
             sort=sort,
             columns={"name": SuiteVersion.name},
             id_column=SuiteVersion.id,
@@ -104,28 +98,14 @@ class SuiteService:
         return [_summary(row) for row in rows], cursor
 
     async def get(self, name: str) -> SuiteRead:
-        rows = (
-            (
-                await self.session.execute(
-                    select(SuiteVersion)
-                    .where(SuiteVersion.name == name)
-                    .order_by(SuiteVersion.created_at.desc(), SuiteVersion.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        rows = await repository.versions(self.session, name)
         current = next((row for row in rows if row.latest), None)
         if current is None:
             raise NotFound(f"No suite named {name!r}.")
         return SuiteRead(**_version_read(current).model_dump(), versions=[row.version for row in rows])
 
     async def get_version(self, name: str, version: str) -> SuiteVersionRead:
-        row = (
-            await self.session.execute(
-                select(SuiteVersion).where(SuiteVersion.name == name, SuiteVersion.version == version)
-            )
-        ).scalar_one_or_none()
+        row = await repository.version(self.session, name, version)
         if row is None:
             raise NotFound(f"Suite {name!r} has no version {version!r}.")
         return _version_read(row)

@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.pagination import PageRequest, paginate
@@ -37,4 +37,12 @@ class TokenRepository:
             statement = statement.where(live if active else ~live)
         return await paginate(
             self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=ApiToken.id, page=page
+        )
+
+    async def revoke_runner_tokens(self, runner_id: uuid.UUID, now: datetime) -> None:
+        """Every live token of the runner stops working now."""
+        await self.session.execute(
+            update(ApiToken)
+            .where(ApiToken.runner_id == runner_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=now)
         )

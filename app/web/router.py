@@ -7,13 +7,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 
 from app.db import SessionDep
 from app.errors import ProblemError
 from app.fields import Slug
 from app.hardware.estimator import PRECISION_BITS
 from app.pagination import PageRequest
+from app.registry import repository as registry
 from app.registry.licenses.service import LicenseService
 from app.registry.models.router import RepoIdDep
 from app.registry.models.service import ModelService
@@ -21,7 +21,7 @@ from app.registry.revisions.service import RevisionService
 from app.scores.comparison import ComparisonService
 from app.scores.leaderboard import LeaderboardFilters, LeaderboardService
 from app.security import READ
-from app.tables import Family, SuiteVersion
+from app.suites import repository as suites
 from app.web.charts import Point, bars, scatter
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(READ)], default_response_class=HTMLResponse)
@@ -41,10 +41,7 @@ def _number(text: str | None) -> int | None:
 
 
 async def _suites(session: SessionDep) -> list[str]:
-    rows = await session.execute(
-        select(SuiteVersion.name).where(SuiteVersion.latest.is_(True)).order_by(SuiteVersion.name)
-    )
-    return list(rows.scalars())
+    return await suites.names(session)
 
 
 @router.get("/")
@@ -88,7 +85,7 @@ async def leaderboard_page(
     columns = [(key, label) for key, label in FIXED_COLUMNS] + [
         (task, task.removeprefix("leaderboard_")) for task in tasks
     ]
-    families = list((await session.execute(select(Family.slug).order_by(Family.slug))).scalars())
+    families = await registry.family_slugs(session)
     chart = scatter(
         [
             Point(f"{row['model']} ({row['precision']})", row["parameters"], row["average"], row["family"] or "other")

@@ -1,12 +1,11 @@
 import uuid
 from datetime import date
 
-from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict
 from app.pagination import PageRequest, SortColumn, SortKey, paginate
+from app.registry import repository
 from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilyUpdate
 from app.registry.repository import by_slug, require_slug
 from app.tables import Family, License
@@ -29,8 +28,7 @@ class FamilyService:
 
     async def _load(self, slug: str) -> Family:
         await require_slug(self.session, Family, slug)
-        statement = select(Family).where(Family.slug == slug).options(selectinload(Family.license))
-        return (await self.session.execute(statement)).scalar_one()
+        return await repository.family_with_license(self.session, slug)
 
     async def create(self, body: FamilyCreate) -> FamilyRead:
         if await by_slug(self.session, Family, body.slug) is not None:
@@ -58,11 +56,8 @@ class FamilyService:
     async def list_page(
         self, *, vendor: str | None, sort: str, page: PageRequest
     ) -> tuple[list[FamilyRead], str | None]:
-        statement: Select[Family] = select(Family).options(selectinload(Family.license))
-        if vendor is not None:
-            statement = statement.where(Family.vendor == vendor)
         families, cursor = await paginate(
-            self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=Family.id, page=page
+            self.session, repository.families(vendor), sort=sort, columns=SORT_COLUMNS, id_column=Family.id, page=page
         )
         return [to_read(family) for family in families], cursor
 

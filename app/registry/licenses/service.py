@@ -1,8 +1,8 @@
-from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
 from app.pagination import PageRequest, paginate
+from app.registry import repository
 from app.registry.licenses.schemas import LicenseCheck, LicenseCreate, LicenseUpdate, UseDescription
 from app.registry.licenses.terms import check_use
 from app.registry.repository import by_slug, require_slug
@@ -36,11 +36,7 @@ class LicenseService:
     async def list_page(
         self, *, hub_license_id: str | None, commercial_use: bool | None, sort: str, page: PageRequest
     ) -> tuple[list[License], str | None]:
-        statement: Select[License] = select(License)
-        if hub_license_id is not None:
-            statement = statement.where(License.hub_license_id == hub_license_id)
-        if commercial_use is not None:
-            statement = statement.where(License.commercial_use == commercial_use)
+        statement = repository.licenses(hub_license_id, commercial_use)
         return await paginate(self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=License.id, page=page)
 
     async def check(self, slug: str, use: UseDescription) -> LicenseCheck:

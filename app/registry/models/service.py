@@ -2,7 +2,6 @@ import uuid
 from datetime import date
 from typing import TypedDict
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, UnprocessableEntity
@@ -12,6 +11,7 @@ from app.hardware.fit import DEFAULT_CONTEXT_TOKENS
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
 from app.pagination import PageRequest, SortColumn, SortKey, paginate
+from app.registry import repository
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
 from app.registry.licenses.terms import check_use
 from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate, hub_state
@@ -132,22 +132,14 @@ class ModelService:
         ancestors: list[LineageEntry] = []
         current = model
         while current.base_model_id is not None and len(ancestors) < MAX_LINEAGE_DEPTH:
-            base = (await self.session.execute(select(Model).where(Model.id == current.base_model_id))).scalar_one()
+            base = await repository.model_by_id(self.session, current.base_model_id)
             ancestors.append(LineageEntry(repo_id=base.repo_id, lineage=current.lineage, depth=len(ancestors) + 1))
             current = base
         descendants: list[LineageEntry] = []
         frontier, depth, seen = [model.id], 0, {model.id}
         while frontier and depth < MAX_LINEAGE_DEPTH:
             depth += 1
-            children = (
-                (
-                    await self.session.execute(
-                        select(Model).where(Model.base_model_id.in_(frontier)).order_by(Model.repo_id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            children = await repository.derived_from(self.session, frontier)
             frontier = [child.id for child in children if child.id not in seen]
             seen.update(frontier)
             descendants += [LineageEntry(repo_id=c.repo_id, lineage=c.lineage, depth=depth) for c in children]

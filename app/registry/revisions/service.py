@@ -1,19 +1,20 @@
 """Revisions are immutable commit-pinned snapshots; aliases are movable names for one of them."""
 
 import re
+import uuid
 
-from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, UnprocessableEntity
-from app.pagination import PageRequest, paginate
+from app.pagination import PageRequest, SortColumn, paginate
+from app.registry import repository
 from app.registry.repository import require_model
 from app.registry.revisions.schemas import AliasRead, RevisionCreate, RevisionRead
 from app.tables import Alias, Model, Revision
 from app.tables.base import utcnow
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
-SORT_COLUMNS = {"created_at": Revision.created_at}
+SORT_COLUMNS: dict[str, SortColumn] = {"created_at": Revision.created_at}
 
 
 class RevisionService:
@@ -42,9 +43,13 @@ class RevisionService:
 
     async def list_page(self, repo_id: str, *, sort: str, page: PageRequest) -> tuple[list[RevisionRead], str | None]:
         model = await require_model(self.session, repo_id)
-        statement: Select[Revision] = select(Revision).where(Revision.model_id == model.id)
         revisions, cursor = await paginate(
-            self.session, statement, sort=sort, columns=SORT_COLUMNS, id_column=Revision.id, page=page
+            self.session,
+            repository.revisions_of(model.id),
+            sort=sort,
+            columns=SORT_COLUMNS,
+            id_column=Revision.id,
+            page=page,
         )
         aliases = await self._aliases_by_revision(model)
         return [_to_read(model, revision, aliases.get(revision.id, [])) for revision in revisions], cursor
@@ -74,41 +79,26 @@ class RevisionService:
 
     async def list_aliases(self, repo_id: str) -> list[AliasRead]:
         model = await require_model(self.session, repo_id)
-        rows = await self.session.execute(
-            select(Alias, Revision.sha)
-            .join(Revision, Revision.id == Alias.revision_id)
-            .where(Alias.model_id == model.id)
-            .order_by(Alias.name)
-        )
         return [
             AliasRead(name=alias.name, sha=sha, revision_id=alias.revision_id, updated_at=alias.updated_at)
-            for alias, sha in rows.all()
+            for alias, sha in await repository.aliases_with_sha(self.session, model.id)
         ]
 
     async def by_sha(self, model: Model, sha: str) -> Revision | None:
-        statement = select(Revision).where(Revision.model_id == model.id, Revision.sha == sha)
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        return await repository.revision_by_sha(self.session, model.id, sha)
 
     async def resolve(self, model: Model, ref: str) -> Revision:
         if SHA.match(ref):
             revision = await self.by_sha(model, ref)
         else:
-            statement = (
-                select(Revision)
-                .join(Alias, Alias.revision_id == Revision.id)
-                .where(Alias.model_id == model.id, Alias.name == ref)
-            )
-            revision = (await self.session.execute(statement)).scalar_one_or_none()
+            revision = await repository.revision_by_alias(self.session, model.id, ref)
         if revision is None:
             raise NotFound(f"{model.repo_id} has no revision or alias {ref!r}.")
         return revision
 
-    async def _aliases_by_revision(self, model: Model) -> dict[object, list[str]]:
-        rows = await self.session.execute(
-            select(Alias.revision_id, Alias.name).where(Alias.model_id == model.id).order_by(Alias.name)
-        )
-        grouped: dict[object, list[str]] = {}
-        for revision_id, name in rows.all():
+    async def _aliases_by_revision(self, model: Model) -> dict[uuid.UUID, list[str]]:
+        grouped: dict[uuid.UUID, list[str]] = {}
+        for revision_id, name in await repository.alias_names(self.session, model.id):
             grouped.setdefault(revision_id, []).append(name)
         return grouped
 
