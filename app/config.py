@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         ge=0,
         description="A token's last_used_at is written at most this often (fewer writes on reads).",
     )
+    token_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="How long one process trusts a verified token without reading it again; a revoke reaches "
+        "every process at once on PostgreSQL, within this bound otherwise (0: read it on every request).",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app import changes
 from app.config import Settings
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ async def serialize(session: AsyncSession, key: str | None = None) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: response models are built from ORM objects after the commit.
+    changes.track()  # every session announces what it changed to the caches (app/changes.py)
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from app import changes
 from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings, load_settings
 from app.db import create_engine, create_sessionmaker
@@ -23,6 +24,7 @@ from app.hardware.router import router as hardware_router
 from app.hub.client import HubClient
 from app.hub.router import router as hub_router
 from app.hub.sync import background_sync
+from app.listener import Listener
 from app.metrics import Metrics
 from app.middleware import (
     ETagMiddleware,
@@ -108,7 +110,10 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
                 )
             )
         if not settings.is_sqlite:
-            background.append(asyncio.create_task(app.state.queue_signal.listen(settings), name="queue-listener"))
+            listener = Listener()
+            app.state.queue_signal.subscribe(listener)
+            listener.subscribe(changes.CHANNEL, lambda domain: changes.bump(domain), on_connect=changes.bump)
+            background.append(asyncio.create_task(listener.run(settings), name="listener"))
         yield
         for task in background:
             task.cancel()

@@ -12,11 +12,14 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app import changes
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
-from app.tables import ApiToken, Scope
+from app.tables import Scope
 from app.tables.base import utcnow
+from app.tokens import cache as token_cache
+from app.tokens.cache import TokenRecord
 from app.tokens.credentials import TOKEN_SHAPE, secret_matches, token_refusal
 from app.tokens.repository import TokenRepository
 
@@ -55,22 +58,45 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
     match = TOKEN_SHAPE.match(credentials.credentials)
     if match is None:
         raise Unauthorized("The bearer token is not a Corral token (crl_...).")
-    token = await TokenRepository(session).get_by_key_id(match.group(1))
-    if not secret_matches(token.secret_hash if token else None, credentials.credentials) or token is None:
-        raise Unauthorized("The token is not valid.")
+    key_id = match.group(1)
     settings: Settings = request.app.state.settings
-    return principal_of(token, utcnow(), timedelta(seconds=settings.token_touch_seconds))
+    repository = TokenRepository(session)
+    record = token_cache.cached(key_id)
+    if record is None:
+        seen = changes.generation("tokens")  # before the read: a change committed meanwhile makes it stale
+        record = await repository.record_by_key_id(key_id)
+        if record is not None:
+            token_cache.keep(record, settings.token_cache_seconds, seen)
+    if not secret_matches(record.secret_hash if record else None, credentials.credentials) or record is None:
+        raise Unauthorized("The token is not valid.")
+    now = utcnow()
+    principal = principal_of(record, now)
+    every = timedelta(seconds=settings.token_touch_seconds)
+    if touch_due(max_time(record.last_used_at, _touched.get(key_id)), now, every):
+        # Remembered per process, so that most requests skip the statement; the statement's own condition keeps
+        # several processes to about one write per interval. Its write lock is taken at the commit on SQLite.
+        _touched[key_id] = now
+        await repository.touch(record.id, now, every)
+    return principal
 
 
-def principal_of(token: ApiToken, now: datetime, touch_every: timedelta) -> Principal:
-    """The principal of a stored token at `now` (401 when it cannot be used), its last use marked once per interval."""
+_touched: dict[str, datetime] = {}  # key id -> when this process last marked the token used
+
+
+def principal_of(token: TokenRecord, now: datetime) -> Principal:
+    """The principal of a token at `now`; 401 when it cannot be used."""
     if (refusal := token_refusal(token, now)) is not None:
         raise Unauthorized(refusal)
-    if token.last_used_at is None or now - token.last_used_at >= touch_every:
-        # Not flushed here: the write goes out with the request's first flush or its commit. On SQLite an
-        # early write would hold the database's single write lock through the whole request (a Hub fetch).
-        token.last_used_at = now
     return Principal(token_id=token.id, name=token.name, scope=token.scope, runner_id=token.runner_id)
+
+
+def touch_due(last_used: datetime | None, now: datetime, every: timedelta) -> bool:
+    """Whether a use at `now` is worth recording: never used, or last used at least `every` ago."""
+    return last_used is None or now - last_used >= every
+
+
+def max_time(first: datetime | None, second: datetime | None) -> datetime | None:
+    return max((moment for moment in (first, second) if moment is not None), default=None)
 
 
 PrincipalDep = Annotated[Principal | None, Depends(authenticate)]

@@ -17,8 +17,9 @@ from app.config import Settings
 from app.db import in_unit_of_work
 from app.errors import BadRequest, Unauthorized
 from app.main import create_app
-from app.security import GRANTS, Principal, principal_of
+from app.security import GRANTS, Principal, max_time, principal_of, touch_due
 from app.tables import ApiToken, Scope
+from app.tokens.cache import TokenRecord
 from app.tokens.credentials import (
     REGISTRATION_PREFIX,
     REGISTRATION_SHAPE,
@@ -146,18 +147,18 @@ def test_a_token_expires_at_its_expiry_instant_and_a_revoked_one_stays_revoked()
 
 def test_the_principal_is_the_token_identity_and_its_last_use_is_marked_once_per_interval() -> None:
     every = timedelta(seconds=60)
-    fresh = stored_token(expires_at=None, revoked_at=None, last_used_at=None)
-    principal = principal_of(fresh, NOW, every)
+    fresh = TokenRecord.of(stored_token(expires_at=None, revoked_at=None, last_used_at=None, secret_hash="0" * 64))
+    principal = principal_of(fresh, NOW)
     assert principal == Principal(token_id=fresh.id, name="ci", scope=Scope.PUBLISH, runner_id=None)
-    assert fresh.last_used_at == NOW
-    recent = stored_token(expires_at=None, revoked_at=None, last_used_at=NOW - every + TICK)
-    principal_of(recent, NOW, every)
-    assert recent.last_used_at == NOW - every + TICK
-    due = stored_token(expires_at=None, revoked_at=None, last_used_at=NOW - every)
-    principal_of(due, NOW, every)
-    assert due.last_used_at == NOW
+    assert touch_due(None, NOW, every) is True
+    assert touch_due(NOW - every + TICK, NOW, every) is False
+    assert touch_due(NOW - every, NOW, every) is True
+    assert max_time(None, None) is None
+    assert max_time(NOW, None) == max_time(None, NOW) == NOW
+    assert max_time(NOW - every, NOW) == max_time(NOW, NOW - every) == NOW
+    expired = TokenRecord.of(stored_token(expires_at=NOW, revoked_at=None, last_used_at=None, secret_hash="0" * 64))
     with pytest.raises(Unauthorized, match=r"^The token has expired\.$"):
-        principal_of(stored_token(expires_at=NOW, revoked_at=None, last_used_at=None), NOW, every)
+        principal_of(expired, NOW)
 
 
 def test_issuing_refuses_a_past_expiry_and_a_runner_binding_that_does_not_fit(

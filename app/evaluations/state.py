@@ -17,13 +17,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import changes
 from app.config import Settings
 from app.db import serialize
 from app.errors import Conflict
 from app.evaluations import repository
 from app.evaluations.retry import after_failure
 from app.evaluations.wakeups import QueueSignal, announce_work
-from app.results import changes
 from app.results.repository import summarize_scores
 from app.runners.matching import Capacity, Need
 from app.runners.repository import registered_runners
@@ -99,7 +99,7 @@ async def scored(session: AsyncSession, evaluation: Evaluation, suite: SuiteDefi
     its suite's scores is `partial`, never `succeeded`."""
     summary = await summarize_scores(session, evaluation.id, suite)
     evaluation.summary, evaluation.average = summary, summary["average"]
-    changes.scores_changed_after_commit(session)
+    changes.note(session.sync_session, "scores")
     if evaluation.state == EvaluationState.SUCCEEDED and not summary["complete"]:
         evaluation.state = EvaluationState.PARTIAL
         evaluation.failure_message = "Scores are missing for " + ", ".join(summary["missing"]) + "."

@@ -7,16 +7,13 @@ that becomes due after a backoff announces itself to nobody).
 import asyncio
 import collections
 import contextlib
-import logging
 
-import psycopg
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
+from app.listener import Listener
 
 CHANNEL = "corral_jobs"
-log = logging.getLogger("corral.queue")
 
 
 class QueueSignal:
@@ -60,24 +57,10 @@ class QueueSignal:
         # Waking before the commit would send claimers to a queue that does not show the new rows yet.
         event.listen(session.sync_session, "after_commit", lambda _session: self.wake(jobs), once=True)
 
-    async def listen(self, settings: Settings) -> None:
-        """Relay NOTIFYs from every replica to this process's waiters, reconnecting after failures."""
-        url = settings.database.set(drivername="postgresql").render_as_string(hide_password=False)
-        delay = 1.0
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {CHANNEL}")
-                    delay = 1.0
-                    self.wake()  # anything announced while we were not listening
-                    async for notify in connection.notifies():
-                        self.wake(int(notify.payload) if notify.payload.isdigit() else None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("queue listener: %s; reconnecting in %.0f s", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    def subscribe(self, listener: Listener) -> None:
+        """Wake this process's waiting claims on every replica's NOTIFY; on (re)connect, wake them all: what
+        was announced while the listener was away is lost."""
+        listener.subscribe(CHANNEL, lambda payload: self.wake(int(payload) if payload.isdigit() else None), self.wake)
 
 
 async def announce_work(session: AsyncSession, signal: QueueSignal, jobs: int) -> None:

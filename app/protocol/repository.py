@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import UNTRACKED
 from app.config import Settings
 from app.errors import Conflict, Forbidden, NotFound, ProblemError
 from app.evaluations.repository import CLAIM_ORDER
@@ -200,7 +201,7 @@ async def touch_runner(session: AsyncSession, runner_id: uuid.UUID, now: datetim
         update(Runner)
         .where(Runner.id == runner_id, or_(Runner.last_contact_at.is_(None), Runner.last_contact_at < stale))
         .values(last_contact_at=now)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, **{UNTRACKED: True})  # no view shows a runner's last contact
     )
 
 

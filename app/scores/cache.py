@@ -2,7 +2,7 @@
 
 A leaderboard ranks every scored revision of a suite, which costs far more than serving a page of it. A
 ranking is kept for `CORRAL_LEADERBOARD_CACHE_SECONDS`, and is stale at once when this process commits new
-scores (app/results/changes.py); other processes see new scores within that many seconds.
+scores (app/changes.py, in every process on PostgreSQL); other processes see new scores within that many seconds.
 """
 
 import asyncio
@@ -10,7 +10,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from app.results import changes
+from app import changes
 
 _entries: dict[Hashable, tuple[float, int, Any]] = {}
 _building: dict[Hashable, asyncio.Lock] = {}
@@ -26,7 +26,7 @@ def building(key: Hashable) -> asyncio.Lock:
 
 def cached(key: Hashable) -> Any | None:
     entry = _entries.get(key)
-    if entry is None or entry[0] < time.monotonic() or entry[1] != changes.generation():
+    if entry is None or entry[0] < time.monotonic() or entry[1] != changes.generation("scores"):
         return None
     return entry[2]
 

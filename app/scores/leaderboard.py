@@ -7,11 +7,11 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import changes
 from app.errors import UnprocessableEntity
 from app.hardware import fit
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import architecture_of
-from app.results import changes
 from app.scores import cache, repository
 from app.scores.repository import LeaderboardQuery
 
@@ -89,7 +89,7 @@ class LeaderboardService:
         async with cache.building(key):
             board = cache.cached(key)  # built by the request we waited for
             if board is None:
-                seen = changes.generation()
+                seen = changes.generation("scores")
                 definition = await repository.latest_suite(self.session, suite)
                 tasks = [task.name for task in definition.tasks]
                 rows = await self._ranked_rows(suite, tasks, definition.context_tokens, filters, sort)

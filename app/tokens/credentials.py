@@ -11,8 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-
-from app.tables import ApiToken
+from typing import Protocol
 
 TOKEN_PREFIX = "crl_"
 TOKEN_SHAPE = re.compile(r"^crl_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
@@ -46,7 +45,16 @@ def hash_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def token_refusal(token: ApiToken, now: datetime) -> str | None:
+class UsableToken(Protocol):
+    """What says whether a token can be used: a stored row, or its cached record."""
+
+    @property
+    def revoked_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+def token_refusal(token: UsableToken, now: datetime) -> str | None:
     """Why a stored token cannot be used at `now`; None when it can (the API's `active`)."""
     if token.revoked_at is not None:
         return "The token has been revoked."
