@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         ge=0,
         description="A token's last_used_at is written at most this often (fewer writes on reads).",
     )
+    view_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="How long one process serves a kept registry read or page without building it again; a "
+        "change committed anywhere drops it at once on PostgreSQL (0: never keep one).",
+    )
     token_cache_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -90,6 +90,16 @@ async def in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awa
         await engine.dispose()
 
 
+AfterCommit = Callable[[AsyncSession], Awaitable[None]]
+AFTER_COMMIT = "corral_after_commit"
+
+
+def after_commit(session: AsyncSession, work: AfterCommit) -> None:
+    """Bookkeeping to write once the request's unit of work has committed, in a short transaction of its own
+    (a token's last use): it never holds a lock through the request, and a failed request writes none of it."""
+    session.info.setdefault(AFTER_COMMIT, []).append(work)
+
+
 async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's session. Services only flush; this commits, or rolls back if the endpoint raised."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
@@ -100,6 +110,11 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         await session.commit()
+        pending: list[AfterCommit] = session.info.pop(AFTER_COMMIT, [])
+    for work in pending:
+        async with sessionmaker() as bookkeeping:
+            await work(bookkeeping)
+            await bookkeeping.commit()
 
 
 # scope="function": the code after `yield` runs when the endpoint returns, so the commit happens (and can

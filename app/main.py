@@ -26,13 +26,7 @@ from app.hub.router import router as hub_router
 from app.hub.sync import background_sync
 from app.listener import Listener
 from app.metrics import Metrics
-from app.middleware import (
-    ETagMiddleware,
-    NulCharacterMiddleware,
-    RequestContextMiddleware,
-    RequestSizeLimitMiddleware,
-    SecurityHeadersMiddleware,
-)
+from app.middleware import ServiceMiddleware
 from app.migrate import head_revision
 from app.ops.router import router as ops_router
 from app.protocol.reaper import reap_forever
@@ -158,12 +152,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
 
-    # Added last = runs first: the request id must exist before anything else logs or fails.
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(ETagMiddleware)
-    app.add_middleware(NulCharacterMiddleware)
-    app.add_middleware(RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(ServiceMiddleware, metrics=app.state.metrics, max_bytes=settings.max_request_bytes)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

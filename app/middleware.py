@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id + access log + metrics, a request-size cap, and ETags on JSON GETs."""
+"""The one pure-ASGI middleware every request passes: request id, access log and metrics, URL and size checks,
+ETags, security headers."""
 
 import hashlib
 import logging
@@ -23,107 +24,84 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
 
-class RequestContextMiddleware:
-    """Gives each request an id (X-Request-ID), logs one access line and records route-level metrics."""
+class ServiceMiddleware:
+    """Everything a request passes through, in one pure-ASGI layer (each layer of its own cost a call and a send
+    wrapper per message): a request id (X-Request-ID) and one access line and route metrics per request; 400
+    for a NUL in the URL and 413 for a body over the limit, before the application reads it; a strong ETag on
+    successful JSON GETs, with 304 for a matching If-None-Match; nosniff everywhere and a same-origin-only
+    Content-Security-Policy on HTML pages. A response that sets its own ETag (a cached body) is not hashed again.
+    """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        offered = Headers(scope=scope).get("x-request-id", "")
-        request_id = offered if _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
-        context = bind_request_id(request_id)
-        status = 500
-        response_started = False
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status, response_started = message["status"], True
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            # Handled here rather than in Starlette's outermost error middleware, so the 500 still carries
-            # the request id. The traceback goes to the log only; the client gets a plain problem document.
-            error_log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if response_started:
-                raise
-            await internal_error_response(scope)(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            # The route template (/v1/tokens/{token_id}), never the raw path: bounded label cardinality.
-            template = getattr(route, "path_format", None) or "unmatched"
-            # Only known methods become label values: a client inventing methods must not grow the series.
-            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
-            self.metrics.observe(method, template, status, elapsed)
-            # The path without its query string: nothing a client typed into a query reaches the log.
-            access_log.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed * 1000,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
-            reset_request_id(context)
-
-
-def internal_error_response(scope: Scope) -> Response:
-    return problem_response(
-        Request(scope), 500, "An unexpected error occurred; quote the request id when reporting it."
-    )
-
-
-class NulCharacterMiddleware:
-    """400 for a NUL (%00) in the path or query: no database stores or compares it, so refuse it up front."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            raw = scope.get("raw_path") or scope["path"].encode()
-            if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
-                response = problem_response(Request(scope), 400, "The URL contains a NUL (%00) character.")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class RequestSizeLimitMiddleware:
-    """Refuses bodies over the limit with 413 before the application reads them."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                await self._reject(scope, receive, send)
+        headers = Headers(scope=scope)
+        offered = headers.get("x-request-id", "")
+        request_id = offered if _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        context = bind_request_id(request_id)
+        started = time.perf_counter()
+        method = scope["method"]
+        tagged = _Response(scope, send, request_id, method in ("GET", "HEAD"), headers.get("if-none-match"))
+        try:
+            refusal = self._refusal(scope, headers)
+            if refusal is not None:
+                await refusal(scope, receive, tagged.send)
                 return
-            await self.app(scope, receive, send)  # the server enforces a declared length
-            return
-        # No declared length (chunked): read up to the limit first, then hand the body on in one piece.
+            if headers.get("content-length") is None and method not in ("GET", "HEAD"):
+                receive = await self._buffered(receive)  # no declared length (chunked): read up to the limit
+                if receive is _TOO_LARGE:
+                    await self._too_large(scope)(scope, receive, tagged.send)
+                    return
+            await self.app(scope, receive, tagged.send)
+        except Exception:
+            # Handled here rather than in Starlette's outermost error middleware, so the 500 still carries
+            # the request id. The traceback goes to the log only; the client gets a plain problem document.
+            error_log.exception("unhandled error on %s %s", method, scope["path"])
+            if tagged.started:
+                raise
+            await internal_error_response(scope)(scope, receive, tagged.send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            # The route template (/v1/tokens/{token_id}), never the raw path: bounded label cardinality; only
+            # known methods become label values: a client inventing methods must not grow the series.
+            template = getattr(route, "path_format", None) or "unmatched"
+            self.metrics.observe(method if method in KNOWN_METHODS else "other", template, tagged.status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                # The path without its query string: nothing a client typed into a query reaches the log.
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    method,
+                    scope["path"],
+                    tagged.status,
+                    elapsed * 1000,
+                    extra={
+                        "method": method,
+                        "path": scope["path"],
+                        "route": template,
+                        "status": tagged.status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+            reset_request_id(context)
+
+    def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
+            # No database stores or compares a NUL: refused up front.
+            return problem_response(Request(scope), 400, "The URL contains a NUL (%00) character.")
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return self._too_large(scope)  # the server itself holds a client to a declared length
+        return None
+
+    async def _buffered(self, receive: Receive) -> Receive:
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -133,8 +111,7 @@ class RequestSizeLimitMiddleware:
             chunks.append(message.get("body", b""))
             received += len(chunks[-1])
             if received > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
+                return _TOO_LARGE
             if not message.get("more_body", False):
                 break
         replayed = False
@@ -146,73 +123,93 @@ class RequestSizeLimitMiddleware:
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        return replay
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
+    def _too_large(self, scope: Scope) -> Response:
+        return problem_response(
             Request(scope),
             413,
             f"The request body is over the limit of {self.max_bytes} bytes.",
             headers={"Connection": "close"},
         )
-        await response(scope, receive, send)
 
 
-class ETagMiddleware:
-    """Adds a strong ETag to successful JSON GET responses and answers If-None-Match with 304.
+async def _TOO_LARGE() -> Message:  # a marker: the body was over the limit
+    raise AssertionError("never received")
 
-    The body is hashed after it is built, so every JSON GET gets one without per-endpoint code; the query
-    still runs, but clients that poll (CI waiting on an evaluation) save the transfer and the parsing.
-    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class _Response:
+    """The send side of one request: the headers every response gets, and the ETag of a JSON GET."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        start: Message | None = None
-        chunks: list[bytes] = []
-        passthrough = False
+    def __init__(self, scope: Scope, send: Send, request_id: str, tags: bool, if_none_match: str | None) -> None:
+        self.scope = scope
+        self.downstream = send
+        self.request_id = request_id
+        self.tags = tags  # a GET or HEAD: its successful JSON answer gets an ETag
+        self.if_none_match = if_none_match
+        self.status = 500
+        self.started = False
+        self.held: Message | None = None  # a JSON GET's start, held until its body is hashed
+        self.answered = False  # 304 sent: the body that follows is dropped
+        self.chunks: list[bytes] = []
 
-        async def buffering_send(message: Message) -> None:
-            nonlocal start, passthrough
-            if message["type"] == "http.response.start":
-                headers = Headers(raw=message["headers"])
-                cacheable = (
-                    message["status"] == 200
-                    and headers.get("content-type", "").startswith("application/json")
-                    and "etag" not in headers
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.started = message["status"], True
+            headers = MutableHeaders(scope=message)
+            headers.append("X-Request-ID", self.request_id)
+            headers.setdefault("X-Content-Type-Options", "nosniff")
+            content_type = headers.get("content-type", "")
+            if content_type.startswith("text/html"):
+                path = self.scope["path"]
+                docs = path in DOCS_PATHS or path.startswith("/docs/")
+                headers.setdefault(
+                    "Content-Security-Policy", DOCS_CONTENT_SECURITY_POLICY if docs else PAGE_CONTENT_SECURITY_POLICY
                 )
-                if not cacheable:
-                    passthrough = True
-                    await send(message)
+            if self.tags and message["status"] == 200:
+                if "etag" in headers:  # the body's ETag is known already (a cached response)
+                    if _matches(self.if_none_match, headers["etag"]):
+                        await self._not_modified(message, headers)
+                        self.answered = True
+                        return
+                elif content_type.startswith("application/json"):
+                    self.held = message
                     return
-                start = message
-                return
-            if passthrough or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = b"".join(chunks)
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            headers = MutableHeaders(scope=start)
-            headers["ETag"] = etag
-            headers.setdefault("Cache-Control", "no-cache")
-            if _matches(Headers(scope=scope).get("if-none-match"), etag):
-                del headers["content-length"]
-                if "content-type" in headers:
-                    del headers["content-type"]
-                await send({**start, "status": 304})
-                await send({"type": "http.response.body", "body": b""})
-                return
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
+            await self.downstream(message)
+            return
+        if self.answered:
+            return
+        if self.held is None:
+            await self.downstream(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.chunks)
+        start, self.held = self.held, None
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = MutableHeaders(scope=start)
+        headers["ETag"] = etag
+        headers.setdefault("Cache-Control", "no-cache")
+        if _matches(self.if_none_match, etag):
+            await self._not_modified(start, headers)
+            return
+        await self.downstream(start)
+        await self.downstream({"type": "http.response.body", "body": body})
 
-        await self.app(scope, receive, buffering_send)
+    async def _not_modified(self, start: Message, headers: MutableHeaders) -> None:
+        for name in ("content-length", "content-type"):
+            if name in headers:
+                del headers[name]
+        self.status = 304
+        await self.downstream({**start, "status": 304})
+        await self.downstream({"type": "http.response.body", "body": b""})
+
+
+def internal_error_response(scope: Scope) -> Response:
+    return problem_response(
+        Request(scope), 500, "An unexpected error occurred; quote the request id when reporting it."
+    )
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -238,27 +235,3 @@ PAGE_CONTENT_SECURITY_POLICY = (
     "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
-
-
-class SecurityHeadersMiddleware:
-    """nosniff on every response; a same-origin-only Content-Security-Policy on HTML pages."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                if headers.get("content-type", "").startswith("text/html"):
-                    docs = scope["path"] in DOCS_PATHS or scope["path"].startswith("/docs/")
-                    policy = DOCS_CONTENT_SECURITY_POLICY if docs else PAGE_CONTENT_SECURITY_POLICY
-                    headers.setdefault("Content-Security-Policy", policy)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -11,10 +11,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import changes
 from app.config import Settings
-from app.db import SessionDep
+from app.db import SessionDep, after_commit
 from app.errors import Forbidden, Unauthorized
 from app.tables import Scope
 from app.tables.base import utcnow
@@ -60,11 +61,10 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
         raise Unauthorized("The bearer token is not a Corral token (crl_...).")
     key_id = match.group(1)
     settings: Settings = request.app.state.settings
-    repository = TokenRepository(session)
     record = token_cache.cached(key_id)
     if record is None:
         seen = changes.generation("tokens")  # before the read: a change committed meanwhile makes it stale
-        record = await repository.record_by_key_id(key_id)
+        record = await TokenRepository(session).record_by_key_id(key_id)
         if record is not None:
             token_cache.keep(record, settings.token_cache_seconds, seen)
     if not secret_matches(record.secret_hash if record else None, credentials.credentials) or record is None:
@@ -74,9 +74,15 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
     every = timedelta(seconds=settings.token_touch_seconds)
     if touch_due(max_time(record.last_used_at, _touched.get(key_id)), now, every):
         # Remembered per process, so that most requests skip the statement; the statement's own condition keeps
-        # several processes to about one write per interval. Its write lock is taken at the commit on SQLite.
+        # several processes to about one write per interval. Written after the request's commit: never a lock
+        # held through a request (SQLite's one write lock, a hot token's row on PostgreSQL).
         _touched[key_id] = now
-        await repository.touch(record.id, now, every)
+        token_id = record.id
+
+        async def touch(bookkeeping: AsyncSession) -> None:
+            await TokenRepository(bookkeeping).touch(token_id, now, every)
+
+        after_commit(session, touch)
     return principal
 
 

@@ -1,4 +1,4 @@
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Architecture, dense_parameter_count
@@ -6,14 +6,26 @@ from app.hardware.schemas import AcceleratorRead, ArchitectureInput, HardwareReq
 from app.hardware.service import requirements_report
 from app.schemas import COMMON_ERRORS, problem_responses
 from app.security import READ
+from app.viewcache import json_view
 
 router = APIRouter(prefix="/v1", tags=["hardware"], responses=COMMON_ERRORS)
 
 
-@router.get("/accelerators", dependencies=[Depends(READ)], responses=problem_responses(304))
-async def list_accelerators() -> list[AcceleratorRead]:
+@router.get(
+    "/accelerators",
+    dependencies=[Depends(READ)],
+    responses=problem_responses(304),
+    response_model=list[AcceleratorRead],
+)
+async def list_accelerators(
+    request: Request,
+) -> Response:
     """The accelerator catalog, with memory in bytes."""
-    return [AcceleratorRead.model_validate(device, from_attributes=True) for device in accelerators().values()]
+
+    async def build() -> list[AcceleratorRead]:
+        return [AcceleratorRead.model_validate(device, from_attributes=True) for device in accelerators().values()]
+
+    return await json_view(request, (), build)
 
 
 @router.post("/requirements", dependencies=[Depends(READ)], responses=problem_responses(415))

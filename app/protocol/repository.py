@@ -5,8 +5,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import UNTRACKED
@@ -47,15 +48,34 @@ class ClaimedRow:
     backend: str
 
 
-def live(attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime) -> list[ColumnElement[bool]]:
-    """The condition of every runner write: this attempt, this runner, this lease, running, lease not lapsed."""
+def lease_conditions(attempt_id: Any, runner_id: Any, lease_hash: Any, now: Any) -> list[ColumnElement[bool]]:
+    """The condition of every runner write: this attempt, this runner, this lease, running, lease not lapsed;
+    over values, or over bound parameters for a statement built once."""
     return [
         JobAttempt.id == attempt_id,
         JobAttempt.runner_id == runner_id,
-        JobAttempt.lease_token_hash == hash_token(lease_token),
+        JobAttempt.lease_token_hash == lease_hash,
         JobAttempt.state == AttemptState.RUNNING,
         JobAttempt.lease_expires_at > now,
     ]
+
+
+def live(attempt_id: uuid.UUID, runner_id: uuid.UUID, lease_token: str, now: datetime) -> list[ColumnElement[bool]]:
+    return lease_conditions(attempt_id, runner_id, hash_token(lease_token), now)
+
+
+# The heartbeat, built once: renew a live lease and say in the same statement whether the job was canceled.
+_RENEW_LEASE = (
+    update(JobAttempt)
+    .where(*lease_conditions(bindparam("p_attempt"), bindparam("p_runner"), bindparam("p_lease"), bindparam("p_now")))
+    .values(
+        lease_expires_at=bindparam("p_expires"), last_heartbeat_at=bindparam("p_now"), progress=bindparam("p_progress")
+    )
+    .returning(
+        JobAttempt.job_id,
+        select(EvaluationJob.cancel_requested).where(EvaluationJob.id == JobAttempt.job_id).scalar_subquery(),
+    )
+)
 
 
 async def lock_runner(session: AsyncSession, runner_id: uuid.UUID) -> Runner | None:
@@ -106,23 +126,26 @@ async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -
 
 
 async def renew_lease(
-    session: AsyncSession, conditions: list[ColumnElement[bool]], now: datetime, expires: datetime, progress: object
-) -> uuid.UUID | None:
-    """Extend a live lease and record progress; the attempt's job, or None when the lease is not live."""
-    row = (
-        await session.execute(
-            update(JobAttempt)
-            .where(*conditions)
-            .values(lease_expires_at=expires, last_heartbeat_at=now, progress=progress)
-            .returning(JobAttempt.job_id)
-            .execution_options(synchronize_session=False)
-        )
-    ).first()
-    return None if row is None else row.job_id
-
-
-async def cancel_requested(session: AsyncSession, job_id: uuid.UUID) -> bool:
-    return bool(await session.scalar(select(EvaluationJob.cancel_requested).where(EvaluationJob.id == job_id)))
+    session: AsyncSession,
+    attempt_id: uuid.UUID,
+    runner_id: uuid.UUID,
+    lease_token: str,
+    now: datetime,
+    expires: datetime,
+    progress: object,
+) -> tuple[uuid.UUID, bool] | None:
+    """Extend a live lease and record progress in one statement: (the job, whether it was canceled), or None
+    when the lease is not live."""
+    parameters = {
+        "p_attempt": attempt_id,
+        "p_runner": runner_id,
+        "p_lease": hash_token(lease_token),
+        "p_now": now,
+        "p_expires": expires,
+        "p_progress": progress,
+    }
+    row = (await (await session.connection()).execute(_RENEW_LEASE, parameters)).first()
+    return None if row is None else (row[0], bool(row[1]))
 
 
 async def grow_log(

@@ -141,13 +141,12 @@ class ProtocolService:
         now = self.clock.now()
         expires = now + self.lease
         progress = body.progress.model_dump(mode="json", exclude_none=True)
-        job_id = await repository.renew_lease(
-            self.session, live(attempt_id, runner_id, lease_token, now), now, expires, progress
-        )
-        if job_id is None:
+        renewed = await repository.renew_lease(self.session, attempt_id, runner_id, lease_token, now, expires, progress)
+        if renewed is None:
             raise await refused(self.session, attempt_id, runner_id, lease_token, now)
+        job_id, canceled = renewed
         await touch_runner(self.session, runner_id, now)
-        if await repository.cancel_requested(self.session, job_id):
+        if canceled:
             await state.canceled_at_heartbeat(self.session, attempt_id, job_id, now)
             return HeartbeatReply(
                 lease_expires_at=None, cancel_requested=True, heartbeat_seconds=self.settings.heartbeat_seconds

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -22,6 +22,7 @@ from app.scores.comparison import ComparisonService
 from app.scores.leaderboard import LeaderboardFilters, LeaderboardService
 from app.security import READ
 from app.suites import repository as suites
+from app.viewcache import PAGES, view
 from app.web.charts import Point, bars, scatter
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(READ)], default_response_class=HTMLResponse)
@@ -62,76 +63,86 @@ async def leaderboard_page(
     precision: str | None = None,
     chat_template: str | None = None,
     max_parameters: str | None = None,
-) -> HTMLResponse:
+) -> Response:
     """A suite's leaderboard: sortable columns, filters, and average score against size."""
-    filters = LeaderboardFilters(
-        family=family or None,
-        precision=precision if precision in PRECISION_BITS else None,
-        chat_template={"true": True, "false": False}.get(chat_template or ""),
-        max_parameters=_number(max_parameters),
-    )
-    settings = request.app.state.settings
-    board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
-    tasks, rows = board.tasks, board.rows
-    query = {k: v for k, v in request.query_params.items() if k != "sort" and v}
 
-    def link(key: str) -> str:
-        # A second click on the sorted column flips its direction; a new column sorts best-first.
-        target = key if sort == f"-{key}" else f"-{key}"
-        if key == "model" and sort != "model":
-            target = "model"
-        return "?" + urlencode({**query, "sort": target})
+    async def build() -> Response:
+        filters = LeaderboardFilters(
+            family=family or None,
+            precision=precision if precision in PRECISION_BITS else None,
+            chat_template={"true": True, "false": False}.get(chat_template or ""),
+            max_parameters=_number(max_parameters),
+        )
+        settings = request.app.state.settings
+        board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
+        tasks, rows = board.tasks, board.rows
+        query = {k: v for k, v in request.query_params.items() if k != "sort" and v}
 
-    columns = [(key, label) for key, label in FIXED_COLUMNS] + [
-        (task, task.removeprefix("leaderboard_")) for task in tasks
-    ]
-    families = await registry.family_slugs(session)
-    chart = scatter(
-        [
-            Point(f"{row['model']} ({row['precision']})", row["parameters"], row["average"], row["family"] or "other")
-            for row in rows
-            if row["parameters"] and row["average"] is not None
+        def link(key: str) -> str:
+            # A second click on the sorted column flips its direction; a new column sorts best-first.
+            target = key if sort == f"-{key}" else f"-{key}"
+            if key == "model" and sort != "model":
+                target = "model"
+            return "?" + urlencode({**query, "sort": target})
+
+        columns = [(key, label) for key, label in FIXED_COLUMNS] + [
+            (task, task.removeprefix("leaderboard_")) for task in tasks
         ]
-    )
-    context: dict[str, Any] = {
-        "suite": suite,
-        "suites": await _suites(session),
-        "tasks": tasks,
-        "rows": rows,
-        "sort": sort,
-        "columns": columns,
-        "sort_links": {key: link(key) for key, _ in columns if key in SORTABLE or key in tasks},
-        "filters": filters,
-        "families": families,
-        "precisions": list(PRECISION_BITS),
-        "chart": chart,
-    }
-    return templates.TemplateResponse(request, "leaderboard.html", context)
+        families = await registry.family_slugs(session)
+        chart = scatter(
+            [
+                Point(
+                    f"{row['model']} ({row['precision']})", row["parameters"], row["average"], row["family"] or "other"
+                )
+                for row in rows
+                if row["parameters"] and row["average"] is not None
+            ]
+        )
+        context: dict[str, Any] = {
+            "suite": suite,
+            "suites": await _suites(session),
+            "tasks": tasks,
+            "rows": rows,
+            "sort": sort,
+            "columns": columns,
+            "sort_links": {key: link(key) for key, _ in columns if key in SORTABLE or key in tasks},
+            "filters": filters,
+            "families": families,
+            "precisions": list(PRECISION_BITS),
+            "chart": chart,
+        }
+        return templates.TemplateResponse(request, "leaderboard.html", context)
+
+    return await view(request, ("registry", "scores"), build)
 
 
 @router.get("/models/{owner}/{name}")
-async def model_page(model: RepoIdDep, request: Request, session: SessionDep) -> HTMLResponse:
+async def model_page(model: RepoIdDep, request: Request, session: SessionDep) -> Response:
     """A model: release, licence terms, hardware, revisions, scores with error bars and history."""
-    record = await ModelService(session).get(model)
-    licence = await LicenseService(session).get(record.license) if record.license else None
-    try:
-        requirements = await ModelService(session).requirements(
-            model, precision="bf16", kv_precision=None, context_tokens=None, batch=1
-        )
-    except ProblemError:
-        requirements = None  # no architecture recorded: nothing to estimate
-    revisions, _ = await RevisionService(session).list_page(model, sort="-created_at", page=PageRequest(None, 50))
-    history = await ComparisonService(session).history(model, None)
-    latest = history[0] if history else None
-    chart = bars([(task, score.normalized, score.stderr) for task, score in latest.tasks.items()]) if latest else ""
-    context = {
-        "model": record,
-        "licence": licence,
-        "requirements": requirements,
-        "revisions": revisions,
-        "history": history,
-        "latest": latest,
-        "bars": chart,
-        "suites": await _suites(session),
-    }
-    return templates.TemplateResponse(request, "model.html", context)
+
+    async def build() -> Response:
+        record = await ModelService(session).get(model)
+        licence = await LicenseService(session).get(record.license) if record.license else None
+        try:
+            requirements = await ModelService(session).requirements(
+                model, precision="bf16", kv_precision=None, context_tokens=None, batch=1
+            )
+        except ProblemError:
+            requirements = None  # no architecture recorded: nothing to estimate
+        revisions, _ = await RevisionService(session).list_page(model, sort="-created_at", page=PageRequest(None, 50))
+        history = await ComparisonService(session).history(model, None)
+        latest = history[0] if history else None
+        chart = bars([(task, score.normalized, score.stderr) for task, score in latest.tasks.items()]) if latest else ""
+        context = {
+            "model": record,
+            "licence": licence,
+            "requirements": requirements,
+            "revisions": revisions,
+            "history": history,
+            "latest": latest,
+            "bars": chart,
+            "suites": await _suites(session),
+        }
+        return templates.TemplateResponse(request, "model.html", context)
+
+    return await view(request, PAGES, build)

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.fields import Slug
@@ -9,20 +9,26 @@ from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilySort, 
 from app.registry.families.service import FamilyService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
+from app.viewcache import REGISTRY, json_view
 
 router = APIRouter(prefix="/v1/families", tags=["families"], responses=COMMON_ERRORS)
 
 
-@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400), response_model=Page[FamilyRead])
 async def list_families(
+    request: Request,
     session: SessionDep,
     page: PageDep,
     vendor: Annotated[str | None, Query(max_length=100)] = None,
     sort: Annotated[FamilySort, Query()] = "-release_date",
-) -> Page[FamilyRead]:
+) -> Response:
     """List model families (release trains)."""
-    items, cursor = await FamilyService(session).list_page(vendor=vendor, sort=sort, page=page)
-    return Page(items=items, next_cursor=cursor)
+
+    async def build() -> Page[FamilyRead]:
+        items, cursor = await FamilyService(session).list_page(vendor=vendor, sort=sort, page=page)
+        return Page(items=items, next_cursor=cursor)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.post(
@@ -33,10 +39,14 @@ async def create_family(body: FamilyCreate, session: SessionDep) -> FamilyRead:
     return await FamilyService(session).create(body)
 
 
-@router.get("/{slug}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
-async def get_family(slug: Slug, session: SessionDep) -> FamilyRead:
+@router.get("/{slug}", dependencies=[Depends(READ)], responses=problem_responses(304, 404), response_model=FamilyRead)
+async def get_family(request: Request, slug: Slug, session: SessionDep) -> Response:
     """Show a model family."""
-    return await FamilyService(session).get(slug)
+
+    async def build() -> FamilyRead:
+        return await FamilyService(session).get(slug)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.patch("/{slug}", dependencies=[Depends(PUBLISH)], responses=problem_responses(404, 415))

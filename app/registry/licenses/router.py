@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.fields import Slug
@@ -16,23 +16,29 @@ from app.registry.licenses.schemas import (
 from app.registry.licenses.service import LicenseService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
+from app.viewcache import REGISTRY, json_view
 
 router = APIRouter(prefix="/v1/licenses", tags=["licenses"], responses=COMMON_ERRORS)
 
 
-@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400), response_model=Page[LicenseRead])
 async def list_licenses(
+    request: Request,
     session: SessionDep,
     page: PageDep,
     hub_license_id: Annotated[str | None, Query(max_length=64, description="The Hub's licence id.")] = None,
     commercial_use: Annotated[bool | None, Query()] = None,
     sort: Annotated[LicenseSort, Query()] = "slug",
-) -> Page[LicenseRead]:
+) -> Response:
     """List licences with their terms."""
-    items, cursor = await LicenseService(session).list_page(
-        hub_license_id=hub_license_id, commercial_use=commercial_use, sort=sort, page=page
-    )
-    return Page(items=[LicenseRead.model_validate(item) for item in items], next_cursor=cursor)
+
+    async def build() -> Page[LicenseRead]:
+        items, cursor = await LicenseService(session).list_page(
+            hub_license_id=hub_license_id, commercial_use=commercial_use, sort=sort, page=page
+        )
+        return Page(items=[LicenseRead.model_validate(item) for item in items], next_cursor=cursor)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.post(
@@ -43,10 +49,14 @@ async def create_license(body: LicenseCreate, session: SessionDep) -> LicenseRea
     return LicenseRead.model_validate(await LicenseService(session).create(body))
 
 
-@router.get("/{slug}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
-async def get_license(slug: Slug, session: SessionDep) -> LicenseRead:
+@router.get("/{slug}", dependencies=[Depends(READ)], responses=problem_responses(304, 404), response_model=LicenseRead)
+async def get_license(request: Request, slug: Slug, session: SessionDep) -> Response:
     """Show a licence and its terms."""
-    return LicenseRead.model_validate(await LicenseService(session).get(slug))
+
+    async def build() -> LicenseRead:
+        return LicenseRead.model_validate(await LicenseService(session).get(slug))
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.patch("/{slug}", dependencies=[Depends(PUBLISH)], responses=problem_responses(404, 415))

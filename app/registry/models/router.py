@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.fields import Modality, RepoId, RepoSegment, Slug, Tag
@@ -18,6 +18,7 @@ from app.registry.models.service import ModelService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
 from app.tables import ModelKind, ModelStatus
+from app.viewcache import REGISTRY, REGISTRY_AND_RUNNERS, json_view
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=COMMON_ERRORS)
 
@@ -73,18 +74,23 @@ async def model_filters(
     )
 
 
-@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+@router.get("", dependencies=[Depends(READ)], responses=problem_responses(304, 400), response_model=Page[ModelRead])
 async def list_models(
+    request: Request,
     session: SessionDep,
     page: PageDep,
     filters: Annotated[ModelFilters, Depends(model_filters)],
     sort: Annotated[ModelSort, Query(description="Sort key; '-' for descending. Unknown values sort first.")] = (
         "-release_date"
     ),
-) -> Page[ModelRead]:
+) -> Response:
     """Search models by family, licence, kind, modality, size, context, tag, or what hardware they fit."""
-    items, cursor = await ModelService(session).list_page(filters, sort=sort, page=page)
-    return Page(items=items, next_cursor=cursor)
+
+    async def build() -> Page[ModelRead]:
+        items, cursor = await ModelService(session).list_page(filters, sort=sort, page=page)
+        return Page(items=items, next_cursor=cursor)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.post(
@@ -127,10 +133,16 @@ async def create_model(
     return await ModelService(session).get(body.repo_id)
 
 
-@router.get("/{owner}/{name}", dependencies=[Depends(READ)], responses=problem_responses(304, 404))
-async def get_model(model: RepoIdDep, session: SessionDep) -> ModelRead:
+@router.get(
+    "/{owner}/{name}", dependencies=[Depends(READ)], responses=problem_responses(304, 404), response_model=ModelRead
+)
+async def get_model(request: Request, model: RepoIdDep, session: SessionDep) -> Response:
     """Show a model."""
-    return await ModelService(session).get(model)
+
+    async def build() -> ModelRead:
+        return await ModelService(session).get(model)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.patch("/{owner}/{name}", dependencies=[Depends(PUBLISH)], responses=problem_responses(404, 415))
@@ -151,8 +163,14 @@ async def check_model_license(model: RepoIdDep, use: UseDescription, session: Se
     return await ModelService(session).license_check(model, use)
 
 
-@router.get("/{owner}/{name}/requirements", dependencies=[Depends(READ)], responses=problem_responses(304, 404, 409))
+@router.get(
+    "/{owner}/{name}/requirements",
+    dependencies=[Depends(READ)],
+    responses=problem_responses(304, 404, 409),
+    response_model=HardwareRequirements,
+)
 async def get_requirements(
+    request: Request,
     model: RepoIdDep,
     session: SessionDep,
     precision: Annotated[Precision, Query(description="Weight precision.")] = "bf16",
@@ -161,8 +179,12 @@ async def get_requirements(
         int | None, Query(ge=1, le=10**9, description="Tokens of KV cache; default the model's context length.")
     ] = None,
     batch: Annotated[int, Query(ge=1, le=4096)] = 1,
-) -> HardwareRequirements:
+) -> Response:
     """Memory to run and fine-tune this model, computed from its architecture, and accelerators needed."""
-    return await ModelService(session).requirements(
-        model, precision=precision, kv_precision=kv_precision, context_tokens=context_tokens, batch=batch
-    )
+
+    async def build() -> HardwareRequirements:
+        return await ModelService(session).requirements(
+            model, precision=precision, kv_precision=kv_precision, context_tokens=context_tokens, batch=batch
+        )
+
+    return await json_view(request, REGISTRY_AND_RUNNERS, build)

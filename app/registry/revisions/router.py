@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.db import SessionDep
 from app.fields import AliasName
@@ -10,6 +10,7 @@ from app.registry.revisions.schemas import AliasRead, AliasSet, RevisionCreate, 
 from app.registry.revisions.service import RevisionService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
+from app.viewcache import REGISTRY, json_view
 
 router = APIRouter(
     prefix="/v1/models/{owner}/{name}", tags=["revisions"], responses={**COMMON_ERRORS, **problem_responses(404)}
@@ -20,16 +21,23 @@ RevisionRef = Annotated[
 ]
 
 
-@router.get("/revisions", dependencies=[Depends(READ)], responses=problem_responses(304, 400))
+@router.get(
+    "/revisions", dependencies=[Depends(READ)], responses=problem_responses(304, 400), response_model=Page[RevisionRead]
+)
 async def list_revisions(
+    request: Request,
     model: RepoIdDep,
     session: SessionDep,
     page: PageDep,
     sort: Annotated[RevisionSort, Query()] = "-created_at",
-) -> Page[RevisionRead]:
+) -> Response:
     """List a model's recorded revisions (commit-pinned snapshots)."""
-    items, cursor = await RevisionService(session).list_page(model, sort=sort, page=page)
-    return Page(items=items, next_cursor=cursor)
+
+    async def build() -> Page[RevisionRead]:
+        items, cursor = await RevisionService(session).list_page(model, sort=sort, page=page)
+        return Page(items=items, next_cursor=cursor)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.post(
@@ -51,16 +59,26 @@ async def create_revision(
     return revision
 
 
-@router.get("/revisions/{ref}", dependencies=[Depends(READ)], responses=problem_responses(304))
-async def get_revision(model: RepoIdDep, ref: RevisionRef, session: SessionDep) -> RevisionRead:
+@router.get(
+    "/revisions/{ref}", dependencies=[Depends(READ)], responses=problem_responses(304), response_model=RevisionRead
+)
+async def get_revision(request: Request, model: RepoIdDep, ref: RevisionRef, session: SessionDep) -> Response:
     """Show a revision by commit sha or alias."""
-    return await RevisionService(session).get(model, ref)
+
+    async def build() -> RevisionRead:
+        return await RevisionService(session).get(model, ref)
+
+    return await json_view(request, REGISTRY, build)
 
 
-@router.get("/aliases", dependencies=[Depends(READ)], responses=problem_responses(304))
-async def list_aliases(model: RepoIdDep, session: SessionDep) -> list[AliasRead]:
+@router.get("/aliases", dependencies=[Depends(READ)], responses=problem_responses(304), response_model=list[AliasRead])
+async def list_aliases(request: Request, model: RepoIdDep, session: SessionDep) -> Response:
     """List a model's aliases and the revisions they point at."""
-    return await RevisionService(session).list_aliases(model)
+
+    async def build() -> list[AliasRead]:
+        return await RevisionService(session).list_aliases(model)
+
+    return await json_view(request, REGISTRY, build)
 
 
 @router.put("/aliases/{alias}", dependencies=[Depends(PUBLISH)], responses=problem_responses(415))
