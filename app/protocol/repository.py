@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import UNTRACKED
@@ -30,6 +30,7 @@ from app.tables import (
     Revision,
     Runner,
 )
+from app.tables.documents import EvaluationConfig
 from app.tokens.credentials import hash_token, secret_matches
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
@@ -39,6 +40,8 @@ _suites: dict[uuid.UUID, SuiteDefinition] = {}  # suite versions are immutable: 
 
 @dataclass(frozen=True)
 class ClaimedRow:
+    """What the claim statement returns: the job and what the claimed document needs of its evaluation."""
+
     job_id: uuid.UUID
     attempt_number: int
     evaluation_id: uuid.UUID
@@ -46,6 +49,12 @@ class ClaimedRow:
     required_memory_bytes: int
     required_device_bytes: int
     backend: str
+    tasks: list[str]
+    shard_index: int
+    config: EvaluationConfig
+    batch_size: str
+    suite_version_id: uuid.UUID
+    sha: str
 
 
 def lease_conditions(attempt_id: Any, runner_id: Any, lease_hash: Any, now: Any) -> list[ColumnElement[bool]]:
@@ -84,10 +93,17 @@ async def lock_runner(session: AsyncSession, runner_id: uuid.UUID) -> Runner | N
 
 
 async def running_attempts(session: AsyncSession, runner_id: uuid.UUID) -> int:
+    """Counted after the runner's lock is taken, by a statement of its own: a statement that waited for the lock
+    reads with the snapshot it started with (PostgreSQL), and would miss the attempt of the claim it waited for."""
     count = await session.scalar(
         select(func.count()).where(JobAttempt.runner_id == runner_id, JobAttempt.state == AttemptState.RUNNING)
     )
     return int(count or 0)
+
+
+async def add_attempt(session: AsyncSession, values: dict[str, object]) -> None:
+    """The claim's attempt, as one INSERT (nothing of the ORM's unit of work is needed for it)."""
+    await session.execute(insert(JobAttempt).values(**values))
 
 
 async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -> ClaimedRow | None:
@@ -118,11 +134,24 @@ async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -
                 EvaluationJob.required_memory_bytes,
                 EvaluationJob.required_device_bytes,
                 EvaluationJob.backend,
+                EvaluationJob.tasks,
+                EvaluationJob.shard_index,
             )
             .execution_options(synchronize_session=False)
         )
     ).first()
-    return None if claimed is None else ClaimedRow(*claimed)
+    if claimed is None:
+        return None
+    # What the claimed document needs of the job's evaluation (SQLite's RETURNING cannot carry a correlated
+    # subquery, so it is one more read, by primary key).
+    evaluation = (
+        await session.execute(
+            select(Evaluation.config, Evaluation.batch_size, Evaluation.suite_version_id, Revision.sha)
+            .join(Revision, Revision.id == Evaluation.revision_id)
+            .where(Evaluation.id == claimed.evaluation_id)
+        )
+    ).one()
+    return ClaimedRow(*claimed, *evaluation)
 
 
 async def renew_lease(
@@ -255,43 +284,27 @@ async def result_of_job(session: AsyncSession, job_id: uuid.UUID) -> JobResult |
 async def claimed_job(
     session: AsyncSession,
     settings: Settings,
-    job_id: uuid.UUID,
-    attempt: JobAttempt,
+    claimed: ClaimedRow,
+    attempt_id: uuid.UUID,
+    lease_expires_at: datetime,
     lease_token: str,
     placement: Placement | None,
 ) -> ClaimedJob:
-    row = (
-        await session.execute(
-            select(
-                EvaluationJob.tasks,
-                EvaluationJob.shard_index,
-                EvaluationJob.required_memory_bytes,
-                Evaluation.id,
-                Evaluation.config,
-                Evaluation.batch_size,
-                Evaluation.suite_version_id,
-                Revision.sha,
-            )
-            .join(Evaluation, Evaluation.id == EvaluationJob.evaluation_id)
-            .join(Revision, Revision.id == Evaluation.revision_id)
-            .where(EvaluationJob.id == job_id)
-        )
-    ).one()
-    tasks, shard_index, required_memory, evaluation_id, config, batch_size, suite_version_id, sha = row
+    config = claimed.config
     assert config["seed"] is not None  # every request carries a seed; only imports (never claimed) may lack one
-    suite = await suite_definition(session, suite_version_id)
+    suite = await suite_definition(session, claimed.suite_version_id)
     fewshot = {task.name: task.num_fewshot for task in suite.tasks}
     return ClaimedJob(
-        attempt_id=attempt.id,
-        attempt_number=attempt.number,
+        attempt_id=attempt_id,
+        attempt_number=claimed.attempt_number,
         lease_token=lease_token,
-        lease_expires_at=attempt.lease_expires_at,
+        lease_expires_at=lease_expires_at,
         heartbeat_seconds=settings.heartbeat_seconds,
-        job_id=job_id,
-        evaluation_id=evaluation_id,
-        shard_index=shard_index,
+        job_id=claimed.job_id,
+        evaluation_id=claimed.evaluation_id,
+        shard_index=claimed.shard_index,
         model=config["model"],
-        revision=sha,
+        revision=claimed.sha,
         suite=config["suite"],
         suite_version=config["suite_version"],
         include_path=suite.include_path,
@@ -300,12 +313,12 @@ async def claimed_job(
                 name=name,
                 num_fewshot=config["num_fewshot"] if config["num_fewshot"] is not None else fewshot[name],
             )
-            for name in tasks
+            for name in claimed.tasks
         ],
         settings=JobSettings(
             precision=config["precision"],
             backend=config["backend"],
-            batch_size=batch_size,
+            batch_size=claimed.batch_size,
             apply_chat_template=config["apply_chat_template"],
             fewshot_as_multiturn=config["fewshot_as_multiturn"],
             num_fewshot=config["num_fewshot"],
@@ -314,7 +327,7 @@ async def claimed_job(
             gen_kwargs=config["gen_kwargs"],
             harness_version=config["harness_version"],
         ),
-        required_memory_bytes=required_memory,
+        required_memory_bytes=claimed.required_memory_bytes,
         placement=JobPlacement(
             tensor_parallel=placement.tensor_parallel if placement else 1,
             pipeline_parallel=placement.pipeline_parallel if placement else 1,

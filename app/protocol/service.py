@@ -113,27 +113,30 @@ class ProtocolService:
         if claimed is None:
             return None
         lease_token = secrets.token_urlsafe(32)
-        attempt = JobAttempt(
-            job_id=claimed.job_id,
-            runner_id=runner_id,
-            number=claimed.attempt_number,
-            lease_token_hash=hash_token(lease_token),
-            state=AttemptState.RUNNING,
-            claimed_at=now,
-            lease_expires_at=now + self.lease,
-            progress={},
-            log_bytes=0,
+        attempt_id, expires = uuid.uuid4(), now + self.lease
+        await repository.add_attempt(
+            self.session,
+            {
+                "id": attempt_id,
+                "job_id": claimed.job_id,
+                "runner_id": runner_id,
+                "number": claimed.attempt_number,
+                "lease_token_hash": hash_token(lease_token),
+                "state": AttemptState.RUNNING,
+                "claimed_at": now,
+                "lease_expires_at": expires,
+                "progress": {},
+                "log_bytes": 0,
+            },
         )
-        self.session.add(attempt)
-        await self.session.flush()
         await state.claimed(self.session, claimed.evaluation_id, now)
         placement = fit.placement(
             MemoryNeed(claimed.required_memory_bytes, claimed.required_device_bytes), capacity.devices, claimed.backend
         )
-        claimed_job = await repository.claimed_job(
-            self.session, self.settings, claimed.job_id, attempt, lease_token, placement
+        job = await repository.claimed_job(
+            self.session, self.settings, claimed, attempt_id, expires, lease_token, placement
         )
-        return Claim(job=claimed_job, waited_seconds=max(0.0, (now - claimed.available_at).total_seconds()))
+        return Claim(job=job, waited_seconds=max(0.0, (now - claimed.available_at).total_seconds()))
 
     async def heartbeat(
         self, runner_id: uuid.UUID, attempt_id: uuid.UUID, lease_token: str, body: Heartbeat
