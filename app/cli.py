@@ -78,7 +78,8 @@ def prepare_database(settings: Settings) -> None:
     try:
         current = asyncio.run(_current_revision(settings))
         if settings.is_sqlite:
-            migrate.upgrade(settings)
+            if current != migrate.head_revision():  # at head already: no migration run at every start
+                migrate.upgrade(settings)
             if current is None:
                 loaded = run_in_unit_of_work(settings, load_catalog)
                 typer.echo(f"corral: new embedded database: loaded the Llama catalog {loaded.created}", err=True)

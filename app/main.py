@@ -27,7 +27,6 @@ from app.hub.sync import background_sync
 from app.listener import Listener
 from app.metrics import Metrics
 from app.middleware import ServiceMiddleware
-from app.migrate import head_revision
 from app.ops.router import router as ops_router
 from app.protocol.reaper import reap_forever
 from app.protocol.router import router as queue_router
@@ -130,7 +129,6 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.metrics = Metrics()
-    app.state.schema_head = head_revision()
     app.state.hub_client = HubClient(settings)
     app.state.queue_signal = QueueSignal()
     app.state.clock = clock

@@ -5,6 +5,8 @@ and one ranged read of each safetensors file's header. Everything else (gating, 
 LFS hashes, chat template) comes from the model info. Calls are blocking; callers run them in threads.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import random
@@ -13,24 +15,31 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TypedDict, TypeVar
-
-import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.hf_api import ModelInfo
+from functools import cache, cached_property, partial
+from types import ModuleType
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from app.config import Settings
 from app.tables.documents import JsonObject
 
+if TYPE_CHECKING:  # imported at the first Hub call (app.hub.client.hub), not by every server worker at start
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import ModelInfo
+
 log = logging.getLogger("corral.hub")
+
+
+@cache
+def hub() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """huggingface_hub, its errors and httpx2, imported once, when the first Hub call needs them."""
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    return huggingface_hub, errors, httpx2
+
+
 T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -85,14 +94,18 @@ class HubFetch:
 
 class HubClient:
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        token = settings.hub_token.get_secret_value() if settings.hub_token else False
-        # token=False (not None): never fall back to a token saved on the server machine by `hf auth login`.
-        self.api = HfApi(endpoint=settings.hub_endpoint, token=token, library_name="corral")
         self.endpoint = settings.hub_endpoint
         self.settings = settings
         self._sleep = sleep
         # Its own threads: asyncio's default pool has only cores + 4 workers, too few for I/O-bound Hub calls.
         self.executor = ThreadPoolExecutor(max_workers=settings.hub_sync_concurrency, thread_name_prefix="hub")
+
+    @cached_property
+    def api(self) -> HfApi:
+        token = self.settings.hub_token.get_secret_value() if self.settings.hub_token else False
+        # token=False (not None): never fall back to a token saved on the server machine by `hf auth login`.
+        api: HfApi = hub()[0].HfApi(endpoint=self.endpoint, token=token, library_name="corral")
+        return api
 
     def fetch(self, repo_id: str, revision: str = "main") -> HubFetch:
         try:
@@ -102,7 +115,7 @@ class HubClient:
                     repo_id, revision=revision, files_metadata=True, timeout=self.settings.hub_timeout_seconds
                 ),
             )
-        except GatedRepoError:
+        except hub()[1].GatedRepoError:
             raise HubNotFound(
                 f"The Hub at {self.endpoint} hides even the metadata of {repo_id} from the server's token."
             ) from None
@@ -133,7 +146,7 @@ class HubClient:
                     )
                     for dtype, count in header.parameter_count.items():
                         parameters[dtype] = parameters.get(dtype, 0) + count
-        except GatedRepoError:
+        except hub()[1].GatedRepoError:
             files_gated, config, parameters = True, None, None
             notes.append(
                 f"The files of {repo_id} are gated ({info.gated or 'gated'} approval) and the server's Hub token "
@@ -143,7 +156,7 @@ class HubClient:
             refs = self._call(repo_id, lambda: self.api.list_repo_refs(repo_id))
             branches = [{"name": ref.name, "sha": ref.target_commit} for ref in refs.branches]
             tags = [{"name": ref.name, "sha": ref.target_commit} for ref in refs.tags]
-        except GatedRepoError:
+        except hub()[1].GatedRepoError:
             branches, tags = [], []
         return HubFetch(
             repo_id=repo_id,
@@ -172,7 +185,9 @@ class HubClient:
 
     def open_pull_request(self, repo_id: str, files: dict[str, bytes], title: str, description: str) -> str:
         """Commit `files` to the model repo as a pull request (never to a branch); returns the PR's URL."""
-        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+        operations = [
+            hub()[0].CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()
+        ]
         info = self._call(
             repo_id,
             lambda: self.api.create_commit(
@@ -204,14 +219,15 @@ class HubClient:
         """One Hub call, retried on 429 (honouring Retry-After), 5xx and network errors, with jittered backoff."""
         attempt = 0
         retries = self.settings.hub_retries if retries is None else retries
+        _, errors, httpx2 = hub()
         while True:
             try:
                 return request()
-            except GatedRepoError:
+            except hub()[1].GatedRepoError:
                 raise
-            except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+            except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError) as exc:
                 raise HubNotFound(_not_found_message(self.endpoint, repo_id, exc)) from None
-            except HfHubHTTPError as exc:
+            except errors.HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
                 if status not in RETRY_STATUSES or attempt >= retries:
                     raise _gateway_error(self.endpoint, repo_id, status) from None
@@ -241,9 +257,9 @@ def _retry_after(exc: HfHubHTTPError) -> float | None:
 
 
 def _not_found_message(endpoint: str, repo_id: str, exc: Exception) -> str:
-    if isinstance(exc, RevisionNotFoundError):
+    if isinstance(exc, hub()[1].RevisionNotFoundError):
         return f"The Hub at {endpoint} has no such revision of {repo_id}."
-    if isinstance(exc, EntryNotFoundError):
+    if isinstance(exc, hub()[1].EntryNotFoundError):
         return f"A file listed for {repo_id} is missing on the Hub at {endpoint}."
     return f"The Hub at {endpoint} has no model repo {repo_id} (or it is private and the server's token cannot see it)."
 

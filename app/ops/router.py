@@ -11,7 +11,7 @@ from app.db import SessionDep
 from app.errors import ServiceUnavailable
 from app.evaluations import repository
 from app.metrics import CONTENT_TYPE, Metrics
-from app.migrate import current_revision
+from app.migrate import current_revision, head_revision
 from app.ops.schemas import Health, Readiness
 from app.runners import repository as runners_repository
 from app.runners.service import to_read
@@ -32,7 +32,7 @@ async def healthz() -> Health:
 @router.get("/readyz", dependencies=[Depends(OPEN)], responses=problem_responses(503))
 async def readyz(request: Request) -> Readiness:
     """Readiness: the database answers and its schema is at this build's head."""
-    head: str = request.app.state.schema_head
+    head = head_revision()  # read once per process, at the first readiness check
     try:
         async with request.app.state.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

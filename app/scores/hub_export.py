@@ -4,7 +4,6 @@ import asyncio
 import uuid
 
 import yaml
-from huggingface_hub import EvalResult, EvalResultEntry, ModelCardData, eval_result_entries_to_yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
@@ -65,6 +64,8 @@ def hub_exports(evaluation: Evaluation, suite: SuiteDefinition, export_format: s
     the benchmark's eval.yaml): only tasks whose suite entry names one, with the raw metric as a percentage. A
     model card's `model-index` carries every task with a Hub dataset id, normalized 0-100 and labelled as the
     Open LLM Leaderboard labels its own entries. Both link back to the evaluation (`source_url`)."""
+    from huggingface_hub import EvalResult, EvalResultEntry, ModelCardData, eval_result_entries_to_yaml
+
     tasks = evaluation.summary["tasks"] if evaluation.summary else {}
     config = evaluation.config
     scored = [(task, tasks[task.name]) for task in suite.tasks if task.dataset and task.name in tasks]
