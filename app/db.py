@@ -4,7 +4,7 @@ import asyncio
 import hashlib
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Request
 from sqlalchemy import event, func, select, text
@@ -100,17 +100,43 @@ def after_commit(session: AsyncSession, work: AfterCommit) -> None:
     session.info.setdefault(AFTER_COMMIT, []).append(work)
 
 
+class LazySession:
+    """The request's session, made when a statement first needs it: a request answered from a cache (a verified
+    token, a kept view) creates, commits and closes none."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._session: AsyncSession | None = None
+
+    @property
+    def made(self) -> AsyncSession | None:
+        return self._session
+
+    def __getattr__(self, name: str) -> Any:
+        if self._session is None:
+            self._session = self._sessionmaker()
+        return getattr(self._session, name)
+
+
 async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's session. Services only flush; this commits, or rolls back if the endpoint raised."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
+    lazy = LazySession(sessionmaker)
+    try:
+        yield cast(AsyncSession, lazy)  # the session's interface, by delegation
+    except BaseException:
+        if lazy.made is not None:
+            await lazy.made.rollback()
+            await lazy.made.close()
+        raise
+    session = lazy.made
+    if session is None:
+        return
+    try:
         await session.commit()
         pending: list[AfterCommit] = session.info.pop(AFTER_COMMIT, [])
+    finally:
+        await session.close()
     for work in pending:
         async with sessionmaker() as bookkeeping:
             await work(bookkeeping)

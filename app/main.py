@@ -38,7 +38,7 @@ from app.routing import api_routes
 from app.runners.router import router as runners_router
 from app.schemas import Problem
 from app.scores.router import router as scores_router
-from app.security import route_access
+from app.security import ACCESS_EXTENSION, route_access
 from app.suites.router import router as suites_router
 from app.tokens.router import router as tokens_router
 from app.web.router import router as web_router
@@ -182,6 +182,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             # The endpoint's one-line docstring is the best summary; FastAPI would use the function name.
             if operation.get("description") and "\n" not in operation["description"].strip():
                 operation["summary"] = operation["description"].strip().rstrip(".")
+            operation.pop(ACCESS_EXTENSION, None)  # read by route_access, not a thing for clients
             rule = route_access(operations[(path, method)])
             if rule is not None and rule.scope is not None:
                 operation["x-required-scope"] = rule.scope.value

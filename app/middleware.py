@@ -3,9 +3,9 @@ ETags, security headers."""
 
 import hashlib
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
@@ -43,7 +43,7 @@ class ServiceMiddleware:
             return
         headers = Headers(scope=scope)
         offered = headers.get("x-request-id", "")
-        request_id = offered if _CLIENT_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if offered and _CLIENT_REQUEST_ID.match(offered) else os.urandom(16).hex()
         context = bind_request_id(request_id)
         started = time.perf_counter()
         method = scope["method"]

@@ -33,12 +33,12 @@ class KeptView:
     etag: str
 
 
-_views: dict[tuple[str, str, tuple[str, ...]], KeptView] = {}
+_views: dict[tuple[str, bytes, tuple[str, ...]], KeptView] = {}
 
 
 async def view(request: Request, domains: tuple[str, ...], build: Callable[[], Awaitable[Response]]) -> Response:
     """The response `build` makes for this URL, from the cache while none of `domains` changed."""
-    key = (request.url.path, request.url.query, domains)
+    key = (request.scope["path"], request.scope["query_string"], domains)  # not request.url: costly to build
     kept = _views.get(key)
     if kept is not None and kept.expires > time.monotonic() and kept.generations == changes.generations(domains):
         return _response(kept)

@@ -20,7 +20,7 @@ from app.runners.schemas import (
 )
 from app.runners.service import RunnerService, to_read
 from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import ADMIN, OPEN, RUNNER, Principal
+from app.security import ADMIN, OPEN_ROUTE, RUNNER, Principal
 from app.tables import RunnerState
 
 router = APIRouter(prefix="/v1", tags=["runners"], responses=COMMON_ERRORS)
@@ -39,7 +39,7 @@ async def create_registration_token(body: RegistrationTokenCreate, session: Sess
     return await RunnerService(session).create_registration_token(body)
 
 
-@router.post("/runners/register", dependencies=[Depends(OPEN)], **CREATED)  # type: ignore[arg-type]
+@router.post("/runners/register", **CREATED, **OPEN_ROUTE)  # type: ignore[arg-type]
 async def register_runner(body: RunnerRegister, session: SessionDep) -> RunnerWithToken:
     """Exchange a registration token for this machine's runner record and runner token."""
     return await RunnerService(session).register(body)
