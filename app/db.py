@@ -43,9 +43,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         busy_ms = round(settings.sqlite_busy_timeout_seconds * 1000)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_ms))
         return engine
-    return create_async_engine(
-        settings.database, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10, hide_parameters=True
-    )
+    # No pre-ping: it is one more round trip on every checkout (a third of a heartbeat's). After a restart of
+    # the database the first statement on a stale connection fails (503 with Retry-After, as for any outage),
+    # and SQLAlchemy then drops every connection of the pool, so the next request connects afresh.
+    return create_async_engine(settings.database, pool_size=10, max_overflow=10, pool_timeout=10, hide_parameters=True)
 
 
 _sqlite_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()

@@ -134,6 +134,9 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.state.clock = clock
 
     install_problem_handlers(app)
+    # Matched in this order, one route after another: the runner protocol (most requests by far) and the probes
+    # first. No two routers share a path, so the order changes nothing else.
+    app.include_router(queue_router)
     app.include_router(ops_router)
     app.include_router(tokens_router)
     app.include_router(licenses_router)
@@ -145,7 +148,6 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.include_router(suites_router)
     app.include_router(runners_router)
     app.include_router(evaluations_router)
-    app.include_router(queue_router)
     app.include_router(scores_router)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")

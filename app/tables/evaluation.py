@@ -92,17 +92,7 @@ class EvaluationJob(IdMixin, TimestampMixin, Base):
     """One suite shard of an evaluation: the unit a runner claims."""
 
     __tablename__ = "evaluation_jobs"
-    __table_args__ = (
-        UniqueConstraint("evaluation_id", "shard_index"),
-        # The claim scans queued jobs only (priority, then age): a partial index keeps that scan to the queue.
-        Index(
-            "ix_evaluation_jobs_claim_order",
-            "priority",
-            "queued_at",
-            postgresql_where=text("state = 'queued'"),
-            sqlite_where=text("state = 'queued'"),
-        ),
-    )
+    __table_args__ = (UniqueConstraint("evaluation_id", "shard_index"),)
 
     evaluation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
     shard_index: Mapped[int]
@@ -125,6 +115,19 @@ class EvaluationJob(IdMixin, TimestampMixin, Base):
 
     evaluation: Mapped[Evaluation] = relationship(lazy="raise", back_populates="jobs")
     attempts: Mapped[list["JobAttempt"]] = relationship(lazy="raise", order_by="JobAttempt.number")
+
+
+# The claim reads queued jobs only, in its own order (priority first, then age): its LIMIT 1 stops at the first
+# job the runner can hold instead of sorting the whole queue.
+Index(
+    "ix_evaluation_jobs_claim_order",
+    EvaluationJob.priority.desc(),
+    EvaluationJob.queued_at,
+    EvaluationJob.shard_index,
+    EvaluationJob.id,
+    postgresql_where=text("state = 'queued'"),
+    sqlite_where=text("state = 'queued'"),
+)
 
 
 class JobAttempt(IdMixin, Base):
