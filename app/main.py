@@ -20,6 +20,7 @@ from app.db import create_engine, create_sessionmaker
 from app.errors import install_problem_handlers
 from app.evaluations.router import router as evaluations_router
 from app.evaluations.wakeups import QueueSignal
+from app.fastpath import kept_response
 from app.hardware.router import router as hardware_router
 from app.hub.client import HubClient
 from app.hub.router import router as hub_router
@@ -152,7 +153,12 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
 
-    app.add_middleware(ServiceMiddleware, metrics=app.state.metrics, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=app.state.metrics,
+        max_bytes=settings.max_request_bytes,
+        fast=kept_response(settings),
+    )
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
@@ -32,10 +33,17 @@ class ServiceMiddleware:
     Content-Security-Policy on HTML pages. A response that sets its own ETag (a cached body) is not hashed again.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_bytes: int,
+        fast: Callable[[Scope, Headers], Awaitable[Response | None]] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
+        self.fast = fast  # answers a request from what is kept, or None (app/fastpath.py, composed in main)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,6 +60,9 @@ class ServiceMiddleware:
             refusal = self._refusal(scope, headers)
             if refusal is not None:
                 await refusal(scope, receive, tagged.send)
+                return
+            if self.fast is not None and (kept := await self.fast(scope, headers)) is not None:
+                await kept(scope, receive, tagged.send)
                 return
             if headers.get("content-length") is None and method not in ("GET", "HEAD"):
                 receive = await self._buffered(receive)  # no declared length (chunked): read up to the limit

@@ -73,7 +73,7 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
     now = utcnow()
     principal = principal_of(record, now)
     every = timedelta(seconds=settings.token_touch_seconds)
-    if touch_due(max_time(record.last_used_at, _touched.get(key_id)), now, every):
+    if use_to_record(record, now, every):
         # Remembered per process, so that most requests skip the statement; the statement's own condition keeps
         # several processes to about one write per interval. Written after the request's commit: never a lock
         # held through a request (SQLite's one write lock, a hot token's row on PostgreSQL).
@@ -88,6 +88,11 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
 
 
 _touched: dict[str, datetime] = {}  # key id -> when this process last marked the token used
+
+
+def use_to_record(record: TokenRecord, now: datetime, every: timedelta) -> bool:
+    """Whether this use of the token is to be written (its last recorded use is `every` old, in this process)."""
+    return touch_due(max_time(record.last_used_at, _touched.get(record.key_id)), now, every)
 
 
 def principal_of(token: TokenRecord, now: datetime) -> Principal:

@@ -4,13 +4,14 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import SessionDep
 from app.evaluations.imports import ImportService
 from app.evaluations.schemas import ResultsImport
 from app.fields import Slug, Tag
 from app.hardware.estimator import Precision
-from app.pagination import PageDep
+from app.pagination import PageDep, PageRequest
 from app.registry.models.router import RepoIdDep
 from app.routing import public_url
 from app.schemas import COMMON_ERRORS, problem_responses
@@ -22,6 +23,7 @@ from app.scores.provenance import evaluation_provenance, stored_document
 from app.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, Provenance, ScoreHistoryEntry
 from app.security import PUBLISH, READ, Principal
 from app.tables import ModelKind
+from app.viewcache import view
 
 router = APIRouter(prefix="/v1", tags=["scores"], responses=COMMON_ERRORS)
 TABLES = {
@@ -66,7 +68,10 @@ async def get_leaderboard(
     format: Annotated[LeaderboardFormat, Query()] = "json",
 ) -> Response:
     """A suite's leaderboard: the latest run per revision, precision and chat template; a column per task."""
-    settings = request.app.state.settings
+
+    async def build() -> Response:
+        return await _leaderboard(request, session, page, suite, filters, sort, format)
+
     filters = LeaderboardFilters(
         family=family,
         license=license,
@@ -79,6 +84,19 @@ async def get_leaderboard(
         fits_on=fits_on,
         fits_count=fits_count,
     )
+    return await view(request, ("registry", "scores"), build)
+
+
+async def _leaderboard(
+    request: Request,
+    session: AsyncSession,
+    page: PageRequest,
+    suite: str,
+    filters: LeaderboardFilters,
+    sort: str,
+    format: LeaderboardFormat,
+) -> Response:
+    settings = request.app.state.settings
     offset = decode_cursor(page.cursor, sort)
     board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
     if format == "csv":

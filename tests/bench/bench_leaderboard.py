@@ -89,7 +89,7 @@ async def seed(settings: Settings, revisions: int) -> None:
                 names = list(task.subtask_lower_bounds) or [task.name]
                 for name in names:
                     for metric in task.metrics:
-                        scores.append((name, metric, task.filter, min(1.0, level * rng.uniform(0.8, 1.2)), 0.01))
+                        scores.append((name, metric, task.filter, min(1.0, level * rng.uniform(0.8, 1.2)), 0.01, 100))
             summary_ = summarize(suite, scores)
             config = {
                 "model": f"bench/model-{index:05d}",
