@@ -26,7 +26,7 @@ NEED = Need(memory_bytes=40 * GIB, device_bytes=20 * GIB, backend="hf", harness_
 
 def runner(device_gib: int, count: int) -> Capacity:
     return Capacity(
-        devices=Devices(device_gib * GIB, count),
+        shapes=(Devices(device_gib * GIB, count),),
         backends=("hf",),
         harness_version="0.4.9",
         labels=("eu",),

@@ -99,6 +99,10 @@ class EvaluationRequirements(ReadModel):
     labels: list[str]
     notes: list[str]
     capable_runners: list[str] = Field(description="Registered runners that could hold it (any state).")
+    nodes: int | None = Field(
+        description="Nodes it spans on the capable runner that needs the fewest (more than 1: vLLM pipeline "
+        "parallel over Ray); null when no registered runner holds it."
+    )
 
 
 class AttemptRead(ReadModel):
@@ -111,6 +115,7 @@ class AttemptRead(ReadModel):
     last_heartbeat_at: datetime | None
     finished_at: datetime | None
     progress: ProgressField
+    external_ref: str | None = Field(description="Where a cluster runs it: `slurm:1234`, `k8s:namespace/name`.")
     log_bytes: int
     failure_category: str | None
     failure_message: str | None

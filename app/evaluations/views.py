@@ -153,7 +153,10 @@ def _requirements(evaluation: Evaluation, runners: Sequence[Runner]) -> Evaluati
         config["harness_version"],
         tuple(evaluation.labels),
     )
+    placements = [Capacity.of(runner).fitting(need)[1] for runner in capable(runners, need)]
+    nodes = min((placed.pipeline_parallel for placed in placements if placed is not None), default=None)
     return EvaluationRequirements(
+        nodes=nodes,
         memory_bytes=need.memory_bytes,
         device_bytes=need.device_bytes,
         context_tokens=sized["context_tokens"],
@@ -176,6 +179,7 @@ def _attempt_read(attempt: JobAttempt) -> AttemptRead:
         last_heartbeat_at=attempt.last_heartbeat_at,
         finished_at=attempt.finished_at,
         progress=attempt.progress,
+        external_ref=attempt.external_ref,
         log_bytes=attempt.log_bytes,
         failure_category=attempt.failure_category,
         failure_message=attempt.failure_message,

@@ -54,14 +54,14 @@ class Devices:
     others: tuple[int, ...] = ()
 
     @classmethod
-    def of_groups(cls, groups: Sequence[tuple[int, int]], nodes: int = 1) -> "Devices":
-        """A machine's devices, as pairs of (bytes per device, count)."""
+    def of_groups(cls, groups: Sequence[tuple[int, int]]) -> "Devices":
+        """One machine's devices, as pairs of (bytes per device, count)."""
         groups = [(memory, count) for memory, count in groups if memory > 0 and count > 0]
         if not groups:
             return cls(0, 0)
         largest = max(memory for memory, _ in groups)
         others = sorted((memory for memory, count in groups if memory != largest for _ in range(count)), reverse=True)
-        return cls(largest, sum(count for memory, count in groups if memory == largest), nodes, tuple(others))
+        return cls(largest, sum(count for memory, count in groups if memory == largest), 1, tuple(others))
 
 
 @dataclass(frozen=True)
@@ -166,12 +166,44 @@ def placement(need: MemoryNeed, devices: Devices, backend: str = "hf") -> Placem
     return Placement(len(sizes))  # unreachable: `holds` said the usable memory suffices
 
 
+NODE_DEVICES = 8  # the common GPU node, for "how many nodes" answers that name no node shape
+
+
+def nodes_needed(need: MemoryNeed, device_bytes: int, per_node: int = NODE_DEVICES) -> int | None:
+    """How many nodes of `per_node` such devices hold the need with vLLM (pipeline parallel across them)."""
+    if need.device_bytes > device_bytes:
+        return None
+    return max(1, -(-need.total_bytes // (device_bytes * spread_width(per_node, "vllm"))))
+
+
 def devices_needed(need: MemoryNeed, device_bytes: int) -> int | None:
     """How many devices of one kind on one machine hold the need (hf); None when one device cannot take its
     largest piece, so that no number of them can."""
     if need.device_bytes > device_bytes:
         return None
     return max(1, estimator.accelerators_needed(need.total_bytes, device_bytes))
+
+
+def shapes_of(groups: Sequence[tuple[int, int, int]], max_nodes_per_job: int = 1) -> tuple[Devices, ...]:
+    """What a runner offers one job, from its groups of (bytes per device, devices per node, nodes): one machine's
+    devices together, or, for a cluster (a group of several nodes), each node shape on its own — a job runs on
+    nodes of one shape, at most `max_nodes_per_job` of them. A cluster is never summed into one machine."""
+    if all(nodes <= 1 for _, _, nodes in groups):
+        return (Devices.of_groups([(memory, count) for memory, count, _ in groups]),)
+    return tuple(
+        Devices(memory, count, max(1, min(nodes, max_nodes_per_job)))
+        for memory, count, nodes in groups
+        if memory > 0 and count > 0
+    ) or (Devices(0, 0),)
+
+
+def best_shape(shapes: Sequence[Devices], need: MemoryNeed, backend: str) -> tuple[Devices, Placement | None]:
+    """The shape that holds the need on the fewest devices (and that placement), else the largest shape."""
+    placed = [(shape, placement(need, shape, backend)) for shape in shapes]
+    held = [(shape, where) for shape, where in placed if where is not None]
+    if held:
+        return min(held, key=lambda pair: pair[1].devices if pair[1] is not None else 0)
+    return max(shapes, key=lambda shape: usable_bytes(shape, backend)), None
 
 
 def gib(count: int) -> str:

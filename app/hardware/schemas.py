@@ -38,6 +38,10 @@ class AcceleratorFit(ReadModel):
         "take its largest piece, so that no number of them can."
     )
     fits_on_one: bool
+    nodes_needed: int | None = Field(
+        description="Nodes of eight such devices that hold it with vLLM (tensor parallel within a node, pipeline "
+        "parallel across nodes); null when one device cannot take its largest piece."
+    )
 
 
 class TrainingEstimate(ReadModel):

@@ -79,6 +79,7 @@ def requirements_report(
                 memory_bytes=device.memory_bytes,
                 count_needed=fit.devices_needed(need, device.memory_bytes),
                 fits_on_one=fit.holds(need, fit.Devices(device.memory_bytes)),
+                nodes_needed=fit.nodes_needed(need, device.memory_bytes),
             )
             for device in accelerators().values()
         ],

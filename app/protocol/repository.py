@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import UNTRACKED
@@ -78,7 +78,10 @@ _RENEW_LEASE = (
     update(JobAttempt)
     .where(*lease_conditions(bindparam("p_attempt"), bindparam("p_runner"), bindparam("p_lease"), bindparam("p_now")))
     .values(
-        lease_expires_at=bindparam("p_expires"), last_heartbeat_at=bindparam("p_now"), progress=bindparam("p_progress")
+        lease_expires_at=bindparam("p_expires"),
+        last_heartbeat_at=bindparam("p_now"),
+        progress=bindparam("p_progress"),
+        external_ref=func.coalesce(bindparam("p_ref", type_=String()), JobAttempt.external_ref),
     )
     .returning(
         JobAttempt.job_id,
@@ -162,6 +165,7 @@ async def renew_lease(
     now: datetime,
     expires: datetime,
     progress: object,
+    external_ref: str | None = None,
 ) -> tuple[uuid.UUID, bool] | None:
     """Extend a live lease and record progress in one statement: (the job, whether it was canceled), or None
     when the lease is not live."""
@@ -172,6 +176,7 @@ async def renew_lease(
         "p_now": now,
         "p_expires": expires,
         "p_progress": progress,
+        "p_ref": external_ref,
     }
     row = (await (await session.connection()).execute(_RENEW_LEASE, parameters)).first()
     return None if row is None else (row[0], bool(row[1]))

@@ -11,6 +11,7 @@ from app.errors import Forbidden
 from app.protocol.schemas import (
     LEASE_HEADER,
     ClaimedJob,
+    ClaimRequest,
     Failure,
     FailureReply,
     Heartbeat,
@@ -23,6 +24,7 @@ from app.protocol.schemas import (
 from app.protocol.service import ProtocolService, claim_once
 from app.schemas import COMMON_ERRORS, problem_responses
 from app.security import RUNNER, Principal
+from app.tables.documents import AcceleratorRecord
 
 router = APIRouter(prefix="/v1/runner", tags=["runner protocol"], responses=COMMON_ERRORS)
 LeaseToken = Annotated[
@@ -61,6 +63,7 @@ async def claim_job(
     wait: Annotated[
         float, Query(ge=0, le=120, description="Seconds to long-poll for work (capped by the server).")
     ] = 0,
+    body: ClaimRequest | None = None,
 ) -> ClaimedJob | None:
     """Claim the next job this runner can hold, waiting up to `wait` seconds for one."""
     settings = request.app.state.settings
@@ -70,11 +73,29 @@ async def claim_job(
     # unit of work, and the request's own session (used to authenticate) is committed first.
     await session.commit()
     deadline = time.monotonic() + min(wait, settings.claim_wait_max_seconds)
+    free = (
+        [
+            AcceleratorRecord(kind=item.kind, memory_bytes=item.memory_bytes, count=item.count, nodes=item.nodes)
+            for item in body.free
+        ]
+        if body and body.free
+        else None
+    )
     ticket = None
     try:
         while True:
             ticket = signal.ticket()  # taken before the try, so a wake-up during it is not lost
-            claim = await claim_once(sessionmaker, settings, signal, runner_id, request.app.state.clock)
+            free = (
+                [
+                    AcceleratorRecord(
+                        kind=item.kind, memory_bytes=item.memory_bytes, count=item.count, nodes=item.nodes
+                    )
+                    for item in body.free
+                ]
+                if body and body.free
+                else None
+            )
+            claim = await claim_once(sessionmaker, settings, signal, runner_id, request.app.state.clock, free)
             if claim is not None:
                 request.app.state.metrics.claim_wait.observe(claim.waited_seconds)
                 return claim.job

@@ -64,6 +64,20 @@ class ClaimedJob(ReadModel):
     placement: JobPlacement
 
 
+class FreeAccelerator(WriteModel):
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    memory_bytes: int = Field(ge=1, le=10**13, description="Per device.")
+    count: int = Field(ge=1, le=1024, description="Free per node.")
+    nodes: int = Field(default=1, ge=1, le=100_000, description="Nodes with that many free.")
+
+
+class ClaimRequest(WriteModel):
+    """Optional: what a cluster runner has free now (from its scheduler); the job is matched against it, by the
+    same rule as against what the runner registered."""
+
+    free: list[FreeAccelerator] | None = Field(default=None, max_length=64)
+
+
 class Progress(WriteModel):
     overall: Fraction | None = None
     tasks: dict[TaskName, Fraction] = Field(default_factory=dict, max_length=500)
@@ -72,6 +86,11 @@ class Progress(WriteModel):
 
 class Heartbeat(WriteModel):
     progress: Progress = Field(default_factory=Progress)
+    external_ref: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="Where a cluster runs the attempt (`slurm:1234`, `k8s:namespace/corral-<attempt>`).",
+        examples=["slurm:1234"],
+    )
 
 
 class HeartbeatReply(ReadModel):

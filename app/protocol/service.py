@@ -9,6 +9,7 @@ import contextlib
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -49,6 +50,7 @@ from app.tables import (
     JobAttempt,
     RunnerState,
 )
+from app.tables.documents import AcceleratorRecord
 from app.tokens.credentials import hash_token
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
@@ -66,11 +68,12 @@ async def claim_once(
     signal: QueueSignal,
     runner_id: uuid.UUID,
     clock: Clock = SYSTEM_CLOCK,
+    free: Sequence[AcceleratorRecord] | None = None,
 ) -> Claim | None:
     """One claim in its own unit of work (a long-poll tries many times and must hold nothing in between)."""
     writer = sqlite_writer_lock() if settings.is_sqlite else contextlib.nullcontext()
     async with writer, sessionmaker() as session:
-        claim = await ProtocolService(session, settings, signal, clock).claim(runner_id)
+        claim = await ProtocolService(session, settings, signal, clock).claim(runner_id, free)
         await session.commit()
     return claim
 
@@ -97,8 +100,8 @@ class ProtocolService:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.settings.lease_seconds)
 
-    async def claim(self, runner_id: uuid.UUID) -> Claim | None:
-        """One atomic claim of the best job this runner can hold, or None."""
+    async def claim(self, runner_id: uuid.UUID, free: Sequence[AcceleratorRecord] | None = None) -> Claim | None:
+        """One atomic claim of the best job this runner can hold (with `free`: on what it has free now), or None."""
         now = self.clock.now()
         runner = await repository.lock_runner(self.session, runner_id)
         if runner is None or runner.deleted_at is not None:
@@ -108,7 +111,7 @@ class ProtocolService:
             return None  # paused and draining runners take nothing new
         if await repository.running_attempts(self.session, runner_id) >= runner.max_concurrent_jobs:
             return None
-        capacity = Capacity.of(runner)
+        capacity = Capacity.of(runner, free)
         claimed = await repository.claim_next(self.session, capacity, now)
         if claimed is None:
             return None
@@ -130,8 +133,8 @@ class ProtocolService:
             },
         )
         await state.claimed(self.session, claimed.evaluation_id, now)
-        placement = fit.placement(
-            MemoryNeed(claimed.required_memory_bytes, claimed.required_device_bytes), capacity.devices, claimed.backend
+        _, placement = fit.best_shape(
+            capacity.shapes, MemoryNeed(claimed.required_memory_bytes, claimed.required_device_bytes), claimed.backend
         )
         job = await repository.claimed_job(
             self.session, self.settings, claimed, attempt_id, expires, lease_token, placement
@@ -144,7 +147,9 @@ class ProtocolService:
         now = self.clock.now()
         expires = now + self.lease
         progress = body.progress.model_dump(mode="json", exclude_none=True)
-        renewed = await repository.renew_lease(self.session, attempt_id, runner_id, lease_token, now, expires, progress)
+        renewed = await repository.renew_lease(
+            self.session, attempt_id, runner_id, lease_token, now, expires, progress, body.external_ref
+        )
         if renewed is None:
             raise await refused(self.session, attempt_id, runner_id, lease_token, now)
         job_id, canceled = renewed

@@ -2,13 +2,15 @@
 its accelerators hold the job is the fit rule's answer (app/hardware/fit.py), for the job's backend."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, false, literal, or_
 
 from app.hardware import fit
-from app.hardware.fit import GIB, Devices, MemoryNeed, gib
+from app.hardware.fit import GIB, Devices, MemoryNeed, Placement, gib
 from app.tables import EvaluationJob, Runner
+from app.tables.documents import AcceleratorRecord
 from app.tables.types import json_array_subset
 
 __all__ = ["GIB", "Capacity", "Need", "gib"]
@@ -41,18 +43,24 @@ class Need:
 
 @dataclass(frozen=True)
 class Capacity:
-    """What a runner offers, from its record."""
+    """What a runner offers one job, from its record: the device shapes a job may run on (one machine's devices,
+    or each node shape of a cluster, up to the nodes one job may span)."""
 
-    devices: Devices
+    shapes: tuple[Devices, ...]
     backends: tuple[str, ...]
     harness_version: str | None
     labels: tuple[str, ...]
 
     @classmethod
-    def of(cls, runner: Runner) -> "Capacity":
-        groups = [(int(device["memory_bytes"]), int(device.get("count", 1))) for device in runner.accelerators or []]
+    def of(cls, runner: Runner, accelerators: Sequence[AcceleratorRecord] | None = None) -> "Capacity":
+        """`accelerators`: what is free now, where a claim says so (never more nodes than one job may span)."""
+        records = (runner.accelerators or []) if accelerators is None else accelerators
+        groups = [
+            (int(device["memory_bytes"]), int(device.get("count", 1)), int(device.get("nodes", 1)))
+            for device in records
+        ]
         return cls(
-            devices=Devices.of_groups(groups),
+            shapes=fit.shapes_of(groups, runner.max_nodes_per_job or 1),
             backends=tuple(runner.backends or ()),
             harness_version=runner.lm_eval_version,
             labels=tuple(runner.labels or ()),
@@ -60,11 +68,16 @@ class Capacity:
 
     @property
     def total_bytes(self) -> int:
-        """All its accelerator memory (what hf can place one model in)."""
-        return fit.usable_bytes(self.devices, "hf")
+        """The most memory one job can be given on hf (one machine)."""
+        return max(fit.usable_bytes(shape, "hf") for shape in self.shapes)
+
+    def fitting(self, need: Need) -> tuple[Devices, Placement | None]:
+        """The shape a job runs on here and how it is spread (None: none holds it)."""
+        return fit.best_shape(self.shapes, need.memory, need.backend)
 
     def memory_shortfalls(self, need: Need) -> list[str]:
-        return fit.shortfalls(need.memory, self.devices, need.backend)
+        shape, placed = self.fitting(need)
+        return [] if placed is not None else fit.shortfalls(need.memory, shape, need.backend)
 
     def shortfalls(self, need: Need) -> list[str]:
         """Why this runner cannot take the job; empty when it can."""
@@ -81,16 +94,17 @@ class Capacity:
     def job_filter(self) -> list[ColumnElement[bool]]:
         """The same rule as `shortfalls`, as conditions on evaluation_jobs for the claim statement: per backend it
         runs, the memory that backend can use."""
-        by_backend = [
+        holds = [
             and_(
                 EvaluationJob.backend == backend,
-                EvaluationJob.required_memory_bytes <= fit.usable_bytes(self.devices, backend),
+                EvaluationJob.required_memory_bytes <= fit.usable_bytes(shape, backend),
+                EvaluationJob.required_device_bytes <= shape.device_bytes,
             )
             for backend in self.backends
+            for shape in self.shapes
         ]
         conditions: list[ColumnElement[bool]] = [
-            or_(*by_backend) if by_backend else false(),
-            EvaluationJob.required_device_bytes <= self.devices.device_bytes,
+            or_(*holds) if holds else false(),
             json_array_subset(EvaluationJob.labels, literal(json.dumps(sorted(self.labels)))),
         ]
         if self.harness_version is None:

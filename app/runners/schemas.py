@@ -21,7 +21,13 @@ class Accelerator(WriteModel):
         description="Accelerator catalog slug or the device's own name.",
     )
     memory_bytes: Integer = Field(ge=1, le=10**13, description="Per device.")
-    count: Integer = Field(default=1, ge=1, le=1024)
+    count: Integer = Field(default=1, ge=1, le=1024, description="Per node (per machine).")
+    nodes: Integer = Field(
+        default=1,
+        ge=1,
+        le=100_000,
+        description="Nodes of this shape (a cluster runner: Slurm nodes, Kubernetes nodes).",
+    )
 
 
 class Capabilities(WriteModel):
@@ -31,7 +37,10 @@ class Capabilities(WriteModel):
     accelerators: list[Accelerator] = Field(default_factory=list, max_length=64)
     backends: list[Backend] = Field(default_factory=lambda: ["hf"], min_length=1)  # type: ignore[arg-type]
     lm_eval_version: str | None = Field(default=None, max_length=32, pattern=r"^[0-9A-Za-z.+-]+$")
-    max_concurrent_jobs: Integer = Field(default=1, ge=1, le=64)
+    max_concurrent_jobs: Integer = Field(default=1, ge=1, le=1024)
+    max_nodes_per_job: Integer = Field(
+        default=1, ge=1, le=1024, description="Nodes one job may span (vLLM pipeline parallel over Ray): a cluster's."
+    )
 
 
 class RunnerReport(WriteModel):
@@ -68,7 +77,8 @@ class RunnerRegister(RunnerCreate):
 class RunnerUpdate(WriteModel):
     state: NotNull[RunnerState] = None
     labels: NotNull[Annotated[list[Tag], Field(max_length=50)]] = None
-    max_concurrent_jobs: NotNull[Annotated[Integer, Field(ge=1, le=64)]] = None
+    max_concurrent_jobs: NotNull[Annotated[Integer, Field(ge=1, le=1024)]] = None
+    max_nodes_per_job: NotNull[Annotated[Integer, Field(ge=1, le=1024)]] = None
 
 
 class RunnerRead(ReadModel):
@@ -79,6 +89,7 @@ class RunnerRead(ReadModel):
     backends: list[str]
     lm_eval_version: str | None
     max_concurrent_jobs: int
+    max_nodes_per_job: int
     state: RunnerState
     last_contact_at: datetime | None
     online: bool = Field(description=f"Seen within the last {ONLINE_WITHIN_SECONDS} seconds.")

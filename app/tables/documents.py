@@ -77,7 +77,8 @@ class AcceleratorRecord(TypedDict):
 
     kind: str
     memory_bytes: int
-    count: NotRequired[int]
+    count: NotRequired[int]  # per node
+    nodes: NotRequired[int]
 
 
 class HubDisagreement(TypedDict):

@@ -164,6 +164,8 @@ class JobAttempt(IdMixin, Base):
     finished_at: Mapped[datetime | None]
     progress: Mapped[AttemptProgress] = mapped_column(JsonDocument, default=dict)
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Where a cluster runs it (`slurm:1234`, `k8s:namespace/corral-<attempt>`), as the runner reports it.
+    external_ref: Mapped[str | None] = mapped_column(String(200), default=None)
     failure_category: Mapped[str | None] = mapped_column(String(32))
     failure_message: Mapped[str | None] = mapped_column(Text)
 

@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
@@ -27,6 +27,7 @@ class Runner(IdMixin, TimestampMixin, Base):
     backends: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
     lm_eval_version: Mapped[str | None] = mapped_column(String(32))
     max_concurrent_jobs: Mapped[int] = mapped_column(default=1)
+    max_nodes_per_job: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     state: Mapped[RunnerState] = mapped_column(checked_enum(RunnerState, "runner_state"))
     last_contact_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
