@@ -75,7 +75,7 @@ def test_check_in_keeps_labels_and_limits_set_by_admins(client: TestClient, admi
     )
     checked_in = client.post("/v1/runner/verify", json={"lm_eval_version": "0.4.14"}, headers=bearer(token)).json()
     assert (checked_in["labels"], checked_in["max_concurrent_jobs"]) == (["dc-a", "h100"], 4)
-    assert checked_in["accelerators"] == MACHINE["accelerators"]  # not reported: kept
+    assert checked_in["accelerators"] == [{**item, "nodes": 1} for item in MACHINE["accelerators"]]  # kept
     refused = client.post("/v1/runner/verify", json={"labels": ["mine"]}, headers=bearer(token))
     assert refused.status_code == 422
 
