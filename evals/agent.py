@@ -30,6 +30,9 @@ LOG_TAIL_BYTES = 4000
 CORRAL_SECRETS = {"CORRAL_RUNNER_TOKEN", "CORRAL_TOKEN"}
 
 
+SIGTERM_REASON = "The runner was asked to stop (SIGTERM) and handed the job back."
+
+
 class Agent:
     _offset = 0  # bytes of the current attempt's log the server has
 
@@ -54,7 +57,7 @@ class Agent:
                         break
                     continue
                 if self.stopping.is_set():  # SIGTERM came during the long-poll: this job was never started
-                    self._release(job.attempt_id, job.lease_token)
+                    self._release(job.attempt_id, job.lease_token, SIGTERM_REASON)
                     break
                 self.execute(job)
                 self.flush_spool()
@@ -96,12 +99,12 @@ class Agent:
         if outcome != "finished":
             log.info("job %s %s; lm-eval stopped", job.job_id, outcome)
             return
-        self._send_log(attempt, lease, log_path)
+        self._offset = self._send_log(attempt, lease, log_path, self._offset)
         code = self._exit_code(worker, workdir)
         if not (workdir / "done").exists():  # the worker died without a word: a signal, the OOM killer
             self._stop_worker()
             if self.stopping.is_set():  # the signal was for all of us (e.g. systemd's control group)
-                self._release(attempt, lease)
+                self._release(attempt, lease, SIGTERM_REASON)
                 return
             if not resubmitted and b"corral: lm-eval" not in log_path.read_bytes():
                 log.warning("the worker died before starting job %s; a fresh one takes it", job.job_id)
@@ -125,7 +128,10 @@ class Agent:
         self._report_failure(attempt, lease, failure, log_path, code)
 
     def _report_failure(self, attempt: str, lease: str, failure: Outcome, log_path: Path, code: int = 1) -> None:
-        tail = log_path.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
+        try:
+            tail = log_path.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
+        except OSError:  # the job never started
+            tail = ""
         message = f"{failure.message or f'lm-eval exited with status {code}'}\n--- last log lines ---\n{tail}"
         try:
             self.client.fail(attempt, lease, failure.category, message)
@@ -180,7 +186,7 @@ class Agent:
                 if self.handing_back.is_set():
                     return self._hand_back(attempt, lease, workdir)
                 time.sleep(0.2)
-            self._send_log(attempt, lease, workdir / "log.txt", final=False)
+            self._offset = self._send_log(attempt, lease, workdir / "log.txt", self._offset, final=False)
             try:
                 try:
                     reply = self.client.heartbeat(attempt, lease, self._progress(workdir))
@@ -208,14 +214,14 @@ class Agent:
     def _hand_back(self, attempt: str, lease: str, workdir: Path) -> str:
         """Give the job back to the queue at once, for another runner (or this one, later), then stop lm-eval.
         Quick calls first: a supervisor's stop grace period (10 s for docker stop) is short."""
-        self._send_log(attempt, lease, workdir / "log.txt", final=False)
-        self._release(attempt, lease)
+        self._offset = self._send_log(attempt, lease, workdir / "log.txt", self._offset, final=False)
+        self._release(attempt, lease, SIGTERM_REASON)
         self._kill_worker()
         return "handed back to the queue"
 
-    def _release(self, attempt: str, lease: str) -> None:
+    def _release(self, attempt: str, lease: str, reason: str) -> None:
         try:
-            self.client.release(attempt, lease, "The runner was asked to stop (SIGTERM) and handed the job back.")
+            self.client.release(attempt, lease, reason)
         except (ServerError, httpx.TransportError) as exc:  # the lease will lapse and the reaper requeues it
             log.warning("could not hand back attempt %s: %s", attempt, exc)
 
@@ -231,17 +237,26 @@ class Agent:
             self.worker.kill()
             self.worker = None
 
-    def _send_log(self, attempt: str, lease: str, log_path: Path, *, final: bool = True) -> None:
-        """Send what the server lacks; while the job runs (`final=False`) one quick try, since more follows."""
-        data = log_path.read_bytes()[self._offset :]
-        if not data:
-            return
-        try:
-            self._offset = self.client.append_log(
-                attempt, lease, self._offset, data[: 1024 * 1024], retries=None if final else 1
-            )
-        except (ServerError, httpx.TransportError) as exc:
-            log.warning("log append refused: %s", exc)
+    def _send_log(self, attempt: str, lease: str, log_path: Path, offset: int, *, final: bool = True) -> int:
+        """Send what the server lacks past `offset`; returns how much it has. While the job runs (`final=False`)
+        one quick try, since more follows."""
+        while True:
+            try:
+                with log_path.open("rb") as file:
+                    file.seek(offset)
+                    data = file.read(1024 * 1024)
+            except OSError:  # not written yet
+                return offset
+            if not data:
+                return offset
+            try:
+                sent = self.client.append_log(attempt, lease, offset, data, retries=None if final else 1)
+            except (ServerError, httpx.TransportError) as exc:
+                log.warning("log append refused: %s", exc)
+                return offset
+            if not final or sent <= offset:
+                return sent
+            offset = sent
 
     def _spool(self, attempt: str, lease: str, workdir: Path) -> None:
         self.config.spool_dir.mkdir(parents=True, exist_ok=True)  # made absolute by the config

@@ -5,7 +5,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -35,6 +35,16 @@ def _load(config: Path | None) -> RunnerConfig:
         raise typer.Exit(2) from None
 
 
+def _report(settings: RunnerConfig) -> dict[str, Any]:
+    """What this runner offers: this machine's devices, or a cluster's node shapes read from the engine."""
+    if settings.executor.kind == "local":
+        return hardware.report()
+    from evals.cluster_agent import ClusterAgent
+    from evals.executors import engine_for
+
+    return ClusterAgent(settings).report(engine_for(settings.executor))
+
+
 @cli.command()
 def register(
     server: Annotated[str, typer.Option(help="The Corral server's base URL.")],
@@ -45,9 +55,13 @@ def register(
     config: ConfigOption = None,
 ) -> None:
     """Register this machine (accelerators detected) and store its credentials in the config file."""
+    settings = RunnerConfig.load(config, server=server, token=token)
+    report = _report(settings)
     if token.startswith("crlreg_"):
+        max_nodes = getattr(settings.executor, "max_nodes_per_job", 1)
         body = {
-            **hardware.report(),
+            **report,
+            "max_nodes_per_job": max_nodes,
             "name": name or socket.gethostname().split(".")[0],
             "labels": label or [],
             "max_concurrent_jobs": max_concurrent_jobs,
@@ -59,7 +73,7 @@ def register(
             raise typer.Exit(1)
         token = answer.json()["token"]
     try:
-        runner = ServerClient(server, token).verify(hardware.report())
+        runner = ServerClient(server, token).verify(report)
     except ServerError as exc:
         typer.echo(f"corral-runner: the server refused this token: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -93,6 +107,7 @@ def run(
 ) -> None:
     """Claim and run jobs until stopped; SIGTERM finishes the current job (or hands it back), a second hands it back."""
     from evals.agent import Agent
+    from evals.cluster_agent import ClusterAgent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _load(config)
@@ -100,7 +115,7 @@ def run(
         settings.hand_back_on_sigterm = hand_back_on_sigterm
     if warm is not None:
         settings.warm_worker = warm
-    agent = Agent(settings)
+    agent = Agent(settings) if settings.executor.kind == "local" else ClusterAgent(settings)
     signal.signal(signal.SIGTERM, agent.on_sigterm)
     done = agent.run(once=once, max_jobs=max_jobs, until_idle=until_idle)
     typer.echo(json.dumps({"jobs_run": done}))

@@ -63,14 +63,21 @@ class ServerClient:
     def verify(self, report: dict[str, Any]) -> dict[str, Any]:
         return dict(self._json(self._request("POST", "/v1/runner/verify", json=report)))
 
-    def claim(self, wait: float) -> ClaimedJob | None:
-        response = self._request("POST", "/v1/runner/jobs/claim", params={"wait": wait}, timeout=wait + 30)
+    def claim(self, wait: float, free: list[dict[str, str | int]] | None = None) -> ClaimedJob | None:
+        """The next job for this runner, waiting up to `wait` seconds; `free`: what a cluster has free now."""
+        body = {"free": free} if free is not None else None
+        response = self._request("POST", "/v1/runner/jobs/claim", params={"wait": wait}, json=body, timeout=wait + 30)
         return None if response.status_code == 204 else ClaimedJob.model_validate(self._json(response))
 
-    def heartbeat(self, attempt: str, lease: str, progress: dict[str, Any]) -> dict[str, Any]:
+    def heartbeat(
+        self, attempt: str, lease: str, progress: dict[str, Any], external_ref: str | None = None
+    ) -> dict[str, Any]:
         url = f"/v1/runner/attempts/{attempt}/heartbeat"
+        body: dict[str, Any] = {"progress": progress}
+        if external_ref is not None:
+            body["external_ref"] = external_ref
         # One quick retry only: the next heartbeat is the retry, and the job must not wait on a server that is away.
-        answer = self._request("POST", url, lease=lease, retries=1, json={"progress": progress})
+        answer = self._request("POST", url, lease=lease, retries=1, json=body)
         return dict(self._json(answer))
 
     def append_log(self, attempt: str, lease: str, offset: int, data: bytes, *, retries: int | None = None) -> int:

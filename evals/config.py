@@ -4,7 +4,9 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from evals.executors.settings import Executor, LocalExecutor
 
 
 def default_path() -> Path:
@@ -36,12 +38,24 @@ class RunnerConfig(BaseModel):
         default=False, description="SIGTERM hands the running job back to the queue instead of finishing it."
     )
     device: str | None = Field(default=None, description="torch device for the hf backend; default cuda if present.")
+    executor: Executor = Field(
+        default_factory=LocalExecutor,
+        description="Where jobs run: this machine (local), through Slurm (slurm) or as Kubernetes Jobs (kubernetes).",
+    )
 
     @field_validator("spool_dir", "work_dir", "hf_cache_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # The lm-eval child runs in another directory: a relative path would point elsewhere there.
         return value.expanduser().resolve() if value is not None else None
+
+    @model_validator(mode="after")
+    def _private_state_apart(self) -> "RunnerConfig":
+        # The agent keeps lease tokens under work_dir; the cluster's directory is read by every compute node.
+        shared = getattr(self.executor, "work_dir", None)
+        if shared is not None and (shared == self.work_dir or self.work_dir.is_relative_to(shared)):
+            raise ValueError("executor.work_dir (shared with the compute nodes) must not hold the agent's work_dir")
+        return self
 
     @classmethod
     def load(cls, path: Path | None = None, **given: object) -> "RunnerConfig":

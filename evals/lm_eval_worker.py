@@ -43,7 +43,14 @@ def classify(error: BaseException) -> str:
         return "out_of_memory"
     # Not in the cache and the Hub out of reach (a subclass of EntryNotFoundError, hence first); and a gated
     # repo this runner's token cannot open, which another runner's may: both worth a retry elsewhere.
-    runner_side = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "GatedRepoError", "RunnerSetupError"}
+    # A package the backend needs and this runner lacks (vLLM) is the runner's fault too.
+    runner_side = {
+        "LocalEntryNotFoundError",
+        "OfflineModeIsEnabled",
+        "GatedRepoError",
+        "RunnerSetupError",
+        "ModuleNotFoundError",
+    }
     if names & runner_side or "couldn't connect" in text:
         return "infrastructure"
     # Before the network check: these are HTTP errors too, but no retry helps until someone changes the repo.
@@ -315,10 +322,15 @@ def run_job(worker: Worker, spec_path: Path) -> int:
     code = worker.run(spec_path)
     sys.stdout.flush()
     sys.stderr.flush()
-    done = spec_path.parent / "done"
+    mark_done(spec_path.parent, code)
+    return code
+
+
+def mark_done(out: Path, code: int) -> None:
+    """The last file a job writes (atomically): the agent reads the others only once this one is there."""
+    done = out / "done"
     done.with_suffix(".partial").write_text(json.dumps({"code": code}))
     done.with_suffix(".partial").replace(done)
-    return code
 
 
 def die_with_the_agent() -> None:

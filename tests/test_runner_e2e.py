@@ -17,52 +17,16 @@ import pytest
 
 from evals.lm_eval_worker import lm_eval_commit
 from evals.tiny import build_tiny_llama
-from tests.support.databases import offline_environment
-from tests.support.server import wait_until_ready
-from tests.test_docs_browser import _free_port
+from tests.support.server import OFFLINE, ROOT, Server
 
 REPO = "corral-test/tiny"
 SHA = "1" * 40
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 STAGES = {"starting lm-eval", "building requests", "running requests", "writing results"}
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
-
-
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = offline_environment(
-            CORRAL_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'corral.db'}",
-            CORRAL_HEARTBEAT_SECONDS="1",
-            CORRAL_LOG_LEVEL="WARNING",
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env
-        )
-        wait_until_ready(self.url, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def corral(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "app", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
 
 
 @pytest.fixture

@@ -1,9 +1,24 @@
 """Waiting for a `corral serve` process started by a test or a benchmark."""
 
+import socket
 import subprocess
+import sys
 import time
+from contextlib import closing
+from pathlib import Path
 
 import httpx
+
+from tests.support.databases import offline_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_until_ready(base_url: str, process: "subprocess.Popen[bytes]", timeout: float = 60.0) -> None:
@@ -20,3 +35,38 @@ def wait_until_ready(base_url: str, process: "subprocess.Popen[bytes]", timeout:
         if time.monotonic() > deadline:
             raise RuntimeError("corral serve did not become ready")
         time.sleep(0.2)
+
+
+class Server:
+    """A real `corral serve` on the embedded database, in its own directory."""
+
+    def __init__(self, workdir: Path, **settings: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        defaults = {
+            "CORRAL_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'corral.db'}",
+            "CORRAL_HEARTBEAT_SECONDS": "1",
+            "CORRAL_LOG_LEVEL": "WARNING",
+        }
+        self.env = offline_environment(**(defaults | settings))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env
+        )
+        wait_until_ready(self.url, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def corral(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "app", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
