@@ -20,7 +20,7 @@ from app.tables import ApiToken, Runner, RunnerState, Scope
 from app.tables.base import utcnow
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
-from tests.support import databases
+from tests.support import databases, slurm
 from tests.support.clock import ManualClock
 from tests.support.evaluations import load_shipped_suites
 
@@ -128,17 +128,24 @@ def admin_headers(issue_token: IssueToken) -> dict[str, str]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     skipped = terminalreporter.stats.get("skipped", [])
-    missing = [report for report in skipped if databases.POSTGRES_SKIP_REASON in str(report.longrepr)]
-    if missing:
-        bar = "!" * 78
-        terminalreporter.write_line(bar, red=True, bold=True)
-        terminalreporter.write_line(
-            f"{len(missing)} PostgreSQL tests were SKIPPED: the server was not reachable. Half of the database "
-            "coverage did not run. Set CORRAL_REQUIRE_POSTGRES=1 (as .ci/run does) to make this a failure.",
-            red=True,
-            bold=True,
-        )
-        terminalreporter.write_line(bar, red=True, bold=True)
+    for marker, words in (
+        (
+            databases.POSTGRES_SKIP_REASON,
+            "PostgreSQL tests were SKIPPED: the server was not reachable. Half of the database coverage did not "
+            "run. Set CORRAL_REQUIRE_POSTGRES=1 (as .ci/run does) to make this a failure.",
+        ),
+        (
+            slurm.SKIP_REASON,
+            "Slurm tests were SKIPPED: slurmctld, slurmd or munged is not installed (scripts/test installs them "
+            "as root). Set CORRAL_REQUIRE_SLURM=1 (as .ci/run does) to make this a failure.",
+        ),
+    ):
+        missing = [report for report in skipped if marker in str(report.longrepr)]
+        if missing:
+            bar = "!" * 78
+            terminalreporter.write_line(bar, red=True, bold=True)
+            terminalreporter.write_line(f"{len(missing)} {words}", red=True, bold=True)
+            terminalreporter.write_line(bar, red=True, bold=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ names. Jobs that must stay running wait on a gate file in the batch script's set
 `module load` would run there), so no test depends on how fast lm-eval is."""
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,14 @@ from tests.support import slurm
 from tests.support.cluster import SERVER_SETTINGS, TEST_GPU, ClusterRunner, wait_for
 from tests.support.server import Server
 
-REQUIRE_SLURM = os.environ.get("CORRAL_REQUIRE_SLURM") == "1"
-SLURM_SKIP_REASON = "SLURM NOT AVAILABLE"
-
 
 def need_slurm() -> None:
     reason = slurm.missing()
     if reason is None:
         return
-    if REQUIRE_SLURM:
-        pytest.fail(f"{SLURM_SKIP_REASON}: {reason} (CORRAL_REQUIRE_SLURM=1 makes this a failure)")
-    pytest.skip(f"{SLURM_SKIP_REASON}: {reason}")
+    if slurm.REQUIRE_SLURM:
+        pytest.fail(f"{slurm.SKIP_REASON}: {reason} (CORRAL_REQUIRE_SLURM=1 makes this a failure)")
+    pytest.skip(f"{slurm.SKIP_REASON}: {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +62,10 @@ class Gate:
 @pytest.fixture
 def gate(tmp_path: Path) -> Gate:
     return Gate(tmp_path / "gate")
+
+
+def node_state(cluster: slurm.SlurmCluster, node: str) -> str:
+    return cluster.slurm("sinfo", "-h", "-n", node, "-o", "%t").strip().rstrip("*")
 
 
 def make_runner(
@@ -242,7 +242,9 @@ def test_a_node_failure_is_not_rerun_by_slurm_and_retried_once_by_corral(
         wait_for(lambda: cluster.job_state(slurm_id(first)) == "RUNNING", "the job running")
         cluster.slurm("scontrol", "update", "nodename=n1", "state=down", "reason=corral-test")
         wait_for(lambda: cluster.job_state(slurm_id(first)) == "NODE_FAIL", "NODE_FAIL")
-        cluster.slurm("scontrol", "update", "nodename=n1", "state=resume")
+        # Back in service: refused ("Invalid node state") when the node is already up again, hence no check.
+        cluster.slurm("scontrol", "update", "nodename=n1", "state=resume", check=False)
+        wait_for(lambda: node_state(cluster, "n1") in ("idle", "mix", "alloc"), "n1 back in service")
         failed = wait_for(
             lambda: [a for a in runner.attempts(requested["id"]) if a["id"] == first["id"] and a["state"] == "failed"],
             "the attempt failed",

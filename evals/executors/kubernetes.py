@@ -32,6 +32,10 @@ PASSED_ENV = ("PYTHONUNBUFFERED", "TOKENIZERS_PARALLELISM", "HF_HOME", "HF_HUB_C
 HOPELESS = {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}
 
 
+# What a call to the API server can raise: refused, unreachable, or an answer the client's models reject.
+API_ERRORS = (ApiException, HTTPError, OpenApiException, ValueError)
+
+
 class KubernetesError(EngineError):
     """The API server is away or refused a request."""
 
@@ -62,6 +66,7 @@ class Kubernetes:
         api = api or api_client(settings)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.warned_of_token = False
 
     # -- what the cluster has -------------------------------------------------------------------------------------
 
@@ -69,7 +74,7 @@ class Kubernetes:
         """(node, kind, memory per GPU, GPUs) of each node the jobs may land on whose GPU is in gpu_kinds."""
         try:
             nodes = self.core.list_node(_request_timeout=REQUEST_SECONDS).items
-        except (ApiException, HTTPError, OpenApiException) as exc:
+        except API_ERRORS as exc:
             raise KubernetesError(f"listing nodes: {_said(exc)}") from exc
         found = []
         for node in nodes:
@@ -95,7 +100,7 @@ class Kubernetes:
             pods = self.core.list_pod_for_all_namespaces(
                 field_selector="status.phase!=Succeeded,status.phase!=Failed", _request_timeout=REQUEST_SECONDS
             ).items
-        except (ApiException, HTTPError, OpenApiException) as exc:
+        except API_ERRORS as exc:
             raise KubernetesError(f"listing pods: {_said(exc)}") from exc
         taken: dict[str, int] = defaultdict(int)
         for pod in pods:
@@ -118,7 +123,8 @@ class Kubernetes:
         if settings.hf_token_secret:
             secret = client.V1SecretKeySelector(name=settings.hf_token_secret, key="HF_TOKEN")
             env.append(client.V1EnvVar(name="HF_TOKEN", value_from=client.V1EnvVarSource(secret_key_ref=secret)))
-        elif "HF_TOKEN" in job.env:
+        elif "HF_TOKEN" in job.env and not self.warned_of_token:
+            self.warned_of_token = True
             log.warning(
                 "the runner has an HF token but no hf_token_secret: the job runs without it (gated weights fail)"
             )
@@ -218,7 +224,7 @@ class Kubernetes:
                 ) from exc
             log.info("attempt %s already has Job %s; adopting it", job.attempt_id, _name(existing))
             return self._job(existing, self._pods().get(_name(existing), []))
-        except (HTTPError, OpenApiException) as exc:
+        except (HTTPError, OpenApiException, ValueError) as exc:
             raise KubernetesError(f"creating the Job: {_said(exc)}") from exc
         return ClusterJob(
             name=_name(created), ref=self._ref(_name(created)), phase="pending", reason="submitted", owner=self.owner
@@ -236,7 +242,7 @@ class Kubernetes:
             pods = self.core.list_namespaced_pod(
                 self.settings.namespace, label_selector=f"{RUNNER_LABEL}={self.owner}", _request_timeout=REQUEST_SECONDS
             ).items
-        except (ApiException, HTTPError, OpenApiException) as exc:
+        except API_ERRORS as exc:
             raise KubernetesError(f"listing pods: {_said(exc)}") from exc
         by_job: dict[str, list[client.V1Pod]] = defaultdict(list)
         for pod in pods:
@@ -250,7 +256,7 @@ class Kubernetes:
             listed = self.batch.list_namespaced_job(
                 self.settings.namespace, label_selector=f"{RUNNER_LABEL}={self.owner}", _request_timeout=REQUEST_SECONDS
             ).items
-        except (ApiException, HTTPError, OpenApiException) as exc:
+        except API_ERRORS as exc:
             raise KubernetesError(f"listing Jobs: {_said(exc)}") from exc
         ours = [job for job in listed if self._ours(_labels(job))]
         pods = self._pods() if ours else {}
@@ -263,7 +269,7 @@ class Kubernetes:
             if exc.status == 404:
                 return None
             raise KubernetesError(f"reading Job {name}: {_said(exc)}") from exc
-        except (HTTPError, OpenApiException) as exc:
+        except (HTTPError, OpenApiException, ValueError) as exc:
             raise KubernetesError(f"reading Job {name}: {_said(exc)}") from exc
 
     def find(self, job: ClusterJob) -> ClusterJob:
@@ -286,7 +292,7 @@ class Kubernetes:
         except ApiException as exc:
             if exc.status != 404:
                 raise KubernetesError(f"deleting Job {job.name}: {_said(exc)}") from exc
-        except (HTTPError, OpenApiException) as exc:
+        except (HTTPError, OpenApiException, ValueError) as exc:
             raise KubernetesError(f"deleting Job {job.name}: {_said(exc)}") from exc
 
     def last_words(self, job: ClusterJob, job_dir: Path) -> str:
@@ -307,7 +313,7 @@ class Kubernetes:
                 tail_lines=40,
                 _request_timeout=REQUEST_SECONDS,
             )
-        except (ApiException, HTTPError, OpenApiException) as exc:
+        except API_ERRORS as exc:
             text = f"(its log could not be read: {_said(exc)})"
         words.append(str(text)[-2000:])
         return "\n".join(words)

@@ -16,6 +16,9 @@ from pathlib import Path
 NEEDED = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "scancel")
 START_SECONDS = 60
 
+REQUIRE_SLURM = os.environ.get("CORRAL_REQUIRE_SLURM") == "1"
+SKIP_REASON = "SLURM NOT AVAILABLE"
+
 
 def missing() -> str | None:
     """Why a cluster cannot start here, or None."""
