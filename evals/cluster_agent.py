@@ -101,13 +101,19 @@ class ClusterAgent(Agent):
                 if self.held:
                     log.info("stopping; %d cluster jobs run on and a restarted agent adopts them", len(self.held))
                 break
-            if limit is None or claimed < limit:
+            # Claim while there is room, for up to one poll: a runner of many slots fills them in seconds, and
+            # the attempts it already holds are tended (heartbeated) at least once a poll meanwhile.
+            burst_ends = time.monotonic() + self.settings.poll_seconds
+            got = 0
+            while (limit is None or claimed < limit) and time.monotonic() < burst_ends:
                 job = self._claim(once or until_idle)
-                if job is not None:
-                    claimed += 1
-                    self.submit(job)
-                elif (once or until_idle) and not self.held:
+                if job is None:
                     break
+                claimed += 1
+                got += 1
+                self.submit(job)
+            if not got and (limit is None or claimed < limit) and (once or until_idle) and not self.held:
+                break
             self.tend()
             if limit is not None and self.finished >= limit and not self.held:
                 break
