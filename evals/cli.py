@@ -51,7 +51,7 @@ def register(
     token: Annotated[str, typer.Option(help="A registration token (crlreg_...) or this runner's own token (crl_...).")],
     name: Annotated[str | None, typer.Option(help="Runner name [default: the host name].")] = None,
     label: Annotated[list[str] | None, typer.Option(help="A label (repeatable).")] = None,
-    max_concurrent_jobs: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    max_concurrent_jobs: Annotated[int, typer.Option(min=1, max=1024)] = 1,
     config: ConfigOption = None,
 ) -> None:
     """Register this machine (accelerators detected) and store its credentials in the config file."""
