@@ -1,20 +1,22 @@
-"""The `corral` command line: serve, db, token (and later the CI commands)."""
+"""The `corral` command line: the server-side commands (serve, db, token, catalog, suites, hub) and, from
+app.console, the ones that talk to a server over HTTP."""
 
-import asyncio
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from app.config import Settings, SettingsError, load_settings
+from app.console.commands import install as install_http_commands
 from app.scores.cli import eval_cli, results_cli
 
 # Everything else is imported by the command that needs it: `corral --help` and each server worker (which
@@ -22,6 +24,7 @@ from app.scores.cli import eval_cli, results_cli
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from app.config import Settings
     from app.tables import Scope
     from app.tokens.schemas import TokenRead
 
@@ -30,24 +33,49 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 cli = typer.Typer(
     name="corral",
-    help="Corral: open-model release and evaluation registry.",
+    help="Corral: open-model release and evaluation registry. Log in once (`corral login`), then browse and act "
+    "over HTTP; `serve`, `db`, `catalog`, `suites`, `hub`, `token` and `results` work on the database itself.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help is plain text: "[default: …]" in a help string is not rich markup
 )
-db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True, rich_markup_mode=None)
+token_cli = typer.Typer(
+    help="API tokens, written to the database (on the server's machine; `corral tokens` works over HTTP).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(db_cli, name="database", hidden=True)
 cli.add_typer(token_cli, name="token")
-catalog_cli = typer.Typer(help="The shipped Llama catalog.", no_args_is_help=True)
+catalog_cli = typer.Typer(help="The shipped Llama catalog.", no_args_is_help=True, rich_markup_mode=None)
 cli.add_typer(catalog_cli, name="catalog")
-suites_cli = typer.Typer(help="Evaluation suites (evals/suites/*.yaml).", no_args_is_help=True)
+suites_cli = typer.Typer(help="Evaluation suites (evals/suites/*.yaml).", no_args_is_help=True, rich_markup_mode=None)
 cli.add_typer(suites_cli, name="suites")
-hub_cli = typer.Typer(help="The Hugging Face Hub (or the mirror in CORRAL_HUB_ENDPOINT).", no_args_is_help=True)
+hub_cli = typer.Typer(
+    help="The Hugging Face Hub (or the mirror in CORRAL_HUB_ENDPOINT).", no_args_is_help=True, rich_markup_mode=None
+)
 cli.add_typer(hub_cli, name="hub")
 cli.add_typer(eval_cli, name="eval")
 cli.add_typer(results_cli, name="results")
+install_http_commands(cli, eval_cli)
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from app.client.transport import client_version
+
+        typer.echo(f"corral {client_version()}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Corral: open-model release and evaluation registry."""
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -55,7 +83,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here, not at the top: `corral --help` and the HTTP commands never need it
+
+    return asyncio.run(work)
+
+
 def _settings() -> Settings:
+    from app.config import SettingsError, load_settings
+
     try:
         return load_settings()
     except SettingsError as exc:
@@ -76,7 +112,7 @@ def prepare_database(settings: Settings) -> None:
     from app.catalog.loader import load_catalog
 
     try:
-        current = asyncio.run(_current_revision(settings))
+        current = _run(_current_revision(settings))
         if settings.is_sqlite:
             if current != migrate.head_revision():  # at head already: no migration run at every start
                 migrate.upgrade(settings)
@@ -106,14 +142,14 @@ async def _current_revision(settings: Settings) -> str | None:
         await engine.dispose()
 
 
-def run_in_unit_of_work(settings: Settings, work: "Callable[[AsyncSession], Awaitable[T]]") -> T:
+def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """The CLI's unit of work: a domain error becomes one line and exit status 1."""
     from app.db import in_unit_of_work
     from app.errors import ProblemError
     from app.suites.service import SuiteFileError
 
     try:
-        return asyncio.run(in_unit_of_work(settings, work))
+        return _run(in_unit_of_work(settings, work))
     except ProblemError as exc:
         _fail(exc.detail)
     except SuiteFileError as exc:
@@ -217,7 +253,7 @@ def db_current() -> None:
 
     settings = _settings()
     try:
-        current = asyncio.run(_current_revision(settings))
+        current = _run(_current_revision(settings))
     except (SQLAlchemyError, OSError) as exc:
         _database_error(settings, exc)
     head = migrate.head_revision()
@@ -226,7 +262,7 @@ def db_current() -> None:
         raise typer.Exit(1)
 
 
-def _scope_value(value: str) -> "Scope":
+def _scope_value(value: str) -> Scope:
     from app.tables import Scope
 
     try:
@@ -285,7 +321,7 @@ def token_list(
     settings = _settings()
     prepare_database(settings)
 
-    async def every_token(session: "AsyncSession") -> "list[TokenRead]":
+    async def every_token(session: AsyncSession) -> list[TokenRead]:
         tokens: list[TokenRead] = []
         cursor: str | None = None
         while True:
@@ -346,7 +382,7 @@ def hub_sync(
     settings = _settings()
     prepare_database(settings)
     try:
-        result = asyncio.run(sync_from_hub(settings, repo_id, revision))
+        result = _run(sync_from_hub(settings, repo_id, revision))
     except HubError as error:
         _fail(error.message)
     except ProblemError as problem:

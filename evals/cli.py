@@ -19,6 +19,7 @@ cli = typer.Typer(
     help="Corral's runner agent: claims evaluation jobs from a Corral server and runs lm-evaluation-harness.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: "[default: …]" in a help string is not rich markup
     pretty_exceptions_enable=False,
 )
 ConfigOption = Annotated[
@@ -109,7 +110,7 @@ def run(
     from evals.agent import Agent
     from evals.cluster_agent import ClusterAgent
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging()
     settings = _load(config)
     if hand_back_on_sigterm is not None:
         settings.hand_back_on_sigterm = hand_back_on_sigterm
@@ -181,8 +182,15 @@ def demo(
     """The whole loop on this machine, no GPU: a tiny model, the smoke suite, lm-eval on the CPU, the scores."""
     from evals.demo import run_demo
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging()
     raise typer.Exit(run_demo(server, admin_token, state, typer.echo))
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request at INFO: hundreds of lines a minute from heartbeats and log appends, with
+    # attempt ids in every URL. The agent logs what matters itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main() -> None:

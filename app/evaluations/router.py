@@ -106,11 +106,18 @@ async def cancel_evaluation(
         **problem_responses(304, 404),
     },
 )
-async def get_attempt_log(attempt_id: uuid.UUID, session: SessionDep) -> Response:
-    """An attempt's whole log, as the runner sent it."""
+async def get_attempt_log(
+    attempt_id: uuid.UUID,
+    session: SessionDep,
+    offset: Annotated[
+        int, Query(ge=0, description="Bytes already read: the log from there on (`logs --follow` polls this way).")
+    ] = 0,
+) -> Response:
+    """An attempt's log as the runner sent it, whole or from a byte offset."""
     if await session.get(JobAttempt, attempt_id) is None:
         raise NotFound(f"No attempt with id {attempt_id}.")
-    return Response(await repository.full_log(session, attempt_id), media_type="text/plain; charset=utf-8")
+    log = await repository.full_log(session, attempt_id)
+    return Response(log[offset:], media_type="text/plain; charset=utf-8")
 
 
 @router.get("/queue", dependencies=[Depends(READ)], responses=problem_responses(304))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -13,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from app.config import SettingsError, load_settings
-
 if TYPE_CHECKING:  # imported by the commands themselves: the CLI starts without the service's modules
     import httpx
 
-eval_cli = typer.Typer(help="Evaluations from CI: request, wait, gate on a baseline.", no_args_is_help=True)
-results_cli = typer.Typer(help="lm-eval results produced outside Corral.", no_args_is_help=True)
+eval_cli = typer.Typer(
+    help="Evaluations from CI: request, wait, gate on a baseline.", no_args_is_help=True, rich_markup_mode=None
+)
+results_cli = typer.Typer(help="lm-eval results produced outside Corral.", no_args_is_help=True, rich_markup_mode=None)
 
 # Exit statuses of `corral eval run`, for CI scripts to tell outcomes apart.
 PASSED, EVALUATION_FAILED, REGRESSION, TIMED_OUT, ERROR = 0, 1, 2, 3, 4
@@ -122,6 +121,32 @@ def markdown_table(evaluation: dict[str, Any], comparison: dict[str, Any] | None
     return "\n".join(lines) + "\n"
 
 
+def _job_words(job: dict[str, Any]) -> str:
+    """`corral_smoke_mc: running 42 %`, `…: queued (capable runners are busy)`: a percentage only while running."""
+    words = f"{'+'.join(job['tasks'])}: {job['state']}"
+    if job["state"] == "running" and job["attempts"] and "overall" in (job["attempts"][-1]["progress"] or {}):
+        words += f" {job['attempts'][-1]['progress']['overall']:.0%}"
+    if job["state"] == "queued" and job.get("waiting_for"):
+        words += f" ({job['waiting_for']})"
+    return words
+
+
+def _poll(client: httpx.Client, evaluation_id: str, progress: Callable[[str], None]) -> dict[str, Any] | None:
+    """The evaluation now, or None while the server is away (restarting, behind a proxy answering 502-504): the
+    wait goes on until its timeout, as `gh run watch` does."""
+    import httpx
+
+    try:
+        response = client.get(f"/v1/evaluations/{evaluation_id}")
+    except httpx.TransportError as exc:
+        progress(f"server unreachable ({type(exc).__name__}); still waiting")
+        return None
+    if response.status_code in (502, 503, 504):
+        progress(f"server answered {response.status_code}; still waiting")
+        return None
+    return dict(_answer(response))
+
+
 def run_gate(
     client: httpx.Client,
     request: dict[str, Any],
@@ -155,13 +180,11 @@ def run_gate(
             progress(f"timed out after {timeout:.0f} s; evaluation {evaluation['id']} is {evaluation['state']}")
             return TIMED_OUT
         time.sleep(poll_seconds)
-        evaluation = _answer(client.get(f"/v1/evaluations/{evaluation['id']}"))
-        line = ", ".join(
-            f"{'+'.join(job['tasks'])}: {job['state']}"
-            + (f" {job['attempts'][-1]['progress'].get('overall', 0):.0%}" if job["attempts"] else "")
-            + (f" (waiting for {job['waiting_for']})" if job.get("waiting_for") else "")
-            for job in evaluation["jobs"]
-        )
+        polled = _poll(client, evaluation["id"], progress)
+        if polled is None:
+            continue
+        evaluation = polled
+        line = "; ".join(_job_words(job) for job in evaluation["jobs"])
         if line != last:
             progress(line)
             last = line
@@ -269,6 +292,9 @@ def results_import(
     chat_template: Annotated[bool, typer.Option("--chat-template/--no-chat-template")] = False,
 ) -> None:
     """Import lm-eval results produced elsewhere as a finished evaluation (idempotent)."""
+    import asyncio
+
+    from app.config import SettingsError, load_settings
     from app.db import in_unit_of_work
     from app.errors import ProblemError
     from app.evaluations.imports import ImportService

@@ -1,0 +1,22 @@
+"""Puts the HTTP commands on the `corral` command line."""
+
+import typer
+
+from app.console import admin, browse, evaluations, login
+
+
+def install(cli: typer.Typer, eval_cli: typer.Typer) -> None:
+    cli.command("login")(login.login)
+    cli.command("logout")(login.logout)
+    cli.command("whoami")(login.whoami)
+    cli.add_typer(browse.models_cli, name="models")
+    cli.command("requirements")(browse.requirements)
+    cli.add_typer(browse.leaderboard_cli, name="leaderboard")
+    cli.command("queue")(browse.queue)
+    cli.add_typer(admin.runners_cli, name="runners")
+    cli.add_typer(admin.tokens_cli, name="tokens")
+    eval_cli.command("request")(evaluations.request)
+    eval_cli.command("list")(evaluations.list_evaluations)
+    eval_cli.command("status")(evaluations.status)
+    eval_cli.command("logs")(evaluations.logs)
+    eval_cli.command("cancel")(evaluations.cancel)
