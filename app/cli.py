@@ -118,7 +118,10 @@ def prepare_database(settings: Settings) -> None:
                 migrate.upgrade(settings)
             if current is None:
                 loaded = run_in_unit_of_work(settings, load_catalog)
-                typer.echo(f"corral: new embedded database: loaded the Llama catalog {loaded.created}", err=True)
+                typer.echo(
+                    f"corral: new embedded database {settings.sqlite_file}: loaded the Llama catalog {loaded.created}",
+                    err=True,
+                )
             return
     except (SQLAlchemyError, OSError, CommandError) as exc:
         _database_error(settings, exc)
@@ -304,7 +307,8 @@ def token_create(
         return
     # The secret alone on stdout, so `TOKEN=$(corral token create ...)` works; the rest goes to stderr.
     typer.echo(
-        f"created {created.scope.value} token {created.name!r} (id {created.id}); it is shown only this once:",
+        f"created {created.scope.value} token {created.name!r} (id {created.id}) in {settings.database_display}; "
+        "it is shown only this once:",
         err=True,
     )
     typer.echo(created.token)

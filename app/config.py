@@ -1,6 +1,8 @@
 """Settings: every knob is a CORRAL_* environment variable (or a line in .env), validated once at start-up."""
 
+import os
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -14,12 +16,24 @@ if TYPE_CHECKING:  # SQLAlchemy is imported when a URL is read, not by every com
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 
 
+def data_directory() -> Path:
+    """Where the embedded database lives unless CORRAL_DATABASE_URL says otherwise: one fixed place per user
+    ($XDG_DATA_HOME/corral, else ~/.local/share/corral), so every command finds the same database wherever it is
+    run from (a relative ./corral.db made a new, empty database in each directory)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "corral"
+
+
+def default_database_url() -> str:
+    return f"sqlite+aiosqlite:///{data_directory() / 'corral.db'}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRAL_", env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = Field(
-        default="sqlite+aiosqlite:///./corral.db",
-        description="SQLAlchemy URL; sqlite (embedded, default) or postgresql.",
+        default_factory=default_database_url,
+        description="SQLAlchemy URL; sqlite (embedded, default: ~/.local/share/corral/corral.db) or postgresql.",
     )
     sqlite_busy_timeout_seconds: float = Field(
         default=15.0, ge=0, le=600, description="How long an SQLite writer waits for the write lock (then 503)."
@@ -133,6 +147,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database.get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The embedded database's file (None for PostgreSQL or an in-memory SQLite)."""
+        if not self.is_sqlite or self.database.database in (None, "", ":memory:"):
+            return None
+        return Path(self.database.database).resolve()
 
     @property
     def database_display(self) -> str:

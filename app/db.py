@@ -39,6 +39,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # hide_parameters: a database error's message (logged, never sent) must not carry values such as
     # lease-token hashes; the statement alone says where it failed.
     if settings.is_sqlite:
+        if settings.sqlite_file is not None:  # the default lives in a data directory that may not exist yet
+            settings.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(settings.database, hide_parameters=True)
         busy_ms = round(settings.sqlite_busy_timeout_seconds * 1000)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_ms))

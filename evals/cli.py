@@ -116,6 +116,8 @@ def run(
         settings.hand_back_on_sigterm = hand_back_on_sigterm
     if warm is not None:
         settings.warm_worker = warm
+    if settings.executor.kind == "local":  # a cluster agent only submits: lm-eval runs on the compute nodes
+        _require_runner_extra()
     agent = Agent(settings) if settings.executor.kind == "local" else ClusterAgent(settings)
     signal.signal(signal.SIGTERM, agent.on_sigterm)
     done = agent.run(once=once, max_jobs=max_jobs, until_idle=until_idle)
@@ -180,10 +182,26 @@ def demo(
     ),
 ) -> None:
     """The whole loop on this machine, no GPU: a tiny model, the smoke suite, lm-eval on the CPU, the scores."""
+    _require_runner_extra()
     from evals.demo import run_demo
 
     _configure_logging()
     raise typer.Exit(run_demo(server, admin_token, state, typer.echo))
+
+
+def _require_runner_extra() -> None:
+    """One line naming the install, not a traceback, where lm-eval or torch is missing (the server's install)."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "lm_eval", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        typer.echo(
+            f"corral-runner: {', '.join(missing)} not installed: this needs the runner extra. From the source tree: "
+            ".venv/bin/pip install -c constraints/cpu.txt torch==2.13.0 -e '.[runner]' (CPU torch; on a GPU "
+            "machine install CUDA torch first, then -e '.[runner]')",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def _configure_logging() -> None:

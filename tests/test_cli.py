@@ -112,3 +112,29 @@ def test_the_cli_imports_what_a_command_needs_when_it_needs_it() -> None:
     assert done.stdout.strip() == ""
     helped = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=True)
     assert "serve" in helped.stdout
+
+
+def test_the_default_database_is_one_file_in_the_data_directory_whichever_directory_a_command_runs_in(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    first, second = tmp_path / "here", tmp_path / "elsewhere"
+    first.mkdir()
+    second.mkdir()
+    environment = offline_environment(XDG_DATA_HOME=str(data))
+    environment.pop("CORRAL_DATABASE_URL", None)
+
+    def corral(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            CORRAL + list(args), cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+        )
+
+    created = corral("token", "create", "--scope", "admin", "--name", "bootstrap", cwd=first)
+    assert created.returncode == 0, created.stderr
+    database = data / "corral" / "corral.db"
+    assert f"new embedded database {database}" in created.stderr
+    assert f"in sqlite+aiosqlite:///{database}" in created.stderr  # the message names the file it wrote to
+    listed = corral("token", "list", cwd=second)
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["bootstrap"]
+    assert not list(first.iterdir())
+    assert not list(second.iterdir())  # no stray corral.db where the commands ran

@@ -2,6 +2,7 @@
 that asks "does it fit" — model search, a model's requirements, `/v1/requirements`, the leaderboard's `fits_on`,
 the model page, the queue's matching and the runner's placement — on both databases."""
 
+import re
 from typing import Any
 
 import pytest
@@ -184,10 +185,14 @@ def test_every_entry_point_gives_the_rule_answer(
         assert claimed.status_code == 201, claimed.text
         assert claimed.json()["placement"] == {"tensor_parallel": expected.tensor_parallel, "pipeline_parallel": 1}
 
-    # The model page lists the runner among those that fit, or does not.
+    # The model page lists the runner among those that fit at bf16 and 4,096 tokens, or does not (other
+    # precisions have rows of their own, where a smaller one may fit).
     page = client.get(f"/models/{repo}")
     assert page.status_code == 200
-    assert ("fit-runner" in page.text) == fits
+    assert "registered runners that fit (4,096 tokens)" in page.text
+    bf16_row = re.search(r"<tr>\s*<td>bf16</td>.*?</tr>", page.text, re.DOTALL)
+    assert bf16_row is not None
+    assert ("fit-runner" in bf16_row.group(0)) == fits
 
     # The leaderboard at the suite's context (openllm-v2 sizes its KV cache for 4,096 tokens).
     imported = client.post(
