@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import httpx
 import pytest
@@ -377,3 +377,63 @@ def test_eval_run_wait_outlasts_a_server_restart(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert any("evaluation canceled" in line for line in said), said
+
+
+def test_every_call_of_the_client_is_an_operation_of_the_openapi_document_with_the_schema_it_reads() -> None:
+    import inspect
+
+    from pydantic import TypeAdapter
+
+    from app.client import calls
+    from app.main import create_app
+    from tests.support.databases import make_settings
+
+    document = create_app(make_settings("sqlite+aiosqlite:///:memory:")).openapi()
+    body = TokenCreate(name="x", scope="read")  # type: ignore[arg-type]
+    ident = "00000000-0000-0000-0000-000000000001"
+    cases = {
+        "current_token": (calls.current_token(), "/v1/tokens/current"),
+        "models": (calls.models({"family": "llama-3.1", "q": "8B", "limit": 5}), "/v1/models"),
+        "model": (calls.model("meta-llama/Llama-3.1-8B"), "/v1/models/{owner}/{name}"),
+        "requirements": (
+            calls.requirements("meta-llama/Llama-3.1-8B", {"precision": "bf16", "context_tokens": 4096}),
+            "/v1/models/{owner}/{name}/requirements",
+        ),
+        "leaderboard": (calls.leaderboard("smoke", {"max_parameters": 10, "fits_on": "x"}), "/v1/leaderboards/{suite}"),
+        "leaderboard_text": (calls.leaderboard_text("smoke", "csv", {}), "/v1/leaderboards/{suite}"),
+        "request_evaluation": (
+            calls.request_evaluation(EvaluationCreate(model=REPO, revision=SHA, suite="smoke")),
+            "/v1/evaluations",
+        ),
+        "evaluations": (calls.evaluations({"model": REPO, "state": "queued"}), "/v1/evaluations"),
+        "evaluation": (calls.evaluation(ident), "/v1/evaluations/{evaluation_id}"),
+        "cancel_evaluation": (calls.cancel_evaluation(ident), "/v1/evaluations/{evaluation_id}/cancel"),
+        "attempt_log": (calls.attempt_log(ident, 10), "/v1/attempts/{attempt_id}/log"),
+        "queue": (calls.queue(5), "/v1/queue"),
+        "runners": (calls.runners({"state": "active"}), "/v1/runners"),
+        "runner": (calls.runner(ident), "/v1/runners/{runner_id}"),
+        "update_runner": (calls.update_runner(ident, RunnerUpdate()), "/v1/runners/{runner_id}"),
+        "tokens": (calls.tokens({"active": True}), "/v1/tokens"),
+        "create_token": (calls.create_token(body), "/v1/tokens"),
+        "revoke_token": (calls.revoke_token(ident), "/v1/tokens/{token_id}"),
+    }
+    builders = {
+        name
+        for name, function in inspect.getmembers(calls, inspect.isfunction)
+        if function.__module__ == calls.__name__
+        and get_origin(inspect.signature(function).return_annotation) is calls.Call
+    }
+    assert builders - {"with_cursor"} == set(cases)  # a new call gets a row here
+    for name, (call, template) in cases.items():
+        operation = document["paths"][template][call.method.lower()]
+        documented = {parameter["name"] for parameter in operation.get("parameters", [])}
+        assert set(call.params) <= documented, (name, set(call.params) - documented)
+        success = next(code for code in operation["responses"] if code.startswith("2"))
+        content = operation["responses"][success].get("content", {})
+        if isinstance(call.read, TypeAdapter):  # the schema the client validates with is the one documented
+            title = call.read.json_schema()["title"].replace("[", "_").replace("]", "_")
+            assert content["application/json"]["schema"]["$ref"] == f"#/components/schemas/{title}", name
+        elif call.read in ("text", "bytes"):
+            assert {"text/plain", "text/csv"} & set(content), name
+        else:
+            assert success == "204", name
