@@ -19,7 +19,7 @@ import pytest
 from app.client import ApiError, AsyncCorral, Corral, ServerUnreachable
 from app.client.calls import retry_after
 from app.evaluations.schemas import EvaluationCreate
-from app.runners.schemas import RunnerUpdate
+from app.runners.schemas import RegistrationTokenCreate, RunnerUpdate
 from app.tokens.schemas import TokenCreate
 from tests.support.cluster import wait_for
 from tests.support.evaluations import HARNESS
@@ -222,6 +222,10 @@ def test_runners_are_listed_paused_drained_and_resumed_by_name(session: Session,
             f"{session.url}/v1/runners/{session.runner_id}", headers={"Authorization": f"Bearer {session.admin}"}
         )
         assert shown.json()["state"] == state
+    code, out, err = corral("runners", "registration-token", "--label", "gpu", home=home)
+    assert code == 0, err
+    assert out.strip().startswith("crlreg_")
+    assert "single use" in err
     code, out, err = corral("runners", "pause", "no-such-runner", home=home)
     assert code == 2
     assert "no runner has the id or name 'no-such-runner'" in err
@@ -413,6 +417,7 @@ def test_every_call_of_the_client_is_an_operation_of_the_openapi_document_with_t
         "runners": (calls.runners({"state": "active"}), "/v1/runners"),
         "runner": (calls.runner(ident), "/v1/runners/{runner_id}"),
         "update_runner": (calls.update_runner(ident, RunnerUpdate()), "/v1/runners/{runner_id}"),
+        "registration_token": (calls.registration_token(RegistrationTokenCreate()), "/v1/runner-registration-tokens"),
         "tokens": (calls.tokens({"active": True}), "/v1/tokens"),
         "create_token": (calls.create_token(body), "/v1/tokens"),
         "revoke_token": (calls.revoke_token(ident), "/v1/tokens/{token_id}"),

@@ -22,7 +22,7 @@ from app.client.transport import (
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
 from app.hardware.schemas import HardwareRequirements
 from app.registry.models.schemas import ModelRead
-from app.runners.schemas import RunnerRead, RunnerUpdate
+from app.runners.schemas import RegistrationTokenCreate, RegistrationTokenCreated, RunnerRead, RunnerUpdate
 from app.schemas import Page
 from app.scores.schemas import Leaderboard
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead
@@ -136,6 +136,10 @@ class AsyncCorral:
 
     async def update_runner(self, runner_id: str, body: RunnerUpdate) -> RunnerRead:
         return await self.send(calls.update_runner(runner_id, body))
+
+    async def registration_token(self, body: RegistrationTokenCreate) -> RegistrationTokenCreated:
+        """A short-lived, single-use token a machine registers itself with (`corral-runner register`)."""
+        return await self.send(calls.registration_token(body))
 
     def tokens(self, **filters: Any) -> AsyncIterator[TokenRead]:
         return self.pages(calls.tokens(filters))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
 from app.hardware.schemas import HardwareRequirements
 from app.registry.models.schemas import ModelRead
-from app.runners.schemas import RunnerRead
+from app.runners.schemas import RegistrationTokenCreated, RunnerRead
 from app.schemas import Page
 from app.scores.schemas import Leaderboard
 from app.tokens.schemas import TokenCreated, TokenRead
@@ -150,6 +150,10 @@ def runner(runner_id: uuid.UUID | str) -> Call[RunnerRead]:
 
 def update_runner(runner_id: uuid.UUID | str, body: BaseModel) -> Call[RunnerRead]:
     return Call("PATCH", f"/v1/runners/{runner_id}", _adapter(RunnerRead), body=body)
+
+
+def registration_token(body: BaseModel) -> Call[RegistrationTokenCreated]:
+    return Call("POST", "/v1/runner-registration-tokens", _adapter(RegistrationTokenCreated), body=body)
 
 
 def tokens(params: Query) -> Call[Page[TokenRead]]:

@@ -28,8 +28,8 @@ class ApiError(CorralError):
         self.title = str(problem.get("title") or "")
         self.detail = str(problem.get("detail") or "")
         said = self.detail or self.title or "no detail"
-        errors = problem.get("errors") or []
-        if errors:  # a 422: which fields, and why
+        errors = [error for error in problem.get("errors") or [] if str(error.get("message")) not in said]
+        if errors:  # a 422: which fields, and why (unless the detail already says it)
             said += ": " + "; ".join(f"{error.get('field')}: {error.get('message')}" for error in errors[:5])
         super().__init__(f"{method} {server}{path}: {status} {said}{hint(status)}")
 

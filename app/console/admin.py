@@ -90,6 +90,23 @@ def runners_resume(runner: RunnerArgument, server: ServerOption = None, token: T
     _set_state(runner, "active", server, token)
 
 
+@runners_cli.command("registration-token")
+def runners_registration_token(
+    label: Annotated[list[str] | None, typer.Option(help="A label for the runner it registers (repeatable).")] = None,
+    expires_in: Annotated[int, typer.Option(help="Seconds it stays valid.")] = 3600,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A single-use token for `corral-runner register` on a new machine; printed once, on stdout."""
+    from app.runners.schemas import RegistrationTokenCreate
+
+    with connect(server, token) as client:
+        body = RegistrationTokenCreate.model_validate({"labels": label or [], "expires_in_seconds": expires_in})
+        created = client.registration_token(body)
+    typer.echo(f"registration token, single use, valid until {created.expires_at:%Y-%m-%d %H:%M} UTC:", err=True)
+    typer.echo(created.token)
+
+
 @tokens_cli.command("list")
 def tokens_list(
     all_tokens: Annotated[bool, typer.Option("--all", help="Include revoked and expired ones.")] = False,
