@@ -195,6 +195,7 @@ def logs(
         if not jobs:
             fail(f"evaluation {evaluation_id} has no job with shard index {shard}", code=2)
         offsets: dict[str, int] = {}
+        mid_line: dict[str, bool] = {}
         while True:
             for job in jobs:
                 if not job.attempts:
@@ -203,8 +204,16 @@ def logs(
                 data = client.attempt_log(attempt, offsets.get(attempt, 0))
                 if data:
                     prefix = f"[{job.shard_index}] " if len(jobs) > 1 else ""
-                    for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
-                        typer.echo(prefix + line, nl=False)
+                    pieces = data.decode("utf-8", errors="replace").split("\n")
+                    # The prefix goes where a line starts: a chunk may end mid-line, and "\r" progress bars stay
+                    # on their line.
+                    for index, piece in enumerate(pieces):
+                        if piece:
+                            typer.echo(piece if mid_line.get(attempt) else prefix + piece, nl=False)
+                            mid_line[attempt] = True
+                        if index < len(pieces) - 1:
+                            typer.echo("")
+                            mid_line[attempt] = False
                     offsets[attempt] = offsets.get(attempt, 0) + len(data)
             if not follow or evaluation.state.value in TERMINAL:
                 return
