@@ -144,12 +144,18 @@ def test_protocol_end_to_end(
     late = client.post(f"/v1/runner/attempts/{first['attempt_id']}/heartbeat", json={}, headers=lease(first, runner))
     assert late.status_code == 409
 
+    before = client.get("/v1/leaderboards/smoke")  # read (and kept by the server's view cache) before the scores
+    assert before.json()["items"] == []
     done = client.put(
         f"/v1/runner/attempts/{second['attempt_id']}/result",
         json={"results": lm_eval_results(["corral_smoke_gen"], metric="exact_match,strict-match")},
         headers=lease(second, runner),
     )
     assert done.json()["evaluation_state"] == "succeeded"
+    # The new scores invalidate what was kept: the next read ranks the model at once.
+    after = client.get("/v1/leaderboards/smoke", headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert [row["evaluation_id"] for row in after.json()["items"]] == [evaluation["id"]]
     final = client.get(f"/v1/evaluations/{evaluation['id']}").json()
     assert final["state"] == "succeeded"
     assert final["finished_at"] is not None
@@ -266,6 +272,33 @@ def test_stalled_runner_loses_its_lease_and_another_finishes(
         ("stalls", "lost", "lease_expired"),
         ("healthy", "succeeded", None),
     ]
+    message = f"No heartbeat for {fast_settings.lease_seconds} s: the runner is presumed lost."
+    assert job["attempts"][0]["failure_message"] == message
+    assert job["attempts"][0]["finished_at"] is not None
+
+
+def test_the_reaper_counts_every_lapsed_attempt_of_a_pass(
+    queue_client: TestClient,
+    fast_settings: Settings,
+    clock: ManualClock,
+    admin_headers: dict[str, str],
+    publish_headers: dict[str, str],
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, stalled = make_runner(client, admin_headers, "stalls", memory_gib=8, max_concurrent_jobs=2)
+    evaluation = request_smoke(client, publish_headers, sha)
+    assert claim(client, stalled) is not None
+    assert claim(client, stalled) is not None
+    clock.advance(fast_settings.lease_seconds)
+    assert reap(fast_settings, clock) == 2  # both, in one pass
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert [(job["state"], job["attempts"][0]["state"]) for job in shown["jobs"]] == [
+        ("queued", "lost"),
+        ("queued", "lost"),
+    ]
+    assert shown["state"] == "running"  # it started, and its jobs wait for another runner
+    assert shown["started_at"] is not None
 
 
 def test_a_retried_job_waits_out_its_backoff_on_the_queue_clock(
@@ -457,8 +490,49 @@ def test_cancel_reaches_a_running_job_through_its_heartbeat(
     shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
     assert shown["state"] == "canceled"
     assert [job["state"] for job in shown["jobs"]] == ["canceled", "canceled"]
-    assert shown["jobs"][0]["attempts"][0]["state"] == "canceled"
+    attempt = shown["jobs"][0]["attempts"][0]
+    assert (attempt["state"], attempt["failure_message"]) == ("canceled", "Canceled on request.")
+    assert attempt["finished_at"] is not None
+    assert all(job["finished_at"] is not None for job in shown["jobs"])
     assert rows(fast_settings, JobResult) == []
+    again = client.post(f"/v1/evaluations/{evaluation['id']}/cancel", headers=publish_headers)
+    assert (again.status_code, again.json()["state"]) == (200, "canceled")  # cancelling twice is cancelling once
+
+
+def test_a_job_whose_cancel_was_asked_is_canceled_when_its_runner_fails_or_hands_it_back(
+    queue_client: TestClient, fast_settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=2)
+    evaluation = request_smoke(client, publish_headers, sha)
+    first, second = claim(client, runner), claim(client, runner)
+    assert first is not None
+    assert second is not None
+    canceled = client.post(f"/v1/evaluations/{evaluation['id']}/cancel", headers=publish_headers).json()
+    assert [job["cancel_requested"] for job in canceled["jobs"]] == [True, True]
+    # A failure that would be retried, and a hand-back that would queue the job again: both end it instead.
+    failed = client.post(
+        f"/v1/runner/attempts/{first['attempt_id']}/fail",
+        json={"category": "infrastructure", "message": "network"},
+        headers=lease(first, runner),
+    )
+    assert failed.status_code == 200, failed.text
+    assert (failed.json()["job_state"], failed.json()["retried"]) == ("canceled", False)
+    released = client.post(
+        f"/v1/runner/attempts/{second['attempt_id']}/release",
+        json={"reason": "SIGTERM: handed back"},
+        headers=lease(second, runner),
+    )
+    assert released.status_code == 200, released.text
+    assert (released.json()["job_state"], released.json()["retried"]) == ("canceled", False)
+    shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
+    assert shown["state"] == "canceled"
+    assert [(job["state"], job["finished_at"] is not None) for job in shown["jobs"]] == [
+        ("canceled", True),
+        ("canceled", True),
+    ]
+    assert claim(client, runner) is None  # nothing was queued again
 
 
 def test_a_waiting_claim_gets_work_enqueued_during_its_wait(

@@ -297,6 +297,11 @@ def test_runner_results_that_miss_a_scored_metric_leave_the_evaluation_partial(
     assert states == ["running", "partial"]
     shown = client.get(f"/v1/evaluations/{evaluation['id']}").json()
     assert (shown["state"], shown["average"], shown["summary"]["missing"]) == ("partial", None, ["corral_smoke_gen"])
+    assert shown["failure_message"] == "Scores are missing for corral_smoke_gen."
+    assert shown["finished_at"] is not None
+    late = client.post(f"/v1/evaluations/{evaluation['id']}/cancel", headers=publish_headers)
+    assert late.status_code == 409
+    assert late.json()["detail"] == f"Evaluation {evaluation['id']} has partial already; nothing to cancel."
     # A partial evaluation does not answer an identical request: the same settings run again.
     again = client.post("/v1/evaluations", json=body, headers=publish_headers)
     assert again.status_code == 201
