@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
@@ -73,3 +74,43 @@ def test_cli_load_and_first_start_of_embedded_database(settings: Settings, tmp_p
     assert "loaded the Llama catalog" in started.stderr
     again = _run(["catalog", "load"], fresh, tmp_path)
     assert '"created":{}' in again.stdout
+
+
+# Catalog models whose requirements cannot be answered yet, and why: each must stay a 409 until its facts are found.
+WITHOUT_FIGURES = {"meta-llama/Llama-Guard-4-12B": "its config.json was not found: no architecture, no exact count"}
+
+
+@pytest.mark.usefixtures("catalog")
+def test_every_catalog_model_answers_its_requirements_at_its_default_precision(client: TestClient) -> None:
+    from app.catalog.loader import catalog_data, model_entries
+
+    answered = 0
+    for entry in model_entries(catalog_data()):
+        repo = entry["repo_id"]
+        response = client.get(f"/v1/models/{repo}/requirements")
+        if repo in WITHOUT_FIGURES:
+            assert response.status_code == 409, repo
+            continue
+        assert response.status_code == 200, (repo, response.text)
+        needs = response.json()
+        default = entry.get("default_dtype", "bfloat16")
+        expected = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(default, default)
+        assert needs["precision"] == expected, repo
+        assert needs["parameters"] == entry["parameter_count"], repo
+        answered += 1
+    assert answered == len(model_entries(catalog_data())) - len(WITHOUT_FIGURES)
+
+
+@pytest.mark.usefixtures("catalog")
+def test_the_405b_fp8_release_is_estimated_at_its_stored_precision_and_fits_one_node_of_eight_h100(
+    client: TestClient,
+) -> None:
+    needs = client.get("/v1/models/meta-llama/Llama-3.1-405B-FP8/requirements").json()
+    assert (needs["precision"], needs["kv_precision"]) == ("fp8", "bf16")
+    assert needs["inference"]["weights"]["bytes"] == 405_853_388_800  # one byte a parameter
+    h100 = next(item for item in needs["accelerators"] if item["accelerator"] == "nvidia-h100-80gb")
+    assert h100["count_needed"] == 7  # of one 8-GPU machine (hf places whole layers)
+    assert h100["nodes_needed"] == 1  # vLLM: tensor parallel 8 on one node
+    bf16 = client.get("/v1/models/meta-llama/Llama-3.1-405B/requirements").json()
+    assert bf16["precision"] == "bf16"
+    assert next(item for item in bf16["accelerators"] if item["accelerator"] == "nvidia-h100-80gb")["nodes_needed"] == 2

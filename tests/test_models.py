@@ -32,9 +32,12 @@ class TestCatalogModels:
         assert "parameter_count" in scout["unverified"]
         assert scout["moe_experts_total"] == 16
         vision90 = client.get("/v1/models/meta-llama/Llama-3.2-90B-Vision").json()
-        assert vision90["parameter_count"] is None
+        assert vision90["parameter_count"] == 88_593_355_323  # computed from the config, not the card's 88.8B
+        assert "parameter_count" in vision90["unverified"]
         assert "88.8" in vision90["source_note"]
-        assert "repo_id" in client.get("/v1/models/meta-llama/Llama-Guard-3-8B").json()["unverified"]
+        assert "context_length" in client.get("/v1/models/meta-llama/Llama-Guard-3-8B").json()["unverified"]
+        guard4 = client.get("/v1/models/meta-llama/Llama-Guard-4-12B").json()
+        assert (guard4["parameter_count"], guard4["hidden_size"]) == (None, None)  # no config found: nothing made up
 
     def test_lineage_both_ways(self, client: TestClient) -> None:
         down = client.get("/v1/models/meta-llama/Llama-2-7b-hf/lineage").json()
@@ -92,8 +95,9 @@ class TestCatalogModels:
         assert "meta-llama/Llama-3.1-8B" in repo_ids(
             client, fits_accelerator="nvidia-h100-80gb", fits_context_tokens=1_000_000
         )
-        # Models without the figures (90B Vision has no exact count) never match.
-        assert "meta-llama/Llama-3.2-90B-Vision" not in repo_ids(client, fits_accelerator="amd-mi325x", fits_count=8)
+        # Models without the figures (Llama Guard 4 has neither architecture nor count) never match.
+        assert "meta-llama/Llama-Guard-4-12B" not in repo_ids(client, fits_accelerator="amd-mi325x", fits_count=8)
+        assert "meta-llama/Llama-3.2-90B-Vision" in repo_ids(client, fits_accelerator="amd-mi325x", fits_count=8)
         unknown = client.get("/v1/models", params={"fits_accelerator": "tpu-v9"})
         assert unknown.status_code == 422
         assert "tpu-v9" in unknown.json()["detail"]
@@ -144,7 +148,7 @@ class TestCatalogModels:
         assert fp8["kv_precision"] == "bf16"
 
     def test_requirements_need_the_figures(self, client: TestClient) -> None:
-        response = client.get("/v1/models/meta-llama/Llama-3.2-90B-Vision/requirements")
+        response = client.get("/v1/models/meta-llama/Llama-Guard-4-12B/requirements")
         assert response.status_code == 409
         assert "parameter_count" in response.json()["detail"]
         assert (

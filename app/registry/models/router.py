@@ -173,7 +173,10 @@ async def get_requirements(
     request: Request,
     model: RepoIdDep,
     session: SessionDep,
-    precision: Annotated[Precision, Query(description="Weight precision.")] = "bf16",
+    precision: Annotated[
+        Precision | None,
+        Query(description="Weight precision; default the precision the release is stored in (fp8 for an FP8 one)."),
+    ] = None,
     kv_precision: Annotated[Precision | None, Query(description="KV cache precision; default 16-bit.")] = None,
     context_tokens: Annotated[
         int | None, Query(ge=1, le=10**9, description="Tokens of KV cache; default the model's context length.")

@@ -73,6 +73,15 @@ def to_read(model: Model) -> ModelRead:
     )
 
 
+# The dtype a release's weights are stored in, as the precision an estimate is made at.
+_STORED = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp8": "fp8", "int8": "int8", "int4": "int4"}
+
+
+def stored_precision(default_dtype: str | None) -> str:
+    """The release's own precision (bf16 where it is not recorded: every Llama since 3 is stored so)."""
+    return _STORED.get(default_dtype or "", "bf16")
+
+
 class ModelService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -154,9 +163,10 @@ class ModelService:
         return check_use(license, use, multimodal=multimodal)
 
     async def requirements(
-        self, repo_id: str, *, precision: str, kv_precision: str | None, context_tokens: int | None, batch: int
+        self, repo_id: str, *, precision: str | None, kv_precision: str | None, context_tokens: int | None, batch: int
     ) -> HardwareRequirements:
         model = await require_model(self.session, repo_id)
+        precision = precision or stored_precision(model.default_dtype)
         arch = architecture_of(model)
         if arch is None or model.parameter_count is None:
             missing = [
