@@ -142,11 +142,11 @@ def test_a_stopped_server_is_named_with_the_fix_and_no_traceback(tmp_path: Path)
 def test_models_list_filters_on_sizes_people_write_and_prints_tables_json_and_records(
     session: Session, home: Path
 ) -> None:
-    code, out, err = corral("models", "list", "--family", "llama-3.1", "--max-parameters", "8.1B", "--json", home=home)
+    code, out, err = corral("models", "list", "--family", "llama-3.1", "--max-parameters", "8B", "--json", home=home)
     assert code == 0, err
     listed = json.loads(out)
     assert {model["repo_id"] for model in listed} == {"meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"}
-    code, out, err = corral("models", "list", "--family", "llama-3.1", "--max-parameters", "8.1B", home=home)
+    code, out, err = corral("models", "list", "--family", "llama-3.1", "--max-parameters", "8B", home=home)
     lines = out.splitlines()  # not a terminal: tab-separated, a header line first
     assert lines[0].split("\t") == ["model", "name", "family", "kind", "parameters", "licence", "released"]
     assert "meta-llama/Llama-3.1-8B\tLlama 3.1 8B\tllama-3.1\tbase\t8.0 B\tllama3.1\t2024-07-23" in lines

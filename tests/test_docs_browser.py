@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.databases import offline_environment
+from tests.support.server import wait_until_ready
 
 CHROMIUM = os.environ.get("CORRAL_CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("CORRAL_REQUIRE_BROWSER") == "1"
@@ -68,17 +68,11 @@ def server(server_settings: dict[str, str]) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"corral serve did not become ready:\n{output}")
-            time.sleep(0.2)
+        try:
+            wait_until_ready(base, process)
+        except RuntimeError as exc:  # its output says why
+            output = process.stdout.read().decode() if process.stdout else ""
+            pytest.fail(f"{exc}:\n{output}")
         yield base
     finally:
         process.terminate()

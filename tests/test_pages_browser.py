@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.databases import offline_environment
+from tests.support.server import wait_until_ready
 from tests.test_docs_browser import CHROMIUM, CHROMIUM_ARGS, REQUIRE_BROWSER, _foreign, _free_port
 from tests.test_scores import openllm_results
 
@@ -49,17 +49,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"corral serve did not become ready:\n{output}")
-            time.sleep(0.2)
+        try:
+            wait_until_ready(base, process)
+        except RuntimeError as exc:  # its output says why
+            output = process.stdout.read().decode() if process.stdout else ""
+            pytest.fail(f"{exc}:\n{output}")
         yield {"base": base, **_seed(base, environment, workdir)}
     finally:
         process.terminate()

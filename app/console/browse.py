@@ -7,17 +7,19 @@ import typer
 
 from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
 from app.console.output import emit_json, fields, table
-from app.web.formatting import gib, parameters, parse_parameters, score
+from app.web.formatting import gib, parameter_limit, parameters, score
 
 models_cli = typer.Typer(help="Models in the registry.", no_args_is_help=True, rich_markup_mode=None)
 leaderboard_cli = typer.Typer(help="Score tables of a suite.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _size(text: str | None, option: str) -> int | None:
+    """A size as the pages read it: `8B` is "models named up to 8B" (Llama 3.1 8B's 8.03 B included)."""
     try:
-        return parse_parameters(text)
+        limit = parameter_limit(text)
     except ValueError as exc:
         fail(f"{option}: {exc}", code=2)
+    return limit[0] if limit else None
 
 
 @models_cli.command("list")

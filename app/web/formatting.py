@@ -60,6 +60,15 @@ def parameter_limit(text: str | None) -> tuple[int, str] | None:
     return value + step - 1, f"models named up to {written}: fewer than {value + step:,} parameters"
 
 
+def read_parameter_limit(text: str | None) -> tuple[int | None, str | None, str | None]:
+    """`parameter_limit` for a form field: (limit, its meaning in words, what could not be read), never raising."""
+    try:
+        limit, meaning = parameter_limit(text) or (None, None)
+    except ValueError as error:
+        return None, None, f"max parameters: {error}"
+    return limit, meaning, None
+
+
 def score(value: float | None, digits: int = 2) -> str:
     """A score with `digits` decimals, never '-0.0' (a rounding of a tiny negative, or IEEE's negative zero)."""
     if value is None or math.isnan(value):

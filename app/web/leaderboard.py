@@ -73,12 +73,8 @@ async def leaderboard_page(
     """A suite's leaderboard: sortable columns, filters, and average score against size."""
 
     async def build() -> Response:
-        problems: list[str] = []
-        limit, meaning = None, None
-        try:
-            limit, meaning = formatting.parameter_limit(max_parameters) or (None, None)
-        except ValueError as error:
-            problems.append(f"max parameters: {error}")  # said on the page, not silently dropped
+        limit, meaning, problem = formatting.read_parameter_limit(max_parameters)
+        problems = [problem] if problem else []  # said on the page, not silently dropped
         filters = LeaderboardFilters(
             family=family or None,
             license=license or None,

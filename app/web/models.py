@@ -48,12 +48,8 @@ async def models_index(
     """Every registered model: search by name, filter by family, type, licence and size."""
 
     async def build() -> Response:
-        problems: list[str] = []
-        limit, meaning = None, None
-        try:
-            limit, meaning = formatting.parameter_limit(max_parameters) or (None, None)
-        except ValueError as error:
-            problems.append(f"max parameters: {error}")
+        limit, meaning, problem = formatting.read_parameter_limit(max_parameters)
+        problems = [problem] if problem else []  # said on the page, not silently dropped
         filters = ModelFilters(
             q=q.strip() or None,
             family=family or None,
