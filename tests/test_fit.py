@@ -204,3 +204,122 @@ def test_every_entry_point_gives_the_rule_answer(
     board = client.get("/v1/leaderboards/openllm-v2", params={"fits_on": accelerator, "fits_count": count})
     assert board.status_code == 200, board.text
     assert [row["model"] for row in board.json()["items"]] == ([repo] if fits else [])
+
+
+# The rule rendered in SQL (model search) against the rule in Python, figure for figure, on both databases: tied and
+# untied embeddings, an unknown vocabulary or architecture, a context under and over the asked one, one layer and
+# many, every precision (the KV cache stays 16-bit under quantized weights), and devices sized at the exact edges.
+SQL_CASES = [
+    # (parameters, hidden, layers, kv heads, head dim, vocab, tied, context length)
+    (8_030_261_248, 4096, 32, 8, 128, 128256, False, 131072),
+    (1_235_814_400, 2048, 16, 8, 64, 128256, True, 131072),
+    (6_738_415_616, 4096, 32, 32, 128, 32000, False, 2048),
+    (70_553_706_496, 8192, 80, 8, 128, 128256, False, None),
+    (5_000_000, 512, 1, 4, 64, None, False, 1024),  # no vocabulary: the embedding counts nothing
+    (1_000, 4096, 1, 8, 128, 128256, True, 4096),  # fewer weights than the embedding: a layer holds nothing
+    (3_000_000_000, None, None, None, None, None, None, None),  # architecture unknown: weights alone
+]
+
+
+def _row_of(case: tuple[Any, ...]) -> fit.ArchitectureColumns:
+    """The case's figures as typed SQL values, NULL where unknown."""
+    from sqlalchemy import BigInteger, Boolean, literal
+
+    *figures, tied, context = case
+    return fit.ArchitectureColumns(
+        *(literal(value, BigInteger()) for value in figures),
+        tied_embeddings=literal(tied, Boolean()),
+        context_length=literal(context, BigInteger()),
+    )
+
+
+def _sql_need(settings: Any, case: tuple[Any, ...], precision: str, tokens: int) -> tuple[int | None, int | None]:
+    import asyncio
+
+    from sqlalchemy import select
+
+    from app.db import create_engine
+
+    columns = _row_of(case)
+    total, piece = fit.need_columns(columns, precision=precision, context_tokens=tokens)
+
+    async def run() -> tuple[int | None, int | None]:
+        engine = create_engine(settings)
+        try:
+            async with engine.connect() as connection:
+                row = (await connection.execute(select(total, piece))).one()
+                return row[0], row[1]  # as the database answers: a fraction of a byte would show
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _sql_holds(settings: Any, case: tuple[Any, ...], devices: Devices, precision: str, tokens: int) -> bool:
+    import asyncio
+
+    from sqlalchemy import select
+
+    from app.db import create_engine
+
+    columns = _row_of(case)
+    clause = fit.holds_clause(columns, devices, precision=precision, context_tokens=tokens)
+
+    async def run() -> bool:
+        engine = create_engine(settings)
+        try:
+            async with engine.connect() as connection:
+                return bool((await connection.execute(select(clause))).scalar())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _python_need(case: tuple[Any, ...], precision: str, tokens: int) -> MemoryNeed:
+    parameters, hidden, layers, kv_heads, head_dim, vocab, tied, context = case
+    arch = None
+    if hidden is not None:
+        arch = Architecture(
+            hidden_size=hidden,
+            num_layers=layers,
+            num_attention_heads=kv_heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            vocab_size=vocab,
+            tied_embeddings=tied,
+        )
+    return fit.inference_need(arch, parameters, precision=precision, context_tokens=fit.context_for(tokens, context))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp8", "int4"])
+def test_the_rule_in_sql_computes_the_same_need_as_in_python(settings: Any, precision: str) -> None:
+    for case in SQL_CASES:
+        for tokens in (1024, 4096, 200_000):
+            need = _python_need(case, precision, tokens)
+            total, piece = _sql_need(settings, case, precision, tokens)
+            assert total == need.total_bytes, (case, tokens)
+            if case[1] is None:
+                assert piece is None  # unknown architecture: the whole must fit one device
+            else:
+                assert min(piece or 0, total or 0) == need.device_bytes, (case, tokens)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_the_rule_in_sql_holds_exactly_where_python_does_at_the_edges(settings: Any, precision: str) -> None:
+    for case in SQL_CASES:
+        need = _python_need(case, precision, 4096)
+        whole, piece = need.total_bytes, need.device_bytes
+        spread = max(1, -(-whole // piece))  # enough devices of the piece's size for the whole
+        edges = [
+            Devices(whole, 1),  # one device exactly the whole
+            Devices(whole - 1, 1),  # a byte short
+            Devices(piece, spread),  # each device exactly the piece, together the whole
+            Devices(piece - 1, spread + 1),  # each a byte short of the piece
+            Devices(piece, max(1, spread - 1)) if spread > 1 else Devices(piece - 1, 1),  # together short
+            Devices(whole // 2 + 1, 2),  # two halves (and a byte): the piece may or may not fit one
+        ]
+        for devices in edges:
+            assert _sql_holds(settings, case, devices, precision, 4096) == fit.holds(need, devices), (case, devices)
+    unknown = (None, 4096, 32, 8, 128, 128256, False, 4096)  # no parameter count: never matches
+    assert _sql_holds(settings, unknown, Devices(10**15, 8), "bf16", 4096) is False

@@ -23,7 +23,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from app.hardware import estimator
 from app.hardware.estimator import Architecture
-from app.tables.types import wide_integer
+from app.tables.types import floordiv, wide_integer
 
 GIB = 2**30
 DEFAULT_CONTEXT_TOKENS = 4096  # where a question names no context and the model states none
@@ -250,24 +250,19 @@ def need_columns(columns: ArchitectureColumns, *, precision: str, context_tokens
         (columns.context_length < context_tokens, columns.context_length),
         else_=context_tokens,
     )
-    weights = estimator.weight_bytes(wide_integer(columns.parameters), precision)
-    kv_precision = estimator.default_kv_precision(precision)
-    kv = (
-        2
-        * wide_integer(columns.num_layers)
-        * columns.num_kv_heads
-        * columns.head_dim
-        * tokens
-        * estimator.PRECISION_BITS[kv_precision]
-        // 8
-    )
-    total = estimator.with_overhead(weights + func.coalesce(kv, 0))
-    embedding = estimator.weight_bytes(
-        func.coalesce(columns.vocab_size, 0) * wide_integer(columns.hidden_size), precision
-    )
+    bits = estimator.PRECISION_BITS[precision]
+    kv_bits = estimator.PRECISION_BITS[estimator.default_kv_precision(precision)]
+
+    def with_overhead(value: Any) -> Any:  # estimator.with_overhead, floored as Python floors it
+        return value + floordiv(value * estimator.INFERENCE_OVERHEAD_PERCENT, 100)
+
+    weights = floordiv(wide_integer(columns.parameters) * bits, 8)
+    kv = floordiv(2 * wide_integer(columns.num_layers) * columns.num_kv_heads * columns.head_dim * tokens * kv_bits, 8)
+    total = with_overhead(weights + func.coalesce(kv, 0))
+    embedding = floordiv(func.coalesce(columns.vocab_size, 0) * wide_integer(columns.hidden_size) * bits, 8)
     embeddings_total = case((columns.tied_embeddings.is_(True), embedding), else_=2 * embedding)
-    layer = greatest(0, weights - embeddings_total) // columns.num_layers
-    piece = estimator.with_overhead(greatest(embedding, layer + kv // columns.num_layers))
+    layer = floordiv(greatest(0, weights - embeddings_total), columns.num_layers)
+    piece = with_overhead(greatest(embedding, layer + floordiv(kv, columns.num_layers)))
     return total, piece
 
 

@@ -55,6 +55,28 @@ def _wide_sqlite(element: wide_integer, compiler: SQLCompiler, **kw: Any) -> str
     return str(compiler.process(next(iter(element.clauses)), **kw))
 
 
+class floordiv(FunctionElement[int]):
+    """`a // b` for non-negative integer expressions, exactly as Python floors it: `div` on PostgreSQL (NUMERIC
+    division would keep a fraction), an integer cast of the quotient on SQLite (whose `/` turns to floating point
+    past 64 bits). NULL in, NULL out."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "floordiv"
+
+
+@compiles(floordiv, "postgresql")
+def _floordiv_postgresql(element: floordiv, compiler: SQLCompiler, **kw: Any) -> str:
+    left, right = list(element.clauses)
+    return f"div({compiler.process(left, **kw)}, {compiler.process(right, **kw)})"
+
+
+@compiles(floordiv, "sqlite")
+def _floordiv_sqlite(element: floordiv, compiler: SQLCompiler, **kw: Any) -> str:
+    left, right = list(element.clauses)
+    return f"CAST(({compiler.process(left, **kw)}) / ({compiler.process(right, **kw)}) AS INTEGER)"
+
+
 class json_array_subset(FunctionElement[bool]):
     """Every string of `column` (a JSON array) is among `values` (a JSON array given as text)."""
 
