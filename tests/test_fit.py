@@ -218,6 +218,7 @@ SQL_CASES = [
     (5_000_000, 512, 1, 4, 64, None, False, 1024),  # no vocabulary: the embedding counts nothing
     (1_000, 4096, 1, 8, 128, 128256, True, 4096),  # fewer weights than the embedding: a layer holds nothing
     (3_000_000_000, None, None, None, None, None, None, None),  # architecture unknown: weights alone
+    (10, 4, 1, 1, 1, 8, False, 1024),  # a toy whose embeddings outweigh its weights: the KV cache is the piece
 ]
 
 
@@ -323,3 +324,67 @@ def test_the_rule_in_sql_holds_exactly_where_python_does_at_the_edges(settings: 
             assert _sql_holds(settings, case, devices, precision, 4096) == fit.holds(need, devices), (case, devices)
     unknown = (None, 4096, 32, 8, 128, 128256, False, 4096)  # no parameter count: never matches
     assert _sql_holds(settings, unknown, Devices(10**15, 8), "bf16", 4096) is False
+
+
+def test_placement_takes_the_fewest_devices_at_the_exact_edges() -> None:
+    ten = 10 * GIB
+    assert fit.placement(MemoryNeed(3 * ten, ten), Devices(ten, 4)) == Placement(3)  # exactly three
+    assert fit.placement(MemoryNeed(2 * ten + 1, ten), Devices(ten, 4)) == Placement(3)  # a byte more than two
+    assert fit.placement(MemoryNeed(25 * GIB, ten), Devices(ten, 4)) == Placement(3)  # not all four
+    assert fit.placement(MemoryNeed(2 * ten, ten), Devices(ten, 8), "vllm") == Placement(2)  # exactly two: not four
+    assert fit.placement(MemoryNeed(3 * ten, ten), Devices(ten, 8), "vllm") == Placement(4)
+    assert fit.placement(MemoryNeed(0, 0), Devices(ten, 8, 2), "vllm") == Placement(1, 1)
+    assert fit.placement(MemoryNeed(9 * ten, ten), Devices(ten, 8, 2), "vllm") == Placement(8, 2)
+    # Six GPUs a node: vLLM uses four, so five devices' worth goes over two nodes, never eight of one.
+    assert fit.placement(MemoryNeed(5 * ten, ten), Devices(ten, 6, 2), "vllm") == Placement(4, 2)
+
+
+def test_nodes_and_devices_needed_at_the_largest_piece_edge_and_on_odd_nodes() -> None:
+    need = MemoryNeed(10 * 80 * GIB, 80 * GIB)
+    assert fit.nodes_needed(need, 80 * GIB) == 2  # the piece exactly one device: it fits
+    assert fit.nodes_needed(need, 80 * GIB - 1) is None
+    assert fit.devices_needed(need, 80 * GIB) == 10
+    assert fit.devices_needed(need, 80 * GIB - 1) is None
+    # vLLM uses four of a node's six GPUs (a power of two): ten devices' worth takes three such nodes.
+    assert fit.nodes_needed(need, 80 * GIB, per_node=6) == 3
+    assert fit.spread_width(0, "vllm") == 0
+    assert fit.spread_width(6, "vllm") == 4
+    assert fit.spread_width(6, "hf") == 6
+
+
+def test_the_batch_and_a_quantized_kv_cache_change_the_need() -> None:
+    arch = Architecture(hidden_size=4096, num_layers=32, num_attention_heads=32, num_kv_heads=8, vocab_size=128256)
+    one = fit.inference_need(arch, 8_030_261_248, precision="bf16", context_tokens=4096)
+    four = fit.inference_need(arch, 8_030_261_248, precision="bf16", context_tokens=4096, batch=4)
+    kv = 2 * 32 * 8 * 128 * 2 * 4096
+    assert four.total_bytes == (8_030_261_248 * 2 + 4 * kv) * 12 // 10
+    assert one.total_bytes == (8_030_261_248 * 2 + kv) * 12 // 10
+    fp8_kv = fit.inference_need(arch, 8_030_261_248, precision="bf16", context_tokens=4096, kv_precision="fp8")
+    assert fp8_kv.total_bytes == (8_030_261_248 * 2 + kv // 2) * 12 // 10
+
+
+def test_a_machine_devices_and_a_cluster_node_shapes() -> None:
+    assert Devices.of_groups([(80 * GIB, 2), (24 * GIB, 3), (0, 4), (16 * GIB, 0), (1, 1)]) == Devices(
+        80 * GIB, 2, 1, (24 * GIB, 24 * GIB, 24 * GIB, 1)
+    )
+    assert Devices.of_groups([(0, 4), (16 * GIB, 0)]) == Devices(0, 0)
+    # One group of two nodes is a cluster: its node shape on its own, never one machine of sixteen GPUs.
+    assert fit.shapes_of([(80 * GIB, 8, 2)], max_nodes_per_job=2) == (Devices(80 * GIB, 8, 2),)
+    assert fit.shapes_of([(80 * GIB, 8, 4)], max_nodes_per_job=2) == (Devices(80 * GIB, 8, 2),)
+    assert fit.shapes_of([(80 * GIB, 8, 4), (1, 1, 2), (0, 8, 2), (24 * GIB, 0, 2)]) == (
+        Devices(80 * GIB, 8, 1),
+        Devices(1, 1, 1),
+    )
+    assert fit.shapes_of([(0, 8, 2), (24 * GIB, 0, 2)]) == (Devices(0, 0),)
+    assert fit.shapes_of([(80 * GIB, 8, 1), (24 * GIB, 2, 1)]) == (Devices(80 * GIB, 8, 1, (24 * GIB, 24 * GIB)),)
+
+
+def test_the_best_shape_is_the_one_that_holds_it_on_the_fewest_devices_else_the_largest() -> None:
+    need = MemoryNeed(30 * GIB, 20 * GIB)
+    l4s, h100s = Devices(24 * GIB, 8), Devices(80 * GIB, 8)
+    assert fit.best_shape([l4s, h100s], need, "hf") == (h100s, Placement(1))
+    assert fit.best_shape([h100s, l4s], need, "hf") == (h100s, Placement(1))
+    too_big = MemoryNeed(10**15, 10 * GIB)
+    six, four = Devices(10 * GIB, 6), Devices(12 * GIB, 4)  # vLLM uses 4 of 6: 40 GiB against 48 GiB
+    assert fit.best_shape([six, four], too_big, "vllm") == (four, None)
+    assert fit.best_shape([six, four], too_big, "hf") == (six, None)  # hf uses all six: 60 GiB
