@@ -78,7 +78,10 @@ def test_gate_requests_waits_and_fails_on_a_significant_drop(
     # Nobody runs it yet: the wait times out, saying what the job waits for.
     code, _, progress = gate(client, baseline_sha, timeout=0.05)
     assert code == TIMED_OUT
-    assert any("waiting for" in line for line in progress)
+    waits = [line for line in progress if ": queued (" in line]  # each job, queued, with what it waits for
+    assert waits, progress
+    assert "%" not in waits[-1]  # no progress figure for a job nobody runs
+    assert waits[-1].count(": queued (") == 2  # both of the suite's jobs
 
     finish_jobs(client, runner, smoke_results(mc=0.9, gen=0.8))
     code, printed, _ = gate(client, baseline_sha)
