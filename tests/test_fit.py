@@ -234,47 +234,32 @@ def _row_of(case: tuple[Any, ...]) -> fit.ArchitectureColumns:
     )
 
 
-def _sql_need(settings: Any, case: tuple[Any, ...], precision: str, tokens: int) -> tuple[int | None, int | None]:
+def _answer(settings: Any, *expressions: Any) -> tuple[Any, ...]:
+    """One SELECT of the expressions, as the database answers it (a fraction of a byte would show)."""
     import asyncio
 
     from sqlalchemy import select
 
     from app.db import create_engine
 
-    columns = _row_of(case)
-    total, piece = fit.need_columns(columns, precision=precision, context_tokens=tokens)
-
-    async def run() -> tuple[int | None, int | None]:
+    async def run() -> tuple[Any, ...]:
         engine = create_engine(settings)
         try:
             async with engine.connect() as connection:
-                row = (await connection.execute(select(total, piece))).one()
-                return row[0], row[1]  # as the database answers: a fraction of a byte would show
+                return tuple((await connection.execute(select(*expressions))).one())
         finally:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def _sql_need(settings: Any, case: tuple[Any, ...], precision: str, tokens: int) -> tuple[Any, ...]:
+    return _answer(settings, *fit.need_columns(_row_of(case), precision=precision, context_tokens=tokens))
 
 
 def _sql_holds(settings: Any, case: tuple[Any, ...], devices: Devices, precision: str, tokens: int) -> bool:
-    import asyncio
-
-    from sqlalchemy import select
-
-    from app.db import create_engine
-
-    columns = _row_of(case)
-    clause = fit.holds_clause(columns, devices, precision=precision, context_tokens=tokens)
-
-    async def run() -> bool:
-        engine = create_engine(settings)
-        try:
-            async with engine.connect() as connection:
-                return bool((await connection.execute(select(clause))).scalar())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    (held,) = _answer(settings, fit.holds_clause(_row_of(case), devices, precision=precision, context_tokens=tokens))
+    return bool(held)
 
 
 def _python_need(case: tuple[Any, ...], precision: str, tokens: int) -> MemoryNeed:

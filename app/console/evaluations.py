@@ -1,5 +1,6 @@
 """`corral eval request/list/status/logs/cancel` (beside `eval run`, the CI gate in app.scores.cli)."""
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -7,6 +8,7 @@ import typer
 
 from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
 from app.console.output import emit_json, fields, on_terminal, table
+from app.scores.cli import job_words
 from app.web.formatting import score
 
 if TYPE_CHECKING:
@@ -18,20 +20,14 @@ FOLLOW_SECONDS = 2.0
 
 
 def job_line(job: "JobRead") -> str:
-    """One job as a person reads it: `corral_smoke_mc: running 42 % (running requests)`, `…: queued (why)`."""
-    words = f"{'+'.join(job.tasks)}: {job.state.value}"
-    attempt = job.attempts[-1] if job.attempts else None
-    if attempt is not None and job.state.value == "running":
-        progress = attempt.progress or {}
-        if "overall" in progress:
-            words += f" {progress['overall']:.0%}"
-        if progress.get("stage"):
-            words += f" ({progress['stage']})"
-    elif job.waiting_for and job.state.value == "queued":
-        words += f" ({job.waiting_for})"
-    if job.state.value == "failed" and attempt is not None and attempt.failure_category:
-        words += f" ({attempt.failure_category}: {(attempt.failure_message or '').splitlines()[0][:120]})"
-    return words
+    """The CI gate's words for a job (one rendering of a job's state for every command)."""
+    return job_words(job.model_dump(mode="json"))
+
+
+def _fraction_done(job: "JobRead") -> float:
+    if job.state.value == "succeeded":
+        return 1.0
+    return float((job.attempts[-1].progress or {}).get("overall", 0.0)) if job.attempts else 0.0
 
 
 def request(
@@ -77,8 +73,6 @@ def list_evaluations(
     as_json: JsonOption = False,
 ) -> None:
     """Evaluations, newest first."""
-    import itertools
-
     with connect(server, token) as client:
         found = list(
             itertools.islice(client.evaluations(model=model, suite=suite, state=state, limit=min(limit, 100)), limit)
@@ -149,14 +143,7 @@ def _watch(client: "Corral", evaluation_id: str) -> "EvaluationRead":
         ids = {job.id: bars.add_task("+".join(job.tasks), total=1.0) for job in evaluation.jobs}
         while True:
             for job in evaluation.jobs:
-                done = (
-                    1.0
-                    if job.state.value == "succeeded"
-                    else float((job.attempts[-1].progress or {}).get("overall", 0.0))
-                    if job.attempts
-                    else 0.0
-                )
-                bars.update(ids[job.id], completed=done, description=job_line(job)[:80])
+                bars.update(ids[job.id], completed=_fraction_done(job), description=job_line(job)[:80])
             if evaluation.state.value in TERMINAL:
                 return evaluation
             time.sleep(FOLLOW_SECONDS)

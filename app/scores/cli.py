@@ -121,13 +121,22 @@ def markdown_table(evaluation: dict[str, Any], comparison: dict[str, Any] | None
     return "\n".join(lines) + "\n"
 
 
-def _job_words(job: dict[str, Any]) -> str:
-    """`corral_smoke_mc: running 42 %`, `…: queued (capable runners are busy)`: a percentage only while running."""
+def job_words(job: dict[str, Any]) -> str:
+    """One job as a person reads it (the API's job document): `corral_smoke_mc: running 42 % (running requests)`,
+    `…: queued (capable runners are busy)`, `…: failed (out_of_memory: …)`; a percentage only while it runs."""
     words = f"{'+'.join(job['tasks'])}: {job['state']}"
-    if job["state"] == "running" and job["attempts"] and "overall" in (job["attempts"][-1]["progress"] or {}):
-        words += f" {job['attempts'][-1]['progress']['overall']:.0%}"
-    if job["state"] == "queued" and job.get("waiting_for"):
+    attempt = job["attempts"][-1] if job["attempts"] else None
+    if attempt is not None and job["state"] == "running":
+        progress = attempt["progress"] or {}
+        if "overall" in progress:
+            words += f" {progress['overall']:.0%}"
+        if progress.get("stage"):
+            words += f" ({progress['stage']})"
+    elif job["state"] == "queued" and job.get("waiting_for"):
         words += f" ({job['waiting_for']})"
+    if job["state"] == "failed" and attempt is not None and attempt["failure_category"]:
+        first_line = (attempt["failure_message"] or "").split("\n")[0][:120]
+        words += f" ({attempt['failure_category']}: {first_line})"
     return words
 
 
@@ -184,7 +193,7 @@ def run_gate(
         if polled is None:
             continue
         evaluation = polled
-        line = "; ".join(_job_words(job) for job in evaluation["jobs"])
+        line = "; ".join(job_words(job) for job in evaluation["jobs"])
         if line != last:
             progress(line)
             last = line
