@@ -61,5 +61,6 @@ Modality = Literal["text", "image", "audio", "video"]
 
 # Upper bounds keep absurd sizes out while leaving room for models much larger than today's.
 Count = Annotated[Integer, Field(ge=1, le=10_000_000)]
-ParameterCount = Annotated[Integer, Field(ge=1, le=100_000_000_000_000, description="Exact count, no rounding.")]
+MAX_PARAMETERS = 100_000_000_000_000
+ParameterCount = Annotated[Integer, Field(ge=1, le=MAX_PARAMETERS, description="Exact count, no rounding.")]
 ContextLength = Annotated[Integer, Field(ge=1, le=1_000_000_000, description="Tokens.")]

@@ -208,29 +208,49 @@ def test_every_entry_point_gives_the_rule_answer(
 
 # The rule rendered in SQL (model search) against the rule in Python, figure for figure, on both databases: tied and
 # untied embeddings, an unknown vocabulary or architecture, a context under and over the asked one, one layer and
-# many, every precision (the KV cache stays 16-bit under quantized weights), and devices sized at the exact edges.
+# many, every precision (the KV cache stays 16-bit under quantized weights), and devices sized at the exact edges;
+# releases with a stored size, which counts at their own precision only (with 16-bit embeddings below 16 bits).
 SQL_CASES = [
-    # (parameters, hidden, layers, kv heads, head dim, vocab, tied, context length)
-    (8_030_261_248, 4096, 32, 8, 128, 128256, False, 131072),
-    (1_235_814_400, 2048, 16, 8, 64, 128256, True, 131072),
-    (6_738_415_616, 4096, 32, 32, 128, 32000, False, 2048),
-    (70_553_706_496, 8192, 80, 8, 128, 128256, False, None),
-    (5_000_000, 512, 1, 4, 64, None, False, 1024),  # no vocabulary: the embedding counts nothing
-    (1_000, 4096, 1, 8, 128, 128256, True, 4096),  # fewer weights than the embedding: a layer holds nothing
-    (3_000_000_000, None, None, None, None, None, None, None),  # architecture unknown: weights alone
-    (10, 4, 1, 1, 1, 8, False, 1024),  # a toy whose embeddings outweigh its weights: the KV cache is the piece
+    # (parameters, hidden, layers, kv heads, head dim, vocab, tied, context length, stored dtype, stored bytes)
+    (8_030_261_248, 4096, 32, 8, 128, 128256, False, 131072, None, None),
+    (1_235_814_400, 2048, 16, 8, 64, 128256, True, 131072, "bfloat16", None),
+    (6_738_415_616, 4096, 32, 32, 128, 32000, False, 2048, "float16", None),
+    (70_553_706_496, 8192, 80, 8, 128, 128256, False, None, None, None),
+    (5_000_000, 512, 1, 4, 64, None, False, 1024, None, None),  # no vocabulary: the embedding counts nothing
+    (1_000, 4096, 1, 8, 128, 128256, True, 4096, None, None),  # fewer weights than the embedding: a layer holds nothing
+    (3_000_000_000, None, None, None, None, None, None, None, None, None),  # architecture unknown: weights alone
+    (
+        10,
+        4,
+        1,
+        1,
+        1,
+        8,
+        False,
+        1024,
+        None,
+        None,
+    ),  # a toy whose embeddings outweigh its weights: the KV cache is the piece
+    (405_853_388_800, 16384, 126, 8, 128, 128256, False, 131072, "fp8", 487_229_259_776),  # 405B FP8 as stored
+    (8_030_261_248, 4096, 32, 8, 128, 128256, False, 131072, None, 5_700_000_000),  # no dtype: stored at bf16
+    (70_553_706_496, 8192, 80, 8, 128, 128256, False, None, "float16", 39_000_000_000),  # a 4-bit pack run at fp16
+    (3_000_000_000, None, None, None, None, None, None, None, "int8", 3_100_000_000),  # stored, architecture unknown
+    (8_030_261_248, 4096, 32, 8, 128, 128256, False, 131072, "bfloat16", 15_000_000_000),  # stored at bf16, so named
+    (1_235_814_400, 2048, 16, 8, 64, 128256, True, 131072, "float32", 4_900_000_000),  # stored at fp32: fp32 embeddings
 ]
 
 
 def _row_of(case: tuple[Any, ...]) -> fit.ArchitectureColumns:
     """The case's figures as typed SQL values, NULL where unknown."""
-    from sqlalchemy import BigInteger, Boolean, literal
+    from sqlalchemy import BigInteger, Boolean, String, literal
 
-    *figures, tied, context = case
+    *figures, tied, context, dtype, stored = case
     return fit.ArchitectureColumns(
         *(literal(value, BigInteger()) for value in figures),
         tied_embeddings=literal(tied, Boolean()),
         context_length=literal(context, BigInteger()),
+        default_dtype=literal(dtype, String()),
+        stored_weight_bytes=literal(stored, BigInteger()),
     )
 
 
@@ -263,7 +283,7 @@ def _sql_holds(settings: Any, case: tuple[Any, ...], devices: Devices, precision
 
 
 def _python_need(case: tuple[Any, ...], precision: str, tokens: int) -> MemoryNeed:
-    parameters, hidden, layers, kv_heads, head_dim, vocab, tied, context = case
+    parameters, hidden, layers, kv_heads, head_dim, vocab, tied, context, dtype, stored = case
     arch = None
     if hidden is not None:
         arch = Architecture(
@@ -275,10 +295,16 @@ def _python_need(case: tuple[Any, ...], precision: str, tokens: int) -> MemoryNe
             vocab_size=vocab,
             tied_embeddings=tied,
         )
-    return fit.inference_need(arch, parameters, precision=precision, context_tokens=fit.context_for(tokens, context))
+    return fit.inference_need(
+        arch,
+        parameters,
+        precision=precision,
+        context_tokens=fit.context_for(tokens, context),
+        stored=fit.stored_release(dtype, stored),
+    )
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp8", "int4"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "fp8", "int8", "int4"])
 def test_the_rule_in_sql_computes_the_same_need_as_in_python(settings: Any, precision: str) -> None:
     for case in SQL_CASES:
         for tokens in (1024, 4096, 200_000):
@@ -291,7 +317,7 @@ def test_the_rule_in_sql_computes_the_same_need_as_in_python(settings: Any, prec
                 assert min(piece or 0, total or 0) == need.device_bytes, (case, tokens)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp8"])
 def test_the_rule_in_sql_holds_exactly_where_python_does_at_the_edges(settings: Any, precision: str) -> None:
     for case in SQL_CASES:
         need = _python_need(case, precision, 4096)
@@ -307,7 +333,7 @@ def test_the_rule_in_sql_holds_exactly_where_python_does_at_the_edges(settings: 
         ]
         for devices in edges:
             assert _sql_holds(settings, case, devices, precision, 4096) == fit.holds(need, devices), (case, devices)
-    unknown = (None, 4096, 32, 8, 128, 128256, False, 4096)  # no parameter count: never matches
+    unknown = (None, 4096, 32, 8, 128, 128256, False, 4096, None, None)  # no parameter count: never matches
     assert _sql_holds(settings, unknown, Devices(10**15, 8), "bf16", 4096) is False
 
 

@@ -29,15 +29,18 @@ class TestCatalogModels:
 
     def test_unverified_facts_are_flagged_not_invented(self, client: TestClient) -> None:
         scout = client.get("/v1/models/meta-llama/Llama-4-Scout-17B-16E").json()
-        assert "parameter_count" in scout["unverified"]
+        assert (scout["parameter_count"], scout["active_parameters"]) == (108_641_793_536, 17_172_894_720)
+        assert scout["unverified"] == ["context_length"]  # the count reproduces from the config: not flagged
         assert scout["moe_experts_total"] == 16
+        assert (scout["components"]["design"], scout["components"]["moe_layer_step"]) == ("llama4", 1)
         vision90 = client.get("/v1/models/meta-llama/Llama-3.2-90B-Vision").json()
         assert vision90["parameter_count"] == 88_593_355_323  # computed from the config, not the card's 88.8B
         assert "parameter_count" in vision90["unverified"]
         assert "88.8" in vision90["source_note"]
         assert "context_length" in client.get("/v1/models/meta-llama/Llama-Guard-3-8B").json()["unverified"]
         guard4 = client.get("/v1/models/meta-llama/Llama-Guard-4-12B").json()
-        assert (guard4["parameter_count"], guard4["hidden_size"]) == (None, None)  # no config found: nothing made up
+        assert (guard4["parameter_count"], guard4["moe_experts_total"]) == (12_001_097_216, None)
+        assert {"intermediate_size", "components"} <= set(guard4["unverified"])  # inferred, not read: flagged
 
     def test_lineage_both_ways(self, client: TestClient) -> None:
         down = client.get("/v1/models/meta-llama/Llama-2-7b-hf/lineage").json()
@@ -51,7 +54,9 @@ class TestCatalogModels:
             "meta-llama/Llama-2-7b-hf",
         ]
 
-    def test_search_filters(self, client: TestClient) -> None:
+    def test_search_filters(self, client: TestClient, admin_headers: dict[str, str]) -> None:
+        bare = {"repo_id": "acme/no-figures", "kind": "base"}
+        assert client.post("/v1/models", json=bare, headers=admin_headers).status_code == 201
         # The vision models are kind=vision, so only the text base models are kind=base.
         assert set(repo_ids(client, family="llama-3.2", kind="base")) == {
             "meta-llama/Llama-3.2-1B",
@@ -95,8 +100,8 @@ class TestCatalogModels:
         assert "meta-llama/Llama-3.1-8B" in repo_ids(
             client, fits_accelerator="nvidia-h100-80gb", fits_context_tokens=1_000_000
         )
-        # Models without the figures (Llama Guard 4 has neither architecture nor count) never match.
-        assert "meta-llama/Llama-Guard-4-12B" not in repo_ids(client, fits_accelerator="amd-mi325x", fits_count=8)
+        # Models without the figures never match.
+        assert "acme/no-figures" not in repo_ids(client, fits_accelerator="amd-mi325x", fits_count=8)
         assert "meta-llama/Llama-3.2-90B-Vision" in repo_ids(client, fits_accelerator="amd-mi325x", fits_count=8)
         unknown = client.get("/v1/models", params={"fits_accelerator": "tpu-v9"})
         assert unknown.status_code == 422
@@ -113,7 +118,7 @@ class TestCatalogModels:
                 break
         counts = [item["parameter_count"] or 0 for item in seen]
         assert counts == sorted(counts, reverse=True)
-        assert len({item["repo_id"] for item in seen}) == len(seen) == 43
+        assert len({item["repo_id"] for item in seen}) == len(seen) == 44
         by_date = [
             item["release_date"] or ""
             for item in client.get("/v1/models", params={"sort": "release_date", "limit": 200}).json()["items"]
@@ -147,8 +152,10 @@ class TestCatalogModels:
         ).json()
         assert fp8["kv_precision"] == "bf16"
 
-    def test_requirements_need_the_figures(self, client: TestClient) -> None:
-        response = client.get("/v1/models/meta-llama/Llama-Guard-4-12B/requirements")
+    def test_requirements_need_the_figures(self, client: TestClient, admin_headers: dict[str, str]) -> None:
+        bare = {"repo_id": "acme/no-figures", "kind": "base"}
+        assert client.post("/v1/models", json=bare, headers=admin_headers).status_code == 201
+        response = client.get("/v1/models/acme/no-figures/requirements")
         assert response.status_code == 409
         assert "parameter_count" in response.json()["detail"]
         assert (
@@ -248,17 +255,19 @@ def test_lineage_cannot_loop(client: TestClient, publish_headers: dict[str, str]
     assert nulled.status_code == 422
 
 
+# Llama 3.1 8B's shape, as a registration states it.
+SHAPE_8B = {
+    "hidden_size": 4096,
+    "num_layers": 32,
+    "num_attention_heads": 32,
+    "num_kv_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+}
+
+
 def test_patching_the_shape_recomputes_derived_figures(client: TestClient, publish_headers: dict[str, str]) -> None:
-    body = {
-        "repo_id": "acme/shape",
-        "kind": "base",
-        "hidden_size": 4096,
-        "num_layers": 32,
-        "num_attention_heads": 32,
-        "num_kv_heads": 8,
-        "intermediate_size": 14336,
-        "vocab_size": 128256,
-    }
+    body = {"repo_id": "acme/shape", "kind": "base", **SHAPE_8B}
     assert client.post("/v1/models", json=body, headers=publish_headers).json()["head_dim"] == 128
     patched = client.patch(
         "/v1/models/acme/shape",
@@ -294,3 +303,112 @@ def test_fits_filter_survives_absurd_but_valid_sizes(client: TestClient, publish
     }
     assert client.post("/v1/models", json=huge, headers=publish_headers).status_code == 201
     assert "acme/huge" not in repo_ids(client, fits_accelerator="nvidia-h100-80gb", fits_context_tokens=10**9)
+
+
+MLLAMA_11B = {
+    "repo_id": "acme/vision-11b",
+    "kind": "vision",
+    "modalities": ["text", "image"],
+    "hidden_size": 4096,
+    "num_layers": 40,
+    "num_attention_heads": 32,
+    "num_kv_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+    "components": {
+        "design": "mllama",
+        "cross_attention_layers": 8,
+        "vision": {
+            "hidden_size": 1280,
+            "num_layers": 32,
+            "num_global_layers": 8,
+            "intermediate_size": 5120,
+            "patch_size": 14,
+            "image_size": 560,
+            "num_channels": 3,
+            "max_num_tiles": 4,
+            "aspect_ratios": 8,
+            "output_dim": 7680,
+        },
+    },
+}
+FP8_MLP = {"method": "fbgemm_fp8", "precision": "fp8", "weights": "mlp", "kept_layers": [0, 31], "scale_bytes": 4}
+
+
+def test_components_count_what_they_add(client: TestClient, publish_headers: dict[str, str]) -> None:
+    created = client.post("/v1/models", json=MLLAMA_11B, headers=publish_headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["parameter_count"] == 10_670_220_835  # the Hub's total for Llama 3.2 11B Vision
+    assert created.json()["components"]["vision"]["output_dim"] == 7680
+    # A component changed recomputes the count: one cross-attention layer more adds its two norms and two gates.
+    changed = {**MLLAMA_11B["components"], "cross_attention_layers": 9}
+    patched = client.patch("/v1/models/acme/vision-11b", json={"components": changed}, headers=publish_headers)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["parameter_count"] == 10_670_220_835 + 2 * 128 + 2
+
+    # A dense model stored in fp8 is sized from what it stores, at its own precision only.
+    dense = {
+        "repo_id": "acme/fp8-8b",
+        "kind": "base",
+        **SHAPE_8B,
+        "default_dtype": "fp8",
+        "components": {"design": "llama", "quantization": FP8_MLP},
+    }
+    fp8 = client.post("/v1/models", json=dense, headers=publish_headers).json()
+    quantized = 30 * 3 * 4096 * 14336
+    stored = quantized + 30 * (2 * 14336 + 4096) * 4 + (8_030_261_248 - quantized) * 2
+    assert (fp8["parameter_count"], fp8["stored_weight_bytes"]) == (8_030_261_248, stored)
+    needs = client.get("/v1/models/acme/fp8-8b/requirements", params={"context_tokens": 4096}).json()
+    assert (needs["precision"], needs["inference"]["weights"]["bytes"]) == ("fp8", stored)
+    bf16 = client.get("/v1/models/acme/fp8-8b/requirements", params={"precision": "bf16"}).json()
+    assert bf16["inference"]["weights"]["bytes"] == 2 * 8_030_261_248
+    # Dropping the quantization drops the stored size with it.
+    plain = client.patch(
+        "/v1/models/acme/fp8-8b", json={"components": {"design": "llama"}}, headers=publish_headers
+    ).json()
+    assert plain["stored_weight_bytes"] is None
+
+
+def test_components_that_do_not_fit_their_architecture_are_refused(
+    client: TestClient, publish_headers: dict[str, str]
+) -> None:
+    body = {**MLLAMA_11B, "repo_id": "acme/bad"}
+    vision = MLLAMA_11B["components"]["vision"]
+    dense_fp8 = {"design": "llama", "quantization": FP8_MLP}
+    for components, words in [
+        ({"design": "gpt2"}, "design"),
+        ({"design": "mllama", "cross_attention_layers": 8}, "vision"),
+        ({"design": "mllama", "cross_attention_layers": 8, "vision": {**vision, "extra": 1}}, "extra"),
+        ({"design": "mllama", "cross_attention_layers": 40, "vision": vision}, "cross_attention_layers"),
+        ({"design": "mllama", "cross_attention_layers": 8, "vision": vision, "quantization": FP8_MLP}, "'mlp'"),
+        ({**dense_fp8, "quantization": {**FP8_MLP, "kept_layers": [0, 40]}}, "kept_layers"),
+        ({**dense_fp8, "quantization": {**FP8_MLP, "weights": "routed_experts"}}, "routed_experts"),
+        ({**dense_fp8, "quantization": {**FP8_MLP, "scale_bytes": 3}}, "scale_bytes"),
+    ]:
+        response = client.post("/v1/models", json={**body, "components": components}, headers=publish_headers)
+        assert response.status_code == 422, (components, response.text)
+        assert response.headers["content-type"] == PROBLEM
+        assert words in response.json()["detail"], (words, response.json()["detail"])
+    moe_as_dense = {**body, "moe_experts_total": 16, "components": {"design": "llama"}}
+    refused = client.post("/v1/models", json=moe_as_dense, headers=publish_headers)
+    assert refused.status_code == 422
+    assert "llama4" in refused.json()["detail"]
+    assert client.get("/v1/models/acme/bad").status_code == 404
+
+
+def test_an_architecture_too_large_to_count_is_refused(client: TestClient, publish_headers: dict[str, str]) -> None:
+    """Sizes each within bounds can imply more parameters than the registry holds: a 422, not a database error."""
+    huge = {
+        "repo_id": "acme/too-large",
+        "kind": "base",
+        "hidden_size": 10_000_000,
+        "num_layers": 10_000_000,
+        "num_attention_heads": 10_000_000,
+        "num_kv_heads": 10_000_000,
+        "intermediate_size": 10_000_000,
+        "vocab_size": 10_000_000,
+    }
+    response = client.post("/v1/models", json=huge, headers=publish_headers)
+    assert response.status_code == 422, response.text
+    assert "parameter" in response.json()["detail"]
+    assert client.get("/v1/models/acme/too-large").status_code == 404

@@ -5,6 +5,7 @@ the records whose catalog values differ.
 """
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -14,7 +15,8 @@ import yaml
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.hardware.estimator import Architecture, dense_parameter_count
+from app.hardware.estimator import Architecture
+from app.hardware.parameters import active_parameter_count, parameter_count, stored_weights
 from app.registry.families.schemas import FamilyCreate, FamilyUpdate
 from app.registry.families.service import FamilyService
 from app.registry.licenses.schemas import LicenseCreate, LicenseRead, LicenseUpdate
@@ -42,22 +44,49 @@ def catalog_data(path: Path = CATALOG) -> dict[str, Any]:
 
 
 def model_entries(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each model with its architecture preset merged in (the entry's own values win)."""
+    """Each model with its architecture preset merged in (the entry's own values win; its components are merged
+    into the preset's, so an FP8 release adds its quantization to its model's components)."""
     presets = data.get("architectures", {})
-    return [{**presets.get(entry.get("arch"), {}), **entry} for entry in data["models"]]
+    entries = []
+    for entry in data["models"]:
+        preset = presets.get(entry.get("arch"), {})
+        merged = {**preset, **entry}
+        if "components" in preset and "components" in entry:
+            merged["components"] = {**preset["components"], **entry["components"]}
+        entries.append(merged)
+    return entries
 
 
-def preset_parameter_count(entry: dict[str, Any]) -> int | None:
-    """The exact count the architecture implies, for a dense model with a complete preset (else None)."""
+@dataclass(frozen=True)
+class CatalogFigures:
+    """What an entry's architecture implies by arithmetic."""
+
+    parameters: int
+    active_parameters: int | None
+    stored_weight_bytes: int | None
+
+
+def arithmetic_figures(entry: dict[str, Any]) -> CatalogFigures | None:
+    """The exact counts an entry's architecture and components imply (None while a size they need is missing)."""
     needed = ("hidden_size", "num_layers", "num_attention_heads", "num_kv_heads", "intermediate_size", "vocab_size")
-    if any(entry.get(key) is None for key in needed) or entry.get("moe_experts_total"):
+    if any(entry.get(key) is None for key in needed):
         return None
     arch = Architecture(
         **{key: entry[key] for key in needed},
         head_dim=entry.get("head_dim"),
         tied_embeddings=bool(entry.get("tied_embeddings")),
+        moe_experts_total=entry.get("moe_experts_total"),
     )
-    return dense_parameter_count(arch, legacy_rotary_buffers=bool(entry.get("legacy_rotary_buffers")))
+    components = entry.get("components")
+    if not arch.is_dense and components is None:
+        return None
+    parameters = parameter_count(arch, components, legacy_rotary_buffers=bool(entry.get("legacy_rotary_buffers")))
+    stored = stored_weights(arch, components, parameters)
+    return CatalogFigures(
+        parameters=parameters,
+        active_parameters=active_parameter_count(arch, components, entry.get("moe_experts_active") or 1),
+        stored_weight_bytes=stored.bytes if stored else None,
+    )
 
 
 def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:

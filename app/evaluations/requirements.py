@@ -17,5 +17,6 @@ def evaluation_memory(model: Model, *, precision: str, suite_context_tokens: int
         model.parameter_count,
         precision=precision,
         context_tokens=fit.context_for(suite_context_tokens, model.context_length),
+        stored=fit.stored_release(model.default_dtype, model.stored_weight_bytes),
     )
     return need if need.notes else replace(need, notes=(BATCH_NOTE,))

@@ -9,6 +9,17 @@ from typing import Any, Literal, Protocol
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 PRECISION_BITS: dict[str, int] = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4}
+# A release's stored dtype (config.json's torch_dtype, or the quantized format) as the precision it is estimated at.
+DTYPE_PRECISION: dict[str, str] = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "fp8": "fp8",
+    "int8": "int8",
+    "int4": "int4",
+}
+DEFAULT_STORED_PRECISION = "bf16"  # where no dtype is recorded: every Llama since 3 is stored so
+UNQUANTIZED_PRECISION = "bf16"  # what a quantized release keeps of its layers (embeddings, the head, ...)
 
 # Inference overhead: "add up to an additional 20%" (EleutherAI, as quoted by accelerate's estimate-memory).
 INFERENCE_OVERHEAD_PERCENT = 20
@@ -41,14 +52,24 @@ def kv_cache_bytes(num_layers: Any, num_kv_heads: Any, head_dim: Any, tokens: in
     return 2 * num_layers * num_kv_heads * head_dim * tokens * batch * PRECISION_BITS[precision] // 8
 
 
+def stored_precision(default_dtype: str | None) -> str:
+    """The precision a release is stored in, from its recorded dtype."""
+    return DTYPE_PRECISION.get(default_dtype or "", DEFAULT_STORED_PRECISION)
+
+
+def dtypes_stored_as(precision: str) -> tuple[str, ...]:
+    """The recorded dtypes `stored_precision` reads as `precision` (None among them for the default)."""
+    return tuple(dtype for dtype, stored in DTYPE_PRECISION.items() if stored == precision)
+
+
 def with_overhead(total: Any) -> Any:
     return total + total * INFERENCE_OVERHEAD_PERCENT // 100
 
 
-def largest_piece_bytes(arch: "Architecture", weights: int, kv: int, precision: str) -> int:
+def largest_piece_bytes(arch: "Architecture", weights: int, kv: int, embedding_precision: str) -> int:
     """What one device must hold at least: layers spread over devices (accelerate's device_map="auto"), but
     nothing smaller than one decoder layer with its KV cache, or the embedding matrix, can be split."""
-    embedding = weight_bytes((arch.vocab_size or 0) * arch.hidden_size, precision)
+    embedding = weight_bytes((arch.vocab_size or 0) * arch.hidden_size, embedding_precision)
     embeddings_total = embedding if arch.tied_embeddings else 2 * embedding
     layer = max(0, weights - embeddings_total) // arch.num_layers
     return int(with_overhead(max(embedding, layer + kv // arch.num_layers)))
@@ -126,23 +147,6 @@ def architecture_of(record: ArchitectureRecord) -> Architecture | None:
         tied_embeddings=bool(record.tied_embeddings),
         moe_experts_total=record.moe_experts_total,
     )
-
-
-def dense_parameter_count(arch: Architecture, *, legacy_rotary_buffers: bool = False) -> int:
-    """Exact parameters of a dense Llama-architecture decoder (SwiGLU MLP, RMSNorm, no biases).
-
-    embeddings + layers x (q + k + v + o + gate/up/down + 2 norms) + final norm + lm_head (unless tied).
-    `legacy_rotary_buffers`: Llama 2 checkpoints also saved each layer's rotary inv_freq (head_dim / 2 values).
-    """
-    if arch.intermediate_size is None or arch.vocab_size is None:
-        raise ValueError("intermediate_size and vocab_size are needed to count parameters")
-    d, head_dim = arch.hidden_size, arch.resolved_head_dim
-    attention = d * arch.num_attention_heads * head_dim * 2 + d * arch.num_kv_heads * head_dim * 2
-    mlp = 3 * d * arch.intermediate_size
-    per_layer = attention + mlp + 2 * d + (head_dim // 2 if legacy_rotary_buffers else 0)
-    embeddings = arch.vocab_size * d
-    lm_head = 0 if arch.tied_embeddings else arch.vocab_size * d
-    return embeddings + arch.num_layers * per_layer + d + lm_head
 
 
 def lora_trainable_parameters(arch: Architecture, rank: int) -> int:

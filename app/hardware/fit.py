@@ -31,6 +31,7 @@ SPREADS_OVER_NODES = frozenset({"vllm"})  # Ray pipeline parallel; accelerate st
 POWER_OF_TWO_BACKENDS = frozenset({"vllm"})
 UNKNOWN_PARAMETERS = "Parameter count unknown: any runner may take it (sync it from the Hub)."
 UNKNOWN_ARCHITECTURE = "Architecture unknown: weights only, on a single device."
+UNQUANTIZED_BITS = estimator.PRECISION_BITS[estimator.UNQUANTIZED_PRECISION]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,23 @@ class Placement:
         return self.tensor_parallel * self.pipeline_parallel
 
 
+@dataclass(frozen=True)
+class StoredRelease:
+    """A release's weights as stored: at its own precision they take `weight_bytes` (a quantized release keeps some
+    layers in 16 bits and adds scales), not parameters x bits. Quantizers convert linear layers only, so the
+    embeddings of a release stored below 16 bits are still 16-bit."""
+
+    precision: str
+    weight_bytes: int
+
+
+def stored_release(default_dtype: str | None, stored_weight_bytes: int | None) -> StoredRelease | None:
+    """What a record says of its stored weights (None where it records no stored size)."""
+    if stored_weight_bytes is None:
+        return None
+    return StoredRelease(estimator.stored_precision(default_dtype), stored_weight_bytes)
+
+
 def context_for(asked: int, model_context: int | None) -> int:
     """The tokens the KV cache is sized for: what was asked, at most the model's own context length."""
     return min(asked, model_context) if model_context else asked
@@ -90,18 +108,28 @@ def inference_need(
     context_tokens: int,
     batch: int = 1,
     kv_precision: str | None = None,
+    stored: StoredRelease | None = None,
 ) -> MemoryNeed:
-    """The need of a model at a precision and context (already capped, see `context_for`)."""
+    """The need of a model at a precision and context (already capped, see `context_for`); at the precision the
+    release is stored in, its weights are what is stored."""
     if parameters is None:
         return MemoryNeed(0, 0, context_tokens, (UNKNOWN_PARAMETERS,))
-    weights = estimator.weight_bytes(parameters, precision)
+    weights, embedding_precision = weights_at(parameters, precision, stored)
     if arch is None:
         total = estimator.with_overhead(weights)
         return MemoryNeed(total, total, context_tokens, (UNKNOWN_ARCHITECTURE,))
     kv = kv_bytes(arch, precision=precision, context_tokens=context_tokens, batch=batch, kv_precision=kv_precision)
     total = estimator.with_overhead(weights + kv)
-    device = estimator.largest_piece_bytes(arch, weights, kv, precision)
+    device = estimator.largest_piece_bytes(arch, weights, kv, embedding_precision)
     return MemoryNeed(total, min(device, total), context_tokens)
+
+
+def weights_at(parameters: int, precision: str, stored: StoredRelease | None) -> tuple[int, str]:
+    """The weights' bytes at a precision, and the precision their embedding matrix is held in."""
+    if stored is None or stored.precision != precision:
+        return int(estimator.weight_bytes(parameters, precision)), precision
+    below_16_bits = estimator.PRECISION_BITS[precision] < UNQUANTIZED_BITS
+    return stored.weight_bytes, estimator.UNQUANTIZED_PRECISION if below_16_bits else precision
 
 
 def kv_bytes(
@@ -239,11 +267,23 @@ class ArchitectureColumns:
     vocab_size: Any
     tied_embeddings: Any
     context_length: Any
+    default_dtype: Any
+    stored_weight_bytes: Any
+
+
+def as_stored_clause(columns: ArchitectureColumns, precision: str) -> ColumnElement[bool]:
+    """`stored_release(...)` applies at `precision`: a stored size recorded, and the row stored at that precision."""
+    dtypes = estimator.dtypes_stored_as(precision)
+    stored_so = columns.default_dtype.in_(dtypes)
+    if precision == estimator.DEFAULT_STORED_PRECISION:
+        stored_so = or_(stored_so, columns.default_dtype.is_(None))
+    return and_(columns.stored_weight_bytes.isnot(None), stored_so)
 
 
 def need_columns(columns: ArchitectureColumns, *, precision: str, context_tokens: int) -> tuple[Any, Any]:
     """`inference_need` over columns: (the whole, the largest piece) as SQL expressions, with the same integer
     steps; the piece is NULL where the architecture is unknown (then the whole must fit one device, as in Python).
+    Weights are the stored size where the row is stored at `precision` (`weights_at`).
     `wide` integers from the first factor on: layers x heads x head dim x tokens can pass BIGINT's range for the
     sizes the schema admits, and PostgreSQL would raise instead of answering."""
     tokens = case(
@@ -256,10 +296,15 @@ def need_columns(columns: ArchitectureColumns, *, precision: str, context_tokens
     def with_overhead(value: Any) -> Any:  # estimator.with_overhead, floored as Python floors it
         return value + floordiv(value * estimator.INFERENCE_OVERHEAD_PERCENT, 100)
 
-    weights = floordiv(wide_integer(columns.parameters) * bits, 8)
+    as_stored = as_stored_clause(columns, precision)
+    weights = case(
+        (as_stored, wide_integer(columns.stored_weight_bytes)),
+        else_=floordiv(wide_integer(columns.parameters) * bits, 8),
+    )
+    embedding_bits = case((as_stored, UNQUANTIZED_BITS), else_=bits) if bits < UNQUANTIZED_BITS else bits
     kv = floordiv(2 * wide_integer(columns.num_layers) * columns.num_kv_heads * columns.head_dim * tokens * kv_bits, 8)
     total = with_overhead(weights + func.coalesce(kv, 0))
-    embedding = floordiv(func.coalesce(columns.vocab_size, 0) * wide_integer(columns.hidden_size) * bits, 8)
+    embedding = floordiv(func.coalesce(columns.vocab_size, 0) * wide_integer(columns.hidden_size) * embedding_bits, 8)
     embeddings_total = case((columns.tied_embeddings.is_(True), embedding), else_=2 * embedding)
     layer = floordiv(greatest(0, weights - embeddings_total), columns.num_layers)
     piece = with_overhead(greatest(embedding, layer + floordiv(kv, columns.num_layers)))

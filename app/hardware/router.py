@@ -1,7 +1,8 @@
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.hardware.catalog import accelerators
-from app.hardware.estimator import Architecture, dense_parameter_count
+from app.hardware.estimator import Architecture
+from app.hardware.parameters import dense_parameter_count
 from app.hardware.schemas import AcceleratorRead, ArchitectureInput, HardwareRequirements
 from app.hardware.service import requirements_report
 from app.schemas import COMMON_ERRORS, problem_responses

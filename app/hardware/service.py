@@ -19,17 +19,29 @@ def requirements_report(
     batch: int,
     lora_rank: int = 16,
     notes: list[str] | None = None,
+    stored: fit.StoredRelease | None = None,
 ) -> HardwareRequirements:
     kv_precision = kv_precision or estimator.default_kv_precision(precision)
-    weights = estimator.weight_bytes(parameters, precision)
+    weights, _ = fit.weights_at(parameters, precision, stored)
     kv_per_token = fit.kv_bytes(arch, precision=precision, context_tokens=1, kv_precision=kv_precision)
     kv = fit.kv_bytes(arch, precision=precision, context_tokens=context_tokens, batch=batch, kv_precision=kv_precision)
     need = fit.inference_need(
-        arch, parameters, precision=precision, context_tokens=context_tokens, batch=batch, kv_precision=kv_precision
+        arch,
+        parameters,
+        precision=precision,
+        context_tokens=context_tokens,
+        batch=batch,
+        kv_precision=kv_precision,
+        stored=stored,
     )
     total = need.total_bytes
     adapter = estimator.lora_trainable_parameters(arch, lora_rank)
     notes = list(notes or [])
+    if stored is not None:
+        notes.append(
+            f"Weights at {stored.precision} are the release's as stored ({stored.weight_bytes:,} bytes: quantized "
+            "tensors, their scales and the layers kept in 16 bits), not parameters x bits."
+        )
     if not arch.is_dense:
         notes.append("Mixture of experts: every expert is resident, so weights count all parameters, not active ones.")
     notes.append("Training estimates exclude activations, which grow with sequence length and batch size.")
@@ -42,7 +54,7 @@ def requirements_report(
         parameters=parameters,
         parameters_source=parameters_source,
         weights_by_precision={
-            name: Bytes.of(estimator.weight_bytes(parameters, name)) for name in estimator.PRECISION_BITS
+            name: Bytes.of(fit.weights_at(parameters, name, stored)[0]) for name in estimator.PRECISION_BITS
         },
         kv_cache_per_token=Bytes.of(kv_per_token),
         kv_cache_formula=estimator.KV_CACHE_FORMULA,

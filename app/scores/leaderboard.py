@@ -147,6 +147,7 @@ class LeaderboardService:
                     scored.parameter_count,
                     precision=config["precision"],
                     context_tokens=fit.context_for(context_tokens, scored.context_length),
+                    stored=fit.stored_release(scored.default_dtype, scored.stored_weight_bytes),
                 )
                 if not fit.holds(need, devices):
                     continue

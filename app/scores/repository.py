@@ -51,6 +51,8 @@ class ScoredRun:
     head_dim: int | None
     tied_embeddings: bool | None
     moe_experts_total: int | None
+    default_dtype: str | None
+    stored_weight_bytes: int | None
     sha: str
     suite_version: str
     family: str | None
@@ -95,6 +97,8 @@ async def scored_runs(session: AsyncSession, query: LeaderboardQuery) -> list[Sc
             Model.head_dim,
             Model.tied_embeddings,
             Model.moe_experts_total,
+            Model.default_dtype,
+            Model.stored_weight_bytes,
             Revision.sha,
             SuiteVersion.version.label("suite_version"),
             Family.slug.label("family"),

@@ -5,11 +5,13 @@ JSON that Corral does not shape itself (lm-eval's results, the Hub's config, a c
 """
 
 from typing import (
+    Annotated,
+    Literal,
     NotRequired,  # pydantic reads these on Python 3.11
     TypeAlias,
 )
 
-from pydantic import JsonValue
+from pydantic import ConfigDict, Field, JsonValue, StrictInt, with_config
 from typing_extensions import TypedDict
 
 JsonObject: TypeAlias = dict[str, JsonValue]
@@ -87,3 +89,95 @@ class HubDisagreement(TypedDict):
     field: str
     registry: int | str
     hub: int | str
+
+
+# A model's parts beyond the decoder stack the architecture columns describe, in transformers' config terms.
+# Validated where a request states them (pydantic reads these TypedDicts with their bounds), so one definition
+# serves the API, the table column and the arithmetic (app/hardware/parameters.py).
+Size = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
+LayerIndex = Annotated[StrictInt, Field(ge=0, le=10_000_000)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class MllamaVisionEncoder(TypedDict):
+    """Llama 3.2 Vision's image encoder (`vision_config` of `mllama`): tiled images, local then gated global layers."""
+
+    hidden_size: Size
+    num_layers: Annotated[Size, Field(description="(num_hidden_layers) the local layers")]
+    num_global_layers: Annotated[Size, Field(description="(num_global_layers) gated layers after the local ones")]
+    intermediate_size: Size
+    patch_size: Size
+    image_size: Size
+    num_channels: Size
+    max_num_tiles: Size
+    aspect_ratios: Annotated[Size, Field(description="len(supported_aspect_ratios)")]
+    output_dim: Annotated[Size, Field(description="(vision_output_dim) what the projector reads")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Llama4VisionEncoder(TypedDict):
+    """Llama 4's image encoder (`vision_config` of `llama4`), with its pixel-shuffle adapter."""
+
+    hidden_size: Size
+    num_layers: Annotated[Size, Field(description="(num_hidden_layers)")]
+    intermediate_size: Size
+    patch_size: Size
+    image_size: Size
+    num_channels: Size
+    projector_input_dim: Size
+    projector_output_dim: Size
+    output_dim: Annotated[Size, Field(description="(vision_output_dim) what the projector reads")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Quantization(TypedDict):
+    """How a quantized release stores its weights: which weights are quantized, one scale per output row."""
+
+    method: Annotated[str, Field(min_length=1, max_length=64, description="quantization_config.quant_method")]
+    precision: Literal["fp8", "int8"]
+    weights: Annotated[
+        Literal["mlp", "routed_experts"],
+        Field(
+            description="mlp: each decoder layer's MLP (dense designs); routed_experts: the routed experts of "
+            "each mixture-of-experts layer (llama4). Everything else stays in 16 bits."
+        ),
+    ]
+    kept_layers: Annotated[
+        list[LayerIndex], Field(max_length=1024, description="Decoder layers left unquantized (Meta: first, last).")
+    ]
+    scale_bytes: Annotated[Literal[2, 4], Field(description="Bytes of each per-row scale: 2 (bf16) or 4 (fp32).")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class LlamaComponents(TypedDict):
+    """A dense Llama decoder (`llama`): the architecture columns say it all, but for how it is stored."""
+
+    design: Literal["llama"]
+    quantization: NotRequired[Quantization]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class MllamaComponents(TypedDict):
+    """Llama 3.2 Vision (`mllama`): num_layers counts every decoder layer, the cross-attention ones among them."""
+
+    design: Literal["mllama"]
+    cross_attention_layers: Annotated[Size, Field(description="len(cross_attention_layers): layers that read images")]
+    vision: MllamaVisionEncoder
+    quantization: NotRequired[Quantization]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Llama4Components(TypedDict):
+    """Llama 4 (`llama4`): intermediate_size is each expert's width, moe_experts_total the routed experts."""
+
+    design: Literal["llama4"]
+    dense_intermediate_size: Annotated[Size, Field(description="(intermediate_size_mlp) the dense layers' MLP")]
+    moe_layer_step: Annotated[
+        StrictInt,
+        Field(ge=0, le=1024, description="(interleave_moe_layer_step) every step-th layer is MoE; 0: none is"),
+    ]
+    vision: NotRequired[Llama4VisionEncoder]
+    quantization: NotRequired[Quantization]
+
+
+ModelComponents: TypeAlias = LlamaComponents | MllamaComponents | Llama4Components

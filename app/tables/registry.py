@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.documents import HubDisagreement, JsonObject
+from app.tables.documents import HubDisagreement, JsonObject, ModelComponents
 from app.tables.types import JsonDocument
 
 
@@ -119,6 +119,10 @@ class Model(IdMixin, TimestampMixin, Base):
     moe_experts_total: Mapped[int | None]
     moe_experts_active: Mapped[int | None]
     default_dtype: Mapped[str | None] = mapped_column(String(16))
+    # The parts beyond the decoder stack (an image encoder, the experts' layout, how a quantized release stores
+    # its weights), and the bytes its weights take as stored at default_dtype, which the fit rule reads in SQL.
+    components: Mapped[ModelComponents | None] = mapped_column(JsonDocument)
+    stored_weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     tags: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
     description: Mapped[str | None] = mapped_column(Text)

@@ -5,8 +5,9 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
 from app.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
-from app.schemas import NotNull, ReadModel, WriteModel
+from app.schemas import AS_WRITTEN, NotNull, ReadModel, WriteModel
 from app.tables import Lineage, Model, ModelKind, ModelStatus
+from app.tables.documents import ModelComponents
 
 ModelSort = Literal[
     "repo_id",
@@ -41,6 +42,10 @@ _EXAMPLE: dict[str, JsonValue] = {
     "default_dtype": "bfloat16",
     "tags": ["gqa"],
 }
+
+
+ComponentsField = Annotated[ModelComponents, Field(discriminator="design")]
+ComponentsRead = Annotated[ModelComponents, AS_WRITTEN]  # written by Corral, after validation
 
 
 def _text_only() -> list[Modality]:
@@ -99,6 +104,17 @@ class ArchitectureFields(WriteModel):
     moe_experts_total: Count | None = None
     moe_experts_active: Count | None = None
     default_dtype: Dtype | None = None
+    components: ComponentsField | None = Field(
+        default=None,
+        description="What the architecture fields leave out, by design (transformers' model_type): the image "
+        "encoder and cross-attention layers of mllama, the experts' layout and image encoder of llama4, how a "
+        "quantized release stores its weights. The parameter count follows from it by arithmetic.",
+    )
+    stored_weight_bytes: ParameterCount | None = Field(
+        default=None,
+        description="Bytes the weights take as stored, at default_dtype (quantized tensors, their scales and the "
+        "layers kept in 16 bits); computed from components.quantization when left out.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "ArchitectureFields":
@@ -189,6 +205,12 @@ class ModelRead(ReadModel):
     moe_experts_total: int | None
     moe_experts_active: int | None
     default_dtype: str | None
+    components: ComponentsRead | None = Field(
+        description="The parts beyond the decoder columns, by design: image encoder, experts' layout, quantization."
+    )
+    stored_weight_bytes: int | None = Field(
+        description="Bytes the weights take as stored, at default_dtype; the fit rule uses it at that precision."
+    )
     tags: list[str]
     description: str | None
     source_note: str | None

@@ -90,6 +90,8 @@ def _fits(filters: ModelFilters) -> ColumnElement[bool]:
         vocab_size=Model.vocab_size,
         tied_embeddings=Model.tied_embeddings,
         context_length=Model.context_length,
+        default_dtype=Model.default_dtype,
+        stored_weight_bytes=Model.stored_weight_bytes,
     )
     return fit.holds_clause(
         columns,

@@ -5,9 +5,11 @@ from typing import TypedDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, UnprocessableEntity
+from app.fields import MAX_PARAMETERS
 from app.hardware import fit
-from app.hardware.estimator import architecture_of, dense_parameter_count
+from app.hardware.estimator import architecture_of, stored_precision
 from app.hardware.fit import DEFAULT_CONTEXT_TOKENS
+from app.hardware.parameters import active_parameter_count, parameter_count, quantization_problem, stored_weights
 from app.hardware.schemas import HardwareRequirements
 from app.hardware.service import requirements_report
 from app.pagination import PageRequest, SortColumn, SortKey, paginate
@@ -48,8 +50,12 @@ ARCHITECTURE_INPUTS = frozenset(
         "vocab_size",
         "tied_embeddings",
         "moe_experts_total",
+        "moe_experts_active",
+        "components",
     }
 )
+# What complete_architecture derives from those inputs: recomputed when an input changes, unless stated with it.
+DERIVED_FIGURES = ("head_dim", "parameter_count", "active_parameters", "stored_weight_bytes")
 
 
 def effective_license(model: Model) -> License | None:
@@ -73,15 +79,6 @@ def to_read(model: Model) -> ModelRead:
     )
 
 
-# The dtype a release's weights are stored in, as the precision an estimate is made at.
-_STORED = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp8": "fp8", "int8": "int8", "int4": "int4"}
-
-
-def stored_precision(default_dtype: str | None) -> str:
-    """The release's own precision (bf16 where it is not recorded: every Llama since 3 is stored so)."""
-    return _STORED.get(default_dtype or "", "bf16")
-
-
 class ModelService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -99,6 +96,7 @@ class ModelService:
         await self._apply_references(model, references)
         if model.base_model_id is not None and model.lineage is None:
             model.lineage = Lineage.FINETUNE
+        _check_components(model)
         complete_architecture(model)
         self.session.add(model)
         await self.session.flush()
@@ -111,10 +109,10 @@ class ModelService:
         for key in ("family", "license", "base_model"):
             if key in changes:
                 references[key] = changes.pop(key)
-        # Derived figures follow their inputs: a changed shape recomputes head_dim and the parameter count
+        # Derived figures follow their inputs: a changed shape or components recompute them (DERIVED_FIGURES)
         # unless the same request states them.
         if changes.keys() & ARCHITECTURE_INPUTS:
-            for derived in ("head_dim", "parameter_count"):
+            for derived in DERIVED_FIGURES:
                 if derived not in changes:
                     changes[derived] = None
         for field, value in changes.items():
@@ -123,6 +121,7 @@ class ModelService:
         if model.lineage is not None and model.base_model_id is None:
             raise UnprocessableEntity("lineage needs base_model.", field="lineage")
         _check_heads(model)
+        _check_components(model)
         complete_architecture(model)
         await self.session.flush()
         self.session.expire(model)
@@ -167,6 +166,7 @@ class ModelService:
     ) -> HardwareRequirements:
         model = await require_model(self.session, repo_id)
         precision = precision or stored_precision(model.default_dtype)
+        stored = fit.stored_release(model.default_dtype, model.stored_weight_bytes)
         arch = architecture_of(model)
         if arch is None or model.parameter_count is None:
             missing = [
@@ -194,6 +194,7 @@ class ModelService:
             context_tokens=tokens,
             batch=batch,
             notes=notes,
+            stored=stored,
         )
         need = Need(
             report.inference.total.bytes, report.largest_piece.bytes, backend="hf", harness_version="", labels=()
@@ -246,12 +247,47 @@ def _check_heads(model: Model) -> None:
         raise UnprocessableEntity("num_attention_heads must be a multiple of num_kv_heads.", field="num_kv_heads")
 
 
+def _check_components(model: Model) -> None:
+    """The components must fit the architecture they extend: a quantization the arithmetic can count, experts
+    only with a design that lays them out."""
+    arch, components = architecture_of(model), model.components
+    if arch is None or components is None:
+        return
+    if not arch.is_dense and components["design"] != "llama4":
+        raise UnprocessableEntity(
+            f"A mixture of experts is laid out by design 'llama4', not {components['design']!r}.", field="components"
+        )
+    if components["design"] == "mllama" and components["cross_attention_layers"] >= arch.num_layers:
+        raise UnprocessableEntity(
+            "components.cross_attention_layers must be fewer than num_layers (which counts them).", field="components"
+        )
+    problem = quantization_problem(arch, components)
+    if problem is not None:
+        raise UnprocessableEntity(f"{problem}.", field="components")
+
+
 def complete_architecture(model: Model) -> None:
-    """Fill what follows by arithmetic: head_dim, and the parameter count of a dense model when unrecorded."""
+    """Fill what follows by arithmetic where it is not recorded: head_dim, the parameter count (every design the
+    arithmetic knows), the active parameters of a mixture of experts, and the bytes a quantized release stores."""
     if model.head_dim is None and model.hidden_size and model.num_attention_heads:
         model.head_dim = model.hidden_size // model.num_attention_heads
     arch = architecture_of(model)
-    if arch is None or not arch.is_dense or arch.intermediate_size is None or arch.vocab_size is None:
+    if arch is None or arch.intermediate_size is None or arch.vocab_size is None:
         return
+    components = model.components
+    if not arch.is_dense and (components is None or components["design"] != "llama4"):
+        return  # the experts' layout is unknown
     if model.parameter_count is None:
-        model.parameter_count = dense_parameter_count(arch)
+        counted = parameter_count(arch, components)
+        if counted > MAX_PARAMETERS:  # each size within bounds, their product beyond what a model may have
+            raise UnprocessableEntity(
+                f"This architecture implies {counted:,} parameters, more than the {MAX_PARAMETERS:,} a model may "
+                "have: check its sizes.",
+                field="parameter_count",
+            )
+        model.parameter_count = counted
+    if model.active_parameters is None and model.moe_experts_active:
+        model.active_parameters = active_parameter_count(arch, components, model.moe_experts_active)
+    stored = stored_weights(arch, components, model.parameter_count)
+    if model.stored_weight_bytes is None and stored is not None:
+        model.stored_weight_bytes = stored.bytes
