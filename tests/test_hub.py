@@ -21,7 +21,7 @@ from app.hub.client import HubClient
 from app.hub.service import HubSyncService
 from app.hub.sync import sync_due_models
 from app.main import create_app
-from tests.support.checkpoints import TinyLlama, checkpoint_files
+from tests.support.checkpoints import TinyLlama, checkpoint_files, fp8_checkpoint_files
 from tests.support.databases import make_settings, offline_environment
 from tests.support.fake_hub import Commit, FakeHub, llama_repo, sha_of
 
@@ -441,3 +441,24 @@ def test_a_hanging_hub_holds_a_request_no_longer_than_the_deadline(
     # The deadline answered, not the per-request timeout (3 s) nor its retries (the message would say
     # "unreachable (ReadTimeout)" after 12 s).
     assert "did not answer within 0.5 s" in answer.json()["detail"]
+
+
+def test_a_quantized_checkpoint_is_sized_as_stored(api: TestClient, hub: FakeHub) -> None:
+    """An fp8 checkpoint's safetensors headers say what its weights take: fp8 tensors, fp32 scales, bf16 rest."""
+    hub.add(llama_repo("acme/tiny-fp8", fp8_checkpoint_files(ARCH, kept_layers=(0,))))
+    model = register(api, "acme/tiny-fp8")
+    mlp = 3 * ARCH.hidden_size * ARCH.intermediate_size  # one layer's MLP: layer 1 of 2 is quantized
+    scales = 2 * ARCH.intermediate_size + ARCH.hidden_size
+    snapshot = api.get("/v1/models/acme/tiny-fp8/revisions/main").json()["snapshot"]
+    assert snapshot["safetensors"]["parameters"] == {
+        "BF16": ARCH.parameter_count - mlp,
+        "F8_E4M3": mlp,
+        "F32": scales,
+    }
+    stored = mlp + 4 * scales + 2 * (ARCH.parameter_count - mlp)
+    assert model["stored_weight_bytes"] == stored
+    needs = api.get("/v1/models/acme/tiny-fp8/requirements", params={"context_tokens": 16}).json()
+    assert (needs["precision"], needs["inference"]["weights"]["bytes"]) == ("bf16", stored)  # as config.json runs it
+    # A plain bf16 checkpoint records no stored size: its weights are its parameters at its dtype.
+    hub.add(llama_repo("acme/tiny-plain", checkpoint_files(ARCH)))
+    assert register(api, "acme/tiny-plain")["stored_weight_bytes"] is None

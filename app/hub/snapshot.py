@@ -187,11 +187,32 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
+# Bytes per element of safetensors' dtypes; the plain floating-point ones are what an unquantized release holds.
+SAFETENSORS_DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+UNQUANTIZED_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+def stored_bytes(safetensors: SafetensorsRecord) -> int | None:
+    """What a quantized checkpoint's tensors take as stored (fp8 or packed integers, their scales, the layers kept
+    in 16 bits): None for a plain floating-point one, sized from its parameters at its dtype, or an unknown dtype."""
+    parameters = safetensors["parameters"]
+    if not set(parameters) - UNQUANTIZED_DTYPES or not set(parameters) <= SAFETENSORS_DTYPE_BYTES.keys():
+        return None
+    return sum(count * SAFETENSORS_DTYPE_BYTES[dtype] for dtype, count in parameters.items())
+
+
 def hub_facts(record: HubSnapshot) -> ModelFacts:
-    """The model fields a snapshot can supply: architecture, exact parameters, context."""
+    """The model fields a snapshot can supply: architecture, exact parameters, context, and the size of a
+    quantized checkpoint's weights as stored."""
     facts = dict(record["architecture"])
     if record["safetensors"]:
         facts["parameter_count"] = record["safetensors"]["total"]
+        stored = stored_bytes(record["safetensors"])
+        if stored is not None:
+            facts["stored_weight_bytes"] = stored
     return facts
 
 

@@ -9,7 +9,8 @@ import math
 import struct
 from dataclasses import dataclass
 
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4}
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1}
+Tensor = tuple[str, tuple[int, ...]] | tuple[str, tuple[int, ...], str]  # name, shape[, dtype]
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,13 @@ class TinyLlama:
         }
 
 
-def safetensors_file(tensors: list[tuple[str, tuple[int, ...]]], dtype: str = "BF16") -> bytes:
+def safetensors_file(tensors: list[Tensor], dtype: str = "BF16") -> bytes:
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for name, shape in tensors:
-        size = math.prod(shape) * DTYPE_BYTES[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+    for name, shape, *own in tensors:
+        kind = own[0] if own else dtype
+        size = math.prod(shape) * DTYPE_BYTES[kind]
+        header[name] = {"dtype": kind, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the spec pads the header to 8 bytes with spaces
@@ -102,3 +104,23 @@ def checkpoint_files(arch: TinyLlama, shards: int = 1) -> dict[str, bytes]:
         {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2
     ).encode()
     return files
+
+
+def fp8_checkpoint_files(arch: TinyLlama, kept_layers: tuple[int, ...]) -> dict[str, bytes]:
+    """A checkpoint quantized as Meta's FP8 releases are (fbgemm_fp8): each MLP weight of the layers not kept in
+    bf16 stored in fp8 with one fp32 scale per output row; everything else bf16."""
+    tensors: list[Tensor] = []
+    for name, shape in arch.tensors():
+        layer = name.split(".")[2] if name.startswith("model.layers.") else None
+        if ".mlp." in name and layer is not None and int(layer) not in kept_layers:
+            tensors += [(name, shape, "F8_E4M3"), (name.replace(".weight", ".weight_scale"), (shape[0], 1), "F32")]
+        else:
+            tensors.append((name, shape, "BF16"))
+    config = arch.config() | {
+        "quantization_config": {
+            "quant_method": "fbgemm_fp8",
+            "activation_scale_ub": 1200.0,
+            "modules_to_not_convert": [f"model.layers.{layer}" for layer in kept_layers] + ["lm_head"],
+        }
+    }
+    return {"config.json": json.dumps(config, indent=2).encode(), "model.safetensors": safetensors_file(tensors)}
