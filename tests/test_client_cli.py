@@ -157,7 +157,13 @@ def test_models_list_filters_on_sizes_people_write_and_prints_tables_json_and_re
     code, out, err = corral("models", "show", "meta-llama/Llama-3.1-405B", home=home)
     assert code == 0, err
     assert "405.9 B" in out
+    assert "126 layers of 16,384; 128 heads (8 for keys and values)" in out
     assert "https://huggingface.co/meta-llama/Llama-3.1-405B" in out
+    code, out, err = corral("models", "show", "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", home=home)
+    assert code == 0, err
+    assert "active        17.2 B" in out
+    assert "128 experts in every second layer, 1 active per token" in out
+    assert "stored        403.1 GiB" in out  # 432,853,249,024 bytes as stored, not 401.6 GB at a byte a parameter
     code, out, err = corral("models", "show", "meta-llama/Llama-9-1T", home=home)
     assert code == 1
     assert err.startswith(f"corral: GET {session.url}/v1/models/meta-llama/Llama-9-1T: 404")

@@ -240,6 +240,23 @@ def test_model_page_hardware_for_every_precision(client: TestClient, sized: dict
     assert ">8.0 B</dd>" in page
 
 
+@pytest.mark.usefixtures("catalog")
+def test_model_page_says_what_the_architecture_adds_and_how_it_is_stored(client: TestClient) -> None:
+    maverick = client.get("/models/meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8").text
+    line = maverick[maverick.index('id="architecture">') :].split("</dd>")[0]
+    assert "48 layers of 5,120" in line
+    assert "128 experts in every second layer, 1 active per token" in line
+    assert "an image encoder of 34 layers of 1,408" in line
+    assert "stored with its routed experts in fp8 (2 layers kept in bf16)" in line
+    table = maverick[maverick.index('<table id="hardware">') :].split("</table>")[0]
+    fp8_row = re.search(r"<tr>\s*<td>fp8</td>(.*?)</tr>", table, re.S)
+    assert fp8_row is not None
+    assert formatting.gib(432_853_249_024) in fp8_row.group(1)  # the stored size, not one byte a parameter
+    assert "as stored" in maverick
+    vision = client.get("/models/meta-llama/Llama-3.2-90B-Vision").text
+    assert "20 of the layers cross-attention to images" in vision
+
+
 def test_model_page_bars_use_benchmark_names(client: TestClient, sized: dict[str, str]) -> None:
     page = client.get("/models/acme/b70").text
     chart = page[page.index('aria-label="Normalized score per task"') :].split("</svg>")[0]

@@ -7,7 +7,7 @@ import typer
 
 from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
 from app.console.output import emit_json, fields, table
-from app.web.formatting import gib, parameter_limit, parameters, score
+from app.web.formatting import architecture_words, gib, parameter_limit, parameters, score
 
 models_cli = typer.Typer(help="Models in the registry.", no_args_is_help=True, rich_markup_mode=None)
 leaderboard_cli = typer.Typer(help="Score tables of a suite.", no_args_is_help=True, rich_markup_mode=None)
@@ -79,6 +79,9 @@ def models_show(
             ("licence", model.license),
             ("released", model.release_date),
             ("parameters", parameters(model.parameter_count)),
+            ("active", parameters(model.active_parameters) if model.active_parameters else None),
+            ("architecture", architecture_words(model)),
+            ("stored", gib(model.stored_weight_bytes) if model.stored_weight_bytes else None),
             ("context", f"{model.context_length:,} tokens" if model.context_length else None),
             ("precision", model.default_dtype),
             ("base model", model.base_model),

@@ -3,6 +3,10 @@
 import math
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports this module at start-up: no schemas loaded for a type
+    from app.registry.models.schemas import ModelRead
 
 # Decimal units, as model names use them (Llama 3.1 8B has 8.03e9 parameters).
 _UNITS = (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3))
@@ -93,3 +97,28 @@ def moment(value: datetime | None) -> str:
 def percent(fraction: float | None) -> str:
     """A runner's progress (0-1, as heartbeats report it) -> '42 %'."""
     return "—" if fraction is None else f"{fraction * 100:.0f} %"
+
+
+def architecture_words(model: "ModelRead") -> str | None:
+    """The shape in a line: layers and heads, the experts and image encoder a design adds, how it is stored."""
+    if model.num_layers is None or model.hidden_size is None:
+        return None
+    words = [f"{model.num_layers} layers of {model.hidden_size:,}"]
+    if model.num_attention_heads and model.num_kv_heads:
+        words.append(f"{model.num_attention_heads} heads ({model.num_kv_heads} for keys and values)")
+    components = model.components
+    if components is not None and components["design"] == "mllama":
+        words.append(f"{components['cross_attention_layers']} of the layers cross-attention to images")
+    if model.moe_experts_total and components is not None and components["design"] == "llama4":
+        step = components["moe_layer_step"]
+        where = {0: "no layer", 1: "every layer", 2: "every second layer"}.get(step, f"every {step}th layer")
+        words.append(f"{model.moe_experts_total} experts in {where}, {model.moe_experts_active or 1} active per token")
+    vision = components.get("vision") if components is not None and components["design"] != "llama" else None
+    if vision is not None:
+        words.append(f"an image encoder of {vision['num_layers']} layers of {vision['hidden_size']:,}")
+    quantization = components.get("quantization") if components is not None else None
+    if quantization is not None:
+        kept = len(quantization["kept_layers"])
+        part = "MLP" if quantization["weights"] == "mlp" else "routed experts"
+        words.append(f"stored with its {part} in {quantization['precision']} ({kept} layers kept in bf16)")
+    return "; ".join(words)

@@ -152,6 +152,7 @@ async def model_page(model: RepoIdDep, request: Request, session: SessionDep) ->
             )
         context: dict[str, Any] = {
             "model": record,
+            "architecture": formatting.architecture_words(record),
             "licence": licence,
             "hardware": hardware,
             "short_tokens": short_tokens,
