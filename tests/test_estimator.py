@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from app.catalog.loader import catalog_data
 from app.evaluations.requirements import evaluation_memory
 from app.hardware import estimator, parameters
 from app.hardware.catalog import GIB, accelerators
@@ -12,6 +13,7 @@ from app.hardware.estimator import Architecture
 from app.hardware.parameters import dense_parameter_count
 from app.tables import Model
 
+PRESETS = catalog_data()["architectures"]  # the shipped configs' figures, as the catalog records them
 LLAMA_31_8B = Architecture(4096, 32, 32, 8, intermediate_size=14336, vocab_size=128256)
 LLAMA_31_405B = Architecture(16384, 126, 128, 8, intermediate_size=53248, vocab_size=128256)
 
@@ -234,17 +236,7 @@ def test_rotary_buffers_are_counted_only_when_asked_and_one_layer_models_keep_a_
     assert estimator.largest_piece_bytes(one_layer, 5, 1000, "bf16") == 1200
 
 
-LLAMA4_VISION = {
-    "hidden_size": 1408,
-    "num_layers": 34,
-    "intermediate_size": 5632,
-    "patch_size": 14,
-    "image_size": 336,
-    "num_channels": 3,
-    "projector_input_dim": 4096,
-    "projector_output_dim": 4096,
-    "output_dim": 4096,
-}
+LLAMA4_VISION = PRESETS["llama4-scout"]["components"]["vision"]
 SCOUT = Architecture(5120, 48, 40, 8, intermediate_size=8192, vocab_size=202048, head_dim=128, moe_experts_total=16)
 
 
@@ -353,18 +345,7 @@ def test_every_design_needs_both_sizes_and_counts_in_whole_integers() -> None:
     assert all(type(count) is int for count in counts)  # patches: image // patch, never a fraction
 
 
-MLLAMA_VISION: Any = {
-    "hidden_size": 1280,
-    "num_layers": 32,
-    "num_global_layers": 8,
-    "intermediate_size": 5120,
-    "patch_size": 14,
-    "image_size": 560,
-    "num_channels": 3,
-    "max_num_tiles": 4,
-    "aspect_ratios": 8,
-    "output_dim": 7680,
-}
+MLLAMA_VISION = PRESETS["llama3.2-11b-vision"]["components"]["vision"]
 
 
 def test_llama4_without_moe_layers_is_dense_at_its_dense_width() -> None:

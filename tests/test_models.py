@@ -3,6 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from app.catalog.loader import catalog_data
 from app.hardware.catalog import GIB
 
 PROBLEM = "application/problem+json"
@@ -12,6 +13,17 @@ def repo_ids(client: TestClient, **params: object) -> list[str]:
     response = client.get("/v1/models", params={"limit": 200, **params})
     assert response.status_code == 200, response.text
     return [item["repo_id"] for item in response.json()["items"]]
+
+
+# Llama 3.1 8B's shape, as a registration states it.
+SHAPE_8B = {
+    "hidden_size": 4096,
+    "num_layers": 32,
+    "num_attention_heads": 32,
+    "num_kv_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+}
 
 
 @pytest.mark.usefixtures("catalog")
@@ -169,15 +181,7 @@ class TestCatalogModels:
 
 
 def test_ad_hoc_requirements(client: TestClient) -> None:
-    body = {
-        "hidden_size": 4096,
-        "num_layers": 32,
-        "num_attention_heads": 32,
-        "num_kv_heads": 8,
-        "intermediate_size": 14336,
-        "vocab_size": 128256,
-        "context_tokens": 8192,
-    }
+    body = {**SHAPE_8B, "context_tokens": 8192}
     report = client.post("/v1/requirements", json=body).json()
     assert (report["parameters"], report["parameters_source"]) == (8_030_261_248, "computed")
     assert report["inference"]["kv_cache"]["bytes"] == 8192 * 131_072
@@ -194,12 +198,7 @@ def test_register_update_and_bad_input(client: TestClient, publish_headers: dict
         "kind": "instruct",
         "family": "llama-3.1",
         "base_model": "meta-llama/Llama-3.1-8B-Instruct",
-        "hidden_size": 4096,
-        "num_layers": 32,
-        "num_attention_heads": 32,
-        "num_kv_heads": 8,
-        "intermediate_size": 14336,
-        "vocab_size": 128256,
+        **SHAPE_8B,
         "tags": ["acme"],
     }
     created = client.post("/v1/models", json=body, headers=publish_headers)
@@ -255,17 +254,6 @@ def test_lineage_cannot_loop(client: TestClient, publish_headers: dict[str, str]
     assert nulled.status_code == 422
 
 
-# Llama 3.1 8B's shape, as a registration states it.
-SHAPE_8B = {
-    "hidden_size": 4096,
-    "num_layers": 32,
-    "num_attention_heads": 32,
-    "num_kv_heads": 8,
-    "intermediate_size": 14336,
-    "vocab_size": 128256,
-}
-
-
 def test_patching_the_shape_recomputes_derived_figures(client: TestClient, publish_headers: dict[str, str]) -> None:
     body = {"repo_id": "acme/shape", "kind": "base", **SHAPE_8B}
     assert client.post("/v1/models", json=body, headers=publish_headers).json()["head_dim"] == 128
@@ -291,16 +279,17 @@ def test_unicode_search_agrees_across_databases(client: TestClient, publish_head
         assert repo_ids(client, q=query) == ["acme/emile"], query
 
 
+# Each size at the bound the registry accepts.
+HUGE_SHAPE = {
+    "hidden_size": 10_000_000,
+    "num_layers": 10_000_000,
+    "num_attention_heads": 10_000_000,
+    "num_kv_heads": 10_000_000,
+}
+
+
 def test_fits_filter_survives_absurd_but_valid_sizes(client: TestClient, publish_headers: dict[str, str]) -> None:
-    huge = {
-        "repo_id": "acme/huge",
-        "kind": "base",
-        "hidden_size": 10_000_000,
-        "num_layers": 10_000_000,
-        "num_attention_heads": 10_000_000,
-        "num_kv_heads": 10_000_000,
-        "parameter_count": 10**14,
-    }
+    huge = {"repo_id": "acme/huge", "kind": "base", **HUGE_SHAPE, "parameter_count": 10**14}
     assert client.post("/v1/models", json=huge, headers=publish_headers).status_code == 201
     assert "acme/huge" not in repo_ids(client, fits_accelerator="nvidia-h100-80gb", fits_context_tokens=10**9)
 
@@ -318,18 +307,7 @@ MLLAMA_11B = {
     "components": {
         "design": "mllama",
         "cross_attention_layers": 8,
-        "vision": {
-            "hidden_size": 1280,
-            "num_layers": 32,
-            "num_global_layers": 8,
-            "intermediate_size": 5120,
-            "patch_size": 14,
-            "image_size": 560,
-            "num_channels": 3,
-            "max_num_tiles": 4,
-            "aspect_ratios": 8,
-            "output_dim": 7680,
-        },
+        "vision": catalog_data()["architectures"]["llama3.2-11b-vision"]["components"]["vision"],
     },
 }
 FP8_MLP = {"method": "fbgemm_fp8", "precision": "fp8", "weights": "mlp", "kept_layers": [0, 31], "scale_bytes": 4}
@@ -401,10 +379,7 @@ def test_an_architecture_too_large_to_count_is_refused(client: TestClient, publi
     huge = {
         "repo_id": "acme/too-large",
         "kind": "base",
-        "hidden_size": 10_000_000,
-        "num_layers": 10_000_000,
-        "num_attention_heads": 10_000_000,
-        "num_kv_heads": 10_000_000,
+        **HUGE_SHAPE,
         "intermediate_size": 10_000_000,
         "vocab_size": 10_000_000,
     }

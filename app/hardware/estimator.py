@@ -58,7 +58,7 @@ def stored_precision(default_dtype: str | None) -> str:
 
 
 def dtypes_stored_as(precision: str) -> tuple[str, ...]:
-    """The recorded dtypes `stored_precision` reads as `precision` (None among them for the default)."""
+    """The recorded dtypes `stored_precision` reads as `precision` (a missing dtype reads as the default too)."""
     return tuple(dtype for dtype, stored in DTYPE_PRECISION.items() if stored == precision)
 
 

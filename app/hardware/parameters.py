@@ -158,17 +158,31 @@ def _mllama_text(arch: Architecture, components: MllamaComponents) -> int:
     return _embeddings(arch, _vocab(arch) + MLLAMA_IMAGE_TOKENS) + arch.num_layers * layer + cross * cross_extra
 
 
+def _patches(vision: MllamaVisionEncoder | Llama4VisionEncoder) -> int:
+    """Positions an image encoder embeds: (image // patch)^2 patches and the class token."""
+    return (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+
+
+def _patch_embedding(vision: MllamaVisionEncoder | Llama4VisionEncoder) -> int:
+    """A patch's pixels to the encoder's width, no bias (Mllama's Conv2d, Llama 4's unfold and linear alike)."""
+    return vision["num_channels"] * vision["patch_size"] ** 2 * vision["hidden_size"]
+
+
+def _vision_layer(vision: MllamaVisionEncoder | Llama4VisionEncoder, *, attention_bias: bool) -> int:
+    """q, k, v, o (with biases in Llama 4's encoder); fc1 and fc2 with biases; two LayerNorms with biases."""
+    h, f = vision["hidden_size"], vision["intermediate_size"]
+    return 4 * (h * h + (h if attention_bias else 0)) + (h * f + f) + (f * h + h) + 4 * h
+
+
 def _mllama_vision(vision: MllamaVisionEncoder, text_hidden: int) -> int:
     """MllamaVisionModel and the projector (vision_output_dim -> text hidden, with a bias)."""
-    h, f, tiles = vision["hidden_size"], vision["intermediate_size"], vision["max_num_tiles"]
-    patches = (vision["image_size"] // vision["patch_size"]) ** 2 + 1  # and the class token
+    h, tiles, patches = vision["hidden_size"], vision["max_num_tiles"], _patches(vision)
     ratio_rows = vision["aspect_ratios"] + 1  # nn.Embedding(max_aspect_ratio_id + 1, ...)
-    patch_embedding = vision["num_channels"] * vision["patch_size"] ** 2 * h  # Conv2d without a bias
     positions = patches * h + 1 + ratio_rows * tiles * patches * h  # gated: embedding, gate, tile embedding
     tile_positions = 2 * (ratio_rows * tiles * h + 1)  # pre- and post-tile, each with its gate
-    layer = 4 * h * h + (h * f + f) + (f * h + h) + 4 * h  # q, k, v, o; fc1, fc2 with biases; two LayerNorms
+    layer = _vision_layer(vision, attention_bias=False)
     encoder = vision["num_layers"] * layer + vision["num_global_layers"] * (layer + 2)  # global: two gates
-    tower = patch_embedding + h + positions + tile_positions + 2 * 2 * h + encoder  # h: the class embedding
+    tower = _patch_embedding(vision) + h + positions + tile_positions + 2 * 2 * h + encoder  # h: class embedding
     return tower + vision["output_dim"] * text_hidden + text_hidden
 
 
@@ -198,12 +212,9 @@ def _llama4_text(arch: Architecture, components: Llama4Components) -> int:
 
 
 def _llama4_vision(vision: Llama4VisionEncoder, text_hidden: int) -> int:
-    """Llama4VisionModel (every linear of its layers with a bias), its pixel-shuffle adapter, and the projector
-    (vision_output_dim -> text hidden, no bias)."""
-    h, f = vision["hidden_size"], vision["intermediate_size"]
-    patches = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
-    patch_embedding = vision["num_channels"] * vision["patch_size"] ** 2 * h  # an unfold and a linear, no bias
-    layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h
-    adapter = f * vision["projector_input_dim"] + vision["projector_output_dim"] ** 2  # fc1 reads intermediate_size
-    tower = patch_embedding + h + patches * h + 2 * 2 * h + vision["num_layers"] * layer + adapter
+    """Llama4VisionModel, its pixel-shuffle adapter, and the projector (vision_output_dim -> text hidden, no bias)."""
+    h = vision["hidden_size"]
+    layers = vision["num_layers"] * _vision_layer(vision, attention_bias=True)
+    adapter = vision["intermediate_size"] * vision["projector_input_dim"] + vision["projector_output_dim"] ** 2
+    tower = _patch_embedding(vision) + h + _patches(vision) * h + 2 * 2 * h + layers + adapter  # fc1 reads f
     return tower + vision["output_dim"] * text_hidden
