@@ -20,14 +20,13 @@ from evals import hardware
 from evals.client import ServerClient, ServerError
 from evals.config import RunnerConfig
 from evals.lm_eval_worker import model_key
-from evals.protocol import ClaimedJob, JobSpec, Outcome
+from evals.protocol import ClaimedJob, ClaimEnvelope, JobRefused, JobSpec, Outcome
 from evals.worker_handle import WorkerHandle
 
 AGENT_PID = "CORRAL_AGENT_PID"
 log = logging.getLogger("corral.runner")
 EVALS_DIR = Path(__file__).resolve().parent
 LOG_TAIL_BYTES = 4000
-CORRAL_SECRETS = {"CORRAL_RUNNER_TOKEN", "CORRAL_TOKEN"}
 
 
 SIGTERM_REASON = "The runner was asked to stop (SIGTERM) and handed the job back."
@@ -51,7 +50,10 @@ class Agent:
         try:
             while not self.stopping.is_set():
                 self._retire_idle_worker()
-                job = self.client.claim(0 if once or until_idle else self.config.claim_wait_seconds)
+                try:
+                    job = self.client.claim(0 if once or until_idle else self.config.claim_wait_seconds)
+                except JobRefused:
+                    continue  # the server was told why; nothing of it ran
                 if job is None:
                     if once or until_idle:
                         break
@@ -59,6 +61,8 @@ class Agent:
                 if self.stopping.is_set():  # SIGTERM came during the long-poll: this job was never started
                     self._release(job.attempt_id, job.lease_token, SIGTERM_REASON)
                     break
+                if self.refused(job):
+                    continue
                 self.execute(job)
                 self.flush_spool()
                 done += 1
@@ -67,6 +71,18 @@ class Agent:
         finally:
             self._stop_worker()
         return done
+
+    def refused(self, job: ClaimedJob) -> bool:
+        """A job that would run what this runner's operator has not consented to: refused, with the reason."""
+        if job.settings.trust_remote_code and not self.config.allow_remote_code:
+            reason = (
+                "corral-runner refused the job: it would run the revision's own code (trust_remote_code) and this "
+                "runner does not allow it; set allow_remote_code in its config, or take the trusted-code label off it"
+            )
+            envelope = ClaimEnvelope(attempt_id=job.attempt_id, lease_token=job.lease_token, job_id=job.job_id)
+            self.client.refuse(JobRefused(envelope, reason))
+            return True
+        return False
 
     def execute(self, job: ClaimedJob) -> None:
         workdir = (self.config.work_dir / job.attempt_id).resolve()  # the worker runs elsewhere: absolute
@@ -88,12 +104,12 @@ class Agent:
         (workdir / "spec.json").write_text(spec.model_dump_json())
         log_path = workdir / "log.txt"
         log_path.touch()
-        worker = self._worker_for(model_key(spec))
+        worker = self._worker_for(spec)
         try:
             worker.submit(workdir / "spec.json")
         except BrokenPipeError:  # it died while idle: a fresh one
             self._stop_worker()
-            worker = self._worker_for(model_key(spec))
+            worker = self._worker_for(spec)
             worker.submit(workdir / "spec.json")
         outcome = self._watch(worker, attempt, lease, workdir, job.heartbeat_seconds)
         if outcome != "finished":
@@ -138,23 +154,29 @@ class Agent:
         except (ServerError, httpx.TransportError) as exc:
             log.warning("could not report the failure of attempt %s: %s", attempt, exc)
 
-    def _worker_for(self, key: str) -> WorkerHandle:
-        """The running worker if it holds this model (or can load it), else a fresh one."""
+    def _worker_for(self, spec: JobSpec) -> WorkerHandle:
+        """The running worker if it holds this model (or can load it) with the same Hub token need, else a
+        fresh one."""
+        hub_token = spec.settings.needs_hub_token and spec.local_path is None
+        key = json.dumps([model_key(spec), hub_token])
         if self.worker is not None and (self.worker.key != key or not self.worker.alive()):
             self._stop_worker()  # another model: a fresh process returns all the device memory
         if self.worker is None:
-            # lm-eval runs task code (`!function` hooks): it gets no Corral credentials.
-            env = {key: value for key, value in os.environ.items() if key not in CORRAL_SECRETS}
-            # The agent's pid: a worker whose agent died before it could ask to die with it exits at once.
-            env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", AGENT_PID: str(os.getpid())}
-            if self.config.hf_token is not None:
-                env["HF_TOKEN"] = self.config.hf_token.get_secret_value()
-            if self.config.hf_cache_dir is not None:
-                env["HF_HOME"] = str(self.config.hf_cache_dir)
+            # lm-eval runs task code (`!function` hooks): named variables only, no Corral credential, the Hub
+            # token only for weights that may need it. The agent's pid: a worker whose agent died before it
+            # could ask to die with it exits at once.
+            env = self.config.job_environment(needs_hub_token=hub_token, local=True) | {AGENT_PID: str(os.getpid())}
             self.config.work_dir.mkdir(parents=True, exist_ok=True)
-            self.worker = WorkerHandle(key, env, self.config.work_dir / "worker.log")
+            hidden = self._private_paths() if self.config.sandbox else []
+            self.worker = WorkerHandle(key, env, self.config.work_dir / "worker.log", hidden=hidden)
             log.info("started an lm-eval worker (pid %d)", self.worker.process.pid)
         return self.worker
+
+    def _private_paths(self) -> list[Path]:
+        """The runner's own files, made before the sandbox closes over them (one made later would be out of
+        the sandbox's reach in the other direction: the worker could not see that it must not touch it)."""
+        self.config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.config.private_paths()
 
     def _stop_worker(self) -> None:
         if self.worker is not None:

@@ -2,8 +2,10 @@
 
 import json
 import logging
+import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ import typer
 from evals import hardware
 from evals.client import ServerClient, ServerError
 from evals.config import RunnerConfig
+from evals.environment import never_passed
 
 cli = typer.Typer(
     name="corral-runner",
@@ -110,6 +113,7 @@ def run(
     from evals.agent import Agent
     from evals.cluster_agent import ClusterAgent
 
+    _keep_secrets_out_of_sight()
     _configure_logging()
     settings = _load(config)
     if hand_back_on_sigterm is not None:
@@ -166,6 +170,19 @@ def doctor(config: ConfigOption = None) -> None:
             line(True, "no CUDA device: jobs run on the CPU")
     except ImportError:
         line(False, "torch not installed")
+    if settings.sandbox:
+        from evals.sandbox import abi_version
+
+        abi = abi_version()
+        line(
+            abi > 0,
+            f"sandbox: Landlock ABI {abi} hides this runner's files from jobs"
+            if abi
+            else "sandbox: this kernel has no Landlock (Linux 5.13+): jobs could read this runner's files; "
+            "upgrade the kernel, or set sandbox: false to accept that",
+        )
+    else:
+        typer.echo("     sandbox: off (sandbox: false): jobs can read this runner's files")
     for device in hardware.detect():
         typer.echo(
             f"     accelerator {device['kind']} x{device['count']}: {device['memory_bytes'] / 2**30:.1f} GiB each"
@@ -202,6 +219,32 @@ def _require_runner_extra() -> None:
             err=True,
         )
         raise typer.Exit(2)
+
+
+SECRETS_FD = "CORRAL_RUNNER_SECRETS_FD"
+
+
+def _keep_secrets_out_of_sight() -> None:
+    """The agent's secrets given in its environment (CORRAL_RUNNER_TOKEN, HF_TOKEN, whatever CORRAL_* the shell
+    held) would stay readable for its whole life in /proc/<pid>/environ, which a job's code on this machine can
+    read: the agent starts itself again without them and takes them back through a pipe, into memory only."""
+    inherited = os.environ.pop(SECRETS_FD, None)
+    if inherited is not None:
+        with os.fdopen(int(inherited), "rb") as pipe:
+            os.environ.update(json.loads(pipe.read()))
+        return
+    secrets = {name: value for name, value in os.environ.items() if never_passed(name)}
+    payload = json.dumps(secrets).encode()
+    if not secrets or len(payload) > 60_000:  # nothing to hide, or more than a pipe holds unread
+        return
+    read, write = os.pipe()
+    os.write(write, payload)
+    os.close(write)
+    os.set_inheritable(read, True)
+    environment = {name: value for name, value in os.environ.items() if name not in secrets} | {SECRETS_FD: str(read)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
 
 
 def _configure_logging() -> None:

@@ -1,13 +1,16 @@
 """The runner protocol over HTTP: the only way the agent talks to Corral (it never sees the database)."""
 
 import json
+import logging
 import re
 import time
 from typing import Any
 
 import httpx
 
-from evals.protocol import ClaimedJob
+from evals.protocol import ClaimedJob, JobRefused, read_claim
+
+log = logging.getLogger("corral.runner")
 
 RETRYABLE = {429, 502, 503, 504}
 
@@ -67,7 +70,21 @@ class ServerClient:
         """The next job for this runner, waiting up to `wait` seconds; `free`: what a cluster has free now."""
         body = {"free": free} if free is not None else None
         response = self._request("POST", "/v1/runner/jobs/claim", params={"wait": wait}, json=body, timeout=wait + 30)
-        return None if response.status_code == 204 else ClaimedJob.model_validate(self._json(response))
+        if response.status_code == 204:
+            return None
+        try:
+            return read_claim(self._json(response))
+        except JobRefused as refused:
+            self.refuse(refused)
+            raise
+
+    def refuse(self, refused: JobRefused) -> None:
+        """Tell the server this runner will not run the job it handed over (harness_error, with the reason)."""
+        log.warning("attempt %s refused: %s", refused.envelope.attempt_id, refused.reason)
+        try:
+            self.fail(refused.envelope.attempt_id, refused.envelope.lease_token, "harness_error", refused.reason)
+        except (ServerError, httpx.TransportError) as exc:  # the lease lapses and the reaper requeues it
+            log.warning("could not report the refusal of attempt %s: %s", refused.envelope.attempt_id, exc)
 
     def heartbeat(
         self, attempt: str, lease: str, progress: dict[str, Any], external_ref: str | None = None

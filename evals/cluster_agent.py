@@ -21,13 +21,13 @@ import httpx
 from pydantic import BaseModel
 
 from evals import hardware
-from evals.agent import CORRAL_SECRETS, SIGTERM_REASON, Agent
+from evals.agent import SIGTERM_REASON, Agent
 from evals.client import ServerClient, ServerError
 from evals.config import RunnerConfig
 from evals.executors import engine_for
 from evals.executors.base import FINISHED, ClusterEngine, ClusterJob, EngineError, Submission, job_name
 from evals.executors.settings import KubernetesExecutor, SlurmExecutor
-from evals.protocol import ClaimedJob, JobPlacement, JobSpec, Outcome
+from evals.protocol import ClaimedJob, JobPlacement, JobRefused, JobSpec, Outcome, Sandbox
 
 log = logging.getLogger("corral.runner.cluster")
 LOST_LEASE = (403, 404, 409)
@@ -42,6 +42,7 @@ class HeldAttempt(BaseModel):
     heartbeat_seconds: float
     placement: JobPlacement
     required_memory_bytes: int = 0
+    needs_hub_token: bool = True  # the weights may need the runner's Hub token
     ref: str | None = None  # the engine's id once submitted
     pending_since: float | None = None  # wall clock: it must survive a restart
 
@@ -138,10 +139,13 @@ class ClusterAgent(Agent):
             return None
         wait = 0 if self.held or no_wait else self.config.claim_wait_seconds
         try:
-            return self.client.claim(wait, free)
+            job = self.client.claim(wait, free)
+        except JobRefused:
+            return None  # the server was told why; nothing of it was submitted
         except (ServerError, httpx.TransportError) as exc:
             log.warning("claim failed: %s", exc)
             return None
+        return None if job is not None and self.refused(job) else job
 
     def _state_path(self, attempt_id: str) -> Path:
         return self.state_dir / f"{attempt_id}.json"
@@ -164,11 +168,13 @@ class ClusterAgent(Agent):
         job_dir = self._job_dir(job.attempt_id)
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
+        local_path = self._local_path(job.model)
         spec = JobSpec.of(  # no lease token: the job talks to no one
             job,
             include_path=job.include_path,  # relative: evals.cluster_job resolves it on the compute node
-            local_path=self._local_path(job.model),
+            local_path=local_path,
             device=self.config.device,
+            sandbox=self._sandbox(job_dir),
         )
         (job_dir / "spec.json").write_text(spec.model_dump_json())
         held = HeldAttempt(
@@ -178,6 +184,7 @@ class ClusterAgent(Agent):
             heartbeat_seconds=job.heartbeat_seconds,
             placement=job.placement,
             required_memory_bytes=job.required_memory_bytes,
+            needs_hub_token=job.settings.needs_hub_token and local_path is None,
         )
         self._save(held)
         self.held[held.name] = Tending(held)
@@ -193,8 +200,9 @@ class ClusterAgent(Agent):
                     job_dir=self._job_dir(held.attempt_id),
                     placement=held.placement,
                     gpus_per_node=held.placement.tensor_parallel,
-                    env=self._job_env(),
+                    env=self.config.job_environment(needs_hub_token=held.needs_hub_token, local=False),
                     required_memory_bytes=held.required_memory_bytes,
+                    needs_hub_token=held.needs_hub_token,
                 )
             )
         except EngineError as exc:  # this runner's cluster refused it: another runner may take the job
@@ -207,16 +215,13 @@ class ClusterAgent(Agent):
         log.info("attempt %s submitted as %s", held.attempt_id, submitted.ref)
         self._heartbeat(tending, f"submitted to {self.engine.name}, {self._ref_words(submitted)}")
 
-    def _job_env(self) -> dict[str, str]:
-        """The environment the engine's submit command runs in (sbatch passes it on): no Corral credential."""
-        env = {key: value for key, value in os.environ.items() if key not in CORRAL_SECRETS}
-        env = {key: value for key, value in env.items() if not key.startswith("CORRAL_RUNNER_")}
-        env |= {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-        if self.config.hf_token is not None:
-            env["HF_TOKEN"] = self.config.hf_token.get_secret_value()
-        if self.config.hf_cache_dir is not None:
-            env["HF_HOME"] = str(self.config.hf_cache_dir)
-        return env
+    def _sandbox(self, job_dir: Path) -> Sandbox | None:
+        """What the job must not reach where it runs: this runner's files, should the node see them (a shared
+        home), and the other jobs' directories on the shared storage."""
+        if not self.config.sandbox:
+            return None
+        hidden = [*self.config.private_paths(), self.settings.work_dir]
+        return Sandbox(hidden=[str(path) for path in hidden], kept=[str(job_dir)])
 
     def adopt(self) -> None:
         """The attempts a previous agent held: tended again from the next tick (a lost lease cancels the job)."""

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from evals.lm_eval_worker import Worker, mark_done, redirect_output, run_job, say
-from evals.protocol import JobSpec, Outcome
+from evals.lm_eval_worker import Worker, enter_sandbox, mark_done, redirect_output, run_job, say
+from evals.protocol import JobSpec, Outcome, Sandbox
 
 EVALS_DIR = Path(__file__).resolve().parent
 RAY_START_SECONDS = 300
@@ -42,7 +42,7 @@ def allocation_nodes() -> list[str]:
 class RayCluster:
     """A Ray cluster over the allocation's nodes for the length of one job."""
 
-    def __init__(self, job_dir: Path, gpus_per_node: int) -> None:
+    def __init__(self, job_dir: Path, gpus_per_node: int, sandbox: Sandbox | None) -> None:
         self.nodes = allocation_nodes()
         self.gpus = gpus_per_node
         self.address = f"{socket.gethostbyname(socket.gethostname())}:{free_port()}"
@@ -52,7 +52,21 @@ class RayCluster:
         others = len(self.nodes) - 1
         head = [ray, "start", "--head", f"--node-ip-address={head_ip}", f"--port={port}", gpus, *RAY_QUIET]
         srun = ["srun", "--overlap", f"--nodes={others}", f"--ntasks={others}", "--ntasks-per-node=1"]
-        worker = [*srun, f"--exclude={self.nodes[0]}", ray, "start", f"--address={self.address}", gpus, "--block"]
+        # The other nodes' Ray runs the model's pipeline stages: in the same sandbox as this one.
+        sealed = (
+            []
+            if sandbox is None
+            else [
+                sys.executable,
+                "-m",
+                "evals.sandbox",
+                *(f"--hide={path}" for path in sandbox.hidden),
+                *(f"--keep={path}" for path in sandbox.kept),
+                "--",
+            ]
+        )
+        worker = [*srun, f"--exclude={self.nodes[0]}", *sealed, ray, "start", f"--address={self.address}", gpus]
+        worker.append("--block")
         self.workers: subprocess.Popen[bytes] | None = None
         with (job_dir / "ray.log").open("ab") as output:
             self.head = subprocess.Popen(head, stdout=output, stderr=subprocess.STDOUT)
@@ -114,12 +128,14 @@ def main(spec_path: Path) -> int:
         spec = spec.model_copy(update={"include_path": str(EVALS_DIR / spec.include_path)})
         spec_path.write_text(spec.model_dump_json())
     placement = spec.placement
+    worker = Worker()
+    worker.sandbox_note = enter_sandbox(spec.sandbox)  # before anything of the job runs, Ray's head included
     if placement.pipeline_parallel == 1:
-        return run_job(Worker(), spec_path)
+        return run_job(worker, spec_path)
     redirect_output(job_dir / "log.txt")
     ray = None
     try:
-        ray = RayCluster(job_dir, placement.tensor_parallel)
+        ray = RayCluster(job_dir, placement.tensor_parallel, spec.sandbox)
         seen = ray.wait()
     except Exception as error:  # the allocation, not the model: worth a try elsewhere
         if ray is not None:
@@ -132,7 +148,7 @@ def main(spec_path: Path) -> int:
     try:
         say(f"corral: Ray cluster of {seen['nodes']:.0f} nodes, {seen['GPU']:.0f} GPUs at {ray.address}")
         os.environ["RAY_ADDRESS"] = ray.address
-        return run_job(Worker(), spec_path)
+        return run_job(worker, spec_path)
     finally:
         ray.stop()
 

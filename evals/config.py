@@ -4,8 +4,9 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from evals.environment import job_environment, never_passed
 from evals.executors.settings import Executor, LocalExecutor
 
 
@@ -42,12 +43,42 @@ class RunnerConfig(BaseModel):
         default_factory=LocalExecutor,
         description="Where jobs run: this machine (local), through Slurm (slurm) or as Kubernetes Jobs (kubernetes).",
     )
+    allow_remote_code: bool = Field(
+        default=False,
+        description="Run jobs whose revision an admin trusted (trust_remote_code): the repository's own Python runs "
+        "here. The server sends such jobs only to runners labelled trusted-code; this is the operator's consent.",
+    )
+    sandbox: bool = Field(
+        default=True,
+        description="Hide this runner's config, spool and lease files from lm-eval (Landlock, Linux 5.13+).",
+    )
+    job_env_passthrough: list[str] = Field(
+        default_factory=list, description="More variables a job gets from the agent's environment, by name."
+    )
+    job_env: dict[str, str] = Field(default_factory=dict, description="Variables set for every job.")
+    _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("spool_dir", "work_dir", "hf_cache_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # The lm-eval child runs in another directory: a relative path would point elsewhere there.
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("job_env_passthrough", "job_env")
+    @classmethod
+    def _no_secret_for_jobs(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        refused = sorted(name for name in value if never_passed(name))
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: a job never gets Corral's settings or the Hub token this way")
+        return value
+
+    @model_validator(mode="after")
+    def _spool_beside_the_work(self) -> "RunnerConfig":
+        # Jobs' directories are made under work_dir as they come; the sandbox hides the spool, and nothing new
+        # can be made in a folder on the way to a hidden one.
+        if self.spool_dir == self.work_dir or self.spool_dir.is_relative_to(self.work_dir):
+            raise ValueError("spool_dir must not be work_dir or lie inside it")
+        return self
 
     @model_validator(mode="after")
     def _private_state_apart(self) -> "RunnerConfig":
@@ -75,7 +106,32 @@ class RunnerConfig(BaseModel):
         state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "corral-runner"
         data.setdefault("spool_dir", str(state / "spool"))
         data.setdefault("work_dir", str(state / "work"))
-        return cls.model_validate(data)
+        config = cls.model_validate(data)
+        config._path = path.expanduser().resolve() if path.exists() else None
+        return config
+
+    @property
+    def path(self) -> Path | None:
+        """The file this configuration was read from (it holds the runner's token), if any."""
+        return self._path
+
+    def private_paths(self) -> list[Path]:
+        """What no job may read or write: the config file, the spool (lease tokens, results on their way) and the
+        agent's state (a cluster runner's lease files)."""
+        paths = [self.spool_dir] if self.executor.kind == "local" else [self.spool_dir, self.work_dir / "attempts"]
+        return [self._path, *paths] if self._path is not None else paths
+
+    def job_environment(self, *, needs_hub_token: bool, local: bool) -> dict[str, str]:
+        """The environment of one job (evals/environment.py): named variables, the Hub token only if needed."""
+        token = self.hf_token.get_secret_value() if self.hf_token is not None and needs_hub_token else None
+        return job_environment(
+            os.environ,
+            passthrough=self.job_env_passthrough,
+            extra=self.job_env,
+            hf_cache_dir=str(self.hf_cache_dir) if self.hf_cache_dir is not None else None,
+            hf_token=token,
+            local=local,
+        )
 
     def save(self, path: Path | None = None) -> Path:
         path = path or default_path()
@@ -84,6 +140,10 @@ class RunnerConfig(BaseModel):
         document["token"] = self.token.get_secret_value()
         if self.hf_token is not None:
             document["hf_token"] = self.hf_token.get_secret_value()
-        path.write_text(json.dumps(document, indent=2))
-        path.chmod(0o600)  # it holds the runner's token
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        # Mode 600 from the first byte (it holds the runner's token), and whole or not at all.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(json.dumps(document, indent=2))
+        partial.replace(path)
         return path

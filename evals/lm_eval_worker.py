@@ -1,5 +1,6 @@
-"""The child process that runs lm-eval for the agent: `python -m evals.lm_eval_worker --worker` (jobs named on stdin,
-one after another) or `python -m evals.lm_eval_worker SPEC.json` (one job).
+"""The child process that runs lm-eval for the agent: `python -m evals.lm_eval_worker --worker [--hide PATH]...
+[--scratch DIR]` (jobs named on stdin, one after another, in a sandbox that hides the runner's files) or
+`python -m evals.lm_eval_worker SPEC.json` (one job).
 
 It runs apart from the agent so that a cancel can kill it and a crash (or CUDA out of memory) cannot take the
 agent down. As a worker it keeps the last model loaded: the next job of the same model (another shard of the
@@ -18,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from evals.protocol import JobSpec, Outcome
+from evals.protocol import JobSpec, Outcome, Sandbox
 
 
 def say(line: str) -> None:
@@ -89,6 +90,8 @@ def model_args(spec: JobSpec) -> str:
             # Passed through lm-eval's **kwargs to vllm.LLM: stages on the nodes of a Ray cluster.
             parts.append(f"pipeline_parallel_size={placement.pipeline_parallel}")
             parts.append("distributed_executor_backend=ray")
+        if settings.trust_remote_code:
+            parts.append("trust_remote_code=True")
         return ",".join(parts)
     if precision in QUANTIZED:
         parts.append(f"quantization=bitsandbytes-{precision}")  # recorded; applied in Worker.model
@@ -96,6 +99,8 @@ def model_args(spec: JobSpec) -> str:
         parts.append("parallelize=True")  # accelerate places the layers across the visible GPUs
     elif spec.device:
         parts.append(f"device={spec.device}")
+    if settings.trust_remote_code:  # an admin trusted this commit's code; off (lm-eval's default) otherwise
+        parts.append("trust_remote_code=True")
     return ",".join(parts)
 
 
@@ -168,10 +173,11 @@ def quantized_hf_model(spec: JobSpec) -> Any:
         config = BitsAndBytesConfig(load_in_8bit=True)
     else:
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    trusted = spec.settings.trust_remote_code
     model = AutoModelForCausalLM.from_pretrained(
-        source, revision=revision, quantization_config=config, device_map="auto"
+        source, revision=revision, quantization_config=config, device_map="auto", trust_remote_code=trusted
     )
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trusted)
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.settings.batch_size)
 
 
@@ -187,6 +193,7 @@ class Worker:
         self.lm: Any = None
         self.key: str | None = None
         self.task_managers: dict[str | None, Any] = {}  # by include path; each load builds fresh task objects
+        self.sandbox_note: str | None = None  # what the sandbox hides, said in every job's log
 
     def model(self, spec: JobSpec) -> tuple[Any, bool]:
         """The job's model, and whether it was loaded already."""
@@ -228,6 +235,8 @@ class Worker:
             settings = spec.settings
             tasks = [task.name for task in spec.tasks]
             fewshot = {task.num_fewshot for task in spec.tasks}
+            if self.sandbox_note:
+                say(self.sandbox_note)
             say(f"corral: lm-eval {settings.backend} on {tasks} with {model_args(spec)}")
             lm, warm = self.model(spec)  # before the task index: weights that will not load fail in seconds
             say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
@@ -259,7 +268,7 @@ class Worker:
                 fewshot_random_seed=settings.seed,
                 apply_chat_template=settings.apply_chat_template,
                 fewshot_as_multiturn=settings.fewshot_as_multiturn,
-                gen_kwargs=settings.gen_kwargs,
+                gen_kwargs=settings.gen_kwargs.as_arguments() if settings.gen_kwargs is not None else None,
                 log_samples=True,
                 task_manager=manager,
             )
@@ -351,10 +360,24 @@ def die_with_the_agent() -> None:
         sys.exit(0)
 
 
-def serve(worker: Worker) -> int:
+def enter_sandbox(sandbox: Sandbox | None) -> str | None:
+    """Hide the runner's own files from everything this process will run (evals/sandbox.py), before any job is
+    read; what it hid, for the job's log."""
+    if sandbox is None or not sandbox.hidden:
+        return None
+    from evals.sandbox import SandboxUnavailable, seal
+
+    try:
+        return f"corral: sandbox: {seal(sandbox.hidden, sandbox.kept).describe()}"
+    except SandboxUnavailable as missing:
+        return f"corral: sandbox: none ({missing}); lm-eval can read this runner's files"
+
+
+def serve(worker: Worker, sandbox: Sandbox | None = None) -> int:
     """Jobs from stdin, one spec path per line, until stdin closes; a failed job ends the process, since a
     model that failed (CUDA out of memory above all) may have left the device in a state not worth keeping."""
     die_with_the_agent()
+    worker.sandbox_note = enter_sandbox(sandbox)
     between_jobs = os.dup(1)  # the agent's worker.log: where output goes when no job runs
     while line := sys.stdin.readline():
         code = run_job(worker, Path(line.strip()))
@@ -365,7 +388,16 @@ def serve(worker: Worker) -> int:
     return 0
 
 
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["--worker"]:
+        return run_job(Worker(), Path(argv[0]))
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m evals.lm_eval_worker --worker")
+    parser.add_argument("--hide", action="append", default=[], help="a path of the runner's lm-eval may not touch")
+    arguments = parser.parse_args(argv[1:])
+    return serve(Worker(), Sandbox(hidden=arguments.hide))
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--worker"]:
-        sys.exit(serve(Worker()))
-    sys.exit(run_job(Worker(), Path(sys.argv[1])))
+    sys.exit(main(sys.argv[1:]))

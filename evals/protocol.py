@@ -1,57 +1,49 @@
-"""The agent's own copy of the runner protocol's documents (it never imports the server), and the job spec it
-hands to the lm-eval worker. Unknown fields are ignored: a newer server may send more than this agent reads."""
+"""The runner protocol's documents as the agent reads them (app/wire: the one package it shares with the server,
+so the server's rules are checked again here), and the job spec it hands to the lm-eval worker."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError
 
+from app.wire.job import ClaimedJob, ClaimedTask, ClaimEnvelope, JobPlacement, JobSettings, Wire
 
-class Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ClaimedTask(Wire):
-    name: str
-    num_fewshot: int
-
-
-class JobSettings(Wire):
-    precision: str
-    backend: str
-    batch_size: str
-    apply_chat_template: bool
-    fewshot_as_multiturn: bool
-    num_fewshot: int | None
-    limit: int | float | None
-    seed: int
-    gen_kwargs: dict[str, bool | int | float | str] | None
-    harness_version: str
+__all__ = [
+    "ClaimEnvelope",
+    "ClaimedJob",
+    "ClaimedTask",
+    "JobPlacement",
+    "JobRefused",
+    "JobSettings",
+    "JobSpec",
+    "Outcome",
+    "Sandbox",
+]
 
 
-class JobPlacement(Wire):
-    """How the server's fit rule spreads the job over this runner's devices."""
+class JobRefused(Exception):
+    """A claimed job this runner will not run: the server is told why (harness_error) and nothing of it runs."""
 
-    tensor_parallel: int = 1
-    pipeline_parallel: int = 1
+    def __init__(self, envelope: ClaimEnvelope, reason: str) -> None:
+        super().__init__(reason)
+        self.envelope = envelope
+        self.reason = reason
 
 
-class ClaimedJob(Wire):
-    """What a claim hands over: the job, and the lease the agent keeps alive."""
+def read_claim(document: object) -> ClaimedJob:
+    """The claim, held to the wire's rules; JobRefused (with what is needed to answer it) when it breaks one."""
+    envelope = ClaimEnvelope.model_validate(document)
+    try:
+        return ClaimedJob.model_validate(document)
+    except ValidationError as error:
+        reasons = [
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()[:5]
+        ]
+        raise JobRefused(envelope, "corral-runner refused the job: " + "; ".join(reasons)) from None
 
-    attempt_id: str
-    attempt_number: int
-    lease_token: str
-    heartbeat_seconds: float
-    job_id: str
-    evaluation_id: str
-    shard_index: int
-    model: str
-    revision: str
-    suite: str
-    suite_version: str
-    include_path: str | None
-    tasks: list[ClaimedTask]
-    settings: JobSettings
-    required_memory_bytes: int
-    placement: JobPlacement = Field(default_factory=JobPlacement)
+
+class Sandbox(Wire):
+    """What the lm-eval process must not reach on its machine (evals/sandbox.py): the runner's own files."""
+
+    hidden: list[str] = Field(default_factory=list, description="Absolute paths: neither read nor written.")
+    kept: list[str] = Field(default_factory=list, description="Absolute paths under `hidden` it keeps (its job).")
 
 
 class JobSpec(Wire):
@@ -68,9 +60,18 @@ class JobSpec(Wire):
     include_path: str | None = Field(default=None, description="Absolute: the task files on this machine.")
     local_path: str | None = Field(default=None, description="The weights in a local directory, not the Hub.")
     device: str | None = None
+    sandbox: Sandbox | None = Field(default=None, description="For a cluster job: applied on its compute node.")
 
     @classmethod
-    def of(cls, job: ClaimedJob, *, include_path: str | None, local_path: str | None, device: str | None) -> "JobSpec":
+    def of(
+        cls,
+        job: ClaimedJob,
+        *,
+        include_path: str | None,
+        local_path: str | None,
+        device: str | None,
+        sandbox: Sandbox | None = None,
+    ) -> "JobSpec":
         return cls(
             attempt_id=job.attempt_id,
             job_id=job.job_id,
@@ -82,6 +83,7 @@ class JobSpec(Wire):
             include_path=include_path,
             local_path=local_path,
             device=device,
+            sandbox=sandbox,
         )
 
 

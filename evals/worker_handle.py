@@ -13,12 +13,14 @@ KILL_GRACE_SECONDS = 10
 
 
 class WorkerHandle:
-    def __init__(self, key: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, key: str, env: dict[str, str], log_path: Path, *, hidden: list[Path]) -> None:
         self.key = key  # jobs with this model key can run here (evals.lm_eval_worker.model_key)
         self.idle_since = time.monotonic()
+        command = [sys.executable, "-m", "evals.lm_eval_worker", "--worker"]
+        command += [argument for path in hidden for argument in ("--hide", str(path))]
         with log_path.open("ab") as output:  # what the worker prints between jobs
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "evals.lm_eval_worker", "--worker"],
+                command,
                 stdin=subprocess.PIPE,
                 stdout=output,
                 stderr=subprocess.STDOUT,

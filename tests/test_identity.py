@@ -40,6 +40,15 @@ def test_the_hash_is_sha256_of_the_canonical_json() -> None:
     assert json.loads(CANONICAL) == CONFIG
 
 
+def test_code_trust_is_written_only_when_given_so_older_identities_stay() -> None:
+    """`trust_remote_code` came later: a config without it hashes as before (CANONICAL has no such key), and one
+    with it is another evaluation."""
+    assert "trust_remote_code" not in CANONICAL
+    trusted = EvaluationConfig(**CONFIG, trust_remote_code=True)
+    assert config_hash(trusted) != config_hash(CONFIG)
+    assert json.dumps(trusted, sort_keys=True, separators=(",", ":")).endswith('"trust_remote_code":true}')
+
+
 def test_key_order_never_splits_an_identity() -> None:
     reordered = EvaluationConfig(**dict(reversed(list(CONFIG.items()))))  # type: ignore[typeddict-item]
     assert list(reordered) != list(CONFIG)
@@ -61,6 +70,7 @@ def test_every_setting_changes_the_identity() -> None:
         "limit": None,
         "seed": 1235,
         "gen_kwargs": None,
+        "trust_remote_code": True,
     }
     assert set(changed) == set(EvaluationConfig.__annotations__)
     digests = {config_hash(EvaluationConfig(**(CONFIG | {key: value}))) for key, value in changed.items()}  # type: ignore[typeddict-item]

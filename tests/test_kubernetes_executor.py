@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,16 @@ def test_the_job_runs_lm_eval_once_on_the_gpus_it_was_placed_on_with_its_secret_
     assert container["command"] == ["python", "-m", "evals.cluster_job", str(tmp_path / "shared" / "a1" / "spec.json")]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
-    assert mounts == {"work": str(tmp_path / "shared"), "dshm": "/dev/shm"}
+    # Its own directory of the shared volume only: no other job's spec, log or results.
+    assert mounts == {"work": str(tmp_path / "shared" / "a1"), "dshm": "/dev/shm"}
+    [work] = [mount for mount in container["volumeMounts"] if mount["name"] == "work"]
+    assert work["subPath"] == "a1"
+    # Nothing lm-eval runs can gain privileges in the pod.
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes["work"]["persistentVolumeClaim"] == {"claimName": "corral-work"}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
@@ -111,6 +121,24 @@ def test_the_job_runs_lm_eval_once_on_the_gpus_it_was_placed_on_with_its_secret_
     for request in api.requests():
         assert HF_SECRET_VALUE not in request.text
         assert "kube-bearer-token-of-the-runner" not in request.text
+
+
+def test_the_hub_token_secret_reaches_only_jobs_whose_weights_may_need_it(api: KubeAPI, tmp_path: Path) -> None:
+    engine = Kubernetes(settings(api, tmp_path, hf_token_secret="hf-token", run_as_user=1000), "runner-1")
+    public = submission(tmp_path, attempt="p1")
+    engine.submit(replace(public, needs_hub_token=False, env={"PYTHONUNBUFFERED": "1"}))
+    engine.submit(submission(tmp_path, attempt="g1"))
+
+    def container(name: str) -> dict[str, Any]:
+        job = api.get("batch/v1/jobs", name)
+        assert job is not None
+        [found] = job["spec"]["template"]["spec"]["containers"]
+        return dict(found)
+
+    assert "HF_TOKEN" not in {entry["name"] for entry in container("corral-p1")["env"]}
+    assert "HF_TOKEN" in {entry["name"] for entry in container("corral-g1")["env"]}
+    assert container("corral-g1")["securityContext"]["runAsUser"] == 1000
+    assert container("corral-g1")["securityContext"]["runAsNonRoot"] is True
 
 
 def test_a_second_submit_adopts_the_job_and_a_stranger_of_that_name_is_refused(api: KubeAPI, tmp_path: Path) -> None:

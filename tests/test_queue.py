@@ -654,3 +654,38 @@ def test_runner_contact_is_written_for_that_runner_at_most_once_per_interval(
 
     asyncio.run(in_unit_of_work(fast_settings, forget_contact))
     assert contact(start + 3 * interval, forget=False)["polling"] is None
+
+
+def test_a_claim_carries_the_code_trust_of_its_revision_now_and_whether_the_weights_may_need_a_hub_token(
+    queue_client: TestClient, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    client = queue_client
+    sha = make_model(client, publish_headers)
+    public = client.post(
+        "/v1/models/corral-test/tiny-llama/revisions",
+        json={"sha": "b" * 40, "snapshot": {"gated": False, "private": False}},
+        headers=publish_headers,
+    )
+    assert public.status_code == 201, public.text
+    _, runner = make_runner(
+        client, admin_headers, "cpu-1", memory_gib=8, labels=("trusted-code",), max_concurrent_jobs=4
+    )
+    trust = "/v1/models/corral-test/tiny-llama/revisions/{}/code-trust"
+    assert client.put(trust.format(sha), json={"reason": "read it"}, headers=admin_headers).status_code == 200
+    trusted = request_smoke(client, publish_headers, sha)
+    assert trusted["config"]["trust_remote_code"] is True
+    untrusted = request_smoke(client, publish_headers, "b" * 40)
+    assert "trust_remote_code" not in untrusted["config"]
+
+    seen: dict[str, list[dict[str, Any]]] = {trusted["id"]: [], untrusted["id"]: []}
+    while (found := claim(client, runner)) is not None:
+        seen[found["evaluation_id"]].append(found["settings"])
+        if len(seen[trusted["id"]]) == 1 and found["evaluation_id"] == trusted["id"]:
+            # Withdrawn between its two shards' claims: the second runs without the repository's code.
+            assert client.delete(trust.format(sha), headers=admin_headers).status_code == 204
+    first, second = seen[trusted["id"]]
+    # A revision recorded by hand says nothing of gating: the token may be needed.
+    assert (first["trust_remote_code"], first["needs_hub_token"]) == (True, True)
+    assert (second["trust_remote_code"], second["needs_hub_token"]) == (False, True)
+    # The Hub said public and not gated: no token for these weights, and no code was ever trusted.
+    assert [(s["trust_remote_code"], s["needs_hub_token"]) for s in seen[untrusted["id"]]] == [(False, False)] * 2

@@ -254,7 +254,9 @@ def test_a_runner_reports_a_refused_upload_as_a_harness_error(
         "/v1/evaluations", json={"model": REPO, "revision": sha, "suite": "smoke"}, headers=publish_headers
     ).json()
     claimed = client.post("/v1/runner/jobs/claim", headers=runner).json()
-    config = RunnerConfig(server="http://testserver", token="crl_x", spool_dir=tmp_path / "spool", work_dir=tmp_path)
+    config = RunnerConfig(
+        server="http://testserver", token="crl_x", spool_dir=tmp_path / "spool", work_dir=tmp_path / "work"
+    )
     server = ServerClient(config.server, "unused", retries=0)
     server.http = client  # the TestClient is an httpx.Client: the agent talks HTTP to the real app
     client.headers.update(runner)

@@ -4,16 +4,28 @@ names. Jobs that must stay running wait on a gate file in the batch script's set
 `module load` would run there), so no test depends on how fast lm-eval is."""
 
 import json
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from evals.tiny import build_tiny_llama
 from tests.support import slurm
-from tests.support.cluster import SERVER_SETTINGS, TEST_GPU, ClusterRunner, wait_for
+from tests.support.cluster import REPO, SERVER_SETTINGS, SHA, TEST_GPU, ClusterRunner, wait_for
+from tests.support.probes import marker_code, probe_code
 from tests.support.server import Server
+
+# What the shell that started the agent holds, none of it for a job (sbatch's default --export=ALL passed it on).
+OPERATOR_SHELL = {
+    "CORRAL_DATABASE_URL": "postgresql://corral:db-password-of-the-server@db/corral",
+    "CORRAL_HUB_TOKEN": "hf_server_token_never_for_jobs",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-of-the-operators-shell",
+}
+HF_TOKEN = "hf_runner_token_for_gated_weights"
 
 
 def need_slurm() -> None:
@@ -99,12 +111,26 @@ def slurm_id(attempt: dict[str, Any]) -> str:
     return str(attempt["external_ref"]).removeprefix("slurm:")
 
 
+def model_with_code(tiny_model: Path, tmp_path: Path, code: bytes) -> Path:
+    """The tiny checkpoint with a `custom_generate/generate.py` of its own, which transformers runs only when told
+    to trust the repository's code."""
+    model = tmp_path / "model-with-code"
+    shutil.copytree(tiny_model, model)
+    (model / "custom_generate").mkdir()
+    (model / "custom_generate" / "generate.py").write_bytes(code)
+    return model
+
+
 def test_the_smoke_suite_runs_through_sbatch(
     server: Server, cluster: slurm.SlurmCluster, tiny_model: Path, tmp_path: Path, gate: Gate
 ) -> None:
     gate.open()
+    (tmp_path / "probe").mkdir()
+    marker = tmp_path / "probe" / "model-code-ran"
     runner = make_runner(server, cluster, tmp_path, gate)
-    registered = runner.register(tiny_model, max_concurrent_jobs=2)
+    runner.env |= OPERATOR_SHELL
+    model = model_with_code(tiny_model, tmp_path, marker_code(marker))
+    registered = runner.register(model, max_concurrent_jobs=2, hf_token=HF_TOKEN)
     # The node shape read from sinfo's GRES through the site's map: one node of two, never one big device.
     assert registered["accelerators"] == [TEST_GPU | {"count": 2, "nodes": 1}]
     requested = runner.evaluate()
@@ -129,18 +155,97 @@ def test_the_smoke_suite_runs_through_sbatch(
         assert "Requeue=0" in state, state  # submitted with --no-requeue
         assert f"JobName=corral-{attempt['id']}" in state
     assert len(job_ids) == 2
-    # Neither the job's spec nor its environment held a lease token or the runner's token.
+    # Neither the job's spec nor its environment held a lease token, the runner's token, the Hub token (the
+    # weights are local: they need none) or anything of the shell that started the agent.
     secret = json.loads(runner.config.read_text())["token"]
     for seen in (tmp_path / "seen").iterdir():
         text = seen.read_text()
-        assert secret not in text
-        assert "lease_token" not in text
-        assert "CORRAL_RUNNER" not in text
+        for leaked in (secret, "lease_token", "CORRAL_", HF_TOKEN, *OPERATOR_SHELL.values()):
+            assert leaked not in text, (seen.name, leaked)
+        if seen.suffix == ".env":
+            names = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+            assert not names & {"AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
+            assert {"PATH", "HOME", "PYTHONUNBUFFERED"} <= names
+    # The model's own generate() never ran: nobody trusted its code.
+    assert not marker.exists()
     assert sorted(path.name for path in (tmp_path / "seen").iterdir()) == sorted(
         f"{job_id}.{suffix}" for job_id in job_ids for suffix in ("env", "spec.json")
     )
     assert not list((tmp_path / "shared").iterdir())  # job directories cleaned up
     assert not list((tmp_path / "agent" / "attempts").iterdir())  # and the agent's lease files
+
+
+def test_a_cluster_runner_refuses_settings_a_server_should_never_have_sent(
+    server: Server, cluster: slurm.SlurmCluster, tiny_model: Path, tmp_path: Path, gate: Gate
+) -> None:
+    """A server bug, played by writing hostile settings into its database: nothing reaches sbatch."""
+    gate.open()
+    runner = make_runner(server, cluster, tmp_path, gate)
+    runner.register(tiny_model, max_concurrent_jobs=2)
+    requested = runner.evaluate()
+    with sqlite3.connect(tmp_path / "corral.db") as database:
+        database.execute(
+            "UPDATE evaluations SET config = json_set(config, '$.gen_kwargs', json(?))",
+            (json.dumps({"custom_generate": "attacker/evil", "trust_remote_code": True}),),
+        )
+    runner.start()
+    try:
+        shown = wait_for(
+            lambda: (found := runner.evaluation(requested["id"]))["state"] == "failed" and found, "the refusal"
+        )
+    finally:
+        runner.stop()
+    attempts = [attempt for job in shown["jobs"] for attempt in job["attempts"]]
+    assert attempts
+    for attempt in attempts:
+        assert attempt["failure_category"] == "harness_error"
+        assert attempt["failure_message"].startswith("corral-runner refused the job: settings.gen_kwargs")
+        assert attempt["external_ref"] is None  # never submitted
+    assert not list((tmp_path / "seen").iterdir())  # no batch script ever ran
+    names = cluster.slurm("squeue", "-h", "-t", "all", "-o", "%j").split()
+    assert not [attempt for attempt in attempts if f"corral-{attempt['id']}" in names]
+
+
+def test_trusted_code_on_a_compute_node_reaches_neither_the_runner_s_files_nor_other_jobs(
+    server: Server, cluster: slurm.SlurmCluster, tiny_model: Path, tmp_path: Path, gate: Gate
+) -> None:
+    """The compute node here sees the agent's files (one host, as a shared home would): the job's sandbox hides
+    the runner's config, its lease files and every other job's directory on the shared storage."""
+    gate.open()
+    (tmp_path / "probe").mkdir()
+    report = tmp_path / "probe" / "report.json"
+    other_job = tmp_path / "shared" / "another-attempt"
+    other_job.mkdir(parents=True)
+    (other_job / "results.json").write_text('{"planted": "another job\'s results"}')
+    lease_files = tmp_path / "agent" / "attempts"
+    files = [tmp_path / "runner.json", other_job / "results.json"]
+    model = model_with_code(tiny_model, tmp_path, probe_code(report, files, [lease_files]))
+    runner = make_runner(server, cluster, tmp_path, gate)
+    runner.env |= OPERATOR_SHELL
+    runner.register(model, max_concurrent_jobs=2, labels=("trusted-code",), allow_remote_code=True, hf_token=HF_TOKEN)
+    trusted = httpx.put(
+        f"{server.url}/v1/models/{REPO}/revisions/{SHA}/code-trust", json={"reason": "ours"}, headers=runner.admin
+    )
+    assert trusted.status_code == 200, trusted.text
+    requested = runner.evaluate()
+    runner.start()
+    try:
+        shown = wait_for(
+            lambda: (found := runner.evaluation(requested["id"]))["state"] in ("succeeded", "failed") and found,
+            "the trusted evaluation",
+            timeout=400,
+        )
+    finally:
+        runner.stop()
+    assert shown["state"] == "succeeded", (shown, runner.output())
+    seen = json.loads(report.read_text())  # the trusted code ran on the node...
+    assert seen["files"] == {str(path): "refused: PermissionError" for path in files}  # ...and reached none of it
+    assert seen["overwrite"] == seen["files"]
+    assert seen["folders"][str(lease_files)].startswith("read: [")  # names only: lease files are read by no job
+    shown_to_the_job = json.dumps(seen)
+    for secret in (*OPERATOR_SHELL.values(), HF_TOKEN, json.loads(runner.config.read_text())["token"]):
+        assert secret not in shown_to_the_job
+    assert "sandbox: Landlock" in "".join(job["log_tail"] for job in shown["jobs"])
 
 
 def test_a_waiting_job_is_heartbeated_then_released_and_cancel_reaches_slurm(

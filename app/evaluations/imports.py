@@ -2,6 +2,7 @@
 
 import uuid
 
+from pydantic import JsonValue, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import UnprocessableEntity
@@ -17,6 +18,34 @@ from app.suites.schemas import SuiteDefinition
 from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState
 from app.tables.base import utcnow
 from app.tables.documents import StoredRequirements
+from app.wire.generation import GenerationSettings
+
+
+def imported_generation_settings(recorded: JsonValue) -> GenerationSettings | None:
+    """The generation settings lm-eval recorded (a dict, or the CLI's `key=value,...` text in older versions),
+    held to the same allow-list as a request's: a document that says it ran with code-loading settings is
+    refused, not recorded as if it had not."""
+    if recorded in (None, "", {}):
+        return None
+    if isinstance(recorded, str):
+        recorded = {key: _cli_value(value) for key, _, value in (part.partition("=") for part in recorded.split(","))}
+    try:
+        return GenerationSettings.model_validate(recorded)
+    except ValidationError as error:
+        message = error.errors()[0]["msg"]
+        raise UnprocessableEntity(message, field="results/config/gen_kwargs") from None
+
+
+def _cli_value(text: str) -> JsonValue:
+    """lm-eval's reading of a `key=value` value: booleans, numbers, else text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 class ImportService:
@@ -48,6 +77,7 @@ class ImportService:
         run = raw_config if isinstance(raw_config, dict) else {}
         version = body.harness_version or str(body.results.get("lm_eval_version") or "unknown")[:32]
         limit, seed = run.get("limit"), run.get("random_seed")
+        generation = imported_generation_settings(run.get("gen_kwargs"))
         config = EvaluationConfig(
             model=model.repo_id,
             revision=revision.sha,
@@ -61,7 +91,7 @@ class ImportService:
             num_fewshot=None,
             limit=limit if isinstance(limit, int | float) and not isinstance(limit, bool) else None,
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-            gen_kwargs=None,
+            gen_kwargs=(generation.as_arguments() or None) if generation is not None else None,
         )
         now = utcnow()
         evaluation = Evaluation(

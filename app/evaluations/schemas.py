@@ -2,23 +2,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StringConstraints, model_validator
 
 from app.fields import AliasName, CommitSha, RepoId, Slug, Tag
 from app.schemas import ConfigField, Integer, JsonField, ProgressField, ReadModel, SummaryField, WriteModel
 from app.tables import AttemptState, EvaluationState, JobState
+from app.wire.generation import Backend, GenerationSettings, backend_refusal
 
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
-Backend = Literal["hf", "vllm"]
 HubRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\w./-]+$")]
 BatchSize = (
     Annotated[Integer, Field(ge=1, le=4096)] | Annotated[str, StringConstraints(pattern=r"^auto(:[1-9][0-9]{0,2})?$")]
-)
-GenerationValue = (
-    StrictBool
-    | Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
-    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
-    | Annotated[str, StringConstraints(max_length=200)]
 )
 EvaluationSort = Literal["created_at", "-created_at"]
 
@@ -62,8 +56,10 @@ class EvaluationCreate(WriteModel):
         default=None, description="Samples per task (or a fraction); for tests, never for published scores."
     )
     seed: Annotated[Integer, Field(ge=0, le=2**31 - 1)] = 1234
-    gen_kwargs: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")], GenerationValue] | None = (
-        Field(default=None, max_length=20, description="Generation arguments passed to lm-eval.")
+    gen_kwargs: GenerationSettings | None = Field(
+        default=None,
+        description="Generation settings for the suite's generative tasks, from a fixed allow-list: data, never "
+        "code (a key that names or loads code is refused by name).",
     )
     harness_version: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z.+-]{1,32}$")] | None = Field(
         default=None, description="lm-eval version to run with; default the server's. Runners must match."
@@ -84,6 +80,8 @@ class EvaluationCreate(WriteModel):
             raise ValueError("fewshot_as_multiturn needs apply_chat_template")
         if self.backend == "hf" and self.precision == "fp8":
             raise ValueError("the hf backend has no fp8 weights; use vllm or another precision")
+        if self.gen_kwargs is not None and (refused := backend_refusal(self.gen_kwargs, self.backend)):
+            raise ValueError(refused)
         if self.backend == "vllm" and self.precision == "int8":
             # vLLM quantizes unquantized weights in flight to fp8 or to 4 bits (bitsandbytes), never to 8 bits.
             raise ValueError("the vllm backend cannot quantize to int8; use hf for int8, or fp8 or int4 on vllm")

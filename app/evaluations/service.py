@@ -18,7 +18,7 @@ from app.evaluations.views import EvaluationViews, closest_miss
 from app.evaluations.wakeups import QueueSignal, announce_work
 from app.hub.sync import resolve_ref
 from app.registry.repository import model_by_repo_id
-from app.registry.revisions.service import RevisionService
+from app.registry.revisions.service import RevisionService, needs_hub_token
 from app.runners.matching import Need
 from app.runners.repository import capable, registered_runners
 from app.security import Principal
@@ -26,6 +26,7 @@ from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
 from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState, Model, Revision, SuiteVersion
 from app.tables.documents import StoredRequirements
+from app.wire.job import TRUSTED_CODE_LABEL
 
 # Evaluations an identical request is answered with; failed and canceled ones do not block a new run.
 DEDUPE_STATES = (EvaluationState.QUEUED, EvaluationState.RUNNING, EvaluationState.SUCCEEDED)
@@ -71,8 +72,14 @@ class EvaluationService:
             num_fewshot=body.num_fewshot,
             limit=body.limit,
             seed=body.seed,
-            gen_kwargs=body.gen_kwargs,
+            gen_kwargs=(body.gen_kwargs.as_arguments() or None) if body.gen_kwargs is not None else None,
         )
+        labels = set(body.labels)
+        if revision.code_trusted_at is not None:
+            # The admin's trust in this commit's code: part of what the scores depend on, and only runners
+            # labelled for it may run it.
+            config["trust_remote_code"] = True
+            labels.add(TRUSTED_CODE_LABEL)
         digest = config_hash(config)
         # Concurrent twins (same config, or a CI retry with the same key) must see each other's evaluation.
         if idempotency_key is not None:
@@ -86,7 +93,7 @@ class EvaluationService:
                 return await self.views.read(existing.id), False
 
         memory = evaluation_memory(model, precision=body.precision, suite_context_tokens=suite.context_tokens)
-        need = Need(memory.total_bytes, memory.device_bytes, body.backend, harness_version, tuple(sorted(body.labels)))
+        need = Need(memory.total_bytes, memory.device_bytes, body.backend, harness_version, tuple(sorted(labels)))
         runners = await registered_runners(self.session)
         if not capable(runners, need) and not body.queue_without_runner:
             raise Conflict(
@@ -115,6 +122,7 @@ class EvaluationService:
                 device_bytes=memory.device_bytes,
                 context_tokens=memory.context_tokens or suite.context_tokens,
                 notes=list(memory.notes),
+                needs_hub_token=needs_hub_token(revision),
             ),
             requested_by_token_id=principal.token_id,
             requested_by=principal.name,

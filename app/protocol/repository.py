@@ -30,7 +30,7 @@ from app.tables import (
     Revision,
     Runner,
 )
-from app.tables.documents import EvaluationConfig
+from app.tables.documents import EvaluationConfig, StoredRequirements
 from app.tokens.credentials import hash_token, secret_matches
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
@@ -54,7 +54,9 @@ class ClaimedRow:
     config: EvaluationConfig
     batch_size: str
     suite_version_id: uuid.UUID
+    requirements: StoredRequirements
     sha: str
+    code_trusted_at: datetime | None
 
 
 def lease_conditions(attempt_id: Any, runner_id: Any, lease_hash: Any, now: Any) -> list[ColumnElement[bool]]:
@@ -149,7 +151,14 @@ async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -
     # subquery, so it is one more read, by primary key).
     evaluation = (
         await session.execute(
-            select(Evaluation.config, Evaluation.batch_size, Evaluation.suite_version_id, Revision.sha)
+            select(
+                Evaluation.config,
+                Evaluation.batch_size,
+                Evaluation.suite_version_id,
+                Evaluation.requirements,
+                Revision.sha,
+                Revision.code_trusted_at,
+            )
             .join(Revision, Revision.id == Evaluation.revision_id)
             .where(Evaluation.id == claimed.evaluation_id)
         )
@@ -331,6 +340,9 @@ async def claimed_job(
             seed=config["seed"],
             gen_kwargs=config["gen_kwargs"],
             harness_version=config["harness_version"],
+            # Trusted when requested and still trusted now: an admin's withdrawal reaches jobs not yet claimed.
+            trust_remote_code=config.get("trust_remote_code", False) and claimed.code_trusted_at is not None,
+            needs_hub_token=claimed.requirements.get("needs_hub_token", True),
         ),
         required_memory_bytes=claimed.required_memory_bytes,
         placement=JobPlacement(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.schemas import AS_OBJECT, AS_WRITTEN, JsonField, ReadModel, WriteModel
 from app.suites.schemas import TaskName
-from app.tables.documents import GenerationArguments
+from app.wire.generation import GenerationArguments
 
 LEASE_HEADER = "Corral-Lease-Token"
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -24,8 +24,13 @@ class JobSettings(ReadModel):
     num_fewshot: int | None
     limit: int | float | None
     seed: int
-    gen_kwargs: Annotated[GenerationArguments, AS_WRITTEN, AS_OBJECT] | None
+    gen_kwargs: Annotated[GenerationArguments, AS_WRITTEN, AS_OBJECT] | None = Field(
+        description="As the evaluation stored it: within the allow-list of `EvaluationCreate.gen_kwargs`, which the "
+        "runner checks again."
+    )
     harness_version: str
+    trust_remote_code: bool = Field(description="An admin trusted this revision's own code (and still does).")
+    needs_hub_token: bool = Field(description="The weights may need the runner's Hub token (gated, private, unknown).")
 
 
 class ClaimedTask(ReadModel):

@@ -14,8 +14,9 @@ from typing import (
 from pydantic import ConfigDict, Field, JsonValue, StrictInt, with_config
 from typing_extensions import TypedDict
 
+from app.wire.generation import GenerationArguments
+
 JsonObject: TypeAlias = dict[str, JsonValue]
-GenerationArguments: TypeAlias = dict[str, bool | int | float | str]
 
 
 class EvaluationConfig(TypedDict):
@@ -35,15 +36,20 @@ class EvaluationConfig(TypedDict):
     limit: int | float | None
     seed: int | None
     gen_kwargs: GenerationArguments | None
+    # Present (and true) only when an admin trusted the revision's own code: older hashes stay as they were.
+    trust_remote_code: NotRequired[bool]
 
 
 class StoredRequirements(TypedDict):
-    """What an evaluation was sized at when it was requested (app/hardware/fit.py)."""
+    """What an evaluation was sized at when it was requested (app/hardware/fit.py), and what else its runner
+    must bring."""
 
     memory_bytes: int
     device_bytes: int
     context_tokens: int
     notes: list[str]
+    # Whether the weights may need the runner's Hub token (gated, private, or not known); absent on older rows: yes.
+    needs_hub_token: NotRequired[bool]
 
 
 class TaskSummary(TypedDict):

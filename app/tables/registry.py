@@ -166,6 +166,10 @@ class Revision(IdMixin, TimestampMixin, Base):
     ref: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(16))
     snapshot: Mapped[JsonObject] = mapped_column(JsonDocument, default=dict)
+    # An admin's mark that this commit's own code may run (trust_remote_code), on runners labelled for it.
+    code_trusted_at: Mapped[datetime | None]
+    code_trusted_by: Mapped[str | None] = mapped_column(String(200))
+    code_trust_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Alias(TimestampMixin, Base):

@@ -63,8 +63,9 @@ class Submission:
     job_dir: Path  # on the shared storage: spec.json in it, and what the job writes
     placement: JobPlacement
     gpus_per_node: int  # 0 on a CPU-only cluster
-    env: dict[str, str]  # for the job: never a Corral credential or lease token
+    env: dict[str, str]  # for the job (evals/environment.py): never a Corral credential or lease token
     required_memory_bytes: int = 0  # what the server's fit rule says the job needs, over all its devices
+    needs_hub_token: bool = True  # the weights may need the Hub token (a Kubernetes job gets its Secret)
 
 
 class ClusterEngine(Protocol):

@@ -120,10 +120,10 @@ class Kubernetes:
         labels = {**MANAGED_BY, RUNNER_LABEL: self.owner, ATTEMPT_LABEL: job.attempt_id}
         job_labels = {**labels, KUEUE_QUEUE_LABEL: settings.queue} if settings.queue else labels
         env = [client.V1EnvVar(name=key, value=job.env[key]) for key in PASSED_ENV if key in job.env]
-        if settings.hf_token_secret:
+        if settings.hf_token_secret and job.needs_hub_token:  # only for weights that may need it
             secret = client.V1SecretKeySelector(name=settings.hf_token_secret, key="HF_TOKEN")
             env.append(client.V1EnvVar(name="HF_TOKEN", value_from=client.V1EnvVarSource(secret_key_ref=secret)))
-        elif "HF_TOKEN" in job.env and not self.warned_of_token:
+        elif "HF_TOKEN" in job.env and not settings.hf_token_secret and not self.warned_of_token:
             self.warned_of_token = True
             log.warning(
                 "the runner has an HF token but no hf_token_secret: the job runs without it (gated weights fail)"
@@ -137,9 +137,19 @@ class Kubernetes:
             env=env,
             resources=client.V1ResourceRequirements(limits=gpus or None, requests=gpus or None),
             volume_mounts=[
-                client.V1VolumeMount(name="work", mount_path=str(settings.work_dir)),
+                # Its own directory of the shared volume, no other job's.
+                client.V1VolumeMount(
+                    name="work", mount_path=str(job.job_dir), sub_path=str(job.job_dir.relative_to(settings.work_dir))
+                ),
                 client.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
             ],
+            security_context=client.V1SecurityContext(
+                allow_privilege_escalation=False,
+                capabilities=client.V1Capabilities(drop=["ALL"]),
+                seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+                run_as_user=settings.run_as_user,
+                run_as_non_root=True if settings.run_as_user else None,
+            ),
         )
         pod = client.V1PodSpec(
             restart_policy="Never",

@@ -119,6 +119,9 @@ class KubernetesExecutor(ClusterExecutor):
     )
     shm_size: str = Field(default="16Gi", description="/dev/shm as memory (vLLM and PyTorch data loaders need it).")
     kubeconfig: Path | None = Field(default=None, description="Else in-cluster credentials, else ~/.kube/config.")
+    run_as_user: int | None = Field(
+        default=None, ge=1, description="The uid lm-eval runs as in the pod (non-root); else the image's user."
+    )
     python: str = Field(default="python", description="The image's Python with corral[runner].")
 
     @field_validator("max_nodes_per_job")

@@ -3,6 +3,7 @@ JSON output ignores filters and misreports exit codes (`../shared/reference/clus
 
 import getpass
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -172,7 +173,9 @@ class Slurm:
             "--ntasks-per-node=1",
             f"--chdir={job.job_dir}",
             f"--output={job.job_dir / 'slurm.log'}",
-            "--export=ALL",  # the environment sbatch runs in: the agent's, less every Corral credential
+            # These variables only (and Slurm's own SLURM_*), never the agent's whole environment: sbatch's default
+            # (ALL) would hand the compute node whatever the shell that started the agent held.
+            f"--export={','.join(sorted(job.env))}",
         ]
         if job.gpus_per_node:
             command.append(f"--gpus-per-node={job.gpus_per_node}")
@@ -183,7 +186,8 @@ class Slurm:
                 command.append(f"--{option}={value}")
         command += [*settings.extra_args, str(script)]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_SECONDS, env=job.env)
+            env = {name: value for name, value in os.environ.items() if name.startswith("SLURM_")} | job.env
+            done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_SECONDS, env=env)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SlurmError(f"sbatch: {exc}") from exc
         if done.returncode != 0:

@@ -55,14 +55,25 @@ class ClusterRunner:
         self.log = root / "agent.log"
         self.executor = executor
 
-    def register(self, tiny_model: Path, *, max_concurrent_jobs: int = 2) -> dict[str, Any]:
+    def register(
+        self, tiny_model: Path, *, max_concurrent_jobs: int = 2, labels: tuple[str, ...] = (), **config: Any
+    ) -> dict[str, Any]:
         created = httpx.post(f"{self.server.url}/v1/models", json={"repo_id": REPO, "kind": "base"}, headers=self.admin)
         assert created.status_code == 201, created.text
         revision = httpx.post(f"{self.server.url}/v1/models/{REPO}/revisions", json={"sha": SHA}, headers=self.admin)
         assert revision.status_code == 201, revision.text
-        return self.register_runner({REPO: str(tiny_model)}, max_concurrent_jobs=max_concurrent_jobs)
+        return self.register_runner(
+            {REPO: str(tiny_model)}, max_concurrent_jobs=max_concurrent_jobs, labels=labels, **config
+        )
 
-    def register_runner(self, local_models: dict[str, str], *, max_concurrent_jobs: int = 1) -> dict[str, Any]:
+    def register_runner(
+        self,
+        local_models: dict[str, str],
+        *,
+        max_concurrent_jobs: int = 1,
+        labels: tuple[str, ...] = (),
+        **config: Any,
+    ) -> dict[str, Any]:
         """`corral-runner register` with a registration token: the node shapes come from the engine."""
         self.config.write_text(
             json.dumps(
@@ -74,9 +85,14 @@ class ClusterRunner:
                     "claim_wait_seconds": 1,
                     "executor": self.executor,
                 }
+                | config
             )
         )
-        token = httpx.post(f"{self.server.url}/v1/runner-registration-tokens", json={}, headers=self.admin).json()
+        self.config.chmod(0o600)
+        answer = httpx.post(
+            f"{self.server.url}/v1/runner-registration-tokens", json={"labels": list(labels)}, headers=self.admin
+        )
+        token = answer.json()
         registered = subprocess.run(
             [
                 sys.executable,

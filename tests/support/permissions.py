@@ -111,6 +111,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/models/{owner}/{name}/revisions"): "read",
     ("POST", "/v1/models/{owner}/{name}/revisions"): "publish",
     ("GET", "/v1/models/{owner}/{name}/revisions/{ref}"): "read",
+    ("PUT", "/v1/models/{owner}/{name}/revisions/{sha}/code-trust"): "admin",
+    ("DELETE", "/v1/models/{owner}/{name}/revisions/{sha}/code-trust"): "admin",
     ("GET", "/v1/models/{owner}/{name}/scores"): "read",
     ("POST", "/v1/models/{owner}/{name}/sync"): "publish",
     ("GET", "/v1/queue"): "read",

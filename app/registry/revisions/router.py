@@ -3,13 +3,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.db import SessionDep
-from app.fields import AliasName
+from app.fields import AliasName, CommitSha
 from app.pagination import PageDep
 from app.registry.models.router import RepoIdDep
-from app.registry.revisions.schemas import AliasRead, AliasSet, RevisionCreate, RevisionRead, RevisionSort
+from app.registry.revisions.schemas import (
+    AliasRead,
+    AliasSet,
+    CodeTrustGrant,
+    RevisionCreate,
+    RevisionRead,
+    RevisionSort,
+)
 from app.registry.revisions.service import RevisionService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import PUBLISH, READ
+from app.security import ADMIN, PUBLISH, READ, Principal
 from app.viewcache import REGISTRY, json_view
 
 router = APIRouter(
@@ -69,6 +76,26 @@ async def get_revision(request: Request, model: RepoIdDep, ref: RevisionRef, ses
         return await RevisionService(session).get(model, ref)
 
     return await json_view(request, REGISTRY, build)
+
+
+@router.put("/revisions/{sha}/code-trust", responses=problem_responses(415))
+async def trust_revision_code(
+    model: RepoIdDep,
+    sha: Annotated[CommitSha, Path()],
+    body: CodeTrustGrant,
+    session: SessionDep,
+    admin: Annotated[Principal | None, Depends(ADMIN)],
+) -> RevisionRead:
+    """Let this commit's own code run in its evaluations (trust_remote_code), on runners labelled trusted-code."""
+    assert admin is not None  # ADMIN admits no anonymous caller
+    return await RevisionService(session).trust_code(model, sha, body, admin.name)
+
+
+@router.delete("/revisions/{sha}/code-trust", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(ADMIN)])
+async def distrust_revision_code(model: RepoIdDep, sha: Annotated[CommitSha, Path()], session: SessionDep) -> Response:
+    """Withdraw the trust in this commit's own code: jobs claimed from now on run without it."""
+    await RevisionService(session).distrust_code(model, sha)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/aliases", dependencies=[Depends(READ)], responses=problem_responses(304), response_model=list[AliasRead])

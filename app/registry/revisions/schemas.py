@@ -1,8 +1,8 @@
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StringConstraints
 
 from app.fields import CommitSha
 from app.schemas import JsonField, ReadModel, WriteModel
@@ -28,6 +28,20 @@ class RevisionCreate(WriteModel):
     snapshot: JsonField = Field(default_factory=dict, description="Metadata as of this commit (free-form).")
 
 
+class CodeTrustGrant(WriteModel):
+    """An admin's reason for letting this commit's own code run (its modelling files, tokenizer or generate())."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = Field(
+        examples=["Reviewed modeling_custom.py at this commit: plain PyTorch, no I/O."]
+    )
+
+
+class CodeTrust(ReadModel):
+    at: datetime
+    by: str
+    reason: str
+
+
 class RevisionRead(ReadModel):
     id: uuid.UUID
     model: str = Field(description="Repo id.")
@@ -36,6 +50,10 @@ class RevisionRead(ReadModel):
     source: str = Field(description="manual, or hub when synced from the Hub.")
     snapshot: JsonField
     aliases: list[str]
+    code_trust: CodeTrust | None = Field(
+        description="Set by an admin: evaluations of this commit run with trust_remote_code, and only on runners "
+        "labelled `trusted-code`. Null: the repository's own code never runs."
+    )
     created_at: datetime
 
 

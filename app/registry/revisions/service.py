@@ -9,7 +9,7 @@ from app.errors import Conflict, NotFound, UnprocessableEntity
 from app.pagination import PageRequest, SortColumn, paginate
 from app.registry import repository
 from app.registry.repository import require_model
-from app.registry.revisions.schemas import AliasRead, RevisionCreate, RevisionRead
+from app.registry.revisions.schemas import AliasRead, CodeTrust, CodeTrustGrant, RevisionCreate, RevisionRead
 from app.tables import Alias, Model, Revision
 from app.tables.base import utcnow
 
@@ -84,6 +84,28 @@ class RevisionService:
             for alias, sha in await repository.aliases_with_sha(self.session, model.id)
         ]
 
+    async def trust_code(self, repo_id: str, sha: str, grant: CodeTrustGrant, admin: str) -> RevisionRead:
+        """Let this commit's own code run (trust_remote_code) in evaluations requested from now on."""
+        model, revision = await self._pinned(repo_id, sha)
+        if revision.code_trusted_at is None:
+            revision.code_trusted_at, revision.code_trusted_by = utcnow(), admin
+        revision.code_trust_reason = grant.reason
+        await self.session.flush()
+        return await self._read(model, revision)
+
+    async def distrust_code(self, repo_id: str, sha: str) -> None:
+        """Withdraw the trust: jobs claimed from now on run without the repository's code."""
+        _, revision = await self._pinned(repo_id, sha)
+        revision.code_trusted_at = revision.code_trusted_by = revision.code_trust_reason = None
+        await self.session.flush()
+
+    async def _pinned(self, repo_id: str, sha: str) -> tuple[Model, Revision]:
+        model = await require_model(self.session, repo_id)
+        revision = await self.by_sha(model, sha)
+        if revision is None:
+            raise NotFound(f"{repo_id} has no recorded revision {sha}.")
+        return model, revision
+
     async def by_sha(self, model: Model, sha: str) -> Revision | None:
         return await repository.revision_by_sha(self.session, model.id, sha)
 
@@ -116,5 +138,19 @@ def _to_read(model: Model, revision: Revision, aliases: list[str]) -> RevisionRe
         source=revision.source,
         snapshot=revision.snapshot,
         aliases=aliases,
+        code_trust=None
+        if revision.code_trusted_at is None
+        else CodeTrust(
+            at=revision.code_trusted_at, by=revision.code_trusted_by or "", reason=revision.code_trust_reason or ""
+        ),
         created_at=revision.created_at,
     )
+
+
+def needs_hub_token(revision: Revision) -> bool:
+    """Whether fetching this commit's weights may need a Hub token: gated or private as the Hub said when it was
+    synced, or not known (a revision recorded by hand says nothing either way)."""
+    snapshot = revision.snapshot
+    if snapshot.get("gated") or snapshot.get("private") or snapshot.get("files_gated"):
+        return True
+    return not (snapshot.get("gated") is False and snapshot.get("private") is False)
