@@ -27,6 +27,7 @@ TABLE_DOMAINS = {
     "api_tokens": "tokens",
 }
 _INFO_KEY = "corral_changed"
+_WROTE_KEY = "corral_wrote"
 _generations: Counter[str] = Counter()
 
 
@@ -49,7 +50,14 @@ def note(session: Session, domain: str) -> None:
     session.info.setdefault(_INFO_KEY, set()).add(domain)
 
 
+def wrote(session: Session) -> bool:
+    """Whether the session's transaction has written anything (flushed or executed), tracked table or not."""
+    return bool(session.info.get(_WROTE_KEY))
+
+
 def _flushed(session: Session, _transaction: UOWTransaction) -> None:
+    if session.new or session.dirty or session.deleted:
+        session.info[_WROTE_KEY] = True
     for instance in (*session.new, *session.dirty, *session.deleted):
         table = getattr(instance, "__tablename__", None)
         if table in TABLE_DOMAINS and (instance not in session.dirty or session.is_modified(instance)):
@@ -57,6 +65,8 @@ def _flushed(session: Session, _transaction: UOWTransaction) -> None:
 
 
 def _executed(state: ORMExecuteState) -> None:
+    if state.is_update or state.is_delete or state.is_insert:
+        state.session.info[_WROTE_KEY] = True
     if not (state.is_update or state.is_delete or state.is_insert) or state.execution_options.get(UNTRACKED):
         return
     table = getattr(getattr(state.statement, "table", None), "name", None)
@@ -73,6 +83,7 @@ def _before_commit(session: Session) -> None:
 
 
 def _after_commit(session: Session) -> None:
+    session.info.pop(_WROTE_KEY, None)
     changed: set[str] = session.info.pop(_INFO_KEY, set())
     if changed:
         bump(*changed)
@@ -80,6 +91,7 @@ def _after_commit(session: Session) -> None:
 
 def _after_soft_rollback(session: Session, _previous: Any) -> None:
     session.info.pop(_INFO_KEY, None)
+    session.info.pop(_WROTE_KEY, None)
 
 
 def track(session_class: Any = Session) -> None:

@@ -196,6 +196,7 @@ def serve(
             # A replacement worker answers the supervisor's health check only once it has imported the app; on a
             # busy host that takes seconds, and uvicorn's default (5 s) killed replacements before they served.
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
         )
 
 

@@ -56,7 +56,20 @@ class Settings(BaseSettings):
     hub_sync_interval_seconds: int = Field(
         default=6 * 3600, ge=0, description="Background re-sync of Hub-synced models; 0 turns it off."
     )
-    hub_sync_concurrency: int = Field(default=16, ge=1, le=64, description="Hub requests in flight at once.")
+    hub_sync_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="Hub calls in flight at once, this process's requests and background syncs together; a request "
+        "that finds them all taken is answered 503 at once (a background sync waits for one).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long requests in flight may finish; then they are cut (a Hub call that never "
+        "answers holds nothing up).",
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     public_url: str | None = Field(

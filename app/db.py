@@ -2,18 +2,21 @@
 
 import asyncio
 import hashlib
+import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Request
 from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app import changes
 from app.config import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("corral.db")
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -93,6 +96,21 @@ async def in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awa
         await engine.dispose()
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End the request's read-only transaction, so that its connection is back in the pool before a call to
+    something outside Corral (app/outbound.py) that may never answer; the session opens a new transaction at its
+    next statement. What was read stays loaded. A transaction that has written cannot be cut in two: that is a
+    bug, and it raises."""
+    if isinstance(session, LazySession) and session.made is None:
+        return
+    if session.sync_session.new or session.sync_session.dirty or session.sync_session.deleted:
+        raise RuntimeError("pending writes: flush them after the outbound call, not before")
+    if changes.wrote(session.sync_session):
+        raise RuntimeError("this transaction has written: make the outbound call before its first write")
+    # Committing nothing ends it as a rollback would, but keeps what was loaded (expire_on_commit=False).
+    await session.commit()
+
+
 AfterCommit = Callable[[AsyncSession], Awaitable[None]]
 AFTER_COMMIT = "corral_after_commit"
 
@@ -141,9 +159,12 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     finally:
         await session.close()
     for work in pending:
-        async with sessionmaker() as bookkeeping:
-            await work(bookkeeping)
-            await bookkeeping.commit()
+        try:
+            async with sessionmaker() as bookkeeping:
+                await work(bookkeeping)
+                await bookkeeping.commit()
+        except SQLAlchemyError as exc:  # bookkeeping (a token's last use) must never fail a request that succeeded
+            log.warning("bookkeeping after a request skipped: %s", type(exc).__name__)
 
 
 # scope="function": the code after `yield` runs when the endpoint returns, so the commit happens (and can

@@ -232,19 +232,39 @@ async def _handle_integrity(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# How long clients are told to wait: a database restart takes seconds; SQLite's write lock frees within one.
-OUTAGE_RETRY_SECONDS = 5
-BUSY_RETRY_SECONDS = 1
+# PostgreSQL's SQLSTATEs and SQLite's messages for a database that answers but cannot take writes.
+DISK_FULL = ("53100", "database or disk is full", "No space left on device")
+READ_ONLY = ("25006", "attempt to write a readonly database", "readonly database")
+# Why, in words a person can act on, with how long to wait.
+UNAVAILABLE: dict[str, tuple[str, int]] = {
+    "busy": ("The database is busy with other writes; retry shortly.", 1),
+    "unavailable": ("The database is unreachable or restarting; retry shortly.", 5),
+    "disk full": (
+        "The database cannot take writes: the disk it writes to is full. Reads still work; an operator must free "
+        "space on the database's volume.",
+        60,
+    ),
+    "read-only": (
+        "The database cannot take writes: it is read-only (a standby, read-only transactions by default, or a file "
+        "or volume mounted read-only). Reads still work; an operator must point Corral at a writable database.",
+        60,
+    ),
+}
 
 
 def database_unavailable(exc: BaseException) -> str | None:
-    """Why the database cannot answer now (unreachable, restarting, out of connections, SQLite busy), or None
-    when the error is of another kind (a bug: 500)."""
+    """Why the database cannot serve this request now (unreachable or restarting, out of connections, SQLite
+    busy, its disk full, read-only), or None when the error is of another kind (a bug: 500)."""
     if isinstance(exc, SQLAlchemyTimeoutError):
         return "busy"  # no pooled connection came free in time
     if not isinstance(exc, DBAPIError):
         return None
-    if "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig):
+    said = f"{getattr(exc.orig, 'sqlstate', '')} {exc.orig}"
+    if any(sign in said for sign in DISK_FULL):
+        return "disk full"
+    if any(sign in said for sign in READ_ONLY):
+        return "read-only"
+    if "database is locked" in said or "database table is locked" in said:
         return "busy"
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
         return "unavailable"
@@ -265,13 +285,7 @@ async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
         type(exc).__name__,
         first_line[0][:200] if first_line else "",
     )
-    busy = reason == "busy"
-    seconds = BUSY_RETRY_SECONDS if busy else OUTAGE_RETRY_SECONDS
-    detail = (
-        "The database is busy with other writes; retry shortly."
-        if busy
-        else "The database is unreachable or restarting; retry shortly."
-    )
+    detail, seconds = UNAVAILABLE[reason]
     return problem_response(
         request,
         503,

@@ -201,8 +201,33 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if code[0] in "45" and "application/problem+json" in content:
                     content.pop("application/json", None)
     _drop_unreferenced_schemas(schema)
+    json_schema_bounds(schema)
     app.openapi_schema = schema
     return schema
+
+
+# Pydantic writes a bound it cannot fold into the type (a constrained type behind a validator, such as `Integer`)
+# under its own names; JSON Schema, and so every generated client and validator, knows only these.
+JSON_SCHEMA_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+# Keywords whose values are data (examples, defaults), not schemas: their keys are left alone.
+DATA_KEYWORDS = frozenset({"examples", "example", "default", "const", "enum"})
+
+
+def json_schema_bounds(node: Any) -> None:
+    """Rename pydantic's bound keywords to JSON Schema's, in every schema of the document."""
+    if isinstance(node, list):
+        for item in node:
+            json_schema_bounds(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for keyword, standard in JSON_SCHEMA_BOUNDS.items():
+        value = node.get(keyword)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            node[standard] = node.pop(keyword)
+    for key, value in node.items():
+        if key not in DATA_KEYWORDS:
+            json_schema_bounds(value)
 
 
 def _drop_unreferenced_schemas(schema: dict[str, Any]) -> None:

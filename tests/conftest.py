@@ -85,8 +85,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 IssueToken = Callable[..., TokenCreated]
 
 
-@pytest.fixture
-def issue_token(settings: Settings) -> IssueToken:
+def token_issuer(settings: Settings) -> IssueToken:
     """Issue a token straight through the service (as `corral token create` does), outside any request."""
 
     def issue(scope: Scope | str = Scope.ADMIN, name: str = "test", expires_at: datetime | None = None) -> TokenCreated:
@@ -104,6 +103,11 @@ def issue_token(settings: Settings) -> IssueToken:
         return asyncio.run(in_unit_of_work(settings, work))
 
     return issue
+
+
+@pytest.fixture
+def issue_token(settings: Settings) -> IssueToken:
+    return token_issuer(settings)
 
 
 def expire_now(settings: Settings, token_id: uuid.UUID) -> None:

@@ -32,7 +32,12 @@ def test_healthz(client: TestClient) -> None:
 
 def test_readyz_reports_database_and_head(client: TestClient, backend: str) -> None:
     body = client.get("/readyz").json()
-    assert body == {"status": "ready", "database": backend, "schema_revision": migrate.head_revision()}
+    assert body == {
+        "status": "ready",
+        "database": backend,
+        "schema_revision": migrate.head_revision(),
+        "writes": "ok",
+    }
 
 
 def test_readyz_is_503_when_schema_is_behind(settings: Settings) -> None:
@@ -51,7 +56,7 @@ def test_readyz_is_503_when_database_unreachable() -> None:
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["detail"] == "The database is unreachable; retry shortly."
+        assert response.json()["detail"] == "The database is unreachable or restarting; retry shortly."
         assert response.headers["retry-after"] == "5"
 
 
@@ -174,3 +179,34 @@ def test_every_openapi_schema_has_a_name_a_generated_client_can_use(settings: Se
     components = create_app(settings).openapi()["components"]["schemas"]
     assert {"HardwareRequirements", "EvaluationRequirements"} <= set(components)
     assert [name for name in components if "__" in name or not name.isidentifier()] == []
+
+
+def test_every_bound_of_the_api_is_written_as_json_schema_writes_it(settings: Settings) -> None:
+    """`ge`/`le`/`gt`/`lt` mean nothing to JSON Schema: a bound written so is one no client or validator sees."""
+    document = create_app(settings).openapi()
+    pydantic_words: list[str] = []
+    bounds = 0
+
+    def walk(node: Any, path: str) -> None:
+        nonlocal bounds
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{path}/{index}")
+        elif isinstance(node, dict):
+            pydantic_words.extend(f"{path}/{key}" for key in ("ge", "le", "gt", "lt") if key in node)
+            bounds += sum(key in node for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+            for key, value in node.items():
+                if key not in ("examples", "example", "default"):
+                    walk(value, f"{path}/{key}")
+
+    walk(document, "")
+    assert pydantic_words == []
+    assert bounds > 100
+    schemas = document["components"]["schemas"]
+    # The bounds once written as `ge`/`le` (an Integer behind its validator), now where clients read them.
+    priority = schemas["EvaluationCreate"]["properties"]["priority"]
+    assert (priority["minimum"], priority["maximum"]) == (0, 100)
+    hidden = schemas["ArchitectureInput"]["properties"]["hidden_size"]
+    assert (hidden["minimum"], hidden["maximum"]) == (1, 10_000_000)
+    top_p = schemas["GenerationSettings"]["properties"]["top_p"]["anyOf"][0]
+    assert (top_p["exclusiveMinimum"], top_p["maximum"]) == (0, 1)

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
-from app.db import serialize
+from app.db import release_connection, serialize
 from app.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
 from app.evaluations import repository, state
 from app.evaluations.identity import EvaluationConfig, config_hash
@@ -16,6 +16,7 @@ from app.evaluations.requirements import evaluation_memory
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead
 from app.evaluations.views import EvaluationViews, closest_miss
 from app.evaluations.wakeups import QueueSignal, announce_work
+from app.hub.errors import refuse_when_the_hub_is_full
 from app.hub.sync import resolve_ref
 from app.registry.repository import model_by_repo_id
 from app.registry.revisions.service import RevisionService, needs_hub_token
@@ -49,6 +50,8 @@ class EvaluationService:
         signal: QueueSignal,
     ) -> tuple[EvaluationRead, bool]:
         """Returns the evaluation and whether this request created it."""
+        if body.ref is not None:  # a ref is resolved on the Hub: refused at once if it has no slot free
+            refuse_when_the_hub_is_full(request.app.state.hub_client)
         fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
         if idempotency_key is not None and (earlier := await self._replay(principal, idempotency_key, fingerprint)):
             return earlier, False
@@ -161,6 +164,7 @@ class EvaluationService:
         revisions = RevisionService(self.session)
         if body.ref is not None:
             app_state = request.app.state
+            await release_connection(self.session)  # no connection held while the Hub takes its time
             try:
                 sha = await resolve_ref(
                     app_state.sessionmaker, self.settings, app_state.hub_client, model.repo_id, body.ref

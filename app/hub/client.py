@@ -2,7 +2,8 @@
 
 A fetch costs 4 + shards requests: model info with file metadata, config.json (HEAD + GET), the repo's refs,
 and one ranged read of each safetensors file's header. Everything else (gating, licence, card, files with
-LFS hashes, chat template) comes from the model info. Calls are blocking; callers run them in threads.
+LFS hashes, chat template) comes from the model info. Calls are blocking; callers make them through `ask`, in the
+Hub's bulkhead (app/outbound.py), with a deadline, holding no database connection.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, cached_property, partial
 from types import ModuleType
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from app.config import Settings
+from app.outbound import Bulkhead, DeadlinePassed, Saturated
 from app.tables.documents import JsonObject
 
 if TYPE_CHECKING:  # imported at the first Hub call (app.hub.client.hub), not by every server worker at start
+    import httpx2
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import ModelInfo
@@ -38,6 +40,20 @@ def hub() -> tuple[ModuleType, ModuleType, ModuleType]:
     from huggingface_hub import errors
 
     return huggingface_hub, errors, httpx2
+
+
+@cache
+def bounded_http(timeout_seconds: float) -> None:
+    """Every request huggingface_hub makes gets a timeout: its shared HTTP client has none by default, and the
+    calls that pass none (create_commit's) could otherwise wait on a silent Hub for ever."""
+    from huggingface_hub.utils import _http
+
+    def client_factory() -> httpx2.Client:
+        client = _http.default_client_factory()
+        client.timeout = hub()[2].Timeout(timeout_seconds)
+        return client
+
+    _http.set_client_factory(client_factory)
 
 
 T = TypeVar("T")
@@ -64,6 +80,10 @@ class HubNotFound(HubError):
 
 class HubUnavailable(HubError):
     status, slug = 503, "hub-unavailable"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class HubBadGateway(HubError):
@@ -97,11 +117,35 @@ class HubClient:
         self.endpoint = settings.hub_endpoint
         self.settings = settings
         self._sleep = sleep
-        # Its own threads: asyncio's default pool has only cores + 4 workers, too few for I/O-bound Hub calls.
-        self.executor = ThreadPoolExecutor(max_workers=settings.hub_sync_concurrency, thread_name_prefix="hub")
+        # The Hub's slots: requests beyond them are refused at once, background passes wait for one.
+        self.outbound = Bulkhead(f"The Hub at {self.endpoint}", settings.hub_sync_concurrency)
+
+    def refuse_when_full(self) -> None:
+        """503 at once when every Hub slot is taken, before any work for a call that could not be made."""
+        try:
+            self.outbound.refuse_when_full()
+        except Saturated as full:
+            raise HubUnavailable(f"{full} Nothing was changed.", retry_after_seconds=full.retry_after_seconds) from None
+
+    async def ask(
+        self, function: Callable[..., T], *args: object, deadline_seconds: float | None, patient: bool = False
+    ) -> T:
+        """One of this client's blocking calls, in the Hub's bulkhead. A person (or CI) waiting on a request
+        gets an answer by `deadline_seconds`, whatever the Hub does; background passes pass none and wait."""
+        try:
+            return await self.outbound.call(function, *args, deadline_seconds=deadline_seconds, patient=patient)
+        except Saturated as full:
+            raise HubUnavailable(f"{full} Nothing was changed.", retry_after_seconds=full.retry_after_seconds) from None
+        except DeadlinePassed as late:
+            # The thread goes on until its own timeouts end it; its answer is not used.
+            raise HubUnavailable(
+                f"The Hub at {self.endpoint} did not answer within {late.seconds:g} s; nothing was changed. "
+                "Retry later (models synced once are also re-synced in the background)."
+            ) from None
 
     @cached_property
     def api(self) -> HfApi:
+        bounded_http(self.settings.hub_timeout_seconds)
         token = self.settings.hub_token.get_secret_value() if self.settings.hub_token else False
         # token=False (not None): never fall back to a token saved on the server machine by `hf auth login`.
         api: HfApi = hub()[0].HfApi(endpoint=self.endpoint, token=token, library_name="corral")

@@ -1,14 +1,12 @@
-import asyncio
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.db import SessionDep
+from app.db import SessionDep, release_connection
 from app.hub.client import CommitRecord, HubClient, HubError
-from app.hub.errors import hub_problem
+from app.hub.errors import hub_problem, refuse_when_the_hub_is_full
 from app.hub.schemas import HubCommit, SyncResult
-from app.hub.service import within_deadline
 from app.hub.sync import sync_in_request
 from app.registry.models.router import RepoIdDep
 from app.registry.repository import require_model
@@ -35,6 +33,7 @@ async def sync_model(
     revision: Revision = "main",
 ) -> SyncResult:
     """Sync a registered model from the Hub: record the commit as a revision, move the branch alias."""
+    refuse_when_the_hub_is_full(request.app.state.hub_client)
     await require_model(session, model)
     return await sync_in_request(session, request, model, revision)
 
@@ -49,12 +48,16 @@ async def list_hub_commits(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[HubCommit]:
     """The newest commits of a registered model's Hub repo, to choose a revision to record (needs a token)."""
-    await require_model(session, model)
-    try:
-        deadline = request.app.state.settings.hub_request_deadline_seconds
-        commits = await within_deadline(client, fetch_commits(client, model, revision, limit), deadline)
-    except HubError as error:
-        raise hub_problem(error) from None
+    commits = cached_commits(client, model, revision, limit)
+    if commits is None:
+        refuse_when_the_hub_is_full(client)
+        await require_model(session, model)
+        await release_connection(session)  # no connection held while the Hub takes its time
+        try:
+            deadline = request.app.state.settings.hub_request_deadline_seconds
+            commits = await fetch_commits(client, model, revision, limit, deadline)
+        except HubError as error:
+            raise hub_problem(error) from None
     return [HubCommit.model_validate(commit) for commit in commits]
 
 
@@ -65,15 +68,17 @@ COMMITS_CACHE_ENTRIES = 512
 _commits: dict[tuple[int, str, str, int], tuple[float, list[CommitRecord]]] = {}
 
 
-async def fetch_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[CommitRecord]:
+def cached_commits(client: HubClient, repo_id: str, revision: str, limit: int) -> list[CommitRecord] | None:
+    cached = _commits.get((id(client), repo_id, revision, limit))
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
+async def fetch_commits(
+    client: HubClient, repo_id: str, revision: str, limit: int, deadline_seconds: float
+) -> list[CommitRecord]:
     key = (id(client), repo_id, revision, limit)
     now = time.monotonic()
-    cached = _commits.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    commits = await asyncio.get_running_loop().run_in_executor(
-        client.executor, client.commits, repo_id, revision, limit
-    )
+    commits = await client.ask(client.commits, repo_id, revision, limit, deadline_seconds=deadline_seconds)
     if len(_commits) >= COMMITS_CACHE_ENTRIES:
         _commits.pop(next(iter(_commits)))  # the oldest entry
     _commits[key] = (now + COMMITS_CACHE_SECONDS, commits)

@@ -4,11 +4,9 @@ The network part (HubClient.fetch) runs before anything is written, so a Hub fai
 model's sync bookkeeping.
 """
 
-import asyncio
 import re
-from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +14,7 @@ from app.config import Settings
 from app.errors import Conflict
 from app.fields import ALIAS_PATTERN
 from app.hub import repository
-from app.hub.client import HubClient, HubError, HubFetch, HubUnavailable
+from app.hub.client import HubClient, HubError, HubFetch
 from app.hub.schemas import SyncResult
 from app.hub.snapshot import HubSnapshot, disagreements, hub_facts, snapshot
 from app.registry.models.schemas import ModelCreate, hub_state
@@ -29,29 +27,16 @@ from app.tables.documents import JsonObject
 
 ALIASABLE = re.compile(ALIAS_PATTERN)  # a branch named like an alias gets one, moved on each new commit
 LEASE = timedelta(minutes=5)
-T = TypeVar("T")
 
 
 async def fetch_in_thread(
     client: HubClient, repo_id: str, revision: str, *, deadline_seconds: float | None = None
 ) -> HubFetch:
-    """The Hub's answer, read in the client's threads. A person (or CI) waiting on a request gets an answer by
-    `deadline_seconds`, whatever the Hub does; background passes pass none and keep their patient retries."""
-    fetching = asyncio.get_running_loop().run_in_executor(client.executor, client.fetch, repo_id, revision)
-    if deadline_seconds is None:
-        return await fetching
-    return await within_deadline(client, fetching, deadline_seconds)
-
-
-async def within_deadline(client: HubClient, call: Awaitable[T], deadline_seconds: float) -> T:
-    try:
-        return await asyncio.wait_for(call, timeout=deadline_seconds)
-    except TimeoutError:
-        # The thread goes on until its own timeouts end it; its answer is not used.
-        raise HubUnavailable(
-            f"The Hub at {client.endpoint} did not answer within {deadline_seconds:g} s; nothing was changed. "
-            "Retry later (models synced once are also re-synced in the background)."
-        ) from None
+    """The Hub's answer, read in the Hub's bulkhead. A request passes its deadline; background passes pass none
+    and wait for a slot, keeping their patient retries."""
+    return await client.ask(
+        client.fetch, repo_id, revision, deadline_seconds=deadline_seconds, patient=deadline_seconds is None
+    )
 
 
 class HubSyncService:

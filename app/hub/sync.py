@@ -8,7 +8,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, release_connection
 from app.errors import Conflict
 from app.hub import repository
 from app.hub.client import HubClient, HubError
@@ -132,6 +132,7 @@ async def sync_from_hub(settings: Settings, repo_id: str, revision: str) -> Sync
 async def sync_in_request(session: AsyncSession, request: Request, repo_id: str, revision: str) -> SyncResult:
     """Sync a registered model inside a request: lease, fetch (no writes held), apply in the request's unit."""
     sessionmaker = request.app.state.sessionmaker
+    await release_connection(session)  # no connection held while the Hub takes its time
     if not await claim(sessionmaker, repo_id):
         raise Conflict(f"A sync of {repo_id} is already running.")
     try:

@@ -2,17 +2,22 @@
 
 import hashlib
 import logging
+import shutil
 from collections import Counter
+from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config import Settings
 from app.db import SessionDep
-from app.errors import ServiceUnavailable
+from app.errors import UNAVAILABLE, ServiceUnavailable, database_unavailable
 from app.evaluations import repository
 from app.metrics import CONTENT_TYPE, Metrics
-from app.migrate import current_revision, head_revision
+from app.migrate import VERSION_TABLE, current_revision, head_revision
 from app.ops.schemas import Health, Readiness
 from app.runners import repository as runners_repository
 from app.runners.service import to_read
@@ -36,20 +41,61 @@ async def healthz() -> Response:
 
 @router.get("/readyz", responses=problem_responses(503), **OPEN_ROUTE)
 async def readyz(request: Request) -> Readiness:
-    """Readiness: the database answers and its schema is at this build's head."""
+    """Readiness: the database answers, takes a write, and its schema is at this build's head."""
     head = head_revision()  # read once per process, at the first readiness check
+    settings: Settings = request.app.state.settings
+    sqlite = settings.is_sqlite
+    if settings.sqlite_file is not None and _free_bytes(settings.sqlite_file.parent) < FREE_SPACE_FLOOR:
+        # Caught before a write fails: SQLite may still rewrite its WAL in place when the disk has no room left.
+        detail, seconds = UNAVAILABLE["disk full"]
+        raise ServiceUnavailable(detail, retry_after=seconds, reason="disk full")
     try:
         async with request.app.state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
             revision = await current_revision(connection)
+            busy_ms = round(settings.sqlite_busy_timeout_seconds * 1000)
+            writes = await _write_probe(connection, sqlite=sqlite, busy_ms=busy_ms)
     except (SQLAlchemyError, OSError) as exc:
-        log.warning("readiness: database unreachable: %s", type(exc).__name__)
-        raise ServiceUnavailable("The database is unreachable; retry shortly.") from None
+        reason = database_unavailable(exc) or "unavailable"
+        log.warning("readiness: database %s: %s", reason, type(exc).__name__)
+        detail, seconds = UNAVAILABLE[reason]
+        raise ServiceUnavailable(detail, retry_after=seconds, reason=reason) from None
     if revision != head:
         raise ServiceUnavailable(
             f"The database schema is at {revision or 'nothing'}, this build needs {head}: run `corral db upgrade`."
         )
-    return Readiness(database=request.app.state.settings.database.get_backend_name(), schema_revision=revision)
+    return Readiness(database=settings.database.get_backend_name(), schema_revision=revision, writes=writes)
+
+
+PROBE_WAIT_MS = 1000
+FREE_SPACE_FLOOR = 2**20  # the embedded database's volume with less free is full: a write may need more
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:  # gone or unreadable: the probe write says what is wrong
+        return FREE_SPACE_FLOOR
+
+
+async def _write_probe(connection: AsyncConnection, *, sqlite: bool, busy_ms: int) -> Literal["ok", "busy"]:
+    """A write that changes nothing, committed: a full disk or a read-only database fails it, as they fail every
+    write of the service (reads alone would pass). A write lock held by another writer is no failure: "busy"."""
+    if sqlite:  # wait briefly for the one write lock, then give the connection its usual patience back
+        await connection.execute(text(f"PRAGMA busy_timeout={PROBE_WAIT_MS:d}"))
+    else:  # for this transaction only: the pooled connection keeps its own settings
+        await connection.execute(text(f"SET LOCAL lock_timeout = {PROBE_WAIT_MS:d}"))
+    try:
+        await connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = version_num"))
+        await connection.commit()
+    except OperationalError as exc:
+        await connection.rollback()
+        if database_unavailable(exc) != "busy" and "lock timeout" not in str(exc.orig):
+            raise
+        return "busy"
+    finally:
+        if sqlite:
+            await connection.execute(text(f"PRAGMA busy_timeout={busy_ms:d}"))
+    return "ok"
 
 
 @router.get(

@@ -1,11 +1,11 @@
 """Scores for the Hugging Face Hub: `.eval_results` entries and a model card's `model-index`, and pull requests."""
 
-import asyncio
 import uuid
 
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import release_connection
 from app.errors import Conflict
 from app.evaluations.repository import load_evaluation
 from app.hub.client import HubClient, HubError
@@ -30,7 +30,7 @@ class HubExportService:
         return hub_exports(evaluation, suite, export_format, source_url)
 
     async def hub_pull_request(
-        self, evaluation_id: uuid.UUID, client: HubClient, has_token: bool, base_url: str
+        self, evaluation_id: uuid.UUID, client: HubClient, has_token: bool, base_url: str, deadline_seconds: float
     ) -> str:
         """Open a pull request on the model repo adding `.eval_results/corral-<suite>.yaml`; returns its URL."""
         if not has_token:
@@ -50,9 +50,15 @@ class HubExportService:
             f"Corral evaluation {evaluation.id}."
         )
         files = {f".eval_results/corral-{config['suite']}.yaml": content.encode()}
+        await release_connection(self.session)  # no connection held while the Hub takes its time
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                client.executor, client.open_pull_request, config["model"], files, title, description
+            return await client.ask(
+                client.open_pull_request,
+                config["model"],
+                files,
+                title,
+                description,
+                deadline_seconds=deadline_seconds,
             )
         except HubError as error:
             raise hub_problem(error) from None

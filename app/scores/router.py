@@ -11,6 +11,7 @@ from app.evaluations.imports import ImportService
 from app.evaluations.schemas import ResultsImport
 from app.fields import Slug, Tag
 from app.hardware.estimator import Precision
+from app.hub.errors import refuse_when_the_hub_is_full
 from app.pagination import PageDep, PageRequest
 from app.registry.models.router import RepoIdDep
 from app.routing import public_url
@@ -177,12 +178,14 @@ async def open_hub_pull_request(
     principal: Annotated[Principal | None, Depends(PUBLISH)],
 ) -> dict[str, str]:
     """Open a pull request on the model's Hub repo adding the scores as `.eval_results` (needs a Hub token)."""
+    refuse_when_the_hub_is_full(request.app.state.hub_client)
     settings = request.app.state.settings
     url = await HubExportService(session).hub_pull_request(
         evaluation_id,
         request.app.state.hub_client,
         has_token=settings.hub_token is not None,
         base_url=public_url(request),
+        deadline_seconds=settings.hub_request_deadline_seconds,
     )
     return {"pull_request_url": url}
 

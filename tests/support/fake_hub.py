@@ -3,8 +3,8 @@
 Endpoints: model info (with and without a revision, `blobs=true`), HEAD and ranged GET (206) on
 /{repo}/resolve/{rev}/{file}, refs, commits and the file tree (one folder level). Errors carry the
 `X-Error-Code` header the client maps to its exceptions (RepoNotFound, RevisionNotFound, EntryNotFound,
-GatedRepo). Knobs: latency per request, scripted failures (429 with Retry-After, 5xx), and a log of every
-request with the bytes it sent.
+GatedRepo). Knobs: latency per request, scripted failures (429 with Retry-After, 5xx), a Hub that accepts every
+request and never answers (`hang()`), and a log of every request with the bytes it sent.
 """
 
 import base64
@@ -83,6 +83,31 @@ class FakeHub:
         self.log: list[Logged] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._hanging = threading.Event()
+        self._released = threading.Event()
+        self.held = 0  # requests accepted and not answered, while hanging
+
+    @contextmanager
+    def hang(self) -> Iterator["FakeHub"]:
+        """Accept every request and never answer it, until the block ends (then each is dropped unanswered)."""
+        self._released.clear()
+        self._hanging.set()
+        try:
+            yield self
+        finally:
+            self._hanging.clear()
+            self._released.set()
+
+    def hold(self) -> bool:
+        """Called by each request: True when it was held (and is to be dropped without an answer)."""
+        if not self._hanging.is_set():
+            return False
+        with self._lock:
+            self.held += 1
+        self._released.wait()
+        with self._lock:
+            self.held -= 1
+        return True
 
     @property
     def url(self) -> str:
@@ -134,13 +159,22 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.fake.hold():
+            self.close_connection = True
+            return
         self._handle(body=True)
 
     def do_HEAD(self) -> None:
+        if self.fake.hold():
+            self.close_connection = True
+            return
         self._handle(body=False)
 
     def do_POST(self) -> None:
         """The two calls of `HfApi.create_commit` for small files: preupload (how to send each file), commit."""
+        if self.fake.hold():
+            self.close_connection = True
+            return
         path = unquote(urlsplit(self.path).path)
         query = parse_qs(urlsplit(self.path).query)
         data = self.rfile.read(int(self.headers.get("content-length") or 0))

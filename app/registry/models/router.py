@@ -2,13 +2,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.db import SessionDep
+from app.db import SessionDep, release_connection
 from app.fields import Modality, RepoId, RepoSegment, Slug, Tag
 from app.hardware.catalog import accelerators
 from app.hardware.estimator import Precision
 from app.hardware.schemas import HardwareRequirements
 from app.hub.client import HubError
-from app.hub.errors import hub_problem
+from app.hub.errors import hub_problem, refuse_when_the_hub_is_full
 from app.hub.service import HubSyncService, fetch_in_thread
 from app.pagination import PageDep
 from app.registry.licenses.schemas import LicenseCheck, UseDescription
@@ -116,7 +116,10 @@ async def create_model(
     """Register a model by its Hub repo id; with no `kind`, everything else is read from the Hub."""
     if body.kind is not None:
         return await ModelService(session).create(body)
-    # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync.
+    # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync. The
+    # token check may have read the database: its connection goes back before the Hub is asked.
+    refuse_when_the_hub_is_full(request.app.state.hub_client)
+    await release_connection(session)
     try:
         fetch = await fetch_in_thread(
             request.app.state.hub_client,
