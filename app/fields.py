@@ -5,8 +5,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, HttpUrl, StringConstraints, TypeAdapter, ValidationError
 
 from app.schemas import Integer, IsoDate, IsoDateTime
+from app.wire.protocol import Tag
 
-__all__ = ["IsoDate", "IsoDateTime"]
+__all__ = ["IsoDate", "IsoDateTime", "Tag"]
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 # The Hub's rule: letters, digits, '_', '-', '.'; not starting or ending with '-' or '.', no '--' or '..'.
@@ -34,7 +35,6 @@ CommitSha = Annotated[
         description="A full 40-character lowercase commit sha.", examples=["0e9e39f249a16976918f6564b8830bc894c89659"]
     ),
 ]
-Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._:+-]{0,63}$")]
 # At most 39 characters, so never a 40-character sha: `revisions/{sha or alias}` is never ambiguous.
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,38}$"
 AliasName = Annotated[

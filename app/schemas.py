@@ -11,19 +11,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
-    StrictInt,
-    WithJsonSchema,
-    model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from app.tables.documents import AttemptProgress, EvaluationConfig, JsonObject, ScoreSummary
+from app.documents import AttemptProgress, EvaluationConfig, JsonObject, ScoreSummary
+from app.wire.base import AS_OBJECT, Integer, Reply, Request
+
+__all__ = ["AS_OBJECT", "Integer"]
 
 T = TypeVar("T")
 
-# JSON kept as sent (validated as JSON values), and documents shaped by app/tables/documents.py (written by
+# JSON kept as sent (validated as JSON values), and documents shaped by app/documents.py (written by
 # Corral itself, so passed through as they are): typed for the code, shown to API clients as JSON objects.
-AS_OBJECT = WithJsonSchema({"type": "object", "additionalProperties": True})
 AS_WRITTEN = PlainValidator(lambda document: document)
 JsonField = Annotated[JsonObject, AS_OBJECT]
 ConfigField = Annotated[EvaluationConfig, AS_WRITTEN, AS_OBJECT]
@@ -51,71 +50,12 @@ IsoDate = Annotated[date, BeforeValidator(_iso_text)]
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
-def _unstorable(text: str) -> str | None:
-    """Why no database can store this text: a NUL, or a lone UTF-16 surrogate (not encodable as UTF-8)."""
-    if "\x00" in text:
-        return "contains a NUL (U+0000) character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone UTF-16 surrogate (not valid Unicode text)"
-    return None
+class WriteModel(Request):
+    """Base for request bodies: an unknown field is an error, not silently dropped (app/wire/base.py)."""
 
 
-def _find_unstorable(value: Any, path: str) -> tuple[str, str] | None:
-    if isinstance(value, str):
-        reason = _unstorable(value)
-        return (path, reason) if reason else None
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)  # type: ignore[assignment]
-    else:
-        return None
-    for key, item in items:
-        if isinstance(key, str) and (reason := _unstorable(key)):
-            return f"{path}/{key!r}", reason
-        found = _find_unstorable(item, f"{path}/{key}")
-        if found is not None:
-            return found
-    return None
-
-
-def _integral(value: Any) -> Any:
-    # JSON Schema counts 41.0 as an integer and generated clients send it so: take it as 41, never 41.5.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# An integer in a request body: strict (JSON `true` and `"5"` are not integers) but integral floats count.
-Integer = Annotated[StrictInt, BeforeValidator(_integral)]
-
-
-class WriteModel(BaseModel):
-    """Base for request bodies: an unknown field is an error, not silently dropped."""
-
-    # Booleans and integers in write models are StrictBool / Integer (see app/registry/fields.py): JSON `0`
-    # is not `false` and `"5"` is not `5`. FastAPI validates decoded Python objects, so a model-wide strict
-    # mode would also refuse ISO date strings and enum values.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _only_storable_text(cls, data: Any) -> Any:
-        # PostgreSQL cannot store U+0000 or a lone surrogate in text or JSONB; refuse them here rather than
-        # fail in the database (SQLite would store what PostgreSQL refuses: the two must agree).
-        found = _find_unstorable(data, "")
-        if found is not None:
-            path, reason = found
-            raise ValueError(f"{path or 'body'}: {reason}")
-        return data
-
-
-class ReadModel(BaseModel):
+class ReadModel(Reply):
     """Base for response bodies, built from ORM objects."""
-
-    model_config = ConfigDict(from_attributes=True)
 
 
 class FieldError(BaseModel):

@@ -1,4 +1,9 @@
-"""`corral-runner`: the agent operators install on GPU machines. It talks to Corral over HTTP only."""
+"""`corral-runner`: the agent operators install on GPU machines. It talks to Corral over HTTP only.
+
+Exit codes: 0 done; 1 failed (a check of `doctor`, a refusal by the server, a demo evaluation that failed, an
+error that was not foreseen: said in one line); 2 nothing to run with (no or an unusable configuration, the runner
+extra missing); 130 interrupted.
+"""
 
 import json
 import logging
@@ -7,15 +12,16 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
 
-from evals import hardware
 from evals.client import ServerClient, ServerError
-from evals.config import RunnerConfig
-from evals.environment import never_passed
+from evals.config import RunnerConfig, default_path
+from evals.environment import keep_secrets_out_of_sight
+from evals.files import write_whole
+from evals.protocol import RunnerRegister
 
 cli = typer.Typer(
     name="corral-runner",
@@ -31,22 +37,22 @@ ConfigOption = Annotated[
 ]
 
 
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"corral-runner: {message}", err=True)
+    return typer.Exit(code)
+
+
 def _load(config: Path | None) -> RunnerConfig:
+    path = config or default_path()
+    if not path.exists() and not os.environ.get("CORRAL_RUNNER_TOKEN"):
+        raise fail(
+            f"no runner configuration at {path}: run `corral-runner register --server URL --token TOKEN` first", 2
+        )
     try:
         return RunnerConfig.load(config)
     except (ValueError, OSError) as exc:
-        typer.echo(f"corral-runner: no usable configuration ({exc}); run `corral-runner register` first", err=True)
-        raise typer.Exit(2) from None
-
-
-def _report(settings: RunnerConfig) -> dict[str, Any]:
-    """What this runner offers: this machine's devices, or a cluster's node shapes read from the engine."""
-    if settings.executor.kind == "local":
-        return hardware.report()
-    from evals.cluster_agent import ClusterAgent
-    from evals.executors import engine_for
-
-    return ClusterAgent(settings).report(engine_for(settings.executor))
+        first = str(exc).strip().splitlines()
+        raise fail(f"the configuration at {path} cannot be used: {' '.join(first[:3])[:400]}", 2) from None
 
 
 @cli.command()
@@ -59,30 +65,39 @@ def register(
     config: ConfigOption = None,
 ) -> None:
     """Register this machine (accelerators detected) and store its credentials in the config file."""
+    from evals.loop import RunnerLoop
+
     settings = RunnerConfig.load(config, server=server, token=token)
-    report = _report(settings)
+    report = RunnerLoop(settings, ServerClient(server, token)).report()
     if token.startswith("crlreg_"):
-        max_nodes = getattr(settings.executor, "max_nodes_per_job", 1)
-        body = {
-            **report,
-            "max_nodes_per_job": max_nodes,
-            "name": name or socket.gethostname().split(".")[0],
-            "labels": label or [],
-            "max_concurrent_jobs": max_concurrent_jobs,
-            "registration_token": token,
-        }
-        answer = httpx.post(f"{server.rstrip('/')}/v1/runners/register", json=body, timeout=60)
-        if answer.status_code != 201:
-            typer.echo(f"corral-runner: registration refused: {answer.status_code} {answer.text}", err=True)
-            raise typer.Exit(1)
-        token = answer.json()["token"]
-    try:
-        runner = ServerClient(server, token).verify(report)
-    except ServerError as exc:
-        typer.echo(f"corral-runner: the server refused this token: {exc}", err=True)
-        raise typer.Exit(1) from None
+        body = RunnerRegister(
+            **report.model_dump(),
+            name=name or socket.gethostname().split(".")[0],
+            labels=label or [],
+            max_concurrent_jobs=max_concurrent_jobs,
+            max_nodes_per_job=getattr(settings.executor, "max_nodes_per_job", 1),
+            registration_token=token,
+        )
+        token = ServerClient.register(server, body)
+    runner = ServerClient(server, token).verify(report)
     saved = RunnerConfig.load(config, server=server, token=token).save(config)
-    typer.echo(json.dumps({"runner": runner["name"], "id": runner["id"], "config": str(saved)}))
+    typer.echo(json.dumps({"runner": runner.name, "id": str(runner.id), "config": str(saved)}))
+
+
+@cli.command("rotate-token")
+def rotate_token(config: ConfigOption = None) -> None:
+    """Replace this runner's token with a new one, stored in the config file; the old one stops working at once
+    (stop `corral-runner run` first, and start it again after)."""
+    path = config or default_path()
+    if not path.exists():
+        raise fail(f"no runner configuration at {path}: the new token would have nowhere to go", 2)
+    settings = _load(config)
+    stored = json.loads(path.read_text())
+    if stored.get("token") != settings.token.get_secret_value():
+        raise fail("the token in use comes from CORRAL_RUNNER_TOKEN, not the config file: rotate it there", 2)
+    token = ServerClient(settings.server, stored["token"], retries=0).rotate_token()
+    write_whole(path, json.dumps(stored | {"token": token}, indent=2), private=True)
+    typer.echo(json.dumps({"rotated": True, "config": str(path)}))
 
 
 @cli.command()
@@ -110,10 +125,7 @@ def run(
     config: ConfigOption = None,
 ) -> None:
     """Claim and run jobs until stopped; SIGTERM finishes the current job (or hands it back), a second hands it back."""
-    from evals.agent import Agent
-    from evals.cluster_agent import ClusterAgent
-
-    _keep_secrets_out_of_sight()
+    keep_secrets_out_of_sight()
     _configure_logging()
     settings = _load(config)
     if hand_back_on_sigterm is not None:
@@ -122,72 +134,21 @@ def run(
         settings.warm_worker = warm
     if settings.executor.kind == "local":  # a cluster agent only submits: lm-eval runs on the compute nodes
         _require_runner_extra()
-    agent = Agent(settings) if settings.executor.kind == "local" else ClusterAgent(settings)
-    signal.signal(signal.SIGTERM, agent.on_sigterm)
-    done = agent.run(once=once, max_jobs=max_jobs, until_idle=until_idle)
+    from evals.loop import RunnerLoop
+
+    loop = RunnerLoop(settings)
+    signal.signal(signal.SIGTERM, loop.on_sigterm)
+    done = loop.run(once=once, max_jobs=max_jobs, until_idle=until_idle)
     typer.echo(json.dumps({"jobs_run": done}))
 
 
 @cli.command()
 def doctor(config: ConfigOption = None) -> None:
-    """Check the server, this runner's token, lm-eval, torch and CUDA; exit 1 if something is missing."""
-    problems = 0
+    """Check what a job needs here (the server, this runner's token, lm-eval, torch and the devices, disk space,
+    the sandbox), one line each with what to do; exit 1 if something is missing."""
+    from evals.doctor import run as run_checks
 
-    def line(ok: bool, what: str) -> None:
-        nonlocal problems
-        problems += 0 if ok else 1
-        typer.echo(f"{'ok  ' if ok else 'FAIL'} {what}")
-
-    settings = _load(config)
-    try:
-        health = httpx.get(f"{settings.server.rstrip('/')}/readyz", timeout=10)
-        line(health.status_code == 200, f"server {settings.server}: {health.status_code}")
-    except httpx.HTTPError as exc:
-        line(False, f"server {settings.server}: {type(exc).__name__}")
-    try:
-        runner = ServerClient(settings.server, settings.token.get_secret_value(), retries=0).verify(
-            {
-                "accelerators": hardware.detect(),
-                "backends": hardware.backends(),
-                "lm_eval_version": hardware.lm_eval_version(),
-            }
-        )
-        line(True, f"token: runner {runner['name']} ({runner['state']})")
-    except (ServerError, httpx.HTTPError) as exc:
-        line(False, f"token: {exc}")
-    version = hardware.lm_eval_version()
-    line(version is not None, f"lm-eval {version or 'not installed (pip install corral[runner])'}")
-    try:
-        import torch
-
-        line(True, f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}")
-        if torch.cuda.is_available():
-            for index in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(index)
-                name = torch.cuda.get_device_name(index)
-                line(True, f"cuda:{index} {name}: {total / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
-        else:
-            line(True, "no CUDA device: jobs run on the CPU")
-    except ImportError:
-        line(False, "torch not installed")
-    if settings.sandbox:
-        from evals.sandbox import abi_version
-
-        abi = abi_version()
-        line(
-            abi > 0,
-            f"sandbox: Landlock ABI {abi} hides this runner's files from jobs"
-            if abi
-            else "sandbox: this kernel has no Landlock (Linux 5.13+): jobs could read this runner's files; "
-            "upgrade the kernel, or set sandbox: false to accept that",
-        )
-    else:
-        typer.echo("     sandbox: off (sandbox: false): jobs can read this runner's files")
-    for device in hardware.detect():
-        typer.echo(
-            f"     accelerator {device['kind']} x{device['count']}: {device['memory_bytes'] / 2**30:.1f} GiB each"
-        )
-    raise typer.Exit(1 if problems else 0)
+    raise typer.Exit(1 if run_checks(_load(config), typer.echo) else 0)
 
 
 @cli.command()
@@ -212,39 +173,12 @@ def _require_runner_extra() -> None:
 
     missing = [name for name in ("torch", "lm_eval", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
-        typer.echo(
-            f"corral-runner: {', '.join(missing)} not installed: this needs the runner extra. From the source tree: "
+        raise fail(
+            f"{', '.join(missing)} not installed: this needs the runner extra. From the source tree: "
             ".venv/bin/pip install -c constraints/cpu.txt torch==2.13.0 -e '.[runner]' (CPU torch; on a GPU "
             "machine install CUDA torch first, then -e '.[runner]')",
-            err=True,
+            2,
         )
-        raise typer.Exit(2)
-
-
-SECRETS_FD = "CORRAL_RUNNER_SECRETS_FD"
-
-
-def _keep_secrets_out_of_sight() -> None:
-    """The agent's secrets given in its environment (CORRAL_RUNNER_TOKEN, HF_TOKEN, whatever CORRAL_* the shell
-    held) would stay readable for its whole life in /proc/<pid>/environ, which a job's code on this machine can
-    read: the agent starts itself again without them and takes them back through a pipe, into memory only."""
-    inherited = os.environ.pop(SECRETS_FD, None)
-    if inherited is not None:
-        with os.fdopen(int(inherited), "rb") as pipe:
-            os.environ.update(json.loads(pipe.read()))
-        return
-    secrets = {name: value for name, value in os.environ.items() if never_passed(name)}
-    payload = json.dumps(secrets).encode()
-    if not secrets or len(payload) > 60_000:  # nothing to hide, or more than a pipe holds unread
-        return
-    read, write = os.pipe()
-    os.write(write, payload)
-    os.close(write)
-    os.set_inheritable(read, True)
-    environment = {name: value for name, value in os.environ.items() if name not in secrets} | {SECRETS_FD: str(read)}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
 
 
 def _configure_logging() -> None:
@@ -255,4 +189,19 @@ def _configure_logging() -> None:
 
 
 def main() -> None:
-    cli()
+    """No traceback reaches a person: each failure is one line (CORRAL_RUNNER_TRACEBACK=1 shows it whole)."""
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except httpx.TransportError as exc:
+        typer.echo(f"corral-runner: the server did not answer ({type(exc).__name__}: {exc}): is it up?", err=True)
+        sys.exit(1)
+    except ServerError as exc:
+        typer.echo(f"corral-runner: the server refused: {exc.detail} ({exc.status})", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("CORRAL_RUNNER_TRACEBACK") == "1":
+            raise
+        typer.echo(f"corral-runner: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

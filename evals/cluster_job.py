@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from evals.lm_eval_worker import Worker, enter_sandbox, mark_done, redirect_output, run_job, say
-from evals.protocol import JobSpec, Outcome, Sandbox
+from evals.jobdir import JobDirectory
+from evals.lm_eval_worker import Worker, enter_sandbox, redirect_output, run_job, say
+from evals.protocol import Outcome, Sandbox
 
-EVALS_DIR = Path(__file__).resolve().parent
 RAY_START_SECONDS = 300
 RAY_QUIET = ["--include-dashboard=false", "--disable-usage-stats", "--block"]  # and in the foreground
 
@@ -42,7 +42,7 @@ def allocation_nodes() -> list[str]:
 class RayCluster:
     """A Ray cluster over the allocation's nodes for the length of one job."""
 
-    def __init__(self, job_dir: Path, gpus_per_node: int, sandbox: Sandbox | None) -> None:
+    def __init__(self, directory: JobDirectory, gpus_per_node: int, sandbox: Sandbox | None) -> None:
         self.nodes = allocation_nodes()
         self.gpus = gpus_per_node
         self.address = f"{socket.gethostbyname(socket.gethostname())}:{free_port()}"
@@ -68,7 +68,7 @@ class RayCluster:
         worker = [*srun, f"--exclude={self.nodes[0]}", *sealed, ray, "start", f"--address={self.address}", gpus]
         worker.append("--block")
         self.workers: subprocess.Popen[bytes] | None = None
-        with (job_dir / "ray.log").open("ab") as output:
+        with directory.ray_log.open("ab") as output:
             self.head = subprocess.Popen(head, stdout=output, stderr=subprocess.STDOUT)
             self._wait_for_head(head_ip, int(port))
             self.workers = subprocess.Popen(worker, stdout=output, stderr=subprocess.STDOUT)
@@ -120,35 +120,29 @@ class RayCluster:
 
 
 def main(spec_path: Path) -> int:
-    spec_path = spec_path.resolve()
-    job_dir = spec_path.parent
-    spec = JobSpec.model_validate_json(spec_path.read_text())
-    if spec.include_path and not Path(spec.include_path).is_absolute():
-        # The agent names the suite's task files relative to the evals package: this node's copy of it.
-        spec = spec.model_copy(update={"include_path": str(EVALS_DIR / spec.include_path)})
-        spec_path.write_text(spec.model_dump_json())
+    directory = JobDirectory(spec_path.resolve().parent)
+    spec = directory.read_spec()
     placement = spec.placement
     worker = Worker()
     worker.sandbox_note = enter_sandbox(spec.sandbox)  # before anything of the job runs, Ray's head included
     if placement.pipeline_parallel == 1:
-        return run_job(worker, spec_path)
-    redirect_output(job_dir / "log.txt")
+        return run_job(worker, directory.spec)
+    redirect_output(directory.log)
     ray = None
     try:
-        ray = RayCluster(job_dir, placement.tensor_parallel, spec.sandbox)
+        ray = RayCluster(directory, placement.tensor_parallel, spec.sandbox)
         seen = ray.wait()
     except Exception as error:  # the allocation, not the model: worth a try elsewhere
         if ray is not None:
             ray.stop()
         say(f"corral: {error}")
-        outcome = Outcome(category="infrastructure", message=f"Ray across the allocation: {error}")
-        (job_dir / "outcome.json").write_text(outcome.model_dump_json())
-        mark_done(job_dir, 1)
+        directory.write_outcome(Outcome(category="infrastructure", message=f"Ray across the allocation: {error}"))
+        directory.mark_done(1)
         return 1
     try:
         say(f"corral: Ray cluster of {seen['nodes']:.0f} nodes, {seen['GPU']:.0f} GPUs at {ray.address}")
         os.environ["RAY_ADDRESS"] = ray.address
-        return run_job(worker, spec_path)
+        return run_job(worker, directory.spec)
     finally:
         ray.stop()
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from evals.environment import job_environment, never_passed
-from evals.executors.settings import Executor, LocalExecutor
+from evals.executors.settings import Backend, Executor, LocalExecutor
+from evals.files import write_whole
 
 
 def default_path() -> Path:
@@ -116,10 +117,28 @@ class RunnerConfig(BaseModel):
         return self._path
 
     def private_paths(self) -> list[Path]:
-        """What no job may read or write: the config file, the spool (lease tokens, results on their way) and the
-        agent's state (a cluster runner's lease files)."""
-        paths = [self.spool_dir] if self.executor.kind == "local" else [self.spool_dir, self.work_dir / "attempts"]
-        return [self._path, *paths] if self._path is not None else paths
+        """What no job may read or write: the config file, and the spool (lease tokens: the held attempts' state
+        files and results on their way)."""
+        return [self._path, self.spool_dir] if self._path is not None else [self.spool_dir]
+
+    @property
+    def held_dir(self) -> Path:
+        """The state files of the attempts this runner holds (lease tokens): private, beside the spool."""
+        return self.spool_dir / "held"
+
+    @property
+    def jobs_root(self) -> Path:
+        """Where jobs' directories are made: the storage a cluster's nodes share, else this machine's work_dir."""
+        shared = getattr(self.executor, "work_dir", None)
+        return shared if isinstance(shared, Path) else self.work_dir
+
+    def backends(self) -> list[Backend]:
+        """The lm-eval backends jobs can use: a cluster's as configured, this machine's as installed."""
+        if isinstance(self.executor, LocalExecutor):
+            from evals.hardware import backends
+
+            return backends()
+        return list(self.executor.backends)
 
     def job_environment(self, *, needs_hub_token: bool, local: bool) -> dict[str, str]:
         """The environment of one job (evals/environment.py): named variables, the Hub token only if needed."""
@@ -140,10 +159,5 @@ class RunnerConfig(BaseModel):
         document["token"] = self.token.get_secret_value()
         if self.hf_token is not None:
             document["hf_token"] = self.hf_token.get_secret_value()
-        partial = path.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        # Mode 600 from the first byte (it holds the runner's token), and whole or not at all.
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-            file.write(json.dumps(document, indent=2))
-        partial.replace(path)
+        write_whole(path, json.dumps(document, indent=2), private=True)  # it holds the runner's token
         return path

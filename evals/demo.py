@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from evals import hardware
-from evals.agent import Agent
 from evals.config import RunnerConfig
+from evals.loop import RunnerLoop
 from evals.tiny import build_tiny_llama
 
 REPO = "corral-demo/tiny-llama"
@@ -21,7 +21,19 @@ SHA = "d" * 40
 
 def run_demo(server: str, admin_token: str, state: Path, echo: Callable[[str], None]) -> int:
     state = state.resolve()
-    admin = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as admin:
+        try:
+            admin.get("/readyz").raise_for_status()
+        except httpx.HTTPError as exc:
+            echo(
+                f"corral-runner demo: no Corral server answers at {server} ({type(exc).__name__}): start one with "
+                "`corral serve`, or pass --server"
+            )
+            return 2
+        return _demo(admin, server, state, echo)
+
+
+def _demo(admin: httpx.Client, server: str, state: Path, echo: Callable[[str], None]) -> int:
     model_dir = state / "tiny-llama"
     if not (model_dir / "config.json").exists():
         echo(f"building a tiny Llama checkpoint in {model_dir}")
@@ -30,7 +42,12 @@ def run_demo(server: str, admin_token: str, state: Path, echo: Callable[[str], N
         admin.post("/v1/models", json={"repo_id": REPO, "kind": "base"}).raise_for_status()
         admin.post(f"/v1/models/{REPO}/revisions", json={"sha": SHA, "ref": "main"}).raise_for_status()
     name = f"demo-{socket.gethostname().split('.')[0]}"[:100]
-    created = admin.post("/v1/runners", json={"name": name, **hardware.report(), "max_concurrent_jobs": 2})
+    machine = {
+        "accelerators": [device.model_dump() for device in hardware.detect()],
+        "backends": hardware.backends(),
+        "lm_eval_version": hardware.lm_eval_version(),
+    }
+    created = admin.post("/v1/runners", json={"name": name, **machine, "max_concurrent_jobs": 2})
     if created.status_code == 409:  # a runner of that name exists: give it a fresh token
         runners = admin.get("/v1/runners", params={"limit": 200}).json()["items"]
         runner_id = next(runner["id"] for runner in runners if runner["name"] == name)
@@ -43,7 +60,6 @@ def run_demo(server: str, admin_token: str, state: Path, echo: Callable[[str], N
             "spool_dir": str(state / "spool"),
             "work_dir": str(state / "work"),
             "local_models": {REPO: str(model_dir)},
-            "device": "cpu",
             "claim_wait_seconds": 1,
         }
     )
@@ -51,7 +67,7 @@ def run_demo(server: str, admin_token: str, state: Path, echo: Callable[[str], N
     evaluation = admin.post("/v1/evaluations", json=body)
     evaluation.raise_for_status()
     echo(f"evaluation {evaluation.json()['id']}: {evaluation.json()['state']}; running its jobs with lm-eval")
-    Agent(config).run(until_idle=True)
+    RunnerLoop(config).run(until_idle=True)
     shown = admin.get(f"/v1/evaluations/{evaluation.json()['id']}").json()
     echo(f"evaluation {shown['state']}, average {shown['average']}")
     echo(admin.get("/v1/leaderboards/smoke", params={"format": "markdown"}).text)

@@ -6,6 +6,9 @@ from); a job sees the variables listed here, those the operator names in `job_en
 worker, `sbatch --export` and the Kubernetes pod.
 """
 
+import json
+import os
+import sys
 from collections.abc import Mapping
 
 # Where things are and how to reach them: no credential among them (a proxy URL may carry one; it is the
@@ -88,3 +91,29 @@ def job_environment(
     if hf_token is not None:
         env["HF_TOKEN"] = hf_token
     return env
+
+
+SECRETS_FD = "CORRAL_RUNNER_SECRETS_FD"
+
+
+def keep_secrets_out_of_sight() -> None:
+    """The agent's secrets given in its environment (CORRAL_RUNNER_TOKEN, HF_TOKEN, whatever CORRAL_* the shell
+    held) would stay readable for its whole life in /proc/<pid>/environ, which a job's code on this machine can
+    read: the agent starts itself again without them and takes them back through a pipe, into memory only."""
+    inherited = os.environ.pop(SECRETS_FD, None)
+    if inherited is not None:
+        with os.fdopen(int(inherited), "rb") as pipe:
+            os.environ.update(json.loads(pipe.read()))
+        return
+    secrets = {name: value for name, value in os.environ.items() if never_passed(name)}
+    payload = json.dumps(secrets).encode()
+    if not secrets or len(payload) > 60_000:  # nothing to hide, or more than a pipe holds unread
+        return
+    read, write = os.pipe()
+    os.write(write, payload)
+    os.close(write)
+    os.set_inheritable(read, True)
+    environment = {name: value for name, value in os.environ.items() if name not in secrets} | {SECRETS_FD: str(read)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)

@@ -1,4 +1,6 @@
-"""What accelerators this machine has: NVIDIA through nvidia-smi, AMD through rocm-smi or amd-smi, else CPU and RAM."""
+"""What accelerators this machine has (NVIDIA through nvidia-smi, AMD through rocm-smi or amd-smi, else CPU and
+RAM), and whether torch here can use them: the check `corral-runner doctor` makes and a runner that found itself
+unfit repeats before it takes a job again."""
 
 import json
 import os
@@ -7,6 +9,9 @@ import shutil
 import subprocess
 from collections import Counter
 from typing import Any
+
+from app.wire.generation import Backend
+from evals.protocol import Accelerator
 
 MIB = 2**20
 # What the tools print for a field they could not read.
@@ -58,13 +63,13 @@ def _json(output: str | None) -> Any:
         return None
 
 
-def _grouped(devices: list[tuple[str, int]]) -> list[dict[str, Any]]:
+def _grouped(devices: list[tuple[str, int]]) -> list[Accelerator]:
     """One entry per distinct (kind, memory), with how many devices share it, in the order first seen."""
     counts = Counter(devices)
-    return [{"kind": kind, "memory_bytes": memory, "count": count} for (kind, memory), count in counts.items()]
+    return [Accelerator(kind=kind, memory_bytes=memory, count=count) for (kind, memory), count in counts.items()]
 
 
-def nvidia() -> list[dict[str, Any]]:
+def nvidia() -> list[Accelerator]:
     # One line per GPU, "NVIDIA H100 80GB HBM3, 81559": the name, then memory.total in MiB.
     output = run_command(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
     devices = []
@@ -81,7 +86,7 @@ def nvidia() -> list[dict[str, Any]]:
     return _grouped(devices)
 
 
-def _amd_smi() -> list[dict[str, Any]]:
+def _amd_smi() -> list[Accelerator]:
     data = _json(run_command(["amd-smi", "static", "--asic", "--vram", "--json"]))
     # Older amd-smi prints a list of GPUs; newer releases wrap it as {"gpu_data": [...], "cpu_data": [...], ...}.
     gpus = data.get("gpu_data") if isinstance(data, dict) else data
@@ -101,7 +106,7 @@ def _amd_smi() -> list[dict[str, Any]]:
     return _grouped(devices)
 
 
-def _rocm_smi() -> list[dict[str, Any]]:
+def _rocm_smi() -> list[Accelerator]:
     data = _json(run_command(["rocm-smi", "--showmeminfo", "vram", "--showproductname", "--json"]))
     devices = []
     for key, card in data.items() if isinstance(data, dict) else ():
@@ -116,7 +121,7 @@ def _rocm_smi() -> list[dict[str, Any]]:
     return _grouped(devices)
 
 
-def amd() -> list[dict[str, Any]]:
+def amd() -> list[Accelerator]:
     # rocm-smi first: where both are installed they agree on memory, but rocm-smi's name is the product's
     # ("AMD Instinct MI300X OAM") while amd-smi has printed a code for that model ("MI300X-O"). amd-smi, its
     # successor, answers where rocm-smi is gone.
@@ -127,17 +132,17 @@ def _ram() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def cpu() -> list[dict[str, Any]]:
-    return [{"kind": "cpu", "memory_bytes": _ram(), "count": 1}]
+def cpu() -> list[Accelerator]:
+    return [Accelerator(kind="cpu", memory_bytes=_ram(), count=1)]
 
 
-def detect() -> list[dict[str, Any]]:
+def detect() -> list[Accelerator]:
     # A detector whose tool is missing, fails or prints what it cannot read returns [], so the next one is asked
     # and a runner always reports at least its CPU.
     return nvidia() or amd() or cpu()
 
 
-def backends() -> list[str]:
+def backends() -> list[Backend]:
     try:
         import vllm  # noqa: F401
 
@@ -155,6 +160,28 @@ def lm_eval_version() -> str | None:
         return None
 
 
-def report() -> dict[str, Any]:
-    """What this machine tells the server about itself (on register, verify and each start)."""
-    return {"accelerators": detect(), "backends": backends(), "lm_eval_version": lm_eval_version()}
+def device_problem(device: str | None) -> str | None:
+    """Why torch here cannot run jobs on the device the runner uses (its setting, else what is detected), or
+    None: a CUDA device asked for (or NVIDIA GPUs present) that torch cannot use."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed: pip install 'corral[runner]' (with a CUDA build of torch on a GPU machine)"
+    wants_cuda = device is not None and device.startswith("cuda")
+    gpus = nvidia()
+    if not (wants_cuda or gpus) or torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None and torch.version.hip is None:
+        if gpus:
+            found = sum(gpu.count for gpu in gpus)
+            return (
+                f"torch {torch.__version__} is a CPU build but this machine has {found} NVIDIA GPUs: install CUDA torch"
+            )
+        return (
+            f"torch {torch.__version__} is a CPU build but the runner's config asks for {device}: install a CUDA build "
+            "of torch, or remove the device setting (the runner then finds the CPU itself)"
+        )
+    return (
+        f"torch {torch.__version__} (CUDA {torch.version.cuda or torch.version.hip}) finds no usable GPU: "
+        "check the driver (nvidia-smi), CUDA_VISIBLE_DEVICES and the device setting"
+    )

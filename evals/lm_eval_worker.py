@@ -1,12 +1,11 @@
-"""The child process that runs lm-eval for the agent: `python -m evals.lm_eval_worker --worker [--hide PATH]...
-[--scratch DIR]` (jobs named on stdin, one after another, in a sandbox that hides the runner's files) or
-`python -m evals.lm_eval_worker SPEC.json` (one job).
+"""The process that runs lm-eval for the agent: `python -m evals.lm_eval_worker --worker [--hide PATH]...` (jobs
+named on stdin, one after another, in a sandbox that hides the runner's files) or `python -m evals.lm_eval_worker
+SPEC.json` (one job).
 
 It runs apart from the agent so that a cancel can kill it and a crash (or CUDA out of memory) cannot take the
 agent down. As a worker it keeps the last model loaded: the next job of the same model (another shard of the
-suite, another suite) skips the imports and the weight loading. For each job it writes, next to the spec,
-`log.txt` (its stdout and stderr), `progress.json`, then `results.json` (lm-eval's results, samples apart) or
-`outcome.json` (why it failed, as a failure category the server understands), and last `done`.
+suite, another suite) skips the imports and the weight loading. It writes each job's files as
+evals/jobdir.py names them, `done` last.
 """
 
 import gc
@@ -19,89 +18,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from evals.protocol import JobSpec, Outcome, Sandbox
+from evals.failures import outcome_of
+from evals.jobdir import JobDirectory
+from evals.model_args import QUANTIZED, detected_device, model_args, model_key, quantized_hf_model
+from evals.protocol import JobSpec, Sandbox, generation_settings
+
+EVALS_DIR = Path(__file__).resolve().parent
 
 
 def say(line: str) -> None:
     """A line in the job's log (stdout is the log the agent streams to the server)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def classify(error: BaseException) -> str:
-    """infrastructure (network, Hub) / out_of_memory / model_error (the weights will not load) / harness_error.
-
-    Libraries wrap what went wrong (transformers raises an OSError `from` huggingface_hub's GatedRepoError), so
-    the whole chain of causes is read."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = error
-    while cause is not None and cause not in chain and len(chain) < 10:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    names = {cls.__name__ for link in chain for cls in type(link).__mro__}
-    text = " ".join(f"{type(link).__name__}: {link}" for link in chain).lower()
-    if "out of memory" in text or "OutOfMemoryError" in names:
-        return "out_of_memory"
-    # Not in the cache and the Hub out of reach (a subclass of EntryNotFoundError, hence first); and a gated
-    # repo this runner's token cannot open, which another runner's may: both worth a retry elsewhere.
-    # A package the backend needs and this runner lacks (vLLM) is the runner's fault too.
-    runner_side = {
-        "LocalEntryNotFoundError",
-        "OfflineModeIsEnabled",
-        "GatedRepoError",
-        "RunnerSetupError",
-        "ModuleNotFoundError",
-    }
-    if names & runner_side or "couldn't connect" in text:
-        return "infrastructure"
-    # Before the network check: these are HTTP errors too, but no retry helps until someone changes the repo.
-    if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError"}:
-        return "model_error"
-    if names & {"ConnectionError", "Timeout", "TimeoutError", "HfHubHTTPError", "TransportError"}:
-        return "infrastructure"
-    if "safetensors" in text or "config.json" in text or "does not appear to have" in text:
-        return "model_error"
-    return "harness_error"
-
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-QUANTIZED = ("int8", "int4")
-
-
-def model_args(spec: JobSpec) -> str:
-    """lm-eval's model arguments for the job on this runner (backends differ in how they take them). How many
-    devices it spreads over is the server's placement (its fit rule, for this runner's registered devices)."""
-    settings, placement = spec.settings, spec.placement
-    local = spec.local_path
-    parts = [f"pretrained={local}"] if local else [f"pretrained={spec.model}", f"revision={spec.revision}"]
-    precision = settings.precision
-    if precision in DTYPES:
-        parts.append(f"dtype={DTYPES[precision]}")
-    if settings.backend == "vllm":
-        # vLLM quantizes unquantized weights in flight to fp8, or to 4 bits through bitsandbytes (never 8: the
-        # server refuses int8 on vllm). Its sampling seed is fixed when the engine starts.
-        quantization = {"fp8": "fp8", "int4": "bitsandbytes"}.get(precision)
-        if quantization:
-            parts.append(f"quantization={quantization}")
-        parts.append(f"seed={settings.seed}")
-        if placement.tensor_parallel > 1:
-            parts.append(f"tensor_parallel_size={placement.tensor_parallel}")
-        if placement.pipeline_parallel > 1:
-            # Passed through lm-eval's **kwargs to vllm.LLM: stages on the nodes of a Ray cluster.
-            parts.append(f"pipeline_parallel_size={placement.pipeline_parallel}")
-            parts.append("distributed_executor_backend=ray")
-        if settings.trust_remote_code:
-            parts.append("trust_remote_code=True")
-        return ",".join(parts)
-    if precision in QUANTIZED:
-        parts.append(f"quantization=bitsandbytes-{precision}")  # recorded; applied in Worker.model
-    if placement.tensor_parallel > 1:
-        parts.append("parallelize=True")  # accelerate places the layers across the visible GPUs
-    elif spec.device:
-        parts.append(f"device={spec.device}")
-    if settings.trust_remote_code:  # an admin trusted this commit's code; off (lm-eval's default) otherwise
-        parts.append("trust_remote_code=True")
-    return ",".join(parts)
 
 
 def peak_memory() -> int | None:
@@ -150,42 +78,6 @@ def environment() -> dict[str, str | int | None]:
     return facts
 
 
-class RunnerSetupError(RuntimeError):
-    """This runner lacks something the job needs; another runner may have it (reported as infrastructure)."""
-
-
-def quantized_hf_model(spec: JobSpec) -> Any:
-    """int8/int4 on the hf backend. lm-eval 0.4.13 forwards no quantization settings of its own and transformers 5
-    dropped `load_in_8bit`, so the weights are loaded here through bitsandbytes and handed to lm-eval's HFLM."""
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as missing:
-        raise RunnerSetupError(
-            "int8 and int4 on the hf backend need bitsandbytes and a CUDA GPU on the runner (pip install bitsandbytes)"
-        ) from missing
-    import torch
-    from lm_eval.models.huggingface import HFLM
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    local = spec.local_path
-    source, revision = (local, None) if local else (spec.model, spec.revision)
-    if spec.settings.precision == "int8":
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    trusted = spec.settings.trust_remote_code
-    model = AutoModelForCausalLM.from_pretrained(
-        source, revision=revision, quantization_config=config, device_map="auto", trust_remote_code=trusted
-    )
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trusted)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.settings.batch_size)
-
-
-def model_key(spec: JobSpec) -> str:
-    """Jobs with the same key can share one loaded model."""
-    return json.dumps([spec.settings.backend, model_args(spec), spec.settings.batch_size])
-
-
 class Worker:
     """Runs jobs in this process, one after another, keeping the last model loaded for the next job."""
 
@@ -194,6 +86,15 @@ class Worker:
         self.key: str | None = None
         self.task_managers: dict[str | None, Any] = {}  # by include path; each load builds fresh task objects
         self.sandbox_note: str | None = None  # what the sandbox hides, said in every job's log
+        self.device: str | None = None  # where torch runs here, found at the first job
+
+    def device_for(self, spec: JobSpec) -> str:
+        """The job's device: the runner's setting, else what this machine has (a CPU runner needs no setting)."""
+        if spec.device:
+            return spec.device
+        if self.device is None:
+            self.device = detected_device()
+        return self.device
 
     def model(self, spec: JobSpec) -> tuple[Any, bool]:
         """The job's model, and whether it was loaded already."""
@@ -207,8 +108,9 @@ class Worker:
         if backend == "hf" and spec.settings.precision in QUANTIZED:
             self.lm = quantized_hf_model(spec)
         else:
+            arguments = model_args(spec, self.device_for(spec))
             self.lm = lm_eval.api.registry.get_model(backend).create_from_arg_string(
-                model_args(spec), {"batch_size": batch_size}
+                arguments, {"batch_size": batch_size}
             )
         self.key = key
         return self.lm, False
@@ -221,86 +123,98 @@ class Worker:
 
             torch.cuda.empty_cache()
 
-    def run(self, spec_path: Path) -> int:
-        """One job; 0 when results.json was written, 1 when outcome.json says why not."""
-        out = spec_path.parent
+    def run(self, directory: JobDirectory) -> int:
+        """One job; 0 when its results were written, 1 when its outcome says why not."""
         started = time.perf_counter()
         try:
-            spec = JobSpec.model_validate_json(spec_path.read_text())
-            import lm_eval
-            from lm_eval.utils import handle_non_serializable
-
-            from evals.progress import ObservedTaskManager, ProgressHook
-
-            settings = spec.settings
-            tasks = [task.name for task in spec.tasks]
-            fewshot = {task.num_fewshot for task in spec.tasks}
-            if self.sandbox_note:
-                say(self.sandbox_note)
-            say(f"corral: lm-eval {settings.backend} on {tasks} with {model_args(spec)}")
-            lm, warm = self.model(spec)  # before the task index: weights that will not load fail in seconds
-            say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
-            include = spec.include_path
-            if include not in self.task_managers:  # indexing lm-eval's thousands of task files takes seconds
-                self.task_managers[include] = (
-                    ObservedTaskManager(include_path=include) if include else ObservedTaskManager()
-                )
-            manager = self.task_managers[include]
-            hook = ProgressHook(manager, out / "progress.json", names=tasks)
-            hook.set_stage("building requests")
-            lm.set_cache_hook(hook)
-            if _cuda():
-                import torch
-
-                for index in range(torch.cuda.device_count()):
-                    torch.cuda.reset_peak_memory_stats(index)
-            results = lm_eval.simple_evaluate(
-                model=lm,
-                model_args=model_args(spec),
-                tasks=tasks,
-                num_fewshot=fewshot.pop() if len(fewshot) == 1 else None,
-                batch_size=settings.batch_size,
-                device=spec.device,
-                limit=settings.limit,
-                random_seed=settings.seed,
-                numpy_random_seed=settings.seed,
-                torch_random_seed=settings.seed,
-                fewshot_random_seed=settings.seed,
-                apply_chat_template=settings.apply_chat_template,
-                fewshot_as_multiturn=settings.fewshot_as_multiturn,
-                gen_kwargs=settings.gen_kwargs.as_arguments() if settings.gen_kwargs is not None else None,
-                log_samples=True,
-                task_manager=manager,
-            )
-            if results is None:
-                raise RuntimeError("lm-eval returned no results")
-            hook.set_stage("writing results", finished=True)
-            results["config"]["model"] = settings.backend  # as the lm_eval CLI records it
-            # lm-eval records `git describe` of the working directory, which is Corral's checkout here, not
-            # lm-eval's: the commit of lm-eval itself is known only for an install from git.
-            corral_commit = results.get("git_hash")
-            results["git_hash"], results["upper_git_hash"] = lm_eval_commit(), None
-            samples = results.pop("samples", None)
-            results["corral_runner"] = {
-                **environment(),
-                "wall_seconds": round(time.perf_counter() - started, 3),
-                "peak_memory_bytes": peak_memory(),
-                "model_was_loaded": warm,
-                "corral_git_hash": corral_commit,
-            }
-            (out / "results.json").write_text(json.dumps(results, default=handle_non_serializable))
-            (out / "samples.json").write_text(json.dumps(samples, default=handle_non_serializable))
+            spec = directory.read_spec()
+            results, samples, warm = self.evaluate(spec, directory)
+            self.record(directory, spec, results, samples, warm, time.perf_counter() - started)
             say("corral: lm-eval finished")
             return 0
         except BaseException as error:  # everything is reported: the agent decides what to tell the server
             traceback.print_exc()
             sys.stdout.flush()
-            outcome = Outcome(category=classify(error), message=f"{type(error).__name__}: {error}")
-            (out / "outcome.json").write_text(outcome.model_dump_json())
+            directory.write_outcome(outcome_of(error))
             return 1
         finally:
             for manager in self.task_managers.values():
                 manager.loaded = None  # the job's tasks, datasets and requests: not kept while the worker idles
+
+    def evaluate(self, spec: JobSpec, directory: JobDirectory) -> tuple[dict[str, Any], Any, bool]:
+        """lm-eval's results for the job, its logged samples, and whether the model was loaded already."""
+        import lm_eval
+
+        from evals.progress import ObservedTaskManager, ProgressHook
+
+        settings = spec.settings
+        tasks = [task.name for task in spec.tasks]
+        fewshot = {task.num_fewshot for task in spec.tasks}
+        if self.sandbox_note:
+            say(self.sandbox_note)
+        say(f"corral: lm-eval {settings.backend} on {tasks} with {model_args(spec, self.device_for(spec))}")
+        lm, warm = self.model(spec)  # before the task index: weights that will not load fail in seconds
+        say("corral: model already loaded by the previous job" if warm else "corral: model loaded")
+        include = task_folder(spec)
+        if include not in self.task_managers:  # indexing lm-eval's thousands of task files takes seconds
+            self.task_managers[include] = (
+                ObservedTaskManager(include_path=include) if include else ObservedTaskManager()
+            )
+        manager = self.task_managers[include]
+        hook = ProgressHook(manager, directory.progress_file, names=tasks)
+        hook.set_stage("building requests")
+        lm.set_cache_hook(hook)
+        if _cuda():
+            import torch
+
+            for index in range(torch.cuda.device_count()):
+                torch.cuda.reset_peak_memory_stats(index)
+        generation = generation_settings(settings)
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            model_args=model_args(spec, self.device_for(spec)),
+            tasks=tasks,
+            num_fewshot=fewshot.pop() if len(fewshot) == 1 else None,
+            batch_size=settings.batch_size,
+            device=self.device_for(spec),
+            limit=settings.limit,
+            random_seed=settings.seed,
+            numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed,
+            fewshot_random_seed=settings.seed,
+            apply_chat_template=settings.apply_chat_template,
+            fewshot_as_multiturn=settings.fewshot_as_multiturn,
+            gen_kwargs=generation.as_arguments() if generation is not None else None,
+            log_samples=True,
+            task_manager=manager,
+        )
+        if results is None:
+            raise RuntimeError("lm-eval returned no results")
+        hook.set_stage("writing results", finished=True)
+        return results, results.pop("samples", None), warm
+
+    @staticmethod
+    def record(
+        directory: JobDirectory, spec: JobSpec, results: dict[str, Any], samples: Any, warm: bool, seconds: float
+    ) -> None:
+        """The results document as Corral keeps it: lm-eval's, with what ran it."""
+        from lm_eval.utils import handle_non_serializable
+
+        results["config"]["model"] = spec.settings.backend  # as the lm_eval CLI records it
+        # lm-eval records `git describe` of the working directory, which is Corral's checkout here, not lm-eval's:
+        # the commit of lm-eval itself is known only for an install from git.
+        corral_commit = results.get("git_hash")
+        results["git_hash"], results["upper_git_hash"] = lm_eval_commit(), None
+        results["corral_runner"] = {
+            **environment(),
+            "wall_seconds": round(seconds, 3),
+            "peak_memory_bytes": peak_memory(),
+            "model_was_loaded": warm,
+            "corral_git_hash": corral_commit,
+        }
+        directory.write_results(
+            json.dumps(results, default=handle_non_serializable), json.dumps(samples, default=handle_non_serializable)
+        )
 
 
 def _cuda() -> bool:
@@ -322,24 +236,24 @@ def redirect_output(path: Path) -> None:
     os.close(descriptor)
 
 
+def task_folder(spec: JobSpec) -> str | None:
+    """The suite's task files on this machine: the spec names them relative to the evals package, of which
+    every machine that runs jobs has its own copy."""
+    if spec.include_path is None:
+        return None
+    return str(EVALS_DIR / spec.include_path) if not Path(spec.include_path).is_absolute() else spec.include_path
+
+
 def run_job(worker: Worker, spec_path: Path) -> int:
     """Run one job beside its task files (lm-eval resolves their relative data_files from there)."""
-    spec_path = spec_path.resolve()
-    redirect_output(spec_path.parent / "log.txt")
-    include = JobSpec.model_validate_json(spec_path.read_text()).include_path
-    os.chdir(include or spec_path.parent)
-    code = worker.run(spec_path)
+    directory = JobDirectory(spec_path.resolve().parent)
+    redirect_output(directory.log)
+    os.chdir(task_folder(directory.read_spec()) or directory.path)
+    code = worker.run(directory)
     sys.stdout.flush()
     sys.stderr.flush()
-    mark_done(spec_path.parent, code)
+    directory.mark_done(code)
     return code
-
-
-def mark_done(out: Path, code: int) -> None:
-    """The last file a job writes (atomically): the agent reads the others only once this one is there."""
-    done = out / "done"
-    done.with_suffix(".partial").write_text(json.dumps({"code": code}))
-    done.with_suffix(".partial").replace(done)
 
 
 def die_with_the_agent() -> None:

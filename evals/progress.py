@@ -6,7 +6,6 @@ attributes each to its task by the request's arguments, against the totals the t
 their requests are built. The child writes the counts to `progress.json`; the agent sends them.
 """
 
-import json
 import re
 import threading
 import time
@@ -16,6 +15,8 @@ from typing import Any
 
 from lm_eval.api.model import CacheHook
 from lm_eval.tasks import TaskManager
+
+from evals.protocol import Progress
 
 MAX_REPORTED_TASKS = 500  # the server takes at most this many in a heartbeat
 REPORTABLE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # the task names the server accepts
@@ -99,7 +100,7 @@ class ProgressHook(CacheHook):
                 self.done.update(self.totals)
             self.write()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Progress:
         def finished(leaves: list[str]) -> tuple[int, int]:
             totals = [self.totals.get(leaf, 0) for leaf in leaves]
             return sum(min(self.done[leaf], total) for leaf, total in zip(leaves, totals, strict=True)), sum(totals)
@@ -110,14 +111,11 @@ class ProgressHook(CacheHook):
             done, total = finished(leaves)
             if total:
                 tasks[name] = round(done / total, 4)
-        progress: dict[str, Any] = {"stage": self.stage, "tasks": tasks}
         done, total = finished(list(self.totals))
-        if total:
-            progress["overall"] = round(done / total, 4)
-        return progress
+        return Progress(stage=self.stage[:200], tasks=tasks, overall=round(done / total, 4) if total else None)
 
     def write(self) -> None:
         partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(self.snapshot()))
+        partial.write_text(self.snapshot().model_dump_json(exclude_none=True))
         partial.replace(self.path)  # the agent never reads half a file
         self.written_at = time.monotonic()

@@ -1,20 +1,51 @@
-"""The runner protocol's documents as the agent reads them (app/wire: the one package it shares with the server,
-so the server's rules are checked again here), and the job spec it hands to the lm-eval worker."""
+"""The runner protocol's documents as the agent reads them (app/wire, the one package it shares with the server,
+so that the server's rules are checked again here), and the files the agent and lm-eval's process exchange."""
 
-from pydantic import Field, ValidationError
+import uuid
 
-from app.wire.job import ClaimedJob, ClaimedTask, ClaimEnvelope, JobPlacement, JobSettings, Wire
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.wire.generation import GenerationSettings
+from app.wire.protocol import (
+    Accelerator,
+    ClaimedJob,
+    ClaimedTask,
+    ClaimEnvelope,
+    Failure,
+    Heartbeat,
+    HeartbeatReply,
+    JobPlacement,
+    JobSettings,
+    Progress,
+    Release,
+    ReportedCategory,
+    ResultStored,
+    RunnerRegister,
+    RunnerReport,
+    VerifiedRunner,
+)
 
 __all__ = [
+    "Accelerator",
     "ClaimEnvelope",
     "ClaimedJob",
     "ClaimedTask",
+    "Failure",
+    "Heartbeat",
+    "HeartbeatReply",
     "JobPlacement",
     "JobRefused",
     "JobSettings",
     "JobSpec",
     "Outcome",
+    "Progress",
+    "Release",
+    "ReportedCategory",
+    "ResultStored",
+    "RunnerRegister",
+    "RunnerReport",
     "Sandbox",
+    "VerifiedRunner",
 ]
 
 
@@ -27,40 +58,62 @@ class JobRefused(Exception):
         self.reason = reason
 
 
+def _problems(error: ValidationError, within: tuple[str, ...] = ()) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in (*within, *problem['loc']))}: {problem['msg']}"
+        for problem in error.errors()[:5]
+    )
+
+
 def read_claim(document: object) -> ClaimedJob:
-    """The claim, held to the wire's rules; JobRefused (with what is needed to answer it) when it breaks one."""
+    """The claim, held to the wire's rules and its generation settings to the allow-list; JobRefused (with what
+    is needed to answer it) when it breaks one."""
     envelope = ClaimEnvelope.model_validate(document)
     try:
-        return ClaimedJob.model_validate(document)
+        job = ClaimedJob.model_validate(document)
     except ValidationError as error:
-        reasons = [
-            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()[:5]
-        ]
-        raise JobRefused(envelope, "corral-runner refused the job: " + "; ".join(reasons)) from None
+        raise JobRefused(envelope, f"corral-runner refused the job: {_problems(error)}") from None
+    try:
+        generation_settings(job.settings)
+    except ValidationError as error:
+        words = _problems(error, ("settings", "gen_kwargs"))
+        raise JobRefused(envelope, f"corral-runner refused the job: {words}") from None
+    return job
 
 
-class Sandbox(Wire):
+def generation_settings(settings: JobSettings) -> GenerationSettings | None:
+    """The job's generation settings, as read_claim checked them."""
+    return None if settings.gen_kwargs is None else GenerationSettings.model_validate(settings.gen_kwargs)
+
+
+class FileDocument(BaseModel):
+    # Written by this agent and read by lm-eval's process on the same or a compute node: a newer agent's extra
+    # fields are ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Sandbox(FileDocument):
     """What the lm-eval process must not reach on its machine (evals/sandbox.py): the runner's own files."""
 
     hidden: list[str] = Field(default_factory=list, description="Absolute paths: neither read nor written.")
     kept: list[str] = Field(default_factory=list, description="Absolute paths under `hidden` it keeps (its job).")
 
 
-class JobSpec(Wire):
-    """One job as the lm-eval worker runs it (`spec.json`): the claim without its lease token, with where this
+class JobSpec(FileDocument):
+    """One job as lm-eval's process runs it (`spec.json`): the claim without its lease token, with where this
     runner keeps the weights and task files."""
 
-    attempt_id: str
-    job_id: str
+    attempt_id: uuid.UUID
+    job_id: uuid.UUID
     model: str
     revision: str
     tasks: list[ClaimedTask]
     settings: JobSettings
     placement: JobPlacement = Field(default_factory=JobPlacement)
-    include_path: str | None = Field(default=None, description="Absolute: the task files on this machine.")
+    include_path: str | None = Field(default=None, description="The task files (absolute on a local runner).")
     local_path: str | None = Field(default=None, description="The weights in a local directory, not the Hub.")
-    device: str | None = None
-    sandbox: Sandbox | None = Field(default=None, description="For a cluster job: applied on its compute node.")
+    device: str | None = Field(default=None, description="torch device; None: the process picks (CUDA, else CPU).")
+    sandbox: Sandbox | None = Field(default=None, description="What to hide before anything of the job runs.")
 
     @classmethod
     def of(
@@ -87,8 +140,12 @@ class JobSpec(Wire):
         )
 
 
-class Outcome(Wire):
-    """Why a job ended without results, as the worker saw it (`outcome.json`)."""
+class Outcome(FileDocument):
+    """Why a job ended without results, as lm-eval's process saw it (`outcome.json`)."""
 
-    category: str = "harness_error"
+    category: ReportedCategory = "harness_error"
     message: str | None = None
+    unfit: bool = Field(
+        default=False,
+        description="The machine lacks what every job needs (CUDA, a driver): its runner takes no job until fixed.",
+    )

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from evals.executors.base import Submission, job_name
 from evals.executors.kubernetes import ATTEMPT_LABEL, RUNNER_LABEL, Kubernetes, KubernetesError
 from evals.executors.settings import KubernetesExecutor
+from evals.jobdir import JobDirectory
 from evals.protocol import JobPlacement
 from evals.tiny import build_tiny_llama
 from tests.support.cluster import SERVER_SETTINGS, TEST_GPU, ClusterRunner, wait_for
@@ -53,10 +55,19 @@ def settings(api: KubeAPI, tmp_path: Path, **more: Any) -> KubernetesExecutor:
     )
 
 
+def aid(name: str) -> uuid.UUID:
+    """A test attempt's id, named for reading ("a1" is the first one)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"corral-test/{name}")
+
+
+def named(name: str) -> str:
+    return f"corral-{aid(name)}"
+
+
 def submission(tmp_path: Path, attempt: str = "a1", tensor_parallel: int = 2, required: int = 100 * GIB) -> Submission:
     return Submission(
-        attempt_id=attempt,
-        job_dir=tmp_path / "shared" / attempt,
+        attempt_id=aid(attempt),
+        directory=JobDirectory(tmp_path / "shared" / str(aid(attempt))),
         placement=JobPlacement(tensor_parallel=tensor_parallel),
         gpus_per_node=tensor_parallel,
         env={"HF_TOKEN": HF_SECRET_VALUE, "HF_HOME": "/shared/hf", "PATH": "/usr/bin", "PYTHONUNBUFFERED": "1"},
@@ -69,14 +80,14 @@ def test_the_job_runs_lm_eval_once_on_the_gpus_it_was_placed_on_with_its_secret_
 ) -> None:
     engine = Kubernetes(settings(api, tmp_path, hf_token_secret="hf-token", queue="gpu-queue"), "runner-1")
     submitted = engine.submit(submission(tmp_path))
-    assert submitted.ref == f"k8s:{NAMESPACE}/corral-a1"
+    assert submitted.ref == f"k8s:{NAMESPACE}/{named('a1')}"
     assert submitted.phase == "pending"
 
-    job = api.get("batch/v1/jobs", "corral-a1")
+    job = api.get("batch/v1/jobs", named("a1"))
     assert job is not None
     labels = job["metadata"]["labels"]
     assert labels[RUNNER_LABEL] == "runner-1"
-    assert labels[ATTEMPT_LABEL] == "a1"
+    assert labels[ATTEMPT_LABEL] == str(aid("a1"))
     assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     spec = job["spec"]
     assert spec["suspend"] is True  # Kueue admits it
@@ -86,18 +97,23 @@ def test_the_job_runs_lm_eval_once_on_the_gpus_it_was_placed_on_with_its_secret_
     rule = spec["podFailurePolicy"]["rules"][0]
     assert rule == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     pod = spec["template"]["spec"]
-    assert spec["template"]["metadata"]["labels"][ATTEMPT_LABEL] == "a1"
+    assert spec["template"]["metadata"]["labels"][ATTEMPT_LABEL] == str(aid("a1"))
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
     [container] = pod["containers"]
     assert container["image"] == "registry.example/corral-runner:1.0"
-    assert container["command"] == ["python", "-m", "evals.cluster_job", str(tmp_path / "shared" / "a1" / "spec.json")]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "evals.cluster_job",
+        str(tmp_path / "shared" / str(aid("a1")) / "spec.json"),
+    ]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     # Its own directory of the shared volume only: no other job's spec, log or results.
-    assert mounts == {"work": str(tmp_path / "shared" / "a1"), "dshm": "/dev/shm"}
+    assert mounts == {"work": str(tmp_path / "shared" / str(aid("a1"))), "dshm": "/dev/shm"}
     [work] = [mount for mount in container["volumeMounts"] if mount["name"] == "work"]
-    assert work["subPath"] == "a1"
+    assert work["subPath"] == str(aid("a1"))
     # Nothing lm-eval runs can gain privileges in the pod.
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
@@ -135,10 +151,10 @@ def test_the_hub_token_secret_reaches_only_jobs_whose_weights_may_need_it(api: K
         [found] = job["spec"]["template"]["spec"]["containers"]
         return dict(found)
 
-    assert "HF_TOKEN" not in {entry["name"] for entry in container("corral-p1")["env"]}
-    assert "HF_TOKEN" in {entry["name"] for entry in container("corral-g1")["env"]}
-    assert container("corral-g1")["securityContext"]["runAsUser"] == 1000
-    assert container("corral-g1")["securityContext"]["runAsNonRoot"] is True
+    assert "HF_TOKEN" not in {entry["name"] for entry in container(named("p1"))["env"]}
+    assert "HF_TOKEN" in {entry["name"] for entry in container(named("g1"))["env"]}
+    assert container(named("g1"))["securityContext"]["runAsUser"] == 1000
+    assert container(named("g1"))["securityContext"]["runAsNonRoot"] is True
 
 
 def test_a_second_submit_adopts_the_job_and_a_stranger_of_that_name_is_refused(api: KubeAPI, tmp_path: Path) -> None:
@@ -146,9 +162,9 @@ def test_a_second_submit_adopts_the_job_and_a_stranger_of_that_name_is_refused(a
     first = engine.submit(submission(tmp_path))
     again = engine.submit(submission(tmp_path))
     assert again.ref == first.ref
-    assert list(api.jobs()) == ["corral-a1"]
+    assert list(api.jobs()) == [named("a1")]
 
-    api.put("batch/v1/jobs", "corral-b2", {"metadata": {"labels": {RUNNER_LABEL: "runner-1", ATTEMPT_LABEL: "zz"}}})
+    api.put("batch/v1/jobs", named("b2"), {"metadata": {"labels": {RUNNER_LABEL: "runner-1", ATTEMPT_LABEL: "zz"}}})
     with pytest.raises(KubernetesError, match="not this attempt's"):
         engine.submit(submission(tmp_path, attempt="b2"))
 
@@ -159,8 +175,8 @@ def test_only_this_runners_jobs_are_listed_and_the_selector_is_sent(api: KubeAPI
     mine.submit(submission(tmp_path, attempt="a1"))
     theirs.submit(submission(tmp_path, attempt="b1"))
     api.put("batch/v1/jobs", "unrelated", {"metadata": {"labels": {"app": "web"}}})
-    assert set(mine.jobs()) == {"corral-a1"}
-    assert set(theirs.jobs()) == {"corral-b1"}
+    assert set(mine.jobs()) == {named("a1")}
+    assert set(theirs.jobs()) == {named("b1")}
     listings = [
         request
         for request in api.requests()
@@ -176,14 +192,14 @@ def container(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_state(api: KubeAPI, engine: Kubernetes) -> tuple[str, str]:
-    job = engine.jobs()[job_name("a1")]
+    job = engine.jobs()[job_name(aid("a1"))]
     return job.phase, job.reason
 
 
 def test_every_state_a_job_and_its_pod_can_be_in_reads_as_the_agent_needs(api: KubeAPI, tmp_path: Path) -> None:
     engine = Kubernetes(settings(api, tmp_path), "runner-1")
     engine.submit(submission(tmp_path))
-    job = api.get("batch/v1/jobs", "corral-a1")
+    job = api.get("batch/v1/jobs", named("a1"))
     assert job is not None
     assert job_state(api, engine) == ("pending", "no pod yet")
 
@@ -200,24 +216,24 @@ def test_every_state_a_job_and_its_pod_can_be_in_reads_as_the_agent_needs(api: K
     assert job_state(api, engine) == ("failed", "InvalidImageName: bad ref")
 
     api.set_status("v1/pods", pod, {"phase": "Running"})
-    api.set_status("batch/v1/jobs", "corral-a1", {"active": 1, "startTime": "2026-12-03T10:00:00Z"})
+    api.set_status("batch/v1/jobs", named("a1"), {"active": 1, "startTime": "2026-12-03T10:00:00Z"})
     assert job_state(api, engine) == ("running", "")
 
     def condition(kind: str, reason: str, message: str = "") -> dict[str, Any]:
         return {"conditions": [{"type": kind, "status": "True", "reason": reason, "message": message}]}
 
-    api.set_status("batch/v1/jobs", "corral-a1", condition("Complete", "CompletionsReached"))
+    api.set_status("batch/v1/jobs", named("a1"), condition("Complete", "CompletionsReached"))
     assert job_state(api, engine)[0] == "succeeded"
-    api.set_status("batch/v1/jobs", "corral-a1", condition("Failed", "DeadlineExceeded", "Job was active longer"))
+    api.set_status("batch/v1/jobs", named("a1"), condition("Failed", "DeadlineExceeded", "Job was active longer"))
     assert job_state(api, engine) == ("failed", "DeadlineExceeded: Job was active longer")
-    disrupted = "Container lm-eval for pod evals/corral-a1-x1 failed with DisruptionTarget condition"
-    api.set_status("batch/v1/jobs", "corral-a1", condition("Failed", "PodFailurePolicy", disrupted))
+    disrupted = f"Container lm-eval for pod evals/{named('a1')}-x1 failed with DisruptionTarget condition"
+    api.set_status("batch/v1/jobs", named("a1"), condition("Failed", "PodFailurePolicy", disrupted))
     assert job_state(api, engine)[0] == "preempted"
 
     api.put("v1/pods", pod, {"metadata": {"labels": {}}})  # the pod is gone
-    api.set_status("batch/v1/jobs", "corral-a1", {}, suspend=True)
+    api.set_status("batch/v1/jobs", named("a1"), {}, suspend=True)
     assert job_state(api, engine) == ("pending", "waiting for admission (suspended)")
-    api.set_status("batch/v1/jobs", "corral-a1", {"startTime": "2026-12-03T10:00:00Z"}, suspend=True)
+    api.set_status("batch/v1/jobs", named("a1"), {"startTime": "2026-12-03T10:00:00Z"}, suspend=True)
     assert job_state(api, engine) == ("preempted", "suspended by its queue after it started")
 
 
@@ -225,23 +241,23 @@ def test_cancel_deletes_the_job_with_its_pods_and_a_deleted_job_is_gone(api: Kub
     engine = Kubernetes(settings(api, tmp_path), "runner-1")
     submitted = engine.submit(submission(tmp_path))
     engine.cancel(submitted)
-    assert api.get("batch/v1/jobs", "corral-a1") is None
+    assert api.get("batch/v1/jobs", named("a1")) is None
     [delete] = [request for request in api.requests() if request.action == kmock.action.DELETE]
     sent = json.loads(delete.text) if delete.text else {}
     assert "Background" in (delete.params.get("propagationPolicy"), sent.get("propagationPolicy"))
-    assert engine.find(submitted).phase == "gone"
+    assert engine.find(submitted, JobDirectory(tmp_path)).phase == "gone"
     engine.cancel(submitted)  # already gone: no error
 
 
 def test_last_words_tell_how_the_pod_ended_and_the_end_of_its_log(api: KubeAPI, tmp_path: Path) -> None:
     engine = Kubernetes(settings(api, tmp_path), "runner-1")
     submitted = engine.submit(submission(tmp_path))
-    job = api.get("batch/v1/jobs", "corral-a1")
+    job = api.get("batch/v1/jobs", named("a1"))
     assert job is not None
     killed = container({"terminated": {"reason": "OOMKilled", "exitCode": 137}})
     pod = api.pod(job, phase="Failed", containerStatuses=[killed])
     api.pod_log(pod, "loading checkpoint shards 3/4\n")
-    words = engine.last_words(submitted, tmp_path)
+    words = engine.last_words(submitted, JobDirectory(tmp_path))
     assert f"pod {pod}: OOMKilled, exit code 137" in words
     assert "loading checkpoint shards 3/4" in words
 

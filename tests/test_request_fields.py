@@ -14,7 +14,8 @@ from app.config import Settings
 from app.evaluations.schemas import EvaluationCreate
 from app.tables import Evaluation
 from app.wire.generation import GenerationSettings
-from app.wire.job import ClaimedJob, JobSettings
+from app.wire.protocol import ClaimedJob, JobSettings
+from evals.protocol import generation_settings
 from tests.support import runner_fields as table
 from tests.support.evaluations import lm_eval_results, load_shipped_suites, make_model, make_runner
 from tests.test_queue import rows
@@ -158,7 +159,7 @@ def test_the_runner_holds_a_claim_to_the_same_rules() -> None:
                 JobSettings.model_validate(settings | {row.name: value})
     for key in (*table.CODE_KEYS, *table.UNKNOWN_KEYS):
         with pytest.raises(ValidationError, match=f"{key!r}"):
-            JobSettings.model_validate(settings | {"gen_kwargs": {key: "x"}})
+            generation_settings(JobSettings.model_validate(settings | {"gen_kwargs": {key: "x"}}))
 
 
 def test_the_readme_states_the_table() -> None:

@@ -3,14 +3,34 @@
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from evals import hardware
+from evals.config import RunnerConfig
+from evals.loop import RunnerLoop
 
 MIB = 2**20
+
+
+def reported() -> list[dict[str, object]]:
+    """What a local runner reports of this machine when it checks in."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = RunnerConfig(
+            server="http://corral.test", token="crl_x", spool_dir=Path(folder) / "spool", work_dir=Path(folder) / "w"
+        )
+        return [device.model_dump(exclude={"nodes"}) for device in RunnerLoop(config).report().accelerators]
+
+
+def detected() -> list[dict[str, object]]:
+    """What the runner detects, as it reports it (one node of each shape)."""
+    found = [device.model_dump() for device in hardware.detect()]
+    assert all(device.pop("nodes") == 1 for device in found)
+    return found
+
 
 # The exact command lines hardware.py runs: a fake answers only these, so a changed flag fails the test.
 ARGUMENTS = {
@@ -158,13 +178,13 @@ CPU = [{"kind": "cpu", "memory_bytes": ram(), "count": 1}]
 def test_eight_h100s_are_one_entry_of_eight(install: Install) -> None:
     install("nvidia-smi", H100 * 8)
     expected = [{"kind": "nvidia-h100-80gb-hbm3", "memory_bytes": 81559 * MIB, "count": 8}]
-    assert hardware.detect() == expected
-    assert hardware.report()["accelerators"] == expected
+    assert detected() == expected
+    assert reported() == expected
 
 
 def test_a_mixed_nvidia_box_gives_one_entry_per_model(install: Install) -> None:
     install("nvidia-smi", A100 + L4 + A100)
-    assert hardware.detect() == [
+    assert detected() == [
         {"kind": "nvidia-a100-sxm4-80gb", "memory_bytes": 81920 * MIB, "count": 2},
         {"kind": "nvidia-l4", "memory_bytes": 23034 * MIB, "count": 1},
     ]
@@ -173,29 +193,29 @@ def test_a_mixed_nvidia_box_gives_one_entry_per_model(install: Install) -> None:
 def test_nvidia_is_asked_before_amd(install: Install) -> None:
     install("nvidia-smi", L4)
     install("rocm-smi", rocm_smi_mi300x(1))
-    assert hardware.detect() == [{"kind": "nvidia-l4", "memory_bytes": 23034 * MIB, "count": 1}]
+    assert detected() == [{"kind": "nvidia-l4", "memory_bytes": 23034 * MIB, "count": 1}]
 
 
 def test_a_unified_memory_gpu_reports_the_machines_ram(install: Install) -> None:
     install("nvidia-smi", GB10)
-    assert hardware.detect() == [{"kind": "nvidia-gb10", "memory_bytes": ram(), "count": 1}]
+    assert detected() == [{"kind": "nvidia-gb10", "memory_bytes": ram(), "count": 1}]
 
 
 def test_an_mi300x_box_through_rocm_smi(install: Install) -> None:
     install("rocm-smi", rocm_smi_mi300x(8))
     expected = [{"kind": "amd-instinct-mi300x-oam", "memory_bytes": 206141652992, "count": 8}]
-    assert hardware.detect() == expected
-    assert hardware.report()["accelerators"] == expected
+    assert detected() == expected
+    assert reported() == expected
 
 
 def test_rocm_smi_as_a_radeon_prints_it(install: Install) -> None:
     install("rocm-smi", RX_7900_XT)
-    assert hardware.detect() == [{"kind": "amd-radeon-rx-7900-xt", "memory_bytes": 21458059264, "count": 1}]
+    assert detected() == [{"kind": "amd-radeon-rx-7900-xt", "memory_bytes": 21458059264, "count": 1}]
 
 
 def test_older_rocm_smi_field_names_and_pci_ids_series(install: Install) -> None:
     install("rocm-smi", MI100_ROCM5)
-    assert hardware.detect() == [{"kind": "amd-instinct-mi100", "memory_bytes": 34342961152, "count": 2}]
+    assert detected() == [{"kind": "amd-instinct-mi100", "memory_bytes": 34342961152, "count": 2}]
 
 
 def test_rocm_smi_system_entry_is_not_a_device(install: Install) -> None:
@@ -203,7 +223,7 @@ def test_rocm_smi_system_entry_is_not_a_device(install: Install) -> None:
     # MI100 host (easybuilders/easybuild-framework#3978).
     cards = json.loads(rocm_smi_mi300x(2))
     install("rocm-smi", json.dumps({**cards, "system": {"Driver version": "4.18.0-348.12.2.el8_5.x86_64"}}))
-    assert hardware.detect() == [{"kind": "amd-instinct-mi300x-oam", "memory_bytes": 206141652992, "count": 2}]
+    assert detected() == [{"kind": "amd-instinct-mi300x-oam", "memory_bytes": 206141652992, "count": 2}]
 
 
 def test_a_card_without_a_series_is_named_by_its_device_id(install: Install) -> None:
@@ -211,13 +231,13 @@ def test_a_card_without_a_series_is_named_by_its_device_id(install: Install) -> 
     cards = json.loads(rocm_smi_mi300x(1))
     cards["card0"]["Card Series"] = "N/A"
     install("rocm-smi", json.dumps(cards))
-    assert hardware.detect() == [{"kind": "amd-0x74a1", "memory_bytes": 206141652992, "count": 1}]
+    assert detected() == [{"kind": "amd-0x74a1", "memory_bytes": 206141652992, "count": 1}]
 
 
 def test_an_mi300x_box_through_amd_smi_list_output(install: Install) -> None:
     install("amd-smi", json.dumps(amd_smi_mi300x(8), indent=4))
     # 196592 MiB is the 206141652992 bytes rocm-smi prints for the same model: amd-smi's "MB" is MiB.
-    assert hardware.detect() == [{"kind": "amd-mi300x-o", "memory_bytes": 206141652992, "count": 8}]
+    assert detected() == [{"kind": "amd-mi300x-o", "memory_bytes": 206141652992, "count": 8}]
 
 
 def test_amd_smi_gpu_data_output(install: Install) -> None:
@@ -225,19 +245,19 @@ def test_amd_smi_gpu_data_output(install: Install) -> None:
     # static_data["gpu_data"] in ROCm/rocm-libraries, projects/rocfft/scripts/perf/perflib/specs.py).
     wrapped = {"cpu_data": [], "core_data": [], "gpu_data": amd_smi_mi300x(4)}
     install("amd-smi", json.dumps(wrapped, indent=4))
-    assert hardware.detect() == [{"kind": "amd-mi300x-o", "memory_bytes": 206141652992, "count": 4}]
+    assert detected() == [{"kind": "amd-mi300x-o", "memory_bytes": 206141652992, "count": 4}]
 
 
 def test_rocm_smi_is_asked_before_amd_smi(install: Install) -> None:
     install("rocm-smi", rocm_smi_mi300x(8))
     install("amd-smi", json.dumps(amd_smi_mi300x(8)))
-    assert hardware.detect()[0]["kind"] == "amd-instinct-mi300x-oam"
+    assert detected()[0]["kind"] == "amd-instinct-mi300x-oam"
 
 
 def test_amd_smi_answers_when_rocm_smi_fails(install: Install) -> None:
     install("rocm-smi", "", code=1)
     install("amd-smi", json.dumps(amd_smi_mi300x(2)))
-    assert hardware.detect() == [{"kind": "amd-mi300x-o", "memory_bytes": 206141652992, "count": 2}]
+    assert detected() == [{"kind": "amd-mi300x-o", "memory_bytes": 206141652992, "count": 2}]
 
 
 def test_amd_smi_without_vram_size_is_not_a_device(install: Install) -> None:
@@ -245,7 +265,7 @@ def test_amd_smi_without_vram_size_is_not_a_device(install: Install) -> None:
     gpus = amd_smi_mi300x(1)
     gpus[0]["vram"] = {"type": "N/A", "vendor": "N/A", "size": "N/A", "bit_width": "N/A", "max_bandwidth": "N/A"}
     install("amd-smi", json.dumps(gpus))
-    assert hardware.detect() == CPU
+    assert detected() == CPU
 
 
 @pytest.mark.parametrize(
@@ -264,16 +284,16 @@ def test_amd_smi_without_vram_size_is_not_a_device(install: Install) -> None:
 )
 def test_a_broken_tool_falls_back_to_the_cpu(install: Install, tool: str, stdout: str, code: int) -> None:
     install(tool, stdout, code)
-    assert hardware.detect() == CPU
+    assert detected() == CPU
 
 
 def test_no_tools_is_the_cpu(install: Install) -> None:
     assert ram() > 0
-    assert hardware.detect() == CPU
-    assert hardware.report()["accelerators"] == CPU
+    assert detected() == CPU
+    assert reported() == CPU
 
 
 def test_a_tool_that_is_not_executable_is_skipped(install: Install, tmp_path: Path) -> None:
     install("nvidia-smi", H100)
     (tmp_path / "bin" / "nvidia-smi").chmod(0o644)
-    assert hardware.detect() == CPU
+    assert detected() == CPU

@@ -99,7 +99,6 @@ class Setup:
             "work_dir": str(self.tmp_path / "work"),
             "hf_cache_dir": str(self.tmp_path / "hf"),
             "hf_token": HF_TOKEN,
-            "device": "cpu",
             "claim_wait_seconds": 1,
         } | settings
         self.config.write_text(json.dumps(document))
@@ -223,7 +222,8 @@ def test_trusted_code_runs_only_where_allowed_and_reaches_none_of_the_runner_s_s
     assert seen["files"] == {str(setup.config): "refused: PermissionError", str(planted): "refused: PermissionError"}
     assert seen["overwrite"] == seen["files"]
     # A folder's names can be listed (an attempt's id is no secret), never what the files hold.
-    assert seen["folders"] == {str(setup.spool): "read: ['planted.partial']"}
+    # (held/: the lease files of the attempts the runner holds, this one's among them; refused like the rest.)
+    assert seen["folders"] == {str(setup.spool): "read: ['held', 'planted.partial']"}
     assert seen["agent_memory"] == "refused: PermissionError"
     assert seen["agent_environ"].startswith("read: ")  # the agent started itself again without its secrets
     shown_to_the_job = json.dumps(seen)

@@ -2,14 +2,17 @@
 own request hook, and a model kept loaded between jobs of the same model."""
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from evals.lm_eval_worker import Worker, model_key
+from evals.jobdir import JobDirectory
+from evals.lm_eval_worker import Worker
+from evals.model_args import model_key
 from evals.progress import ObservedTaskManager, ProgressHook
-from evals.protocol import JobSpec
+from evals.protocol import JobSpec, Progress
 from evals.tiny import build_tiny_llama
 
 SMOKE = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "smoke"
@@ -32,8 +35,8 @@ def _beside_the_task_files(monkeypatch: pytest.MonkeyPatch) -> None:
 def job_spec(directory: Path, model: Path, tasks: list[str], **settings: Any) -> Path:
     directory.mkdir(parents=True)
     spec = {
-        "attempt_id": "a" * 8,
-        "job_id": "j" * 8,
+        "attempt_id": str(uuid.uuid4()),
+        "job_id": str(uuid.uuid4()),
         "model": "corral-test/tiny",
         "revision": "1" * 40,
         "local_path": str(model),
@@ -62,11 +65,11 @@ def job_spec(directory: Path, model: Path, tasks: list[str], **settings: Any) ->
 class RecordingHook(ProgressHook):
     """Keeps every snapshot it writes, to see the progress move."""
 
-    snapshots: list[dict[str, Any]]
+    snapshots: list[dict[str, Any]]  # as written to progress.json
 
     def write(self) -> None:
         super().write()
-        self.snapshots = [*getattr(self, "snapshots", []), self.snapshot()]
+        self.snapshots = [*getattr(self, "snapshots", []), self.snapshot().model_dump(exclude_none=True)]
 
 
 def test_progress_counts_every_request_of_each_task(tiny_model: Path, tmp_path: Path) -> None:
@@ -99,7 +102,7 @@ def test_a_snapshot_leaves_out_task_names_the_server_would_refuse() -> None:
     hook.totals = {"a": 4, "b": 2, "c d": 2}
     hook.members = {"a": ["a"], "b": ["b"], "c d": ["c d"]}  # "c d": a name the server would refuse
     hook.done.update({"a": 4, "b": 1, "c d": 1})
-    assert hook.snapshot() == {"stage": "building requests", "tasks": {"a": 1.0, "b": 0.5}, "overall": 0.75}
+    assert hook.snapshot() == Progress(stage="building requests", tasks={"a": 1.0, "b": 0.5}, overall=0.75)
 
 
 def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(tiny_model: Path, tmp_path: Path) -> None:
@@ -114,11 +117,11 @@ def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(ti
     assert key(first) == key(second)
     assert key(first) != key(other_model)
 
-    assert worker.run(first) == 0
+    assert worker.run(JobDirectory(first.parent)) == 0
     loaded = worker.lm
-    assert worker.run(second) == 0
+    assert worker.run(JobDirectory(second.parent)) == 0
     assert worker.lm is loaded  # the same object: no second load
-    assert worker.run(other_model) == 0
+    assert worker.run(JobDirectory(other_model.parent)) == 0
     assert worker.lm is not loaded
 
     facts = []
@@ -137,7 +140,7 @@ def test_the_worker_keeps_the_model_loaded_for_the_next_job_of_the_same_model(ti
 
 def test_a_failing_job_says_why(tiny_model: Path, tmp_path: Path) -> None:
     broken = job_spec(tmp_path / "broken", tiny_model, ["no_such_task"])
-    assert Worker().run(broken) == 1
+    assert Worker().run(JobDirectory(broken.parent)) == 1
     outcome = json.loads((broken.parent / "outcome.json").read_text())
     assert outcome["category"] == "harness_error"
     assert "no_such_task" in outcome["message"]
@@ -186,12 +189,12 @@ VLLM_ENGINE_KWARGS = {"pipeline_parallel_size", "distributed_executor_backend"}
 def test_model_arguments_follow_the_backend_and_the_placement(
     backend: str, precision: str, placement: tuple[int, int], device: str | None, expected: set[str]
 ) -> None:
-    from evals.lm_eval_worker import model_args
+    from evals.model_args import model_args
 
     spec = JobSpec.model_validate(
         {
-            "attempt_id": "a",
-            "job_id": "j",
+            "attempt_id": str(uuid.uuid4()),
+            "job_id": str(uuid.uuid4()),
             "model": "meta-llama/Llama-3.1-8B",
             "revision": "b" * 40,
             "device": device,
@@ -250,7 +253,7 @@ def test_lm_eval_hands_unknown_vllm_arguments_to_the_engine() -> None:
 
 def test_int4_on_hf_without_bitsandbytes_is_the_runners_shortcoming(tiny_model: Path, tmp_path: Path) -> None:
     spec = job_spec(tmp_path / "int4", tiny_model, ["corral_smoke_mc"], precision="int4")
-    assert Worker().run(spec) == 1
+    assert Worker().run(JobDirectory(spec.parent)) == 1
     outcome = json.loads((spec.parent / "outcome.json").read_text())
     assert outcome["category"] == "infrastructure"  # another runner, with bitsandbytes and a GPU, may run it
     assert "bitsandbytes" in outcome["message"]
@@ -259,7 +262,7 @@ def test_int4_on_hf_without_bitsandbytes_is_the_runners_shortcoming(tiny_model: 
 def test_failures_are_classified_through_the_chain_of_causes() -> None:
     import torch
 
-    from evals.lm_eval_worker import classify
+    from evals.failures import classify
 
     def wrapped(cause: BaseException, outer: BaseException) -> BaseException:
         try:

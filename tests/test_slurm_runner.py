@@ -172,7 +172,7 @@ def test_the_smoke_suite_runs_through_sbatch(
         f"{job_id}.{suffix}" for job_id in job_ids for suffix in ("env", "spec.json")
     )
     assert not list((tmp_path / "shared").iterdir())  # job directories cleaned up
-    assert not list((tmp_path / "agent" / "attempts").iterdir())  # and the agent's lease files
+    assert not list((tmp_path / "spool" / "held").iterdir())  # and the agent's lease files
 
 
 def test_a_cluster_runner_refuses_settings_a_server_should_never_have_sent(
@@ -217,7 +217,7 @@ def test_trusted_code_on_a_compute_node_reaches_neither_the_runner_s_files_nor_o
     other_job = tmp_path / "shared" / "another-attempt"
     other_job.mkdir(parents=True)
     (other_job / "results.json").write_text('{"planted": "another job\'s results"}')
-    lease_files = tmp_path / "agent" / "attempts"
+    lease_files = tmp_path / "spool" / "held"
     files = [tmp_path / "runner.json", other_job / "results.json"]
     model = model_with_code(tiny_model, tmp_path, probe_code(report, files, [lease_files]))
     runner = make_runner(server, cluster, tmp_path, gate)
@@ -333,6 +333,53 @@ def test_a_job_killed_from_outside_is_an_infrastructure_failure_and_retried(
         runner.stop()
 
 
+def test_a_controller_outage_stops_claims_but_fails_nothing_and_the_job_goes_on(
+    server: Server, cluster: slurm.SlurmCluster, tiny_model: Path, tmp_path: Path, gate: Gate
+) -> None:
+    runner = make_runner(server, cluster, tmp_path, gate)
+    runner.register(tiny_model, max_concurrent_jobs=1)
+    requested = runner.evaluate(limit=3)
+    runner.start()
+    try:
+        held = wait_for(lambda: [a for a in runner.attempts(requested["id"]) if a["external_ref"]], "a job in Slurm")[0]
+        wait_for(lambda: cluster.job_state(slurm_id(held)) == "RUNNING", "the job running")
+        cluster.stop_controller()
+        try:
+            # Slurm not answering is the engine's trouble, not the job's: the lease is kept and the stage says why.
+            def told() -> dict[str, Any] | None:
+                shown = next(a for a in runner.attempts(requested["id"]) if a["id"] == held["id"])
+                return shown if "Slurm did not answer" in str(shown["progress"]) else None
+
+            said = wait_for(told, "the stage naming the outage", timeout=120)
+            assert said["state"] == "running", said
+            lease = said["lease_expires_at"]
+            wait_for(
+                lambda: (
+                    next(a for a in runner.attempts(requested["id"]) if a["id"] == held["id"])["lease_expires_at"]
+                    > lease
+                ),
+                "a heartbeat during the outage",
+                timeout=120,
+            )
+            assert "no job is taken until it does" in runner.output()
+        finally:
+            cluster.start_controller()
+        gate.open()
+        shown = wait_for(
+            lambda: (found := runner.evaluation(requested["id"]))["state"] in ("succeeded", "failed") and found,
+            "the evaluation to finish",
+            timeout=400,
+        )
+        assert shown["state"] == "succeeded", runner.output()
+        attempts = runner.attempts(requested["id"])
+        # Nothing failed, lapsed or was retried: each of the suite's jobs ran once, the one held through the outage too.
+        assert [(a["number"], a["state"]) for a in attempts] == [(1, "succeeded")] * len(attempts)
+        assert held["id"] in {a["id"] for a in attempts}
+        assert "Traceback" not in runner.output()
+    finally:
+        runner.stop()
+
+
 def test_a_node_failure_is_not_rerun_by_slurm_and_retried_once_by_corral(
     server: Server, cluster: slurm.SlurmCluster, tiny_model: Path, tmp_path: Path, gate: Gate
 ) -> None:
@@ -386,7 +433,7 @@ def test_a_restarted_agent_adopts_its_jobs_and_cancels_orphans(
     wait_for(lambda: cluster.job_state(slurm_id(adopted)) == "RUNNING", "the jobs running")
     runner.kill()
     # The orphan's lease file is lost with the agent: its cluster job is no longer this runner's to keep.
-    (tmp_path / "agent" / "attempts" / f"{orphan['id']}.json").unlink()
+    (tmp_path / "spool" / "held" / f"{orphan['id']}.json").unlink()
     runner.start()
     try:
         wait_for(lambda: cluster.job_state(slurm_id(orphan)) == "CANCELLED", "the orphan cancelled")
@@ -407,4 +454,4 @@ def test_a_restarted_agent_adopts_its_jobs_and_cancels_orphans(
         assert "adopting attempt" in runner.output()
     finally:
         runner.stop()
-    assert not list((tmp_path / "agent" / "attempts").iterdir())  # nothing held: no lease file left
+    assert not list((tmp_path / "spool" / "held").iterdir())  # nothing held: no lease file left

@@ -1,20 +1,11 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-
-
-class Scope(StrEnum):
-    """What a token may do. `admin` includes `publish`, which includes `read`; `runner` stands apart."""
-
-    ADMIN = "admin"
-    PUBLISH = "publish"
-    RUNNER = "runner"
-    READ = "read"
+from app.wire.enums import Scope
 
 
 class ApiToken(IdMixin, TimestampMixin, Base):

@@ -2,49 +2,15 @@
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.documents import AttemptProgress, EvaluationConfig, ScoreSummary, StoredRequirements
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.documents import AttemptProgress, EvaluationConfig, ScoreSummary, StoredRequirements
 from app.tables.runner import Runner
 from app.tables.types import JsonDocument
-
-
-class EvaluationState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    PARTIAL = "partial"  # every job finished, but some of the suite's scores are missing from the results
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-class AttemptState(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    LOST = "lost"  # the lease lapsed: the runner stopped heart-beating
-    CANCELED = "canceled"
-    RELEASED = "released"  # the runner handed the job back unfinished (it was asked to stop)
-
-
-class FailureCategory(StrEnum):
-    INFRASTRUCTURE = "infrastructure"  # retried up to a bound
-    OUT_OF_MEMORY = "out_of_memory"  # retried with a larger memory requirement
-    MODEL_ERROR = "model_error"  # fails the evaluation
-    HARNESS_ERROR = "harness_error"  # fails the evaluation
-    LEASE_EXPIRED = "lease_expired"  # set by the reaper, counted as infrastructure
+from app.wire.enums import AttemptState, EvaluationState, JobState
 
 
 class Evaluation(IdMixin, TimestampMixin, Base):

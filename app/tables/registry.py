@@ -2,7 +2,6 @@
 
 import uuid
 from datetime import date, datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -17,35 +16,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.documents import HubDisagreement, JsonObject, ModelComponents
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.documents import HubDisagreement, JsonObject, ModelComponents
 from app.tables.types import JsonDocument
-
-
-class ModelKind(StrEnum):
-    BASE = "base"
-    INSTRUCT = "instruct"
-    CODE = "code"
-    VISION = "vision"
-    GUARD = "guard"
-
-
-class ModelStatus(StrEnum):
-    ANNOUNCED = "announced"
-    RELEASED = "released"
-    DEPRECATED = "deprecated"
-    WITHDRAWN = "withdrawn"
-
-
-class Lineage(StrEnum):
-    """How a model derives from its base model."""
-
-    FINETUNE = "finetune"
-    QUANTIZED = "quantized"
-    ADAPTER = "adapter"
-    MERGE = "merge"
-    DISTILLED = "distilled"
-    PRUNED = "pruned"
+from app.wire.enums import Lineage, ModelKind, ModelStatus
 
 
 class License(IdMixin, TimestampMixin, Base):

@@ -1,19 +1,13 @@
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.documents import AcceleratorRecord
 from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.documents import AcceleratorRecord
 from app.tables.types import JsonDocument
-
-
-class RunnerState(StrEnum):
-    ACTIVE = "active"
-    PAUSED = "paused"  # takes no new jobs
-    DRAINING = "draining"  # finishes what it runs, then takes no new jobs
+from app.wire.enums import RunnerState
 
 
 class Runner(IdMixin, TimestampMixin, Base):

@@ -1,8 +1,8 @@
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.documents import JsonObject
 from app.tables.base import Base, IdMixin, TimestampMixin
-from app.tables.documents import JsonObject
 from app.tables.types import JsonDocument
 
 

@@ -1,12 +1,15 @@
-"""What the agent asks of a cluster engine, whichever it is: submit a job under its attempt's name, say how every
-job stands in one call, cancel one, and say what the cluster has (and has free)."""
+"""What the runner loop (evals/loop.py) asks of an engine, whichever runs its jobs — this machine's warm worker,
+Slurm, Kubernetes: submit a job under its attempt's name, say how every job stands in one look, find one it no
+longer lists, cancel one, and say what it has (and has free). A new engine is one module with this shape."""
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
-from evals.protocol import JobPlacement
+from evals.executors.settings import ClusterExecutor
+from evals.jobdir import JobDirectory
+from evals.protocol import Accelerator, JobPlacement
 
 JOB_PREFIX = "corral-"
 
@@ -17,50 +20,58 @@ FINISHED: frozenset[Phase] = frozenset({"succeeded", "failed", "preempted", "gon
 
 
 class EngineError(RuntimeError):
-    """The engine is away or refused a command: the agent keeps its jobs and asks again on the next tick."""
+    """The engine refused a command (a job it will not take): the attempt fails, and may run elsewhere."""
 
 
-def job_name(attempt_id: str) -> str:
-    """Cluster jobs are named after their attempt: a restarted agent finds them, and a second submit is refused."""
+class EngineUnreachable(EngineError):
+    """The engine itself did not answer (the Slurm controller, the Kubernetes API away): no job is failed for it;
+    the runner stops claiming, keeps its leases, and goes on when it answers again."""
+
+
+def job_name(attempt_id: uuid.UUID | str) -> str:
+    """Jobs are named after their attempt: a restarted agent finds them, and a second submit is refused."""
     return f"{JOB_PREFIX}{attempt_id}"
 
 
 @dataclass(frozen=True)
-class ClusterJob:
+class EngineJob:
     """How the engine sees one job."""
 
     name: str
-    ref: str  # external_ref: slurm:1234, k8s:namespace/corral-<attempt>
+    ref: str  # external_ref: local:<pid>, slurm:1234, k8s:namespace/corral-<attempt>
     phase: Phase
     reason: str = ""  # why it waits (Resources, Priority, Unschedulable) or how it ended (TIMEOUT, NODE_FAIL)
     owner: str = ""  # the runner that submitted it (a comment or label on the job)
 
+    @property
+    def ref_words(self) -> str:
+        """The engine's id of the job in words: "job 1234" on Slurm, "namespace/name" on Kubernetes ("" for none)."""
+        engine, _, ident = self.ref.partition(":")
+        if not ident:
+            return ""
+        return f"job {ident}" if engine == "slurm" else ident
 
-@dataclass(frozen=True)
-class NodeShape:
-    """Nodes alike: the accelerator kind, memory per device, devices per node, how many such nodes."""
-
-    kind: str
-    memory_bytes: int
-    count: int
-    nodes: int = 1
-
-    def as_report(self) -> dict[str, str | int]:
-        return {"kind": self.kind, "memory_bytes": self.memory_bytes, "count": self.count, "nodes": self.nodes}
+    @property
+    def where(self) -> str:
+        """ ", job 1234": to follow what a stage says."""
+        return f", {self.ref_words}" if self.ref_words else ""
 
 
-def shapes(per_node: list[tuple[str, int, int]]) -> list[NodeShape]:
-    """Nodes grouped by shape, never summed into one device: (kind, memory, count) of each node."""
+def shapes(per_node: list[tuple[str, int, int]]) -> list[Accelerator]:
+    """Nodes grouped by shape, never summed into one device: (kind, memory per device, devices) of each node."""
     counts = Counter(node for node in per_node if node[2] > 0)
-    return [NodeShape(kind, memory, count, nodes) for (kind, memory, count), nodes in sorted(counts.items())]
+    return [
+        Accelerator(kind=kind, memory_bytes=memory, count=count, nodes=nodes)
+        for (kind, memory, count), nodes in sorted(counts.items())
+    ]
 
 
 @dataclass(frozen=True)
 class Submission:
-    """One job for the engine: the files, where they are, and the devices the server placed it on."""
+    """One job for the engine: its directory (spec.json in it), and the devices the server placed it on."""
 
-    attempt_id: str
-    job_dir: Path  # on the shared storage: spec.json in it, and what the job writes
+    attempt_id: uuid.UUID
+    directory: JobDirectory
     placement: JobPlacement
     gpus_per_node: int  # 0 on a CPU-only cluster
     env: dict[str, str]  # for the job (evals/environment.py): never a Corral credential or lease token
@@ -68,31 +79,61 @@ class Submission:
     needs_hub_token: bool = True  # the weights may need the Hub token (a Kubernetes job gets its Secret)
 
 
-class ClusterEngine(Protocol):
-    name: str  # "Slurm", "Kubernetes": for the stage a waiting job shows
+@dataclass(frozen=True)
+class Pace:
+    """How an engine is tended: how often it is asked, how long its files may lag its word, how much may wait."""
 
-    def node_shapes(self) -> list[NodeShape]:
-        """Every node the jobs may run on, grouped by shape."""
+    poll_seconds: float  # between two looks at the engine (log lines are sent between them too)
+    settle_seconds: float  # after the engine says a job ended, before a job without its files counts as died
+    max_pending: int | None  # jobs kept waiting in the engine's queue at once; 0: claim only what fits free devices
+    release_pending_after_seconds: float  # a job waiting longer is handed back for another runner
+    slots: int  # jobs it runs at once at most (the server's max_concurrent_jobs caps it too)
+    survives_the_agent: bool  # its jobs run on when the agent stops (and a restarted agent adopts them)
+
+    @classmethod
+    def of_cluster(cls, settings: ClusterExecutor) -> "Pace":
+        """A cluster's pace, as its operator set it: its jobs outlive the agent, and the cluster counts its slots."""
+        return cls(
+            poll_seconds=settings.poll_seconds,
+            settle_seconds=settings.settle_seconds,
+            max_pending=settings.max_pending,
+            release_pending_after_seconds=settings.release_pending_after_seconds,
+            slots=1024,
+            survives_the_agent=True,
+        )
+
+
+class Engine(Protocol):
+    name: str  # "this machine", "Slurm", "Kubernetes": for the stage a waiting job shows
+    pace: Pace
+    owner: str  # the runner's id, on every job it submits (another runner's jobs are not its own)
+
+    def node_shapes(self) -> list[Accelerator]:
+        """Every node the jobs may run on, grouped by shape (what the runner reports)."""
         ...
 
-    def free_now(self) -> list[NodeShape]:
+    def free_now(self) -> list[Accelerator]:
         """What is free at this moment, grouped by shape."""
         ...
 
-    def submit(self, job: Submission) -> ClusterJob:
+    def submit(self, job: Submission) -> EngineJob:
         """Submit, or find the job of that name already there: never two jobs for one attempt."""
         ...
 
-    def jobs(self) -> dict[str, ClusterJob]:
-        """Every job this runner submitted that the engine still knows, by name, in one call."""
+    def jobs(self) -> dict[str, EngineJob]:
+        """Every job of this runner the engine still knows, by name, in one look."""
         ...
 
-    def find(self, job: ClusterJob) -> ClusterJob:
-        """One job the listing no longer shows (finished long ago): its last state, or gone."""
+    def find(self, job: EngineJob, directory: JobDirectory) -> EngineJob:
+        """One job the listing no longer shows (finished long ago, or before a restart): its last state, or gone."""
         ...
 
-    def cancel(self, job: ClusterJob) -> None: ...
+    def cancel(self, job: EngineJob) -> None: ...
 
-    def last_words(self, job: ClusterJob, job_dir: Path) -> str:
+    def last_words(self, job: EngineJob, directory: JobDirectory) -> str:
         """What the engine knows of how a job ended that the job's own log may lack (pod logs, exit codes)."""
+        ...
+
+    def close(self) -> None:
+        """The loop is over: whatever the engine runs for the agent itself stops (not the cluster's jobs)."""
         ...

@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Backend = Literal["hf", "vllm"]
+from app.wire.generation import Backend
+
+__all__ = ["Backend"]
 
 
 class Settings(BaseModel):

@@ -9,8 +9,20 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from evals.executors.base import JOB_PREFIX, ClusterJob, EngineError, NodeShape, Phase, Submission, job_name, shapes
+from evals.executors.base import (
+    JOB_PREFIX,
+    EngineError,
+    EngineJob,
+    EngineUnreachable,
+    Pace,
+    Phase,
+    Submission,
+    job_name,
+    shapes,
+)
 from evals.executors.settings import SlurmExecutor
+from evals.jobdir import JobDirectory
+from evals.protocol import Accelerator
 
 log = logging.getLogger("corral.runner.slurm")
 COMMAND_SECONDS = 60
@@ -45,25 +57,39 @@ UNAVAILABLE = re.compile(r"down|drain|drng|fail|inval|maint|unk|boot|resv|powere
 GRES = re.compile(r"(\w+)(?::([\w.-]+))?:(\d+)")
 
 
+# What Slurm's commands say when the controller itself does not answer (restarting, unreachable, overloaded).
+UNREACHABLE = re.compile(
+    r"unable to contact slurm controller|socket timed out|connection refused|zero bytes were transmitted|"
+    r"slurm_load_(jobs|partitions|node)\w* error|slurmctld.*(down|not responding)|communication connection failure",
+    re.IGNORECASE,
+)
+
+
 class SlurmError(EngineError):
-    """A Slurm command failed or timed out."""
+    """A Slurm command refused what it was asked."""
+
+
+class SlurmUnreachable(EngineUnreachable, SlurmError):
+    """Slurm's controller did not answer, or its command did not return in time."""
 
 
 class Slurm:
     name = "Slurm"
 
-    def __init__(self, settings: SlurmExecutor, owner: str) -> None:
+    def __init__(self, settings: SlurmExecutor, owner: str = "") -> None:
         self.settings = settings
         self.owner = owner  # the runner's id, in every job's comment: another runner's jobs are not ours
         self.user = getpass.getuser()
+        self.pace = Pace.of_cluster(settings)
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_SECONDS)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SlurmError(f"{command[0]}: {exc}") from exc
+            raise SlurmUnreachable(f"{command[0]}: {exc}") from exc
         if check and done.returncode != 0:
-            raise SlurmError(f"{command[0]} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            said = f"{command[0]} exited {done.returncode}: {done.stderr.strip()[-500:]}"
+            raise (SlurmUnreachable if UNREACHABLE.search(done.stderr) else SlurmError)(said)
         return done
 
     def _nodes(self) -> list[list[str]]:
@@ -88,7 +114,7 @@ class Slurm:
                     return kind.kind, kind.memory_bytes, int(count)
         return None
 
-    def node_shapes(self) -> list[NodeShape]:
+    def node_shapes(self) -> list[Accelerator]:
         per_node = []
         for node, gres, _used, _state in (row[:4] for row in self._nodes()):
             devices = self._devices(gres)
@@ -98,7 +124,7 @@ class Slurm:
             per_node.append(devices)
         return shapes(per_node)
 
-    def free_now(self) -> list[NodeShape]:
+    def free_now(self) -> list[Accelerator]:
         per_node = []
         for _node, gres, used, state in (row[:4] for row in self._nodes()):
             devices = self._devices(gres)
@@ -109,7 +135,7 @@ class Slurm:
             per_node.append((kind, memory, count - (taken[2] if taken else 0)))
         return shapes(per_node)
 
-    def jobs(self) -> dict[str, ClusterJob]:
+    def jobs(self) -> dict[str, EngineJob]:
         output = self._run(
             "squeue", "-h", "-t", "all", "-u", self.user, "-O", "JobID:|,Name:|,State:|,Reason:|,Comment:|"
         ).stdout
@@ -124,27 +150,27 @@ class Slurm:
             found[name] = self._job(name, job_id, state, reason)
         return found
 
-    def _job(self, name: str, job_id: str, state: str, reason: str) -> ClusterJob:
+    def _job(self, name: str, job_id: str, state: str, reason: str) -> EngineJob:
         phase = PHASES.get(state.split()[0].rstrip("+"), "failed")
         shown = "" if reason in ("None", "(null)") else reason
         if phase in ("failed", "succeeded", "preempted"):
             shown = state if not shown or shown == "NonZeroExitCode" else f"{state} ({shown})"
-        return ClusterJob(name=name, ref=f"slurm:{job_id}", phase=phase, reason=shown, owner=self.owner)
+        return EngineJob(name=name, ref=f"slurm:{job_id}", phase=phase, reason=shown, owner=self.owner)
 
-    def find(self, job: ClusterJob) -> ClusterJob:
+    def find(self, job: EngineJob, directory: JobDirectory) -> EngineJob:
         job_id = job.ref.removeprefix("slurm:")
         done = self._run("scontrol", "-o", "show", "job", job_id, check=False)
         if done.returncode != 0:  # past MinJobAge: Slurm has forgotten it
-            return ClusterJob(name=job.name, ref=job.ref, phase="gone", reason="no longer known to Slurm")
+            return EngineJob(name=job.name, ref=job.ref, phase="gone", reason="no longer known to Slurm")
         fields = dict(field.split("=", 1) for field in done.stdout.split() if "=" in field)
         if fields.get("JobName") != job.name:
-            return ClusterJob(name=job.name, ref=job.ref, phase="gone", reason="no longer known to Slurm")
+            return EngineJob(name=job.name, ref=job.ref, phase="gone", reason="no longer known to Slurm")
         return self._job(job.name, job_id, fields.get("JobState", ""), fields.get("Reason", ""))
 
     def _comment(self) -> str:
         return f"corral-runner:{self.owner}"
 
-    def _existing(self, name: str) -> ClusterJob | None:
+    def _existing(self, name: str) -> EngineJob | None:
         output = self._run("squeue", "-h", "-u", self.user, "--name", name, "-O", "JobID:|,State:|,Reason:|").stdout
         for line in output.splitlines():
             job_id, state, reason = line.split("|")[:3]
@@ -153,7 +179,7 @@ class Slurm:
                 return job
         return None
 
-    def submit(self, job: Submission) -> ClusterJob:
+    def submit(self, job: Submission) -> EngineJob:
         name = job_name(job.attempt_id)
         existing = self._existing(name)
         if existing is not None:
@@ -171,8 +197,8 @@ class Slurm:
             f"--time={settings.time_limit_minutes}",
             f"--nodes={nodes}",
             "--ntasks-per-node=1",
-            f"--chdir={job.job_dir}",
-            f"--output={job.job_dir / 'slurm.log'}",
+            f"--chdir={job.directory.path}",
+            f"--output={job.directory.engine_log}",
             # These variables only (and Slurm's own SLURM_*), never the agent's whole environment: sbatch's default
             # (ALL) would hand the compute node whatever the shell that started the agent held.
             f"--export={','.join(sorted(job.env))}",
@@ -193,12 +219,12 @@ class Slurm:
         if done.returncode != 0:
             raise SlurmError(f"sbatch refused the job: {done.stderr.strip()[-1000:]}")
         job_id = done.stdout.strip().split(";")[0]  # "id;cluster" on a multi-cluster site
-        return ClusterJob(name=name, ref=f"slurm:{job_id}", phase="pending", reason="submitted", owner=self.owner)
+        return EngineJob(name=name, ref=f"slurm:{job_id}", phase="pending", reason="submitted", owner=self.owner)
 
     def batch_script(self, job: Submission) -> Path:
         """The job's batch script, beside its spec: the setup lines, then the one-job entry point."""
         settings = self.settings
-        entry = [settings.python, "-m", "evals.cluster_job", str(job.job_dir / "spec.json")]
+        entry = [settings.python, "-m", "evals.cluster_job", str(job.directory.spec)]
         if settings.container_image:
             mounts = f"{settings.work_dir}:{settings.work_dir}"
             entry = [
@@ -216,17 +242,20 @@ class Slurm:
             f"exec {shlex.join(entry)}",
             "",
         ]
-        script = job.job_dir / "job.sh"
+        script = job.directory.script
         script.write_text("\n".join(lines))
         script.chmod(0o755)
         return script
 
-    def cancel(self, job: ClusterJob) -> None:
+    def cancel(self, job: EngineJob) -> None:
         self._run("scancel", job.ref.removeprefix("slurm:"), check=False)
 
-    def last_words(self, job: ClusterJob, job_dir: Path) -> str:
+    def last_words(self, job: EngineJob, directory: JobDirectory) -> str:
         """The batch script's own output (Ray, a setup line that failed): what ran before lm-eval's log began."""
         try:
-            return (job_dir / "slurm.log").read_bytes()[-2000:].decode("utf-8", errors="replace")
+            return directory.engine_log.read_bytes()[-2000:].decode("utf-8", errors="replace")
         except OSError:
             return ""
+
+    def close(self) -> None:
+        return None  # the jobs run on in Slurm: a restarted agent adopts them

@@ -81,7 +81,6 @@ class ClusterRunner:
                     "spool_dir": str(self.root / "spool"),
                     "work_dir": str(self.root / "agent"),
                     "local_models": local_models,
-                    "device": "cpu",
                     "claim_wait_seconds": 1,
                     "executor": self.executor,
                 }

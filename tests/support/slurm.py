@@ -179,6 +179,17 @@ class SlurmCluster:
                 raise TimeoutError(f"the test Slurm cluster: no {what} after {timeout:.0f} s")
             time.sleep(0.2)
 
+    def stop_controller(self) -> None:
+        """slurmctld gone, as in a controller restart or failover; jobs on the nodes go on running."""
+        daemon = self.daemons.pop("slurmctld")
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+    def start_controller(self) -> None:
+        """slurmctld back from its saved state, answering again."""
+        self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
+        self.wait_for(lambda: self.slurm("scontrol", "ping", check=False).count("is UP") > 0, "slurmctld answering")
+
     def stop(self) -> None:
         """Cancel what is left, then stop every daemon by PID, slurmds first."""
         if "slurmctld" in self.daemons and self.daemons["slurmctld"].poll() is None:

@@ -11,12 +11,13 @@ from typing import (
     TypeAlias,
 )
 
-from pydantic import ConfigDict, Field, JsonValue, StrictInt, with_config
+from pydantic import ConfigDict, Field, StrictInt, with_config
 from typing_extensions import TypedDict
 
+from app.wire.base import JsonObject
 from app.wire.generation import GenerationArguments
 
-JsonObject: TypeAlias = dict[str, JsonValue]
+__all__ = ["JsonObject"]
 
 
 class EvaluationConfig(TypedDict):

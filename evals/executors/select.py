@@ -1,0 +1,26 @@
+"""The engines a runner hands its jobs to (`executor` in the runner config): this machine, Slurm, Kubernetes."""
+
+from evals.config import RunnerConfig
+from evals.executors.base import Engine
+from evals.executors.settings import KubernetesExecutor, SlurmExecutor
+
+
+def engine_for(config: RunnerConfig) -> Engine:
+    """The engine the config names; its `owner` (the runner's id) is set once the server has said who it is."""
+    settings = config.executor
+    if isinstance(settings, SlurmExecutor):
+        from evals.executors.slurm import Slurm
+
+        return Slurm(settings)
+    if isinstance(settings, KubernetesExecutor):
+        from evals.executors.kubernetes import Kubernetes
+
+        return Kubernetes(settings)
+    from evals import hardware
+    from evals.executors.local import Local
+
+    hidden = config.private_paths() if config.sandbox else []
+    # Made now, before the worker's sandbox closes over them: one made later would be out of its reach the other
+    # way round (nothing new can be made in a folder on the way to a hidden path).
+    config.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Local(config, hardware.detect(), hidden)
