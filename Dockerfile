@@ -25,7 +25,7 @@ import pathlib, sys, tomllib
 out, extras = pathlib.Path(sys.argv[1]), sys.argv[2].split(",")
 project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
 out.mkdir(parents=True, exist_ok=True)
-(out / "server.txt").write_text("\n".join(project["dependencies"]) + "\n")
+(out / "server.txt").write_text("\n".join(project["dependencies"] + project["optional-dependencies"]["server"]) + "\n")
 (out / "runner.txt").write_text("\n".join(r for e in extras for r in project["optional-dependencies"][e]) + "\n")
 EOF
 

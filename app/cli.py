@@ -9,24 +9,31 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from app.console.commands import install as install_http_commands
-from app.scores.cli import eval_cli, results_cli
+from app.database_cli import (
+    cli_settings,
+    db_cli,
+    fail,
+    prepare_database,
+    run_async,
+    run_in_unit_of_work,
+)
+from app.scores.cli import results_cli
 
 # Everything else is imported by the command that needs it: `corral --help` and each server worker (which
 # imports this module again when it is spawned) stay quick to start.
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.config import Settings
-    from app.tables import Scope
     from app.tokens.schemas import TokenRead
+    from app.wire.enums import Scope
 
 T = TypeVar("T")
 WORKER_HEALTHCHECK_SECONDS = 60
@@ -39,7 +46,6 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help is plain text: "[default: …]" in a help string is not rich markup
 )
-db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True, rich_markup_mode=None)
 token_cli = typer.Typer(
     help="API tokens, written to the database (on the server's machine; `corral tokens` works over HTTP).",
     no_args_is_help=True,
@@ -56,9 +62,8 @@ hub_cli = typer.Typer(
     help="The Hugging Face Hub (or the mirror in CORRAL_HUB_ENDPOINT).", no_args_is_help=True, rich_markup_mode=None
 )
 cli.add_typer(hub_cli, name="hub")
-cli.add_typer(eval_cli, name="eval")
 cli.add_typer(results_cli, name="results")
-install_http_commands(cli, eval_cli)
+install_http_commands(cli)
 
 
 def _version(shown: bool) -> None:
@@ -78,87 +83,6 @@ def _root(
     """Corral: open-model release and evaluation registry."""
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"corral: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _run(work: Coroutine[Any, Any, T]) -> T:
-    import asyncio  # here, not at the top: `corral --help` and the HTTP commands never need it
-
-    return asyncio.run(work)
-
-
-def _settings() -> Settings:
-    from app.config import SettingsError, load_settings
-
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        _fail(str(exc), code=2)
-
-
-def _database_error(settings: Settings, exc: Exception) -> NoReturn:
-    _fail(f"cannot use the database at {settings.database_display}: {str(exc).splitlines()[0]}")
-
-
-def prepare_database(settings: Settings) -> None:
-    """Migrate an embedded SQLite database (seeding a new one with the Llama catalog); refuse a PostgreSQL
-    database that is behind, since migrating shared production data is an operator's call."""
-    from alembic.util.exc import CommandError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app import migrate
-    from app.catalog.loader import load_catalog
-
-    try:
-        current = _run(_current_revision(settings))
-        if settings.is_sqlite:
-            if current != migrate.head_revision():  # at head already: no migration run at every start
-                migrate.upgrade(settings)
-            if current is None:
-                loaded = run_in_unit_of_work(settings, load_catalog)
-                typer.echo(
-                    f"corral: new embedded database {settings.sqlite_file}: loaded the Llama catalog {loaded.created}",
-                    err=True,
-                )
-            return
-    except (SQLAlchemyError, OSError, CommandError) as exc:
-        _database_error(settings, exc)
-    head = migrate.head_revision()
-    if current != head:
-        _fail(
-            f"the database at {settings.database_display} is at schema revision {current or '(empty)'}, "
-            f"but this Corral needs {head}: run `corral db upgrade` first."
-        )
-
-
-async def _current_revision(settings: Settings) -> str | None:
-    from app import migrate
-    from app.db import create_engine
-
-    engine = create_engine(settings)
-    try:
-        async with engine.connect() as connection:
-            return await migrate.current_revision(connection)
-    finally:
-        await engine.dispose()
-
-
-def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """The CLI's unit of work: a domain error becomes one line and exit status 1."""
-    from app.db import in_unit_of_work
-    from app.errors import ProblemError
-    from app.suites.service import SuiteFileError
-
-    try:
-        return _run(in_unit_of_work(settings, work))
-    except ProblemError as exc:
-        _fail(exc.detail)
-    except SuiteFileError as exc:
-        _fail(f"invalid suite file {exc}")
-
-
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind [default: CORRAL_HOST or 127.0.0.1].")] = None,
@@ -174,7 +98,7 @@ def serve(
     from app.main import create_app
     from app.suites.service import load_suites
 
-    settings = _settings()
+    settings = cli_settings()
     configure_logging(settings.log_format, settings.log_level)
     prepare_database(settings)
     # Suites come from the files this build ships: record their current versions before serving.
@@ -217,64 +141,15 @@ def _shared_metrics(workers: int) -> Iterator[None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@db_cli.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Migrate the database up to REVISION (default: the newest)."""
-    from alembic.util.exc import CommandError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app import migrate
-
-    settings = _settings()
-    try:
-        migrate.upgrade(settings, revision)
-    except (SQLAlchemyError, OSError, CommandError) as exc:
-        _database_error(settings, exc)
-    typer.echo(f"database at {settings.database_display} is at {revision}", err=True)
-
-
-@db_cli.command("downgrade")
-def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")]) -> None:
-    """Migrate the database down to REVISION."""
-    from alembic.util.exc import CommandError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app import migrate
-
-    settings = _settings()
-    try:
-        migrate.downgrade(settings, revision)
-    except (SQLAlchemyError, OSError, CommandError) as exc:
-        _database_error(settings, exc)
-
-
-@db_cli.command("current")
-def db_current() -> None:
-    """Print the database's schema revision and this build's head; exit 1 if they differ."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app import migrate
-
-    settings = _settings()
-    try:
-        current = _run(_current_revision(settings))
-    except (SQLAlchemyError, OSError) as exc:
-        _database_error(settings, exc)
-    head = migrate.head_revision()
-    typer.echo(f"current: {current or '(empty)'}\nhead:    {head}")
-    if current != head:
-        raise typer.Exit(1)
-
-
 def _scope_value(value: str) -> Scope:
-    from app.tables import Scope
+    from app.wire.enums import Scope
 
     try:
         scope = Scope(value)
     except ValueError:
-        _fail(f"--scope must be one of admin, publish, read (got {value!r})", code=2)
+        fail(f"--scope must be one of admin, publish, read (got {value!r})", code=2)
     if scope == Scope.RUNNER:
-        _fail(
+        fail(
             "runner tokens are issued by runner registration and bound to their runner; "
             "use admin, publish or read here",
             code=2,
@@ -293,10 +168,10 @@ def token_create(
     from app.tables.base import utcnow
     from app.tokens.service import TokenService
 
-    settings = _settings()
+    settings = cli_settings()
     chosen = _scope_value(scope)
     if not 1 <= len(name.strip()) <= 100:
-        _fail("--name must be 1 to 100 characters", code=2)
+        fail("--name must be 1 to 100 characters", code=2)
     prepare_database(settings)
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     created = run_in_unit_of_work(
@@ -323,7 +198,7 @@ def token_list(
     from app.pagination import PageRequest
     from app.tokens.service import TokenService
 
-    settings = _settings()
+    settings = cli_settings()
     prepare_database(settings)
 
     async def every_token(session: AsyncSession) -> list[TokenRead]:
@@ -347,7 +222,7 @@ def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's
     """Revoke a token at once."""
     from app.tokens.service import TokenService
 
-    settings = _settings()
+    settings = cli_settings()
     prepare_database(settings)
     revoked = run_in_unit_of_work(settings, lambda session: TokenService(session).revoke(token_id))
     typer.echo(json.dumps({"id": str(revoked.id), "revoked_at": revoked.revoked_at and revoked.revoked_at.isoformat()}))
@@ -358,7 +233,7 @@ def catalog_load() -> None:
     """Load (or bring up to date) the Llama catalog: licences, families, models. Safe to repeat."""
     from app.catalog.loader import load_catalog
 
-    settings = _settings()
+    settings = cli_settings()
     prepare_database(settings)
     loaded = run_in_unit_of_work(settings, load_catalog)
     typer.echo(loaded.model_dump_json())
@@ -369,7 +244,7 @@ def suites_load() -> None:
     """Record the current version of every suite file (evals/suites/*.yaml); earlier versions are kept."""
     from app.suites.service import load_suites
 
-    settings = _settings()
+    settings = cli_settings()
     prepare_database(settings)
     typer.echo(json.dumps(run_in_unit_of_work(settings, load_suites)))
 
@@ -384,15 +259,35 @@ def hub_sync(
     from app.hub.client import HubError
     from app.hub.sync import sync_from_hub
 
-    settings = _settings()
+    settings = cli_settings()
     prepare_database(settings)
     try:
-        result = _run(sync_from_hub(settings, repo_id, revision))
+        result = run_async(sync_from_hub(settings, repo_id, revision))
     except HubError as error:
-        _fail(error.message)
+        fail(error.message)
     except ProblemError as problem:
-        _fail(problem.detail)
+        fail(problem.detail)
     typer.echo(result.model_dump_json(indent=2))
+
+
+# What only the service's install brings (`pip install 'corral[server]'`): the client and the HTTP commands need none.
+SERVER_PACKAGES = frozenset(
+    {
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "sqlalchemy",
+        "alembic",
+        "aiosqlite",
+        "psycopg",
+        "pydantic_settings",
+        "jinja2",
+        "fastapi_offline",
+        "prometheus_client",
+        "huggingface_hub",
+        "yaml",
+    }
+)
 
 
 def main() -> None:
@@ -400,3 +295,13 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").split(".")[0] not in SERVER_PACKAGES:
+            raise
+        # A server command on a client-only install: one line naming the install, not a traceback.
+        typer.echo(
+            f"corral: this command works on the service's database and needs the server install "
+            f"({missing.name} is missing): pip install 'corral[server]'",
+            err=True,
+        )
+        sys.exit(2)

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import JsonValue
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -130,7 +131,7 @@ def problem_response(
     title: str | None = None,
     headers: dict[str, str] | None = None,
     errors: list[FieldError] | None = None,
-    extensions: dict[str, Any] | None = None,
+    extensions: dict[str, JsonValue] | None = None,
 ) -> JSONResponse:
     problem = Problem(
         type=PROBLEM_TYPE_BASE + (slug or _STATUS_SLUGS.get(status, "error")),

@@ -232,7 +232,7 @@ def json_schema_bounds(node: Any) -> None:
 
 def _drop_unreferenced_schemas(schema: dict[str, Any]) -> None:
     """Pydantic lists every type it met among the components, also those a field documents as a plain JSON
-    object (the typed documents of app/tables/documents.py): keep only what the paths reach."""
+    object (the typed documents of app/documents.py): keep only what the paths reach."""
     components = schema["components"]["schemas"]
     reached: set[str] = set()
     pending = [schema["paths"]]

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
@@ -18,12 +18,12 @@ from app import changes
 from app.config import Settings
 from app.db import SessionDep, after_commit
 from app.errors import Forbidden, Unauthorized
-from app.tables import Scope
 from app.tables.base import utcnow
 from app.tokens import cache as token_cache
 from app.tokens.cache import TokenRecord
 from app.tokens.credentials import TOKEN_SHAPE, secret_matches, token_refusal
 from app.tokens.repository import TokenRepository
+from app.wire.enums import Scope
 
 # What each scope may do: admin includes publish, publish includes read; runner is only the runner protocol.
 GRANTS: dict[Scope, frozenset[Scope]] = {
@@ -176,10 +176,16 @@ def route_access(route: APIRoute) -> Access | None:
 
 
 OPEN = OpenAccess()
+
+
+class OpenRoute(TypedDict):
+    openapi_extra: dict[str, str]
+
+
 # Open routes declare their rule with `**OPEN_ROUTE` instead of `Depends(OPEN)`: a dependency that checks nothing
 # still costs a third of a liveness probe. The mark is read by `route_access` and left out of the API document.
 ACCESS_EXTENSION, OPEN_MARK = "x-corral-access", "open"
-OPEN_ROUTE: dict[str, Any] = {"openapi_extra": {ACCESS_EXTENSION: OPEN_MARK}}
+OPEN_ROUTE = OpenRoute(openapi_extra={ACCESS_EXTENSION: OPEN_MARK})
 READ = Access(Scope.READ)
 # A read that calls the Hub on the caller's behalf with the server's Hub token: never anonymous, even with
 # public reads on, so that nobody can spend the server's Hub quota without a token.

@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.main import create_app
-from app.tables import ApiToken, Runner, RunnerState, Scope
+from app.tables import ApiToken, Runner
 from app.tables.base import utcnow
 from app.tokens.schemas import TokenCreated
 from app.tokens.service import TokenService
+from app.wire.enums import RunnerState, Scope
 from tests.support import databases, slurm
 from tests.support.clock import ManualClock
 from tests.support.evaluations import load_shipped_suites

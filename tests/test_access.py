@@ -18,7 +18,7 @@ from app.db import in_unit_of_work
 from app.errors import BadRequest, Unauthorized
 from app.main import create_app
 from app.security import GRANTS, Principal, max_time, principal_of, touch_due
-from app.tables import ApiToken, Scope
+from app.tables import ApiToken
 from app.tokens.cache import TokenRecord
 from app.tokens.credentials import (
     REGISTRATION_PREFIX,
@@ -29,6 +29,7 @@ from app.tokens.credentials import (
     token_refusal,
 )
 from app.tokens.service import TokenService, to_read
+from app.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support.databases import make_settings
 

@@ -8,8 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.scores.cli import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
+from app.console.gate import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
+from app.evaluations.schemas import EvaluationCreate
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of
+from tests.support.typed_client import typed_client
 from tests.test_cli import run
 
 REPO = "corral-test/tiny-llama"
@@ -41,8 +43,8 @@ def gate(client: TestClient, revision: str, **options: Any) -> tuple[int, list[s
     progress: list[str] = []
     settings = {"wait": True, "timeout": 5.0, "poll_seconds": 0.01, "baseline": None, "max_drop": 1.0}
     code = run_gate(
-        client,
-        {"model": REPO, "revision": revision, "suite": "smoke", "precision": "fp32"},
+        typed_client(client),
+        EvaluationCreate(model=REPO, revision=revision, suite="smoke", precision="fp32"),
         output_format=options.pop("output_format", "markdown"),
         echo=printed.append,
         progress=progress.append,

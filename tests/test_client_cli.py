@@ -411,6 +411,11 @@ def test_every_call_of_the_client_is_an_operation_of_the_openapi_document_with_t
         ),
         "leaderboard": (calls.leaderboard("smoke", {"max_parameters": 10, "fits_on": "x"}), "/v1/leaderboards/{suite}"),
         "leaderboard_text": (calls.leaderboard_text("smoke", "csv", {}), "/v1/leaderboards/{suite}"),
+        "revision": (
+            calls.revision("meta-llama/Llama-3.1-8B", "champion"),
+            "/v1/models/{owner}/{name}/revisions/{ref}",
+        ),
+        "compare": (calls.compare(ident, ident), "/v1/compare"),
         "request_evaluation": (
             calls.request_evaluation(EvaluationCreate(model=REPO, revision=SHA, suite="smoke")),
             "/v1/evaluations",

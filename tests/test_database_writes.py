@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from app.config import Settings
 from app.errors import database_unavailable
 from app.main import create_app
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.conftest import bearer, token_issuer
 from tests.support import databases
 

@@ -12,7 +12,8 @@ from app.db import SessionDep
 from app.errors import Conflict
 from app.main import create_app
 from app.security import OPEN
-from app.tables import ApiToken, Scope
+from app.tables import ApiToken
+from app.wire.enums import Scope
 from tests.support.databases import make_settings
 
 PROBLEM = "application/problem+json"

@@ -5,7 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support.databases import make_settings
 from tests.support.evaluations import make_runner

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from app.main import create_app
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.conftest import IssueToken, bearer
 from tests.support.databases import make_settings
 from tests.support.fake_hub import FakeHub

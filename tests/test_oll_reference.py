@@ -13,7 +13,9 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.scores.cli import markdown_table
+from app.console.gate import markdown_table
+from app.evaluations.schemas import EvaluationRead
+from app.scores.schemas import Comparison
 from app.suites.service import read_suite_files
 from tests.support.evaluations import lease, load_shipped_suites, make_runner
 from tests.support.oll import COLUMNS, MODELS, STRICT, lm_eval_document, published
@@ -128,7 +130,7 @@ def test_real_runs_import_through_the_api_and_match_the_published_scores(
         assert deltas[task]["delta"] == pytest.approx(expected, abs=0.02)
         assert deltas[task]["significant"] is not None
     assert compared["average"]["stderr"] is not None
-    gate_table = markdown_table(large, compared)
+    gate_table = markdown_table(EvaluationRead.model_validate(large), Comparison.model_validate(compared))
     for task in STRICT:
         assert f"| {large['summary']['tasks'][task]['normalized']:.2f} |" in gate_table
     assert f"**{large['average']:.2f}**" in gate_table

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from app import migrate
 from app.config import Settings
 from app.main import create_app
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.support.databases import offline_environment
 from tests.support.evaluations import load_shipped_suites
 from tests.support.server import wait_until_ready

@@ -23,7 +23,7 @@ from app.security import (
     RUNNER,
     route_access,
 )
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support import permissions as table
 from tests.support.databases import make_settings

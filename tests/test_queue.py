@@ -19,8 +19,9 @@ from app.evaluations.wakeups import QueueSignal
 from app.main import create_app
 from app.protocol import repository
 from app.protocol.reaper import reap_once
-from app.tables import AttemptLogChunk, AttemptState, FailureCategory, JobAttempt, JobResult, Runner
+from app.tables import AttemptLogChunk, JobAttempt, JobResult, Runner
 from app.tables.base import utcnow
+from app.wire.enums import AttemptState, FailureCategory
 from tests.support.clock import ManualClock
 from tests.support.evaluations import lease, lm_eval_results, load_shipped_suites, make_model, make_runner
 

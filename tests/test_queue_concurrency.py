@@ -17,14 +17,9 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker, in_unit_of_work
 from app.evaluations.wakeups import QueueSignal
 from app.protocol.service import ProtocolService, claim_once
-from app.tables import (
-    AttemptState,
-    EvaluationJob,
-    JobAttempt,
-    JobState,
-    Runner,
-)
+from app.tables import EvaluationJob, JobAttempt, Runner
 from app.tables.base import utcnow
+from app.wire.enums import AttemptState, JobState
 from tests.support.evaluations import seed_queue
 
 CLAIMERS = 32

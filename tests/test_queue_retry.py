@@ -11,7 +11,7 @@ import pytest
 from app.evaluations.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
 from app.hardware.fit import Devices
 from app.runners.matching import GIB, Capacity, Need
-from app.tables import FailureCategory
+from app.wire.enums import FailureCategory
 from tests.support.databases import make_settings
 
 SETTINGS = make_settings(

@@ -5,6 +5,7 @@ import asyncio
 import gzip
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.config import Settings
+from app.console.gate import GateError, find_baseline
 from app.db import in_unit_of_work
-from app.scores.cli import find_baseline
+from app.evaluations.schemas import EvaluationCreate
 from app.tables import Evaluation, JobResult, Score
-from evals.agent import Agent
 from evals.client import ServerClient
 from evals.config import RunnerConfig
+from evals.jobdir import JobDirectory
+from evals.spool import Spool
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner
+from tests.support.typed_client import typed_client
 from tests.test_scores import openllm_results
 
 REPO = "corral-test/tiny-llama"
@@ -137,16 +141,11 @@ def test_partial_results_are_partial_and_no_baseline_unless_asked(
     assert "leaderboard_musr" in evaluation["failure_message"]
     assert client.get("/v1/leaderboards/openllm-v2").json()["items"] == []  # never ranked
     # A partial run is not taken as a CI baseline, unless the gate is told to.
-    with pytest.raises(Exception, match="no succeeded"):
-        find_baseline(client, f"{REPO}@{sha}", "openllm-v2", {"precision": "bf16", "apply_chat_template": False})
-    partial = find_baseline(
-        client,
-        f"{REPO}@{sha}",
-        "openllm-v2",
-        {"precision": "bf16", "apply_chat_template": False},
-        allow_partial=True,
-    )
-    assert partial["id"] == evaluation["id"]
+    wanted = EvaluationCreate(model=REPO, revision=sha, suite="openllm-v2", precision="bf16")
+    with pytest.raises(GateError, match="no succeeded"):
+        find_baseline(typed_client(client, publish_headers), f"{REPO}@{sha}", wanted, allow_partial=False)
+    partial = find_baseline(typed_client(client, publish_headers), f"{REPO}@{sha}", wanted, allow_partial=True)
+    assert str(partial.id) == evaluation["id"]
     # A partial run can still be compared and exported explicitly.
     assert client.get(f"/v1/evaluations/{evaluation['id']}/hub-export").status_code == 200
 
@@ -260,14 +259,13 @@ def test_a_runner_reports_a_refused_upload_as_a_harness_error(
     server = ServerClient(config.server, "unused", retries=0)
     server.http = client  # the TestClient is an httpx.Client: the agent talks HTTP to the real app
     client.headers.update(runner)
-    agent = Agent(config, client=server)
-    workdir = tmp_path / "job"
-    workdir.mkdir()
+    spool = Spool(config.spool_dir, server)
+    directory = JobDirectory(tmp_path / "job").create()
     task = claimed["tasks"][0]["name"]
     stray = {"results": {task: {"acc,none": 0.5}, "hellaswag": {"acc,none": 0.5}}}  # a task of no suite here
-    (workdir / "results.json").write_text(json.dumps(stray))
-    agent._spool(claimed["attempt_id"], claimed["lease_token"], workdir)
-    agent.flush_spool()
+    directory.write_results(json.dumps(stray), "null")
+    spool.put(uuid.UUID(claimed["attempt_id"]), claimed["lease_token"], directory)
+    spool.flush()
     assert list(config.spool_dir.glob("*.json")) == []
     shown = client.get(f"/v1/evaluations/{evaluation['id']}", headers=publish_headers).json()
     job = next(job for job in shown["jobs"] if job["attempts"])

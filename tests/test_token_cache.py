@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.conftest import IssueToken
 from tests.support.databases import offline_environment
 from tests.support.server import wait_until_ready

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.tables import Scope
+from app.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 
 PROBLEM = "application/problem+json"

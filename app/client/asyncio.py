@@ -22,9 +22,10 @@ from app.client.transport import (
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
 from app.hardware.schemas import HardwareRequirements
 from app.registry.models.schemas import ModelRead
+from app.registry.revisions.schemas import RevisionRead
 from app.runners.schemas import RegistrationTokenCreate, RegistrationTokenCreated, RunnerRead, RunnerUpdate
 from app.schemas import Page
-from app.scores.schemas import Leaderboard
+from app.scores.schemas import Comparison, Leaderboard
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead
 
 T = TypeVar("T")
@@ -94,6 +95,9 @@ class AsyncCorral:
     async def model(self, repo_id: str) -> ModelRead:
         return await self.send(calls.model(repo_id))
 
+    async def revision(self, repo_id: str, ref: str) -> RevisionRead:
+        return await self.send(calls.revision(repo_id, ref))
+
     async def requirements(self, repo_id: str, **params: Any) -> HardwareRequirements:
         return await self.send(calls.requirements(repo_id, params))
 
@@ -121,6 +125,9 @@ class AsyncCorral:
 
     async def cancel_evaluation(self, evaluation_id: str) -> EvaluationRead:
         return await self.send(calls.cancel_evaluation(evaluation_id))
+
+    async def compare(self, base: str, candidate: str) -> Comparison:
+        return await self.send(calls.compare(base, candidate))
 
     async def attempt_log(self, attempt_id: str, offset: int = 0) -> bytes:
         return await self.send(calls.attempt_log(attempt_id, offset))

@@ -6,7 +6,7 @@ import email.utils
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -15,9 +15,10 @@ from pydantic import BaseModel, TypeAdapter
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
 from app.hardware.schemas import HardwareRequirements
 from app.registry.models.schemas import ModelRead
+from app.registry.revisions.schemas import RevisionRead
 from app.runners.schemas import RegistrationTokenCreated, RunnerRead
 from app.schemas import Page
-from app.scores.schemas import Leaderboard
+from app.scores.schemas import Comparison, Leaderboard
 from app.tokens.schemas import TokenCreated, TokenRead
 
 T = TypeVar("T")
@@ -100,6 +101,11 @@ def model(repo_id: str) -> Call[ModelRead]:
     return Call("GET", f"/v1/models/{_repo(repo_id)}", _adapter(ModelRead))
 
 
+def revision(repo_id: str, ref: str) -> Call[RevisionRead]:
+    """A recorded revision by its sha (or a prefix of it) or a Corral alias."""
+    return Call("GET", f"/v1/models/{_repo(repo_id)}/revisions/{quote(ref, safe='')}", _adapter(RevisionRead))
+
+
 def requirements(repo_id: str, params: Query) -> Call[HardwareRequirements]:
     return Call("GET", f"/v1/models/{_repo(repo_id)}/requirements", _adapter(HardwareRequirements), params)
 
@@ -129,6 +135,10 @@ def evaluation(evaluation_id: uuid.UUID | str) -> Call[EvaluationRead]:
 def cancel_evaluation(evaluation_id: uuid.UUID | str) -> Call[EvaluationRead]:
     path = f"/v1/evaluations/{evaluation_id}/cancel"
     return Call("POST", path, _adapter(EvaluationRead), idempotent=True)
+
+
+def compare(base: uuid.UUID | str, candidate: uuid.UUID | str) -> Call[Comparison]:
+    return Call("GET", "/v1/compare", _adapter(Comparison), {"base": str(base), "candidate": str(candidate)})
 
 
 def attempt_log(attempt_id: uuid.UUID | str, offset: int = 0) -> Call[bytes]:
@@ -170,14 +180,3 @@ def revoke_token(token_id: uuid.UUID | str) -> Call[None]:
 
 def with_cursor(call: Call[T], cursor: str) -> Call[T]:
     return dataclasses.replace(call, params={**call.params, "cursor": cursor})
-
-
-def problem_of(response: httpx.Response) -> dict[str, Any]:
-    """The problem+json document of an error answer, or what can be said without one (a proxy's HTML page)."""
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
-    if isinstance(document, dict):
-        return document
-    return {"title": response.reason_phrase, "detail": response.text.strip()[:200] or None}

@@ -1,6 +1,30 @@
 """What goes wrong when talking to a Corral server, said in one line that names the server and the fix."""
 
-from typing import Any
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ProblemField(BaseModel):
+    """One refused field of a 422 problem."""
+
+    model_config = ConfigDict(extra="ignore")
+    field: str = ""
+    message: str = ""
+
+
+class ProblemDocument(BaseModel):
+    """An error answer as the client reads it: problem+json (RFC 9457), or what a proxy's page lets be said."""
+
+    model_config = ConfigDict(extra="allow")  # a server's own extensions (`retry_after`…) stay readable
+    title: str = ""
+    detail: str = ""
+    errors: list[ProblemField] = []
+
+    @classmethod
+    def read(cls, body: bytes, reason: str) -> "ProblemDocument":
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError:  # not a problem document: a proxy's HTML page, an empty body
+            return cls(title=reason, detail=body.decode("utf-8", errors="replace").strip()[:200])
 
 
 class CorralError(Exception):
@@ -21,16 +45,16 @@ class ServerUnreachable(CorralError):
 class ApiError(CorralError):
     """The server answered with a problem (4xx/5xx, application/problem+json)."""
 
-    def __init__(self, server: str, method: str, path: str, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, server: str, method: str, path: str, status: int, problem: ProblemDocument) -> None:
         self.server = server
         self.status = status
         self.problem = problem
-        self.title = str(problem.get("title") or "")
-        self.detail = str(problem.get("detail") or "")
+        self.title = problem.title
+        self.detail = problem.detail
         said = self.detail or self.title or "no detail"
-        errors = [error for error in problem.get("errors") or [] if str(error.get("message")) not in said]
+        errors = [error for error in problem.errors if error.message not in said]
         if errors:  # a 422: which fields, and why (unless the detail already says it)
-            said += ": " + "; ".join(f"{error.get('field')}: {error.get('message')}" for error in errors[:5])
+            said += ": " + "; ".join(f"{error.field}: {error.message}" for error in errors[:5])
         super().__init__(f"{method} {server}{path}: {status} {said}{hint(status)}")
 
 

@@ -22,9 +22,10 @@ from app.client.transport import (
 from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
 from app.hardware.schemas import HardwareRequirements
 from app.registry.models.schemas import ModelRead
+from app.registry.revisions.schemas import RevisionRead
 from app.runners.schemas import RegistrationTokenCreate, RegistrationTokenCreated, RunnerRead, RunnerUpdate
 from app.schemas import Page
-from app.scores.schemas import Leaderboard
+from app.scores.schemas import Comparison, Leaderboard
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead
 
 T = TypeVar("T")
@@ -93,6 +94,9 @@ class Corral:
     def model(self, repo_id: str) -> ModelRead:
         return self.send(calls.model(repo_id))
 
+    def revision(self, repo_id: str, ref: str) -> RevisionRead:
+        return self.send(calls.revision(repo_id, ref))
+
     def requirements(self, repo_id: str, **params: Any) -> HardwareRequirements:
         return self.send(calls.requirements(repo_id, params))
 
@@ -121,6 +125,9 @@ class Corral:
 
     def cancel_evaluation(self, evaluation_id: str) -> EvaluationRead:
         return self.send(calls.cancel_evaluation(evaluation_id))
+
+    def compare(self, base: str, candidate: str) -> Comparison:
+        return self.send(calls.compare(base, candidate))
 
     def attempt_log(self, attempt_id: str, offset: int = 0) -> bytes:
         return self.send(calls.attempt_log(attempt_id, offset))

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from app.client.calls import RETRIED_STATUSES, Call, problem_of
-from app.client.errors import ApiError, ServerUnreachable
+from app.client.calls import RETRIED_STATUSES, Call
+from app.client.errors import ApiError, ProblemDocument, ServerUnreachable
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 60.0
@@ -52,4 +52,5 @@ def unreachable(server: str, exc: httpx.TransportError) -> ServerUnreachable:
 
 def failure(server: str, response: httpx.Response) -> ApiError:
     request = response.request
-    return ApiError(server, request.method, request.url.path, response.status_code, problem_of(response))
+    problem = ProblemDocument.read(response.read(), response.reason_phrase)
+    return ApiError(server, request.method, request.url.path, response.status_code, problem)

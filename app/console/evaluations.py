@@ -1,4 +1,4 @@
-"""`corral eval request/list/status/logs/cancel` (beside `eval run`, the CI gate in app.scores.cli)."""
+"""`corral eval request/list/status/logs/cancel` (beside `eval run`, the CI gate in app.console.gate)."""
 
 import itertools
 import time
@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
+from app.console.gate import job_words
 from app.console.output import emit_json, fields, on_terminal, table
-from app.scores.cli import job_words
 from app.web.formatting import score
 
 if TYPE_CHECKING:
@@ -17,11 +17,14 @@ if TYPE_CHECKING:
 
 TERMINAL = {"succeeded", "partial", "failed", "canceled"}
 FOLLOW_SECONDS = 2.0
+# A followed log is asked for more four times a second (the runner streams it as often); the evaluation itself,
+# to know when to stop, at the FOLLOW_SECONDS pace.
+LOG_POLL_SECONDS = 0.5
 
 
 def job_line(job: "JobRead") -> str:
     """The CI gate's words for a job (one rendering of a job's state for every command)."""
-    return job_words(job.model_dump(mode="json"))
+    return job_words(job)
 
 
 def _fraction_done(job: "JobRead") -> float:
@@ -183,6 +186,7 @@ def logs(
             fail(f"evaluation {evaluation_id} has no job with shard index {shard}", code=2)
         offsets: dict[str, int] = {}
         mid_line: dict[str, bool] = {}
+        looked_at = time.monotonic()
         while True:
             for job in jobs:
                 if not job.attempts:
@@ -204,9 +208,10 @@ def logs(
                     offsets[attempt] = offsets.get(attempt, 0) + len(data)
             if not follow or evaluation.state.value in TERMINAL:
                 return
-            time.sleep(FOLLOW_SECONDS)
-            evaluation = client.evaluation(evaluation_id)
-            jobs = [job for job in evaluation.jobs if shard is None or job.shard_index == shard]
+            time.sleep(LOG_POLL_SECONDS)
+            if time.monotonic() >= looked_at + FOLLOW_SECONDS:
+                evaluation, looked_at = client.evaluation(evaluation_id), time.monotonic()
+                jobs = [job for job in evaluation.jobs if shard is None or job.shard_index == shard]
 
 
 def cancel(

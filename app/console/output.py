@@ -13,7 +13,7 @@ def on_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def emit_json(value: "BaseModel | Sequence[BaseModel] | dict[str, Any]") -> None:
+def emit_json(value: "BaseModel | Sequence[BaseModel] | dict[str, object]") -> None:
     """One JSON document on stdout, in the API's own field names."""
     if hasattr(value, "model_dump"):
         document: Any = value.model_dump(mode="json")

@@ -5,6 +5,7 @@ import uuid
 from pydantic import JsonValue, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.documents import StoredRequirements
 from app.errors import UnprocessableEntity
 from app.evaluations import repository, state
 from app.evaluations.identity import EvaluationConfig, config_hash
@@ -15,9 +16,9 @@ from app.results.ingest import ResultsError, finite_document, parse_scores, task
 from app.results.repository import canonical_json, new_result, record_scores
 from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState
+from app.tables import Evaluation, EvaluationJob
 from app.tables.base import utcnow
-from app.tables.documents import StoredRequirements
+from app.wire.enums import EvaluationState, JobState
 from app.wire.generation import GenerationSettings
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from app.config import Settings
 from app.runners.matching import Capacity, Need
-from app.tables import FailureCategory
+from app.wire.enums import FailureCategory
 
 MAX_BACKOFF_SECONDS = 86400
 RETRYABLE = frozenset({FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED})

@@ -12,7 +12,8 @@ from app.fields import RepoId, Slug
 from app.pagination import PageDep
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ, Principal
-from app.tables import EvaluationState, JobAttempt
+from app.tables import JobAttempt
+from app.wire.enums import EvaluationState
 
 router = APIRouter(prefix="/v1", tags=["evaluations"], responses=COMMON_ERRORS)
 IdempotencyKey = Annotated[

@@ -6,7 +6,7 @@ from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StringConstrain
 
 from app.fields import AliasName, CommitSha, RepoId, Slug, Tag
 from app.schemas import ConfigField, Integer, JsonField, ProgressField, ReadModel, SummaryField, WriteModel
-from app.tables import AttemptState, EvaluationState, JobState
+from app.wire.enums import AttemptState, EvaluationState, JobState
 from app.wire.generation import Backend, GenerationSettings, backend_refusal
 
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]

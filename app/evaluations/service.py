@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.db import release_connection, serialize
+from app.documents import StoredRequirements
 from app.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
 from app.evaluations import repository, state
 from app.evaluations.identity import EvaluationConfig, config_hash
@@ -25,9 +26,9 @@ from app.runners.repository import capable, registered_runners
 from app.security import Principal
 from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationJob, EvaluationState, JobState, Model, Revision, SuiteVersion
-from app.tables.documents import StoredRequirements
-from app.wire.job import TRUSTED_CODE_LABEL
+from app.tables import Evaluation, EvaluationJob, Model, Revision, SuiteVersion
+from app.wire.enums import EvaluationState, JobState
+from app.wire.protocol import TRUSTED_CODE_LABEL
 
 # Evaluations an identical request is answered with; failed and canceled ones do not block a new run.
 DEDUPE_STATES = (EvaluationState.QUEUED, EvaluationState.RUNNING, EvaluationState.SUCCEEDED)

@@ -28,7 +28,8 @@ from app.results.repository import summarize_scores
 from app.runners.matching import Capacity, Need
 from app.runners.repository import registered_runners
 from app.suites.schemas import SuiteDefinition
-from app.tables import AttemptState, Evaluation, EvaluationJob, EvaluationState, FailureCategory, JobAttempt, JobState
+from app.tables import Evaluation, EvaluationJob, JobAttempt
+from app.wire.enums import AttemptState, EvaluationState, FailureCategory, JobState
 
 TERMINAL_EVALUATION_STATES = (
     EvaluationState.SUCCEEDED,

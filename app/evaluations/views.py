@@ -22,7 +22,8 @@ from app.pagination import PageRequest, paginate
 from app.runners.matching import Capacity, Need, gib
 from app.runners.repository import capable, registered_runners
 from app.runners.schemas import ONLINE_WITHIN_SECONDS
-from app.tables import Evaluation, EvaluationJob, EvaluationState, JobAttempt, JobState, Runner, RunnerState
+from app.tables import Evaluation, EvaluationJob, JobAttempt, Runner
+from app.wire.enums import EvaluationState, JobState, RunnerState
 
 SORT_COLUMNS = {"created_at": Evaluation.created_at}
 

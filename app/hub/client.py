@@ -20,8 +20,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from app.config import Settings
+from app.documents import JsonObject
 from app.outbound import Bulkhead, DeadlinePassed, Saturated
-from app.tables.documents import JsonObject
 
 if TYPE_CHECKING:  # imported at the first Hub call (app.hub.client.hub), not by every server worker at start
     import httpx2

@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.documents import JsonObject
 from app.errors import Conflict
 from app.fields import ALIAS_PATTERN
 from app.hub import repository
@@ -21,9 +22,9 @@ from app.registry.models.schemas import ModelCreate, hub_state
 from app.registry.models.service import ModelService, complete_architecture, effective_license
 from app.registry.repository import model_by_repo_id, require_model
 from app.registry.revisions.service import RevisionService
-from app.tables import ModelKind, Revision
+from app.tables import Revision
 from app.tables.base import utcnow
-from app.tables.documents import JsonObject
+from app.wire.enums import ModelKind
 
 ALIASABLE = re.compile(ALIAS_PATTERN)  # a branch named like an alias gets one, moved on each new commit
 LEASE = timedelta(minutes=5)

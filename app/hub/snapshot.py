@@ -2,9 +2,9 @@
 
 from typing import Any, TypeAlias, TypedDict, cast
 
+from app.documents import HubDisagreement, JsonObject
 from app.hub.client import CHAT_TEMPLATE_FILES, WEIGHT_SUFFIXES, HubFetch
 from app.tables import License, Model
-from app.tables.documents import HubDisagreement, JsonObject
 
 ModelFacts: TypeAlias = dict[str, int | bool | str]  # model field -> value, as the registry accepts it
 

@@ -23,7 +23,7 @@ from app.runners import repository as runners_repository
 from app.runners.service import to_read
 from app.schemas import problem_responses
 from app.security import OPEN_ROUTE, READ
-from app.tables import RunnerState
+from app.wire.enums import RunnerState
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("corral.ops")

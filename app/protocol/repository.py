@@ -12,26 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import UNTRACKED
 from app.config import Settings
+from app.documents import EvaluationConfig, StoredRequirements
 from app.errors import Conflict, Forbidden, NotFound, ProblemError
 from app.evaluations.repository import CLAIM_ORDER
 from app.hardware.fit import Placement
-from app.protocol.schemas import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
 from app.runners.matching import Capacity
 from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
-from app.tables import (
-    AttemptLogChunk,
-    AttemptState,
-    Evaluation,
-    EvaluationJob,
-    JobAttempt,
-    JobResult,
-    JobState,
-    Revision,
-    Runner,
-)
-from app.tables.documents import EvaluationConfig, StoredRequirements
+from app.tables import AttemptLogChunk, Evaluation, EvaluationJob, JobAttempt, JobResult, Revision, Runner
 from app.tokens.credentials import hash_token, secret_matches
+from app.wire.enums import AttemptState, JobState
+from app.wire.protocol import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 _last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at

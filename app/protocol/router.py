@@ -7,8 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from app.db import SessionDep
+from app.documents import AcceleratorRecord
 from app.errors import Forbidden
-from app.protocol.schemas import (
+from app.protocol.service import ProtocolService, claim_once
+from app.schemas import COMMON_ERRORS, problem_responses
+from app.security import RUNNER, Principal
+from app.wire.protocol import (
     LEASE_HEADER,
     ClaimedJob,
     ClaimRequest,
@@ -21,10 +25,6 @@ from app.protocol.schemas import (
     ResultStored,
     ResultUpload,
 )
-from app.protocol.service import ProtocolService, claim_once
-from app.schemas import COMMON_ERRORS, problem_responses
-from app.security import RUNNER, Principal
-from app.tables.documents import AcceleratorRecord
 
 router = APIRouter(prefix="/v1/runner", tags=["runner protocol"], responses=COMMON_ERRORS)
 LeaseToken = Annotated[
@@ -85,16 +85,6 @@ async def claim_job(
     try:
         while True:
             ticket = signal.ticket()  # taken before the try, so a wake-up during it is not lost
-            free = (
-                [
-                    AcceleratorRecord(
-                        kind=item.kind, memory_bytes=item.memory_bytes, count=item.count, nodes=item.nodes
-                    )
-                    for item in body.free
-                ]
-                if body and body.free
-                else None
-            )
             claim = await claim_once(sessionmaker, settings, signal, runner_id, request.app.state.clock, free)
             if claim is not None:
                 request.app.state.metrics.claim_wait.observe(claim.waited_seconds)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.clock import SYSTEM_CLOCK, Clock
 from app.config import Settings
 from app.db import serialize, sqlite_writer_lock
+from app.documents import AcceleratorRecord
 from app.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RangeNotSatisfiable, UnprocessableEntity
 from app.evaluations import state
 from app.evaluations.state import Settled
@@ -27,31 +28,23 @@ from app.hardware import fit
 from app.hardware.fit import MemoryNeed
 from app.protocol import repository
 from app.protocol.repository import attempt_of, live, refusal, refused, touch_runner
-from app.protocol.schemas import (
+from app.protocol.schemas import LmEvalResults
+from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
+from app.results.repository import canonical_json, new_result, record_scores
+from app.runners.matching import Capacity
+from app.tables import Evaluation, EvaluationJob, JobAttempt
+from app.tokens.credentials import hash_token
+from app.wire.enums import AttemptState, EvaluationState, FailureCategory, RunnerState
+from app.wire.protocol import (
     ClaimedJob,
     Failure,
     FailureReply,
     Heartbeat,
     HeartbeatReply,
-    LmEvalResults,
     Release,
     ResultStored,
     ResultUpload,
 )
-from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
-from app.results.repository import canonical_json, new_result, record_scores
-from app.runners.matching import Capacity
-from app.tables import (
-    AttemptState,
-    Evaluation,
-    EvaluationJob,
-    EvaluationState,
-    FailureCategory,
-    JobAttempt,
-    RunnerState,
-)
-from app.tables.documents import AcceleratorRecord
-from app.tokens.credentials import hash_token
 
 CONTENT_RANGE = re.compile(r"^(?:bytes )?(\d{1,15})-(\d{1,15})(?:/(?:\d{1,15}|\*))?$")
 

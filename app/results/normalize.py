@@ -20,9 +20,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from app.documents import ScoreSummary, TaskSummary
 from app.results.ingest import PROPORTIONS
 from app.suites.schemas import SuiteDefinition, SuiteTask
-from app.tables.documents import ScoreSummary, TaskSummary
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.runners.matching import Capacity, Need
-from app.tables import RegistrationToken, Runner, RunnerState
+from app.tables import RegistrationToken, Runner
 from app.tables.types import json_array_contains
+from app.wire.enums import RunnerState
 
 
 async def registered_runners(session: AsyncSession) -> list[Runner]:

@@ -21,7 +21,7 @@ from app.runners.schemas import (
 from app.runners.service import RunnerService, to_read
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import ADMIN, OPEN_ROUTE, RUNNER, Principal
-from app.tables import RunnerState
+from app.wire.enums import RunnerState
 
 router = APIRouter(prefix="/v1", tags=["runners"], responses=COMMON_ERRORS)
 CREATED = {"status_code": status.HTTP_201_CREATED, "responses": problem_responses(409, 415)}

@@ -20,11 +20,12 @@ from app.runners.schemas import (
     RunnerUpdate,
     RunnerWithToken,
 )
-from app.tables import RegistrationToken, Runner, RunnerState, Scope
+from app.tables import RegistrationToken, Runner
 from app.tables.base import utcnow
 from app.tokens.credentials import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
 from app.tokens.repository import TokenRepository
 from app.tokens.service import TokenService
+from app.wire.enums import RunnerState, Scope
 
 SORT_COLUMNS: dict[str, SortColumn] = {"name": Runner.name, "created_at": Runner.created_at}
 

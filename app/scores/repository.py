@@ -8,12 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.documents import EvaluationConfig, ScoreSummary
 from app.errors import NotFound
 from app.suites import repository as suites
 from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationState, Family, License, Model, ModelKind, Revision, SuiteVersion
-from app.tables.documents import EvaluationConfig, ScoreSummary
+from app.tables import Evaluation, Family, License, Model, Revision, SuiteVersion
 from app.tables.types import json_array_contains
+from app.wire.enums import EvaluationState, ModelKind
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from app.scores.leaderboard import LeaderboardFilters, LeaderboardService
 from app.scores.provenance import evaluation_provenance, stored_document
 from app.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, Provenance, ScoreHistoryEntry
 from app.security import PUBLISH, READ, Principal
-from app.tables import ModelKind
 from app.viewcache import view
+from app.wire.enums import ModelKind
 
 router = APIRouter(prefix="/v1", tags=["scores"], responses=COMMON_ERRORS)
 TABLES = {

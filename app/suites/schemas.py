@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas import JsonField, ReadModel
+from app.wire.protocol import TaskName
 
-TaskName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 Bound = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 

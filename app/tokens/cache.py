@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app import changes
-from app.tables import ApiToken, Scope
+from app.tables import ApiToken
+from app.wire.enums import Scope
 
 MAX_ENTRIES = 10_000  # beyond this the oldest half goes: a bound on memory, not a policy
 

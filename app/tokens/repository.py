@@ -6,8 +6,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import UNTRACKED
 from app.pagination import PageRequest, paginate
-from app.tables import ApiToken, Scope
+from app.tables import ApiToken
 from app.tokens.cache import TokenRecord
+from app.wire.enums import Scope
 
 SORT_COLUMNS = {"created_at": ApiToken.created_at, "name": ApiToken.name}
 

@@ -7,9 +7,9 @@ from app.db import SessionDep
 from app.pagination import PageDep
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import ADMIN, CallerDep
-from app.tables import Scope
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead, TokenSort
 from app.tokens.service import TokenService
+from app.wire.enums import Scope
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=COMMON_ERRORS)
 

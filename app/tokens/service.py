@@ -7,11 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, NotFound
 from app.pagination import PageRequest
-from app.tables import ApiToken, Scope
+from app.tables import ApiToken
 from app.tables.base import utcnow
 from app.tokens.credentials import generate_token, token_refusal
 from app.tokens.repository import TokenRepository
 from app.tokens.schemas import TokenCreated, TokenRead
+from app.wire.enums import Scope
 
 
 def to_read(token: ApiToken, now: datetime) -> TokenRead:

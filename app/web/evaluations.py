@@ -9,15 +9,15 @@ from datetime import datetime
 from fastapi import Request, Response
 
 from app.db import SessionDep
+from app.documents import AttemptProgress
 from app.evaluations import repository as evaluations
 from app.evaluations.service import EvaluationService
 from app.pagination import PageRequest
 from app.scores import repository as scores
 from app.scores.provenance import evaluation_provenance
-from app.tables import EvaluationState, JobState
-from app.tables.documents import AttemptProgress
 from app.web.leaderboard import task_tooltip
 from app.web.pages import PAGE_METHODS, page_router, render, suite_names
+from app.wire.enums import EvaluationState, JobState
 
 router = page_router()
 RUNNING_SHOWN = 200

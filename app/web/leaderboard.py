@@ -1,6 +1,6 @@
 """The leaderboard page: a suite's table with its benchmarks' names, filters that exports carry, and a chart."""
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import Query, Request, Response
@@ -14,11 +14,11 @@ from app.registry import repository as registry
 from app.scores import repository as scores
 from app.scores.leaderboard import LeaderboardFilters, LeaderboardService, RankedRow
 from app.suites.schemas import SuiteTask
-from app.tables import ModelKind
 from app.viewcache import view
 from app.web import formatting
 from app.web.charts import Point, scatter
 from app.web.pages import PAGE_METHODS, page_router, render, suite_names
+from app.wire.enums import ModelKind
 
 router = page_router()
 FIXED_COLUMNS = [
@@ -114,7 +114,7 @@ def _context(
     filters: LeaderboardFilters,
     sort: str,
     q: str,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     query = {key: value for key, value in request.query_params.items() if key != "sort" and value}
 
     def link(key: str) -> str:

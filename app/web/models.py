@@ -1,7 +1,7 @@
 """The models index (search, filters, human sizes, Hub links) and a page per model (licence, hardware, scores)."""
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import Query, Request, Response
@@ -21,12 +21,12 @@ from app.registry.models.service import ModelService
 from app.registry.revisions.service import RevisionService
 from app.scores import repository as scores
 from app.scores.comparison import ComparisonService
-from app.tables import ModelKind
 from app.viewcache import PAGES, REGISTRY, view
 from app.web import formatting
 from app.web.charts import Bar, bars
 from app.web.leaderboard import licence_slugs, task_tooltip
 from app.web.pages import PAGE_METHODS, page_router, render, suite_names
+from app.wire.enums import ModelKind
 
 router = page_router()
 INDEX_PAGE = 100
@@ -150,7 +150,7 @@ async def model_page(model: RepoIdDep, request: Request, session: SessionDep) ->
                     for name in order
                 ]
             )
-        context: dict[str, Any] = {
+        context: dict[str, object] = {
             "model": record,
             "architecture": formatting.architecture_words(record),
             "licence": licence,

@@ -89,5 +89,5 @@ async def suite_names(session: AsyncSession) -> list[str]:
     return await suites.names(session)
 
 
-def render(request: Request, name: str, context: dict[str, Any]) -> Response:
+def render(request: Request, name: str, context: dict[str, object]) -> Response:
     return templates.TemplateResponse(request, name, context)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 
 from app.db import SessionDep
+from app.documents import AcceleratorRecord
 from app.evaluations import repository as evaluations
 from app.runners.repository import registered_runners
 from app.runners.schemas import ONLINE_WITHIN_SECONDS, RunnerRead
 from app.runners.service import to_read
-from app.tables.documents import AcceleratorRecord
 from app.web import formatting
 from app.web.pages import PAGE_METHODS, page_router, render, suite_names
 

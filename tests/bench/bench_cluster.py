@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from typing import Any
 import httpx
 
 from evals.client import ServerClient
-from evals.cluster_agent import ClusterAgent
 from evals.config import RunnerConfig
+from evals.loop import RunnerLoop
+from evals.protocol import HeartbeatReply, Progress
 from evals.tiny import build_tiny_llama
 from tests.bench import standin_slurm
 from tests.support import slurm
@@ -160,12 +162,12 @@ class TimedClient(ServerClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.beats: dict[str, list[float]] = {}
+        self.beats: dict[uuid.UUID, list[float]] = {}
         self.lock = threading.Lock()
 
     def heartbeat(
-        self, attempt: str, lease: str, progress: dict[str, Any], external_ref: str | None = None
-    ) -> dict[str, Any]:
+        self, attempt: uuid.UUID, lease: str, progress: Progress, external_ref: str | None = None
+    ) -> HeartbeatReply:
         with self.lock:
             self.beats.setdefault(attempt, []).append(time.monotonic())
         return super().heartbeat(attempt, lease, progress, external_ref)
@@ -195,7 +197,7 @@ def many_jobs_on_a_standin(args: argparse.Namespace, work: Path, model: Path) ->
             request(runner, limit=4, seed=seed)
         config = RunnerConfig.load(runner.config)
         client = TimedClient(config.server, config.token.get_secret_value())
-        agent = ClusterAgent(config, client=client)
+        agent = RunnerLoop(config, client=client)
         ticks: list[float] = []
         tend = agent.tend
 

@@ -27,8 +27,9 @@ from app.db import in_unit_of_work
 from app.results.normalize import summarize
 from app.suites.schemas import SuiteDefinition
 from app.suites.service import load_suites
-from app.tables import Evaluation, EvaluationState, Model, ModelKind, ModelStatus, Revision, SuiteVersion
+from app.tables import Evaluation, Model, Revision, SuiteVersion
 from app.tables.base import utcnow
+from app.wire.enums import EvaluationState, ModelKind, ModelStatus
 from tests.bench.bench_queue import free_port, summary
 from tests.bench.rawhttp import Connection
 from tests.support.databases import (

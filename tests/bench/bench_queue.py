@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import migrate
 from app.config import Settings
 from app.db import in_unit_of_work
-from app.tables import Scope
 from app.tokens.service import TokenService
+from app.wire.enums import Scope
 from tests.bench.rawhttp import Answer, Connection
 from tests.support.databases import (
     create_postgres_database,

@@ -33,8 +33,8 @@ from app.registry.revisions.service import RevisionService
 from app.runners.schemas import RunnerCreate
 from app.runners.service import RunnerService
 from app.suites.service import load_suites
-from app.tables import Scope
 from app.tokens.service import TokenService
+from app.wire.enums import Scope
 from tests.bench.bench_queue import free_port, summary
 from tests.bench.rawhttp import Connection
 from tests.support.databases import (

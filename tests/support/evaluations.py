@@ -14,20 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import in_unit_of_work
 from app.suites.service import load_suites
-from app.tables import (
-    Evaluation,
-    EvaluationJob,
-    EvaluationState,
-    JobState,
-    Model,
-    ModelKind,
-    ModelStatus,
-    Revision,
-    Runner,
-    RunnerState,
-    SuiteVersion,
-)
+from app.tables import Evaluation, EvaluationJob, Model, Revision, Runner, SuiteVersion
 from app.tables.base import utcnow
+from app.wire.enums import EvaluationState, JobState, ModelKind, ModelStatus, RunnerState
 
 GIB = 2**30
 HARNESS = "0.4.13"

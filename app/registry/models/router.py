@@ -17,8 +17,8 @@ from app.registry.models.search import ModelFilters
 from app.registry.models.service import ModelService
 from app.schemas import COMMON_ERRORS, Page, problem_responses
 from app.security import PUBLISH, READ
-from app.tables import ModelKind, ModelStatus
 from app.viewcache import REGISTRY, REGISTRY_AND_RUNNERS, json_view
+from app.wire.enums import ModelKind, ModelStatus
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=COMMON_ERRORS)
 

@@ -1,13 +1,16 @@
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
+from app.documents import ModelComponents
 from app.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
 from app.schemas import AS_WRITTEN, NotNull, ReadModel, WriteModel
-from app.tables import Lineage, Model, ModelKind, ModelStatus
-from app.tables.documents import ModelComponents
+from app.wire.enums import Lineage, ModelKind, ModelStatus
+
+if TYPE_CHECKING:  # the table, for an annotation: the client imports these schemas without SQLAlchemy
+    from app.tables import Model
 
 ModelSort = Literal[
     "repo_id",
@@ -74,7 +77,7 @@ class HubState(ReadModel):
     disagreements: list[Disagreement]
 
 
-def hub_state(model: Model) -> HubState:
+def hub_state(model: "Model") -> HubState:
     return HubState(
         ref=model.hub_ref,
         sha=model.hub_sha,

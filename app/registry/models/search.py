@@ -9,8 +9,9 @@ from app.errors import UnprocessableEntity
 from app.hardware import fit
 from app.hardware.catalog import accelerators
 from app.registry.repository import MODEL_LOADS
-from app.tables import Family, License, Model, ModelKind, ModelStatus
+from app.tables import Family, License, Model
 from app.tables.types import json_array_contains
+from app.wire.enums import ModelKind, ModelStatus
 
 
 @dataclass(frozen=True)

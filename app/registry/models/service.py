@@ -21,7 +21,8 @@ from app.registry.models.search import ModelFilters, search_statement
 from app.registry.repository import model_by_repo_id, require_model, require_slug
 from app.runners.matching import Capacity, Need
 from app.runners.repository import registered_runners
-from app.tables import Family, License, Lineage, Model
+from app.tables import Family, License, Model
+from app.wire.enums import Lineage
 
 SORT_COLUMNS: dict[str, SortColumn] = {
     "repo_id": Model.repo_id,
