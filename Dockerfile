@@ -53,6 +53,8 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY evals ./evals
 COPY migrations ./migrations
+# src/ holds the installed names: links to the three folders above (corral, corral_runner, corral_migrations).
+COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m pip wheel --no-deps --wheel-dir /wheels .
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from app.console.commands import install as install_http_commands
-from app.database_cli import (
+from corral.console.commands import install as install_http_commands
+from corral.database_cli import (
     cli_settings,
     db_cli,
     fail,
@@ -25,15 +25,15 @@ from app.database_cli import (
     run_async,
     run_in_unit_of_work,
 )
-from app.scores.cli import results_cli
+from corral.scores.cli import results_cli
 
 # Everything else is imported by the command that needs it: `corral --help` and each server worker (which
 # imports this module again when it is spawned) stay quick to start.
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.tokens.schemas import TokenRead
-    from app.wire.enums import Scope
+    from corral.tokens.schemas import TokenRead
+    from corral.wire.enums import Scope
 
 T = TypeVar("T")
 WORKER_HEALTHCHECK_SECONDS = 60
@@ -68,7 +68,7 @@ install_http_commands(cli)
 
 def _version(shown: bool) -> None:
     if shown:
-        from app.client.transport import client_version
+        from corral.client.transport import client_version
 
         typer.echo(f"corral {client_version()}")
         raise typer.Exit()
@@ -94,9 +94,9 @@ def serve(
     """Run the API server (migrating an embedded SQLite database first)."""
     import uvicorn
 
-    from app.logging import configure_logging
-    from app.main import create_app
-    from app.suites.service import load_suites
+    from corral.logging import configure_logging
+    from corral.main import create_app
+    from corral.suites.service import load_suites
 
     settings = cli_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -108,7 +108,7 @@ def serve(
         raise typer.Exit(2)
     with _shared_metrics(workers):
         uvicorn.run(
-            "app.main:create_served_app" if workers > 1 else create_app(settings),
+            "corral.main:create_served_app" if workers > 1 else create_app(settings),
             factory=workers > 1,
             workers=workers,
             host=host or settings.host,
@@ -127,7 +127,7 @@ def serve(
 @contextmanager
 def _shared_metrics(workers: int) -> Iterator[None]:
     """Several workers count into one directory (prometheus_client's multiprocess mode), removed at exit."""
-    from app.metrics import MULTIPROCESS_DIRECTORY
+    from corral.metrics import MULTIPROCESS_DIRECTORY
 
     if workers == 1:
         yield
@@ -142,7 +142,7 @@ def _shared_metrics(workers: int) -> Iterator[None]:
 
 
 def _scope_value(value: str) -> Scope:
-    from app.wire.enums import Scope
+    from corral.wire.enums import Scope
 
     try:
         scope = Scope(value)
@@ -165,8 +165,8 @@ def token_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
 ) -> None:
     """Issue a token and print it once (only its hash is stored)."""
-    from app.tables.base import utcnow
-    from app.tokens.service import TokenService
+    from corral.tables.base import utcnow
+    from corral.tokens.service import TokenService
 
     settings = cli_settings()
     chosen = _scope_value(scope)
@@ -195,8 +195,8 @@ def token_list(
     active: Annotated[bool | None, typer.Option("--active/--inactive", help="Filter on usability.")] = None,
 ) -> None:
     """List tokens as JSON lines (never their secrets)."""
-    from app.pagination import PageRequest
-    from app.tokens.service import TokenService
+    from corral.pagination import PageRequest
+    from corral.tokens.service import TokenService
 
     settings = cli_settings()
     prepare_database(settings)
@@ -220,7 +220,7 @@ def token_list(
 @token_cli.command("revoke")
 def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's id.")]) -> None:
     """Revoke a token at once."""
-    from app.tokens.service import TokenService
+    from corral.tokens.service import TokenService
 
     settings = cli_settings()
     prepare_database(settings)
@@ -231,7 +231,7 @@ def token_revoke(token_id: Annotated[uuid.UUID, typer.Argument(help="The token's
 @catalog_cli.command("load")
 def catalog_load() -> None:
     """Load (or bring up to date) the Llama catalog: licences, families, models. Safe to repeat."""
-    from app.catalog.loader import load_catalog
+    from corral.catalog.loader import load_catalog
 
     settings = cli_settings()
     prepare_database(settings)
@@ -242,7 +242,7 @@ def catalog_load() -> None:
 @suites_cli.command("load")
 def suites_load() -> None:
     """Record the current version of every suite file (evals/suites/*.yaml); earlier versions are kept."""
-    from app.suites.service import load_suites
+    from corral.suites.service import load_suites
 
     settings = cli_settings()
     prepare_database(settings)
@@ -255,9 +255,9 @@ def hub_sync(
     revision: Annotated[str, typer.Option(help="Branch, tag or commit sha.")] = "main",
 ) -> None:
     """Sync one model from the Hub, registering it from the Hub's metadata if it is new."""
-    from app.errors import ProblemError
-    from app.hub.client import HubError
-    from app.hub.sync import sync_from_hub
+    from corral.errors import ProblemError
+    from corral.hub.client import HubError
+    from corral.hub.sync import sync_from_hub
 
     settings = cli_settings()
     prepare_database(settings)

@@ -12,7 +12,7 @@ import typer
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.config import Settings
+    from corral.config import Settings
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
 
 
 def cli_settings() -> Settings:
-    from app.config import SettingsError, load_settings
+    from corral.config import SettingsError, load_settings
 
     try:
         return load_settings()
@@ -49,8 +49,8 @@ def prepare_database(settings: Settings) -> None:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app import migrate
-    from app.catalog.loader import load_catalog
+    from corral import migrate
+    from corral.catalog.loader import load_catalog
 
     try:
         current = run_async(current_revision(settings))
@@ -75,8 +75,8 @@ def prepare_database(settings: Settings) -> None:
 
 
 async def current_revision(settings: Settings) -> str | None:
-    from app import migrate
-    from app.db import create_engine
+    from corral import migrate
+    from corral.db import create_engine
 
     engine = create_engine(settings)
     try:
@@ -88,9 +88,9 @@ async def current_revision(settings: Settings) -> str | None:
 
 def run_in_unit_of_work(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """The CLI's unit of work: a domain error becomes one line and exit status 1."""
-    from app.db import in_unit_of_work
-    from app.errors import ProblemError
-    from app.suites.service import SuiteFileError
+    from corral.db import in_unit_of_work
+    from corral.errors import ProblemError
+    from corral.suites.service import SuiteFileError
 
     try:
         return run_async(in_unit_of_work(settings, work))
@@ -106,7 +106,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app import migrate
+    from corral import migrate
 
     settings = cli_settings()
     try:
@@ -122,7 +122,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, 
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app import migrate
+    from corral import migrate
 
     settings = cli_settings()
     try:
@@ -136,7 +136,7 @@ def db_current() -> None:
     """Print the database's schema revision and this build's head; exit 1 if they differ."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app import migrate
+    from corral import migrate
 
     settings = cli_settings()
     try:

@@ -12,8 +12,8 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app import changes
-from app.config import Settings
+from corral import changes
+from corral.config import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("corral.db")

@@ -14,8 +14,8 @@ from typing import (
 from pydantic import ConfigDict, Field, StrictInt, with_config
 from typing_extensions import TypedDict
 
-from app.wire.base import JsonObject
-from app.wire.generation import GenerationArguments
+from corral.wire.base import JsonObject
+from corral.wire.generation import GenerationArguments
 
 __all__ = ["JsonObject"]
 

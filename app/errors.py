@@ -22,9 +22,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.logging import current_request_id
-from app.routing import allowed_methods
-from app.schemas import FieldError, Problem
+from corral.logging import current_request_id
+from corral.routing import allowed_methods
+from corral.schemas import FieldError, Problem
 
 log = logging.getLogger("corral.errors")
 

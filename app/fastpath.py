@@ -12,13 +12,13 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Scope
 
-from app.config import Settings
-from app.errors import Unauthorized
-from app.security import Access, principal_of, route_access, use_to_record
-from app.tables.base import utcnow
-from app.tokens import cache as token_cache
-from app.tokens.credentials import TOKEN_SHAPE, secret_matches
-from app.viewcache import kept
+from corral.config import Settings
+from corral.errors import Unauthorized
+from corral.security.access import Access, principal_of, route_access, use_to_record
+from corral.tables.base import utcnow
+from corral.tokens import cache as token_cache
+from corral.tokens.credentials import TOKEN_SHAPE, secret_matches
+from corral.viewcache import kept
 
 _rules: dict[int, Access | None] = {}  # id(route) -> its access rule, read once
 

@@ -4,8 +4,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, HttpUrl, StringConstraints, TypeAdapter, ValidationError
 
-from app.schemas import Integer, IsoDate, IsoDateTime
-from app.wire.protocol import Tag
+from corral.schemas import Integer, IsoDate, IsoDateTime
+from corral.wire.protocol import Tag
 
 __all__ = ["IsoDate", "IsoDateTime", "Tag"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from app.config import Settings
+from corral.config import Settings
 
 log = logging.getLogger("corral.listener")
 

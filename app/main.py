@@ -13,36 +13,37 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from app import changes
-from app.clock import SYSTEM_CLOCK, Clock
-from app.config import Settings, load_settings
-from app.db import create_engine, create_sessionmaker
-from app.errors import install_problem_handlers
-from app.evaluations.router import router as evaluations_router
-from app.evaluations.wakeups import QueueSignal
-from app.fastpath import kept_response
-from app.hardware.router import router as hardware_router
-from app.hub.client import HubClient
-from app.hub.router import router as hub_router
-from app.hub.sync import background_sync
-from app.listener import Listener
-from app.metrics import Metrics
-from app.middleware import ServiceMiddleware
-from app.ops.router import router as ops_router
-from app.protocol.reaper import reap_forever
-from app.protocol.router import router as queue_router
-from app.registry.families.router import router as families_router
-from app.registry.licenses.router import router as licenses_router
-from app.registry.models.router import router as models_router
-from app.registry.revisions.router import router as revisions_router
-from app.routing import api_routes
-from app.runners.router import router as runners_router
-from app.schemas import Problem
-from app.scores.router import router as scores_router
-from app.security import ACCESS_EXTENSION, route_access
-from app.suites.router import router as suites_router
-from app.tokens.router import router as tokens_router
-from app.web.router import router as web_router
+from corral import changes
+from corral.clock import SYSTEM_CLOCK, Clock
+from corral.config import Settings, load_settings
+from corral.db import create_engine, create_sessionmaker
+from corral.errors import install_problem_handlers
+from corral.evaluations.router import router as evaluations_router
+from corral.evaluations.wakeups import QueueSignal
+from corral.fastpath import kept_response
+from corral.hardware.router import router as hardware_router
+from corral.hub.client import HubClient
+from corral.hub.router import registration as hub_registration_router
+from corral.hub.router import router as hub_router
+from corral.hub.sync import background_sync
+from corral.listener import Listener
+from corral.metrics import Metrics
+from corral.middleware import ServiceMiddleware
+from corral.ops.router import router as ops_router
+from corral.protocol.reaper import reap_forever
+from corral.protocol.router import router as queue_router
+from corral.registry.families.router import router as families_router
+from corral.registry.licenses.router import router as licenses_router
+from corral.registry.models.router import router as models_router
+from corral.registry.revisions.router import router as revisions_router
+from corral.routing import api_routes
+from corral.runners.router import router as runners_router
+from corral.schemas import Problem
+from corral.scores.router import router as scores_router
+from corral.security.access import ACCESS_EXTENSION, route_access
+from corral.security.router import router as tokens_router
+from corral.suites.router import router as suites_router
+from corral.web.router import router as web_router
 
 DESCRIPTION = """\
 Corral records open-weight model releases — licences with their real terms, the exact Hub weights
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.include_router(licenses_router)
     app.include_router(families_router)
     app.include_router(models_router)
+    app.include_router(hub_registration_router)
     app.include_router(revisions_router)
     app.include_router(hardware_router)
     app.include_router(hub_router)
@@ -254,7 +256,7 @@ def _drop_unreferenced_schemas(schema: dict[str, Any]) -> None:
 
 def create_served_app() -> FastAPI:
     """The factory `corral serve --workers N` names: each worker process sets up its own logging."""
-    from app.logging import configure_logging
+    from corral.logging import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)

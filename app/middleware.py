@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response
-from app.logging import bind_request_id, reset_request_id
-from app.metrics import Metrics
+from corral.errors import problem_response
+from corral.logging import bind_request_id, reset_request_id
+from corral.metrics import Metrics
 
 access_log = logging.getLogger("corral.access")
 error_log = logging.getLogger("corral.errors")

@@ -1,19 +1,21 @@
 """Alembic, driven from code: `corral db ...`, `corral serve` and the tests all migrate through here."""
 
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.config import Settings
+from corral.config import Settings
 
 if TYPE_CHECKING:  # Alembic is imported by the commands that migrate, not by every server worker at start
     from alembic.config import Config
 
 VERSION_TABLE = "alembic_version"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The migrations install as the package corral_migrations (the repository's migrations/): found, not imported.
+MIGRATIONS_DIR = Path(next(iter(find_spec("corral_migrations").submodule_search_locations or [])))  # type: ignore[union-attr]
 
 
 def alembic_config(settings: Settings) -> "Config":

@@ -19,8 +19,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, literal, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.config import Settings
-from app.errors import BadRequest
+from corral.config import Settings
+from corral.errors import BadRequest
 
 RowT = TypeVar("RowT")
 

@@ -14,8 +14,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from app.documents import AttemptProgress, EvaluationConfig, JsonObject, ScoreSummary
-from app.wire.base import AS_OBJECT, Integer, Reply, Request
+from corral.documents import AttemptProgress, EvaluationConfig, JsonObject, ScoreSummary
+from corral.wire.base import AS_OBJECT, Integer, Reply, Request
 
 __all__ = ["AS_OBJECT", "Integer"]
 

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request, Response
 from pydantic import BaseModel, TypeAdapter
 
-from app import changes
+from corral import changes
 
 MAX_VIEWS = 2048  # beyond this the oldest half goes
 REGISTRY = ("registry",)

@@ -1,3 +1,3 @@
-from evals.cli import main
+from corral_runner.cli import main
 
 main()

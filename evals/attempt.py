@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
-from evals.client import ServerClient, ServerError
-from evals.executors.base import EngineJob, job_name
-from evals.files import write_whole
-from evals.jobdir import JobDirectory
-from evals.protocol import ClaimedJob, JobPlacement, Outcome, Progress
+from corral_runner.client import ServerClient, ServerError
+from corral_runner.executors.base import EngineJob, job_name
+from corral_runner.files import write_whole
+from corral_runner.jobdir import JobDirectory
+from corral_runner.protocol import ClaimedJob, JobPlacement, Outcome, Progress
 
 log = logging.getLogger("corral.runner")
 LOG_TAIL_BYTES = 4000

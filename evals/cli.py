@@ -17,11 +17,11 @@ from typing import Annotated
 import httpx
 import typer
 
-from evals.client import ServerClient, ServerError
-from evals.config import RunnerConfig, default_path
-from evals.environment import keep_secrets_out_of_sight
-from evals.files import write_whole
-from evals.protocol import RunnerRegister
+from corral_runner.client import ServerClient, ServerError
+from corral_runner.config import RunnerConfig, default_path
+from corral_runner.environment import keep_secrets_out_of_sight
+from corral_runner.files import write_whole
+from corral_runner.protocol import RunnerRegister
 
 cli = typer.Typer(
     name="corral-runner",
@@ -65,7 +65,7 @@ def register(
     config: ConfigOption = None,
 ) -> None:
     """Register this machine (accelerators detected) and store its credentials in the config file."""
-    from evals.loop import RunnerLoop
+    from corral_runner.loop import RunnerLoop
 
     settings = RunnerConfig.load(config, server=server, token=token)
     report = RunnerLoop(settings, ServerClient(server, token)).report()
@@ -134,7 +134,7 @@ def run(
         settings.warm_worker = warm
     if settings.executor.kind == "local":  # a cluster agent only submits: lm-eval runs on the compute nodes
         _require_runner_extra()
-    from evals.loop import RunnerLoop
+    from corral_runner.loop import RunnerLoop
 
     loop = RunnerLoop(settings)
     signal.signal(signal.SIGTERM, loop.on_sigterm)
@@ -146,7 +146,7 @@ def run(
 def doctor(config: ConfigOption = None) -> None:
     """Check what a job needs here (the server, this runner's token, lm-eval, torch and the devices, disk space,
     the sandbox), one line each with what to do; exit 1 if something is missing."""
-    from evals.doctor import run as run_checks
+    from corral_runner.doctor import run as run_checks
 
     raise typer.Exit(1 if run_checks(_load(config), typer.echo) else 0)
 
@@ -161,7 +161,7 @@ def demo(
 ) -> None:
     """The whole loop on this machine, no GPU: a tiny model, the smoke suite, lm-eval on the CPU, the scores."""
     _require_runner_extra()
-    from evals.demo import run_demo
+    from corral_runner.demo import run_demo
 
     _configure_logging()
     raise typer.Exit(run_demo(server, admin_token, state, typer.echo))

@@ -11,9 +11,9 @@ from typing import Any, TypedDict, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from app.wire.base import JsonObject
-from app.wire.protocol import LEASE_HEADER, ClaimRequest, FailureReply, LogAppended, RunnerToken
-from evals.protocol import (
+from corral.wire.base import JsonObject
+from corral.wire.protocol import LEASE_HEADER, ClaimRequest, FailureReply, LogAppended, RunnerToken
+from corral_runner.protocol import (
     Accelerator,
     ClaimedJob,
     Failure,

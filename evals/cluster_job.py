@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from evals.jobdir import JobDirectory
-from evals.lm_eval_worker import Worker, enter_sandbox, redirect_output, run_job, say
-from evals.protocol import Outcome, Sandbox
+from corral_runner.jobdir import JobDirectory
+from corral_runner.lm_eval_worker import Worker, enter_sandbox, redirect_output, run_job, say
+from corral_runner.protocol import Outcome, Sandbox
 
 RAY_START_SECONDS = 300
 RAY_QUIET = ["--include-dashboard=false", "--disable-usage-stats", "--block"]  # and in the foreground
@@ -59,7 +59,7 @@ class RayCluster:
             else [
                 sys.executable,
                 "-m",
-                "evals.sandbox",
+                "corral_runner.sandbox",
                 *(f"--hide={path}" for path in sandbox.hidden),
                 *(f"--keep={path}" for path in sandbox.kept),
                 "--",

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from evals.environment import job_environment, never_passed
-from evals.executors.settings import Backend, Executor, LocalExecutor
-from evals.files import write_whole
+from corral_runner.environment import job_environment, never_passed
+from corral_runner.executors.settings import Backend, Executor, LocalExecutor
+from corral_runner.files import write_whole
 
 
 def default_path() -> Path:
@@ -135,7 +135,7 @@ class RunnerConfig(BaseModel):
     def backends(self) -> list[Backend]:
         """The lm-eval backends jobs can use: a cluster's as configured, this machine's as installed."""
         if isinstance(self.executor, LocalExecutor):
-            from evals.hardware import backends
+            from corral_runner.hardware import backends
 
             return backends()
         return list(self.executor.backends)

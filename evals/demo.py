@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from evals import hardware
-from evals.config import RunnerConfig
-from evals.loop import RunnerLoop
-from evals.tiny import build_tiny_llama
+from corral_runner import hardware
+from corral_runner.config import RunnerConfig
+from corral_runner.loop import RunnerLoop
+from corral_runner.tiny import build_tiny_llama
 
 REPO = "corral-demo/tiny-llama"
 SHA = "d" * 40

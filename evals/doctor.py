@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from evals import hardware
-from evals.client import ServerClient, ServerError
-from evals.config import RunnerConfig
-from evals.executors.settings import LocalExecutor
+from corral_runner import hardware
+from corral_runner.client import ServerClient, ServerError
+from corral_runner.config import RunnerConfig
+from corral_runner.executors.settings import LocalExecutor
 
 GIB = 2**30
 DISK_FLOOR = 10 * GIB  # below this, a model's weights (and lm-eval's datasets) do not fit
@@ -43,7 +43,7 @@ def server_answers(config: RunnerConfig) -> Check:
 
 
 def token_works(config: RunnerConfig) -> Check:
-    from evals.loop import RunnerLoop
+    from corral_runner.loop import RunnerLoop
 
     client = ServerClient(config.server, config.token.get_secret_value(), retries=0)
     try:
@@ -95,7 +95,7 @@ def disk_space(config: RunnerConfig) -> list[Check]:
 def sandbox(config: RunnerConfig) -> Check:
     if not config.sandbox:
         return Check(True, "sandbox: off (sandbox: false): jobs can read this runner's files")
-    from evals.sandbox import abi_version
+    from corral_runner.sandbox import abi_version
 
     abi = abi_version()
     if abi:

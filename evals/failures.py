@@ -1,7 +1,7 @@
 """What a failed job is, from the error its lm-eval process met: a category the server acts on (retry elsewhere,
 retry with more memory, or give up), and whether the machine itself is unfit for any job."""
 
-from evals.protocol import Outcome, ReportedCategory
+from corral_runner.protocol import Outcome, ReportedCategory
 
 # The machine lacks what every job on it needs: CUDA in torch, a driver, a device. Another runner may have it;
 # this one takes no job until `corral-runner doctor` passes.

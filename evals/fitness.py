@@ -4,7 +4,7 @@ asks for it, a GPU gone), no job is taken until the device check `corral-runner 
 import logging
 import time
 
-from evals import hardware
+from corral_runner import hardware
 
 log = logging.getLogger("corral.runner")
 RECHECK_SECONDS = 60.0  # a fixed machine goes back to work by itself, this soon

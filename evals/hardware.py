@@ -10,8 +10,8 @@ import subprocess
 from collections import Counter
 from typing import Any
 
-from app.wire.generation import Backend
-from evals.protocol import Accelerator
+from corral.wire.generation import Backend
+from corral_runner.protocol import Accelerator
 
 MIB = 2**20
 # What the tools print for a field they could not read.

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.wire.base import JsonObject
-from evals.files import write_whole
-from evals.protocol import JobSpec, Outcome, Progress
+from corral.wire.base import JsonObject
+from corral_runner.files import write_whole
+from corral_runner.protocol import JobSpec, Outcome, Progress
 
 
 @dataclass(frozen=True)

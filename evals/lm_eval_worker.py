@@ -18,10 +18,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from evals.failures import outcome_of
-from evals.jobdir import JobDirectory
-from evals.model_args import QUANTIZED, detected_device, model_args, model_key, quantized_hf_model
-from evals.protocol import JobSpec, Sandbox, generation_settings
+from corral_runner.failures import outcome_of
+from corral_runner.jobdir import JobDirectory
+from corral_runner.model_args import QUANTIZED, detected_device, model_args, model_key, quantized_hf_model
+from corral_runner.protocol import JobSpec, Sandbox, generation_settings
 
 EVALS_DIR = Path(__file__).resolve().parent
 
@@ -70,7 +70,7 @@ def environment() -> dict[str, str | int | None]:
             facts["gpu_count"] = torch.cuda.device_count()
     except ImportError:
         pass
-    from evals.hardware import run_command
+    from corral_runner.hardware import run_command
 
     driver = run_command(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     if driver:
@@ -145,7 +145,7 @@ class Worker:
         """lm-eval's results for the job, its logged samples, and whether the model was loaded already."""
         import lm_eval
 
-        from evals.progress import ObservedTaskManager, ProgressHook
+        from corral_runner.progress import ObservedTaskManager, ProgressHook
 
         settings = spec.settings
         tasks = [task.name for task in spec.tasks]
@@ -279,7 +279,7 @@ def enter_sandbox(sandbox: Sandbox | None) -> str | None:
     read; what it hid, for the job's log."""
     if sandbox is None or not sandbox.hidden:
         return None
-    from evals.sandbox import SandboxUnavailable, seal
+    from corral_runner.sandbox import SandboxUnavailable, seal
 
     try:
         return f"corral: sandbox: {seal(sandbox.hidden, sandbox.kept).describe()}"

@@ -19,16 +19,16 @@ from typing import TypeVar
 
 import httpx
 
-from evals import hardware
-from evals.attempt import Attempt, HeldAttempt, StateFiles
-from evals.client import ServerClient, ServerError
-from evals.config import RunnerConfig
-from evals.executors.base import FINISHED, Engine, EngineError, EngineJob, EngineUnreachable, Submission
-from evals.executors.select import engine_for
-from evals.fitness import Fitness
-from evals.jobdir import JobDirectory
-from evals.protocol import ClaimedJob, ClaimEnvelope, JobRefused, JobSpec, Outcome, RunnerReport, Sandbox
-from evals.spool import Spool
+from corral_runner import hardware
+from corral_runner.attempt import Attempt, HeldAttempt, StateFiles
+from corral_runner.client import ServerClient, ServerError
+from corral_runner.config import RunnerConfig
+from corral_runner.executors.base import FINISHED, Engine, EngineError, EngineJob, EngineUnreachable, Submission
+from corral_runner.executors.select import engine_for
+from corral_runner.fitness import Fitness
+from corral_runner.jobdir import JobDirectory
+from corral_runner.protocol import ClaimedJob, ClaimEnvelope, JobRefused, JobSpec, Outcome, RunnerReport, Sandbox
+from corral_runner.spool import Spool
 
 log = logging.getLogger("corral.runner")
 SIGTERM_REASON = "The runner was asked to stop (SIGTERM) and handed the job back."

@@ -4,8 +4,8 @@ weights lm-eval cannot load by itself."""
 import json
 from typing import Any
 
-from evals.failures import RunnerSetupError
-from evals.protocol import JobSpec
+from corral_runner.failures import RunnerSetupError
+from corral_runner.protocol import JobSpec
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 QUANTIZED = ("int8", "int4")

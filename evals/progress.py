@@ -16,7 +16,7 @@ from typing import Any
 from lm_eval.api.model import CacheHook
 from lm_eval.tasks import TaskManager
 
-from evals.protocol import Progress
+from corral_runner.protocol import Progress
 
 MAX_REPORTED_TASKS = 500  # the server takes at most this many in a heartbeat
 REPORTABLE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # the task names the server accepts

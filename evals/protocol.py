@@ -5,8 +5,8 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.wire.generation import GenerationSettings
-from app.wire.protocol import (
+from corral.wire.generation import GenerationSettings
+from corral.wire.protocol import (
     Accelerator,
     ClaimedJob,
     ClaimedTask,

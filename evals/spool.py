@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from app.wire.base import JsonObject
-from evals.client import ServerClient, ServerError
-from evals.files import write_whole
-from evals.jobdir import JobDirectory
+from corral.wire.base import JsonObject
+from corral_runner.client import ServerClient, ServerError
+from corral_runner.files import write_whole
+from corral_runner.jobdir import JobDirectory
 
 log = logging.getLogger("corral.runner")
 

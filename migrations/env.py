@@ -10,9 +10,9 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.config import load_settings
-from app.tables import Base
-from app.tables.base import UTCDateTime
+from corral.config import load_settings
+from corral.tables import Base
+from corral.tables.base import UTCDateTime
 
 config = context.config
 if config.config_file_name is not None:  # run as `alembic ...` with alembic.ini

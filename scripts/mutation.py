@@ -23,7 +23,16 @@ UNITS_FILE = ROOT / "tests" / "mutation" / "units.toml"
 EQUIVALENT_FILE = ROOT / "tests" / "mutation" / "equivalent.toml"
 SCORES_FILE = ROOT / "tests" / "mutation" / "scores.json"
 WORK = ROOT / ".mutation"
-LINKED = ("app", "evals", "migrations", "tests", "alembic.ini", "constraints")
+# The unit's folder links each source folder under its installed name (what the tests import), the rest as it is.
+LINKED = {
+    "corral": "app",
+    "corral_runner": "evals",
+    "corral_migrations": "migrations",
+    "tests": "tests",
+    "alembic.ini": "alembic.ini",
+    "constraints": "constraints",
+}
+INSTALLED = {"app/": "corral/", "evals/": "corral_runner/", "migrations/": "corral_migrations/"}
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), grouped the way a score counts them.
 KILLED = {1, 3, 36, -24, 24, 152, 255, 37}  # a test failed, the tests timed out, or mypy rejected the mutant
@@ -40,9 +49,9 @@ def mutmut_section(unit: dict[str, list[str]]) -> str:
     lines = [
         "",
         "[tool.mutmut]",
-        'source_paths = ["app/"]',
-        f"only_mutate = {json.dumps(unit['modules'])}",
-        'also_copy = ["evals/", "migrations/", "alembic.ini", "constraints/"]',
+        'source_paths = ["corral/"]',
+        f"only_mutate = {json.dumps([installed(module) for module in unit['modules']])}",
+        'also_copy = ["corral_runner/", "corral_migrations/", "alembic.ini", "constraints/"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(unit['tests'])}",
         # One test process per mutant, SQLite only: the rules are the same code on both databases (the full suite
         # runs both), and a PostgreSQL template per mutant would double the run. No xdist: it only adds start-up.
@@ -56,10 +65,18 @@ def prepare(name: str, unit: dict[str, list[str]]) -> Path:
     folder = WORK / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for entry in LINKED:
-        (folder / entry).symlink_to(ROOT / entry)
+    for name, entry in LINKED.items():
+        (folder / name).symlink_to(ROOT / entry)
     (folder / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + mutmut_section(unit))
     return folder
+
+
+def installed(module: str) -> str:
+    """A module's path under its installed name: app/queue/matching.py is corral/queue/matching.py."""
+    for folder, name in INSTALLED.items():
+        if module.startswith(folder):
+            return name + module.removeprefix(folder)
+    return module
 
 
 def module_name(module: str) -> str:
@@ -67,11 +84,13 @@ def module_name(module: str) -> str:
 
 
 def mutant_results(folder: Path, module: str) -> dict[str, int | None]:
-    meta = folder / "mutants" / (module + ".meta")
+    """mutmut's exit code of each mutant, named after the repository's path (as scores and equivalents are)."""
+    meta = folder / "mutants" / (installed(module) + ".meta")
     if not meta.exists():
         raise SystemExit(f"mutmut wrote no results for {module} (see {folder / 'run.log'})")
     results: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
-    return results
+    ran_as, named = module_name(installed(module)), module_name(module)
+    return {named + name.removeprefix(ran_as): code for name, code in results.items()}
 
 
 def score(module: str, results: dict[str, int | None], equivalent: dict[str, str]) -> dict[str, object]:

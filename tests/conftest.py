@@ -13,14 +13,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.main import create_app
-from app.tables import ApiToken, Runner
-from app.tables.base import utcnow
-from app.tokens.schemas import TokenCreated
-from app.tokens.service import TokenService
-from app.wire.enums import RunnerState, Scope
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.main import create_app
+from corral.tables import ApiToken, Runner
+from corral.tables.base import utcnow
+from corral.tokens.schemas import TokenCreated
+from corral.tokens.service import TokenService
+from corral.wire.enums import RunnerState, Scope
 from tests.support import databases, slurm
 from tests.support.clock import ManualClock
 from tests.support.evaluations import load_shipped_suites
@@ -156,7 +156,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 def catalog(settings: Settings) -> None:
     """The shipped Llama catalog, loaded into this test's database through the real loader."""
-    from app.catalog.loader import load_catalog
+    from corral.catalog.loader import load_catalog
 
     asyncio.run(in_unit_of_work(settings, load_catalog))
 

@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.errors import BadRequest, Unauthorized
-from app.main import create_app
-from app.security import GRANTS, Principal, max_time, principal_of, touch_due
-from app.tables import ApiToken
-from app.tokens.cache import TokenRecord
-from app.tokens.credentials import (
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.errors import BadRequest, Unauthorized
+from corral.main import create_app
+from corral.security.access import GRANTS, Principal, max_time, principal_of, touch_due
+from corral.tables import ApiToken
+from corral.tokens.cache import TokenRecord
+from corral.tokens.credentials import (
     REGISTRATION_PREFIX,
     REGISTRATION_SHAPE,
     generate_token,
@@ -28,8 +28,8 @@ from app.tokens.credentials import (
     secret_matches,
     token_refusal,
 )
-from app.tokens.service import TokenService, to_read
-from app.wire.enums import Scope
+from corral.tokens.service import TokenService, to_read
+from corral.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support.databases import make_settings
 

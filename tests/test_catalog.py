@@ -10,9 +10,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.catalog.loader import CATALOG, arithmetic_figures, catalog_data, load_catalog, model_entries
-from app.config import Settings
-from app.db import in_unit_of_work
+from corral.catalog.loader import CATALOG, arithmetic_figures, catalog_data, load_catalog, model_entries
+from corral.config import Settings
+from corral.db import in_unit_of_work
 from tests.support.databases import offline_environment
 
 MAJOR_RELEASES = {"llama-2", "code-llama", "llama-3", "llama-3.1", "llama-3.2", "llama-3.3", "llama-4", "llama-guard"}
@@ -59,7 +59,7 @@ def test_a_corrected_fact_updates_exactly_its_record(settings: Settings, tmp_pat
 def _run(args: list[str], database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     environment = offline_environment(CORRAL_DATABASE_URL=database_url)
     return subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "corral", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
     )
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.console.gate import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
-from app.evaluations.schemas import EvaluationCreate
+from corral.config import Settings
+from corral.console.gate import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
+from corral.evaluations.schemas import EvaluationCreate
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of
 from tests.support.typed_client import typed_client
 from tests.test_cli import run

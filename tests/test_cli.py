@@ -5,11 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app import migrate
-from app.config import Settings
+from corral import migrate
+from corral.config import Settings
 from tests.support.databases import offline_environment
 
-CORRAL = [sys.executable, "-m", "app"]
+CORRAL = [sys.executable, "-m", "corral"]
 
 
 def run(args: list[str], database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -106,11 +106,19 @@ def test_runner_command_lists_its_commands() -> None:
 def test_the_cli_imports_what_a_command_needs_when_it_needs_it() -> None:
     """`corral --help`, and every server worker (which imports the CLI module again when it is spawned), start
     without the service, the ORM or the HTTP client: a replacement worker answers its supervisor in time."""
-    heavy = ("app.main", "fastapi", "sqlalchemy", "httpx", "huggingface_hub", "app.scores.service", "prometheus_client")
+    heavy = (
+        "corral.main",
+        "fastapi",
+        "sqlalchemy",
+        "httpx",
+        "huggingface_hub",
+        "corral.scores.service",
+        "prometheus_client",
+    )
     probe = f"import sys, app.cli; print(','.join(name for name in {heavy!r} if name in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
-    helped = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=True)
+    helped = subprocess.run([sys.executable, "-m", "corral", "--help"], capture_output=True, text=True, check=True)
     assert "serve" in helped.stdout
 
 

@@ -16,11 +16,11 @@ from typing import Any, get_origin
 import httpx
 import pytest
 
-from app.client import ApiError, AsyncCorral, Corral, ServerUnreachable
-from app.client.calls import retry_after
-from app.evaluations.schemas import EvaluationCreate
-from app.runners.schemas import RegistrationTokenCreate, RunnerUpdate
-from app.tokens.schemas import TokenCreate
+from corral.client import ApiError, AsyncCorral, Corral, ServerUnreachable
+from corral.client.calls import retry_after
+from corral.evaluations.schemas import EvaluationCreate
+from corral.runners.schemas import RegistrationTokenCreate, RunnerUpdate
+from corral.tokens.schemas import TokenCreate
 from tests.support.cluster import wait_for
 from tests.support.evaluations import HARNESS
 from tests.support.server import ROOT, Server, free_port
@@ -78,7 +78,7 @@ def corral(*args: str, home: Path, stdin: str | None = None, env: dict[str, str]
     """`corral ARGS` as a person runs it: its own config directory, no CORRAL_* settings from the tests."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
     done = subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "corral", *args],
         cwd=home,
         env={**clean, "XDG_CONFIG_HOME": str(home / "config"), **(env or {})},
         input=stdin,
@@ -190,7 +190,17 @@ def test_an_evaluation_is_requested_listed_followed_and_cancelled(session: Sessi
 
     claimed = session.claim()
     session.append_log(claimed, 0, b"loading weights\n")
-    command = [sys.executable, "-m", "app", "eval", "logs", evaluation_id, "--shard", str(claimed["shard_index"]), "-f"]
+    command = [
+        sys.executable,
+        "-m",
+        "corral",
+        "eval",
+        "logs",
+        evaluation_id,
+        "--shard",
+        str(claimed["shard_index"]),
+        "-f",
+    ]
     env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config")}
     seen: list[str] = []
     with subprocess.Popen(
@@ -273,14 +283,14 @@ def test_the_leaderboard_prints_in_every_format(session: Session, home: Path) ->
 
 
 def test_version_and_help_with_its_defaults() -> None:
-    done = subprocess.run([sys.executable, "-m", "app", "--version"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "corral", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0
     assert done.stdout.strip() == "corral 0.1.0"
-    done = subprocess.run([sys.executable, "-m", "app", "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "corral", "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
     words = " ".join(done.stdout.split())  # as wrapped for the terminal's width
     assert "[default: CORRAL_HOST or 127.0.0.1]" in words
     assert "[default: CORRAL_PORT or 8000]" in words
-    done = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "corral", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert "--install-completion" in done.stdout
 
 
@@ -337,7 +347,7 @@ def test_the_client_waits_out_429_and_503_as_retry_after_says_and_never_repeats_
         return next(answers)
 
     slept: list[float] = []
-    monkeypatch.setattr("app.client.sync.time.sleep", slept.append)  # the waits are asserted, not waited
+    monkeypatch.setattr("corral.client.sync.time.sleep", slept.append)  # the waits are asserted, not waited
     with Corral("http://corral.test", transport=httpx.MockTransport(handler)) as client:
         assert client.queue().depth == 0
     assert (seen, slept) == (["GET", "GET", "GET"], [3.0, 2.0])  # Retry-After, then the backoff's second step
@@ -358,7 +368,7 @@ def test_eval_run_wait_outlasts_a_server_restart(tmp_path: Path) -> None:
     server.workdir.mkdir()
     server.start()
     served = Session(server)
-    command = [sys.executable, "-m", "app", "eval", "run", "--model", REPO, "--revision", SHA, "--suite", "smoke"]
+    command = [sys.executable, "-m", "corral", "eval", "run", "--model", REPO, "--revision", SHA, "--suite", "smoke"]
     command += ["--precision", "fp32", "--wait", "--poll", "0.3", "--server", server.url, "--token", served.admin]
     said: list[str] = []
     try:
@@ -394,8 +404,8 @@ def test_every_call_of_the_client_is_an_operation_of_the_openapi_document_with_t
 
     from pydantic import TypeAdapter
 
-    from app.client import calls
-    from app.main import create_app
+    from corral.client import calls
+    from corral.main import create_app
     from tests.support.databases import make_settings
 
     document = create_app(make_settings("sqlite+aiosqlite:///:memory:")).openapi()

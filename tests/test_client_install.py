@@ -4,7 +4,7 @@ every server and runner package is made unimportable."""
 import subprocess
 import sys
 
-from app.cli import SERVER_PACKAGES
+from corral.cli import SERVER_PACKAGES
 from tests.support.server import ROOT
 
 SERVER_ONLY = (*sorted(SERVER_PACKAGES), "lm_eval", "torch", "transformers")
@@ -13,9 +13,9 @@ import sys
 for name in {SERVER_ONLY!r}:
     sys.modules[name] = None  # `import name` now raises ImportError
 import json, httpx
-import app.client, app.console.commands, app.wire.protocol
-from app.cli import cli
-from app.client import Corral
+import corral.client, corral.console.commands, corral.wire.protocol
+from corral.cli import cli
+from corral.client import Corral
 
 def answer(request):
     return httpx.Response(200, json={{"id": "0b6f5a0e-7c44-4a51-9f67-2d8f3f1b9c11", "name": "ci", "scope": "read",

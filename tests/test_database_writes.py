@@ -23,10 +23,10 @@ from fastapi.testclient import TestClient
 from psycopg import errors, sql
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.config import Settings
-from app.errors import database_unavailable
-from app.main import create_app
-from app.wire.enums import Scope
+from corral.config import Settings
+from corral.errors import database_unavailable
+from corral.main import create_app
+from corral.wire.enums import Scope
 from tests.conftest import bearer, token_issuer
 from tests.support import databases
 

@@ -28,7 +28,7 @@ from packaging.specifiers import SpecifierSet
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.config import Settings
+from corral.config import Settings
 from tests.support import databases
 from tests.support.server import free_port, wait_until_ready
 
@@ -247,12 +247,14 @@ def test_every_path_the_dockerfile_copies_exists_and_is_not_ignored() -> None:
     .dockerignore (a `*.yaml` rule would silently drop the shipped catalog from the image)."""
     patterns = dockerignore_patterns()
     copied = context_copies(STAGES)
-    assert set(copied) >= {"pyproject.toml", "README.md", "app", "evals", "migrations", "constraints/cpu.txt"}
+    assert set(copied) >= {"pyproject.toml", "README.md", "app", "evals", "migrations", "src", "constraints/cpu.txt"}
     for source in copied:
         path = ROOT / source
         assert path.exists(), source
         files = (
-            [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+            [path]
+            if path.is_file()
+            else [p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and "__pycache__" not in p.parts]
         )
         assert files, source
         for file in files:

@@ -60,7 +60,7 @@ def server(server_settings: dict[str, str]) -> Iterator[str]:
     port = _free_port()
     environment = server_settings
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        [sys.executable, "-m", "corral", "serve", "--port", str(port)],
         cwd=workdir,
         env=environment,
         stdout=subprocess.PIPE,
@@ -145,7 +145,7 @@ def seeded(server: str, server_settings: dict[str, str]) -> str:
     from tests.test_scores import openllm_results
 
     token = subprocess.run(
-        [sys.executable, "-m", "app", "token", "create", "--scope", "publish", "--name", "browser-test"],
+        [sys.executable, "-m", "corral", "token", "create", "--scope", "publish", "--name", "browser-test"],
         env=server_settings,
         cwd=server_settings["CORRAL_WORKDIR"],
         capture_output=True,

@@ -7,13 +7,13 @@ import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.db import SessionDep
-from app.errors import Conflict
-from app.main import create_app
-from app.security import OPEN
-from app.tables import ApiToken
-from app.wire.enums import Scope
+from corral.config import Settings
+from corral.db import SessionDep
+from corral.errors import Conflict
+from corral.main import create_app
+from corral.security.access import OPEN
+from corral.tables import ApiToken
+from corral.wire.enums import Scope
 from tests.support.databases import make_settings
 
 PROBLEM = "application/problem+json"

@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 
-from app.catalog.loader import catalog_data
-from app.evaluations.requirements import evaluation_memory
-from app.hardware import estimator, parameters
-from app.hardware.catalog import GIB, accelerators
-from app.hardware.estimator import Architecture
-from app.hardware.parameters import dense_parameter_count
-from app.tables import Model
+from corral.catalog.loader import catalog_data
+from corral.evaluations.requirements import evaluation_memory
+from corral.hardware import estimator, parameters
+from corral.hardware.catalog import GIB, accelerators
+from corral.hardware.estimator import Architecture
+from corral.hardware.parameters import dense_parameter_count
+from corral.tables import Model
 
 PRESETS = catalog_data()["architectures"]  # the shipped configs' figures, as the catalog records them
 LLAMA_31_8B = Architecture(4096, 32, 32, 8, intermediate_size=14336, vocab_size=128256)

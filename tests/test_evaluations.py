@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.main import create_app
-from app.tables import Evaluation, EvaluationJob
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.main import create_app
+from corral.tables import Evaluation, EvaluationJob
 from tests.support.evaluations import GIB, load_shipped_suites, make_model, make_runner, sha_of
 
 

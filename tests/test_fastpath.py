@@ -4,8 +4,8 @@ caller the rule refuses is refused as before, however the view was kept."""
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.wire.enums import Scope
+from corral.main import create_app
+from corral.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support.databases import make_settings
 from tests.support.evaluations import make_runner

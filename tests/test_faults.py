@@ -12,8 +12,8 @@ from httpx import Response
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from app.config import Settings
-from app.main import create_app
+from corral.config import Settings
+from corral.main import create_app
 from tests.support import databases
 from tests.support.evaluations import make_model, make_runner, sha_of
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.hardware import fit
-from app.hardware.estimator import Architecture
-from app.hardware.fit import Devices, MemoryNeed, Placement
+from corral.hardware import fit
+from corral.hardware.estimator import Architecture
+from corral.hardware.fit import Devices, MemoryNeed, Placement
 from tests.support.evaluations import load_shipped_suites, make_runner, sha_of
 from tests.test_scores import openllm_results
 
@@ -260,7 +260,7 @@ def _answer(settings: Any, *expressions: Any) -> tuple[Any, ...]:
 
     from sqlalchemy import select
 
-    from app.db import create_engine
+    from corral.db import create_engine
 
     async def run() -> tuple[Any, ...]:
         engine = create_engine(settings)

@@ -12,8 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from app.main import create_app
-from app.wire.enums import Scope
+from corral.main import create_app
+from corral.wire.enums import Scope
 from tests.conftest import IssueToken, bearer
 from tests.support.databases import make_settings
 from tests.support.fake_hub import FakeHub

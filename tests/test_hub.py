@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
-from app.hub.client import HubClient
-from app.hub.service import HubSyncService
-from app.hub.sync import sync_due_models
-from app.main import create_app
+from corral.config import Settings
+from corral.db import create_engine, create_sessionmaker
+from corral.hub.client import HubClient
+from corral.hub.service import HubSyncService
+from corral.hub.sync import sync_due_models
+from corral.main import create_app
 from tests.support.checkpoints import TinyLlama, checkpoint_files, fp8_checkpoint_files
 from tests.support.databases import make_settings, offline_environment
 from tests.support.fake_hub import Commit, FakeHub, llama_repo, sha_of
@@ -318,7 +318,7 @@ def test_cli_hub_sync(settings: Settings, hub: FakeHub, tmp_path: Path) -> None:
         CORRAL_DATABASE_URL=settings.database_url, CORRAL_HUB_ENDPOINT=hub.url, CORRAL_HUB_TOKEN=SERVER_TOKEN
     )
     result = subprocess.run(
-        [sys.executable, "-m", "app", "hub", "sync", "acme/cli"],
+        [sys.executable, "-m", "corral", "hub", "sync", "acme/cli"],
         cwd=tmp_path,
         env=environment,
         capture_output=True,
@@ -329,7 +329,7 @@ def test_cli_hub_sync(settings: Settings, hub: FakeHub, tmp_path: Path) -> None:
     assert '"revision_created": true' in result.stdout
     assert SERVER_TOKEN not in result.stdout + result.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "app", "hub", "sync", "acme/absent"],
+        [sys.executable, "-m", "corral", "hub", "sync", "acme/absent"],
         cwd=tmp_path,
         env=environment,
         capture_output=True,

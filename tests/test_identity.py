@@ -7,7 +7,7 @@ The API-level rules (same request, same evaluation; a changed setting, a new one
 import hashlib
 import json
 
-from app.evaluations.identity import EvaluationConfig, config_hash
+from corral.evaluations.identity import EvaluationConfig, config_hash
 
 CONFIG = EvaluationConfig(
     model="meta-llama/Llama-3.1-8B-Instruct",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.results.ingest import (
+from corral.results.ingest import (
     MAX_MAGNITUDE,
     NO_STDERR,
     ParsedScore,
@@ -20,7 +20,7 @@ from app.results.ingest import (
     parse_scores,
     task_tree,
 )
-from app.suites.service import read_suite_files
+from corral.suites.service import read_suite_files
 
 TREE = TaskTree(frozenset({"mmlu", "gsm8k"}), frozenset({"leaderboard"}))
 

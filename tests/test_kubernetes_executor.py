@@ -17,12 +17,12 @@ from typing import Any
 import kmock
 import pytest
 
-from evals.executors.base import Submission, job_name
-from evals.executors.kubernetes import ATTEMPT_LABEL, RUNNER_LABEL, Kubernetes, KubernetesError
-from evals.executors.settings import KubernetesExecutor
-from evals.jobdir import JobDirectory
-from evals.protocol import JobPlacement
-from evals.tiny import build_tiny_llama
+from corral_runner.executors.base import Submission, job_name
+from corral_runner.executors.kubernetes import ATTEMPT_LABEL, RUNNER_LABEL, Kubernetes, KubernetesError
+from corral_runner.executors.settings import KubernetesExecutor
+from corral_runner.jobdir import JobDirectory
+from corral_runner.protocol import JobPlacement
+from corral_runner.tiny import build_tiny_llama
 from tests.support.cluster import SERVER_SETTINGS, TEST_GPU, ClusterRunner, wait_for
 from tests.support.kube import GPU_LABEL, NAMESPACE, KubeAPI, running_api
 from tests.support.server import OFFLINE, ROOT, Server
@@ -105,7 +105,7 @@ def test_the_job_runs_lm_eval_once_on_the_gpus_it_was_placed_on_with_its_secret_
     assert container["command"] == [
         "python",
         "-m",
-        "evals.cluster_job",
+        "corral_runner.cluster_job",
         str(tmp_path / "shared" / str(aid("a1")) / "spec.json"),
     ]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}

@@ -6,9 +6,9 @@ explanation, and every obligation are pinned, including terms no shipped licence
 
 from datetime import date
 
-from app.registry.licenses.schemas import UseDescription
-from app.registry.licenses.terms import check_use
-from app.tables import License
+from corral.registry.licenses.schemas import UseDescription
+from corral.registry.licenses.terms import check_use
+from corral.tables import License
 
 AUP = "https://www.llama.com/llama3_2/use-policy"
 

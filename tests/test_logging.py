@@ -6,7 +6,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from app.logging import JsonFormatter, configure_logging, mask_tokens
+from corral.logging import JsonFormatter, configure_logging, mask_tokens
 
 
 def test_access_log_has_request_id_route_and_no_query(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,9 +4,9 @@ test_rules.py runs the SQL rendering (the claim statement) on both databases; he
 reading of runner and job records and every explanation a caller is shown are pinned.
 """
 
-from app.hardware.fit import Devices, Placement
-from app.runners.matching import GIB, Capacity, Need, gib
-from app.tables import EvaluationJob, Runner
+from corral.hardware.fit import Devices, Placement
+from corral.runners.matching import GIB, Capacity, Need, gib
+from corral.tables import EvaluationJob, Runner
 
 NEED = Need(memory_bytes=100 * GIB, device_bytes=40 * GIB, backend="hf", harness_version="0.4.9", labels=("eu",))
 

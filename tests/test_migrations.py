@@ -5,10 +5,10 @@ import asyncio
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from app import migrate
-from app.config import Settings
-from app.db import create_engine
-from app.tables import Base
+from corral import migrate
+from corral.config import Settings
+from corral.db import create_engine
+from corral.tables import Base
 
 
 async def _tables(settings: Settings) -> set[str]:

@@ -3,8 +3,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from app.catalog.loader import catalog_data
-from app.hardware.catalog import GIB
+from corral.catalog.loader import catalog_data
+from corral.hardware.catalog import GIB
 
 PROBLEM = "application/problem+json"
 

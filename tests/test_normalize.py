@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from app.results.normalize import summarize
-from app.suites.schemas import SuiteDefinition
+from corral.results.normalize import summarize
+from corral.suites.schemas import SuiteDefinition
 
 PROMPT = "prompt_level_strict_acc"
 SUITE = SuiteDefinition.model_validate(

@@ -12,11 +12,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.console.gate import markdown_table
-from app.evaluations.schemas import EvaluationRead
-from app.scores.schemas import Comparison
-from app.suites.service import read_suite_files
+from corral.config import Settings
+from corral.console.gate import markdown_table
+from corral.evaluations.schemas import EvaluationRead
+from corral.scores.schemas import Comparison
+from corral.suites.service import read_suite_files
 from tests.support.evaluations import lease, load_shipped_suites, make_runner
 from tests.support.oll import COLUMNS, MODELS, STRICT, lm_eval_document, published
 from tests.test_cli import run

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from app import migrate
-from app.config import Settings
-from app.main import create_app
-from app.wire.enums import Scope
+from corral import migrate
+from corral.config import Settings
+from corral.main import create_app
+from corral.wire.enums import Scope
 from tests.support.databases import offline_environment
 from tests.support.evaluations import load_shipped_suites
 from tests.support.server import wait_until_ready
@@ -125,7 +125,7 @@ def test_two_workers_count_requests_together_and_survive_a_worker_kill(database_
     port = free_port()
     environment = offline_environment(CORRAL_DATABASE_URL=database_url, CORRAL_PORT=str(port))
     server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--workers", "2"],
+        [sys.executable, "-m", "corral", "serve", "--workers", "2"],
         env=environment,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

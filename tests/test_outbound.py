@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.outbound import Bulkhead, DeadlinePassed, Saturated
+from corral.outbound import Bulkhead, DeadlinePassed, Saturated
 from tests.support.checkpoints import TinyLlama, checkpoint_files
 from tests.support.cluster import wait_for
 from tests.support.evaluations import TINY_LLAMA_SHAPE
@@ -257,8 +257,8 @@ def _status(client: Client, path: str) -> int:
 
 def test_a_transaction_that_wrote_cannot_be_cut_before_an_outbound_call(settings: Any) -> None:
     """`release_connection` ends only a read-only transaction: one that wrote is a bug, said loudly."""
-    from app.db import create_engine, create_sessionmaker, release_connection
-    from app.tables import License
+    from corral.db import create_engine, create_sessionmaker, release_connection
+    from corral.tables import License
 
     async def scenario() -> None:
         engine = create_engine(settings)

@@ -10,10 +10,10 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.hardware.estimator import PRECISION_BITS
-from app.web import formatting
-from app.web.charts import Bar, Point, bars, scatter
+from corral.config import Settings
+from corral.hardware.estimator import PRECISION_BITS
+from corral.web import formatting
+from corral.web.charts import Bar, Point, bars, scatter
 from tests.support.evaluations import lease, make_model, make_runner
 from tests.test_queue import claim, request_smoke
 from tests.test_scores import import_results, openllm_results
@@ -373,7 +373,7 @@ def test_evaluation_queue_and_runner_pages_show_live_state(
 
 
 def test_a_page_that_needs_a_token_says_so_in_html(database_url: str) -> None:
-    from app.main import create_app
+    from corral.main import create_app
     from tests.support.databases import make_settings
 
     with TestClient(create_app(make_settings(database_url, public_reads=False))) as private:

@@ -41,7 +41,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     }
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        [sys.executable, "-m", "corral", "serve", "--port", str(port)],
         cwd=workdir,
         env=environment,
         stdout=subprocess.PIPE,
@@ -64,7 +64,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def _seed(base: str, environment: dict[str, str], workdir: Path) -> dict[str, Any]:
     token = subprocess.run(
-        [sys.executable, "-m", "app", "token", "create", "--scope", "admin", "--name", "pages-browser"],
+        [sys.executable, "-m", "corral", "token", "create", "--scope", "admin", "--name", "pages-browser"],
         env=environment,
         cwd=workdir,
         capture_output=True,

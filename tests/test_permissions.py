@@ -11,9 +11,9 @@ import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.routing import api_routes
-from app.security import (
+from corral.main import create_app
+from corral.routing import api_routes
+from corral.security.access import (
     ADMIN,
     ANY_TOKEN,
     OPEN,
@@ -23,7 +23,7 @@ from app.security import (
     RUNNER,
     route_access,
 )
-from app.wire.enums import Scope
+from corral.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 from tests.support import permissions as table
 from tests.support.databases import make_settings

@@ -10,18 +10,18 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app.clock import SYSTEM_CLOCK, Clock
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.errors import Conflict
-from app.evaluations import state
-from app.evaluations.wakeups import QueueSignal
-from app.main import create_app
-from app.protocol import repository
-from app.protocol.reaper import reap_once
-from app.tables import AttemptLogChunk, JobAttempt, JobResult, Runner
-from app.tables.base import utcnow
-from app.wire.enums import AttemptState, FailureCategory
+from corral.clock import SYSTEM_CLOCK, Clock
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.errors import Conflict
+from corral.evaluations import state
+from corral.evaluations.wakeups import QueueSignal
+from corral.main import create_app
+from corral.protocol import repository
+from corral.protocol.reaper import reap_once
+from corral.tables import AttemptLogChunk, JobAttempt, JobResult, Runner
+from corral.tables.base import utcnow
+from corral.wire.enums import AttemptState, FailureCategory
 from tests.support.clock import ManualClock
 from tests.support.evaluations import lease, lm_eval_results, load_shipped_suites, make_model, make_runner
 
@@ -58,7 +58,7 @@ def reap(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
     engine_settings = settings
 
     async def run() -> int:
-        from app.db import create_engine, create_sessionmaker
+        from corral.db import create_engine, create_sessionmaker
 
         engine = create_engine(engine_settings)
         try:

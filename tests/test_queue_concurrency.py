@@ -13,13 +13,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, in_unit_of_work
-from app.evaluations.wakeups import QueueSignal
-from app.protocol.service import ProtocolService, claim_once
-from app.tables import EvaluationJob, JobAttempt, Runner
-from app.tables.base import utcnow
-from app.wire.enums import AttemptState, JobState
+from corral.config import Settings
+from corral.db import create_engine, create_sessionmaker, in_unit_of_work
+from corral.evaluations.wakeups import QueueSignal
+from corral.protocol.service import ProtocolService, claim_once
+from corral.tables import EvaluationJob, JobAttempt, Runner
+from corral.tables.base import utcnow
+from corral.wire.enums import AttemptState, JobState
 from tests.support.evaluations import seed_queue
 
 CLAIMERS = 32

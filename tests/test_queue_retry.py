@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from app.evaluations.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
-from app.hardware.fit import Devices
-from app.runners.matching import GIB, Capacity, Need
-from app.wire.enums import FailureCategory
+from corral.evaluations.retry import MAX_BACKOFF_SECONDS, RETRYABLE, after_failure, backoff, grown
+from corral.hardware.fit import Devices
+from corral.runners.matching import GIB, Capacity, Need
+from corral.wire.enums import FailureCategory
 from tests.support.databases import make_settings
 
 SETTINGS = make_settings(

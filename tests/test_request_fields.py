@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.config import Settings
-from app.evaluations.schemas import EvaluationCreate
-from app.tables import Evaluation
-from app.wire.generation import GenerationSettings
-from app.wire.protocol import ClaimedJob, JobSettings
-from evals.protocol import generation_settings
+from corral.config import Settings
+from corral.evaluations.schemas import EvaluationCreate
+from corral.tables import Evaluation
+from corral.wire.generation import GenerationSettings
+from corral.wire.protocol import ClaimedJob, JobSettings
+from corral_runner.protocol import generation_settings
 from tests.support import runner_fields as table
 from tests.support.evaluations import lm_eval_results, load_shipped_suites, make_model, make_runner
 from tests.test_queue import rows

@@ -13,15 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.console.gate import GateError, find_baseline
-from app.db import in_unit_of_work
-from app.evaluations.schemas import EvaluationCreate
-from app.tables import Evaluation, JobResult, Score
-from evals.client import ServerClient
-from evals.config import RunnerConfig
-from evals.jobdir import JobDirectory
-from evals.spool import Spool
+from corral.config import Settings
+from corral.console.gate import GateError, find_baseline
+from corral.db import in_unit_of_work
+from corral.evaluations.schemas import EvaluationCreate
+from corral.tables import Evaluation, JobResult, Score
+from corral_runner.client import ServerClient
+from corral_runner.config import RunnerConfig
+from corral_runner.jobdir import JobDirectory
+from corral_runner.spool import Spool
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner
 from tests.support.typed_client import typed_client
 from tests.test_scores import openllm_results

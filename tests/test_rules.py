@@ -7,9 +7,9 @@ import uuid
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.tables import EvaluationJob, JobAttempt
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.tables import EvaluationJob, JobAttempt
 from tests.support.evaluations import GIB, lease, make_model, make_runner
 from tests.test_queue import claim, request_smoke, rows
 

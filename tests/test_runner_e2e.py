@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from evals.lm_eval_worker import lm_eval_commit
-from evals.tiny import build_tiny_llama
+from corral_runner.lm_eval_worker import lm_eval_commit
+from corral_runner.tiny import build_tiny_llama
 from tests.support.server import OFFLINE, ROOT, Server
 
 REPO = "corral-test/tiny"
@@ -64,7 +64,7 @@ def prepare(server: Server, tiny_model: Path, tmp_path: Path) -> tuple[dict[str,
         [
             sys.executable,
             "-m",
-            "evals",
+            "corral_runner",
             "register",
             "--server",
             server.url,
@@ -105,7 +105,7 @@ def gone(pid: int) -> bool:
 def runner(config: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, **OFFLINE}
     return subprocess.Popen(
-        [sys.executable, "-m", "evals", "run", "--config", str(config), *args],
+        [sys.executable, "-m", "corral_runner", "run", "--config", str(config), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -224,7 +224,7 @@ def test_a_killed_runners_job_is_handed_back_by_its_restarted_agent(tmp_path: Pa
         doomed_log = tmp_path / "doomed.log"
         with doomed_log.open("w") as output:
             doomed = subprocess.Popen(
-                [sys.executable, "-m", "evals", "run", "--config", str(config), "--max-jobs", "1"],
+                [sys.executable, "-m", "corral_runner", "run", "--config", str(config), "--max-jobs", "1"],
                 cwd=ROOT,
                 env={**os.environ, **OFFLINE},
                 stdout=output,
@@ -266,7 +266,7 @@ def worker_of(agent: subprocess.Popen[str]) -> int | None:
             command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == agent.pid and b"evals.lm_eval_worker" in command:
+        if int(fields[1]) == agent.pid and b"corral_runner.lm_eval_worker" in command:
             return int(stat.parent.name)
     return None
 
@@ -340,7 +340,7 @@ def test_one_machine_demo(server: Server, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "evals",
+            "corral_runner",
             "demo",
             "--admin-token",
             token,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from evals.tiny import build_tiny_llama
+from corral_runner.tiny import build_tiny_llama
 from tests.support.server import OFFLINE, ROOT, Server
 from tests.test_runner_e2e import evaluation, prepare, request_smoke, runner
 
@@ -34,7 +34,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def agent(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "evals", *args, *(["--config", str(config)] if config else [])]
+    command = [sys.executable, "-m", "corral_runner", *args, *(["--config", str(config)] if config else [])]
     return subprocess.run(command, cwd=ROOT, env={**os.environ, **OFFLINE}, capture_output=True, text=True)
 
 

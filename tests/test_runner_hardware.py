@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evals import hardware
-from evals.config import RunnerConfig
-from evals.loop import RunnerLoop
+from corral_runner import hardware
+from corral_runner.config import RunnerConfig
+from corral_runner.loop import RunnerLoop
 
 MIB = 2**20
 

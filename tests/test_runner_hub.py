@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.tiny import build_tiny_llama
+from corral_runner.tiny import build_tiny_llama
 from tests.support.fake_hub import FakeHub, llama_repo
 from tests.test_runner_worker import SMOKE, job_spec
 
@@ -46,7 +46,7 @@ def start_worker(spec: Path, endpoint: str, cache: Path, token: str | None) -> s
     if token:
         env["HF_TOKEN"] = token
     return subprocess.Popen(
-        [sys.executable, "-m", "evals.lm_eval_worker", str(spec)], cwd=SMOKE, env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "corral_runner.lm_eval_worker", str(spec)], cwd=SMOKE, env=env, stdout=subprocess.DEVNULL
     )
 
 

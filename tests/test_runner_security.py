@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from evals.tiny import build_tiny_llama
+from corral_runner.tiny import build_tiny_llama
 from tests.support.fake_hub import FakeHub, llama_repo
 from tests.support.probes import marker_code, probe_code
 from tests.support.server import ROOT, Server
@@ -108,7 +108,7 @@ class Setup:
         """`corral-runner` as an operator starts it: from a shell holding secrets of its own."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "CORRAL_"))}
         env |= AGENT_SECRETS | {"HF_ENDPOINT": self.hub.url, "HF_DATASETS_OFFLINE": "1"}
-        command = [sys.executable, "-m", "evals", *args, "--config", str(self.config)]
+        command = [sys.executable, "-m", "corral_runner", *args, "--config", str(self.config)]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
     def run_until_idle(self) -> str:

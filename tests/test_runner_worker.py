@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from evals.jobdir import JobDirectory
-from evals.lm_eval_worker import Worker
-from evals.model_args import model_key
-from evals.progress import ObservedTaskManager, ProgressHook
-from evals.protocol import JobSpec, Progress
-from evals.tiny import build_tiny_llama
+from corral_runner.jobdir import JobDirectory
+from corral_runner.lm_eval_worker import Worker
+from corral_runner.model_args import model_key
+from corral_runner.progress import ObservedTaskManager, ProgressHook
+from corral_runner.protocol import JobSpec, Progress
+from corral_runner.tiny import build_tiny_llama
 
 SMOKE = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "smoke"
 LIMIT = 4
@@ -189,7 +189,7 @@ VLLM_ENGINE_KWARGS = {"pipeline_parallel_size", "distributed_executor_backend"}
 def test_model_arguments_follow_the_backend_and_the_placement(
     backend: str, precision: str, placement: tuple[int, int], device: str | None, expected: set[str]
 ) -> None:
-    from evals.model_args import model_args
+    from corral_runner.model_args import model_args
 
     spec = JobSpec.model_validate(
         {
@@ -262,7 +262,7 @@ def test_int4_on_hf_without_bitsandbytes_is_the_runners_shortcoming(tiny_model: 
 def test_failures_are_classified_through_the_chain_of_causes() -> None:
     import torch
 
-    from evals.failures import classify
+    from corral_runner.failures import classify
 
     def wrapped(cause: BaseException, outer: BaseException) -> BaseException:
         try:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from evals.sandbox import abi_version
+from corral_runner.sandbox import abi_version
 from tests.support.server import ROOT
 
 CHECKS = r"""
 import json, os, signal, sys, tempfile
 from pathlib import Path
-from evals.sandbox import seal
+from corral_runner.sandbox import seal
 
 base, parent = Path(sys.argv[1]), int(sys.argv[2])
 sealed = seal([base / "conf" / "runner.json", base / "spool", base / "shared"], kept=[base / "shared" / "mine"])
@@ -110,7 +110,7 @@ def test_what_is_hidden_is_out_of_reach_and_the_rest_is_not(tree: Path) -> None:
 
 def test_the_launcher_runs_a_command_inside_one(tree: Path) -> None:
     """`python -m evals.sandbox` (how a Ray worker node of a multi-node job starts) seals, then execs."""
-    command = [sys.executable, "-m", "evals.sandbox", f"--hide={tree / 'conf'}", "--", "cat"]
+    command = [sys.executable, "-m", "corral_runner.sandbox", f"--hide={tree / 'conf'}", "--", "cat"]
     hidden = subprocess.run([*command, str(tree / "conf" / "runner.json")], cwd=ROOT, capture_output=True, text=True)
     assert hidden.returncode != 0
     assert "Permission denied" in hidden.stderr

@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.results.normalize import summarize
-from app.suites.service import read_suite_files
-from app.tables import Evaluation, Score
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.results.normalize import summarize
+from corral.suites.service import read_suite_files
+from corral.tables import Evaluation, Score
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of
 
 SUITES = {suite.name: suite for suite in read_suite_files()}
@@ -330,7 +330,7 @@ def test_scores_go_to_the_hub_as_a_pull_request(
 ) -> None:
     import yaml
 
-    from app.main import create_app
+    from corral.main import create_app
     from tests.support.checkpoints import TinyLlama, checkpoint_files
     from tests.support.fake_hub import FakeHub, llama_repo
     from tests.test_hub import hub_settings

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from evals.tiny import build_tiny_llama
+from corral_runner.tiny import build_tiny_llama
 from tests.support import slurm
 from tests.support.cluster import SERVER_SETTINGS, ClusterRunner, wait_for
 from tests.support.server import Server

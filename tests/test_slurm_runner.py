@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from evals.tiny import build_tiny_llama
+from corral_runner.tiny import build_tiny_llama
 from tests.support import slurm
 from tests.support.cluster import REPO, SERVER_SETTINGS, SHA, TEST_GPU, ClusterRunner, wait_for
 from tests.support.probes import marker_code, probe_code

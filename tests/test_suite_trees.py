@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.suites.schemas import SuiteDefinition
-from app.suites.service import SUITES_DIR, read_suite_files
+from corral.suites.schemas import SuiteDefinition
+from corral.suites.service import SUITES_DIR, read_suite_files
 
 SUITES = read_suite_files()
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.suites.service import SUITES_DIR, SuiteFileError, content_version, load_suites, read_suite_files
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.suites.service import SUITES_DIR, SuiteFileError, content_version, load_suites, read_suite_files
 
 EVALS_DIR = SUITES_DIR.parent
 

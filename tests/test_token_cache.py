@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.wire.enums import Scope
+from corral.wire.enums import Scope
 from tests.conftest import IssueToken
 from tests.support.databases import offline_environment
 from tests.support.server import wait_until_ready
@@ -63,7 +63,7 @@ def test_a_revoked_token_is_refused_by_every_worker_at_once(
         CORRAL_DATABASE_URL=database_url, CORRAL_PORT=str(port), CORRAL_TOKEN_CACHE_SECONDS="300"
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--workers", "2"],
+        [sys.executable, "-m", "corral", "serve", "--workers", "2"],
         env=environment,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

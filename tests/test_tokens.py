@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.wire.enums import Scope
+from corral.config import Settings
+from corral.wire.enums import Scope
 from tests.conftest import IssueToken, bearer, expire_now
 
 PROBLEM = "application/problem+json"
@@ -38,8 +38,8 @@ def test_secret_is_stored_only_as_hash(client: TestClient, admin_headers: dict[s
 
     from sqlalchemy import select
 
-    from app.db import in_unit_of_work
-    from app.tables import ApiToken
+    from corral.db import in_unit_of_work
+    from corral.tables import ApiToken
 
     created = client.post("/v1/tokens", json={"name": "x", "scope": "read"}, headers=admin_headers).json()
 
@@ -196,7 +196,7 @@ def test_list_filters_sort_and_cursor_pagination(
 
 
 def test_limit_is_capped_by_the_server(settings, issue_token: IssueToken) -> None:
-    from app.main import create_app
+    from corral.main import create_app
     from tests.support.databases import make_settings
 
     capped = make_settings(settings.database_url, page_limit_default=2, page_limit_max=3)

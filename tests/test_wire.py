@@ -13,10 +13,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from app.main import create_app
-from app.wire.protocol import Accelerator, Progress, RunnerRegister, RunnerReport
-from evals.client import ServerClient
-from evals.protocol import ClaimedJob, JobRefused
+from corral.main import create_app
+from corral.wire.protocol import Accelerator, Progress, RunnerRegister, RunnerReport
+from corral_runner.client import ServerClient
+from corral_runner.protocol import ClaimedJob, JobRefused
 from tests.support.databases import make_settings
 
 ATTEMPT = uuid.UUID("00000000-0000-0000-0000-0000000000a1")

@@ -15,16 +15,16 @@ import yaml
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.hardware.estimator import Architecture
-from app.hardware.parameters import active_parameter_count, parameter_count, stored_weights
-from app.registry.families.schemas import FamilyCreate, FamilyUpdate
-from app.registry.families.service import FamilyService
-from app.registry.licenses.schemas import LicenseCreate, LicenseRead, LicenseUpdate
-from app.registry.licenses.service import LicenseService
-from app.registry.models.schemas import ModelCreate, ModelUpdate
-from app.registry.models.service import ModelService
-from app.registry.repository import by_slug, model_by_repo_id
-from app.tables import Family, License
+from corral.hardware.estimator import Architecture
+from corral.hardware.parameters import active_parameter_count, parameter_count, stored_weights
+from corral.registry.families.schemas import FamilyCreate, FamilyUpdate
+from corral.registry.families.service import FamilyService
+from corral.registry.licenses.schemas import LicenseCreate, LicenseRead, LicenseUpdate
+from corral.registry.licenses.service import LicenseService
+from corral.registry.models.schemas import ModelCreate, ModelUpdate
+from corral.registry.models.service import ModelService
+from corral.registry.repository import by_slug, model_by_repo_id
+from corral.tables import Family, License
 
 CATALOG = Path(__file__).with_name("llama.yaml")
 # Keys that shape the catalog file itself, not model fields.

@@ -12,14 +12,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
-from app.hardware.schemas import HardwareRequirements
-from app.registry.models.schemas import ModelRead
-from app.registry.revisions.schemas import RevisionRead
-from app.runners.schemas import RegistrationTokenCreated, RunnerRead
-from app.schemas import Page
-from app.scores.schemas import Comparison, Leaderboard
-from app.tokens.schemas import TokenCreated, TokenRead
+from corral.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
+from corral.hardware.schemas import HardwareRequirements
+from corral.registry.models.schemas import ModelRead
+from corral.registry.revisions.schemas import RevisionRead
+from corral.runners.schemas import RegistrationTokenCreated, RunnerRead
+from corral.schemas import Page
+from corral.scores.schemas import Comparison, Leaderboard
+from corral.tokens.schemas import TokenCreated, TokenRead
 
 T = TypeVar("T")
 Query = dict[str, str | int | float | bool | None]

@@ -7,9 +7,9 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from app.client import calls
-from app.client.calls import Call, retry_after
-from app.client.transport import (
+from corral.client import calls
+from corral.client.calls import Call, retry_after
+from corral.client.transport import (
     DEFAULT_SERVER,
     RETRIES,
     TIMEOUT_SECONDS,
@@ -19,14 +19,14 @@ from app.client.transport import (
     should_retry,
     unreachable,
 )
-from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
-from app.hardware.schemas import HardwareRequirements
-from app.registry.models.schemas import ModelRead
-from app.registry.revisions.schemas import RevisionRead
-from app.runners.schemas import RegistrationTokenCreate, RegistrationTokenCreated, RunnerRead, RunnerUpdate
-from app.schemas import Page
-from app.scores.schemas import Comparison, Leaderboard
-from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead
+from corral.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSummary, QueueView
+from corral.hardware.schemas import HardwareRequirements
+from corral.registry.models.schemas import ModelRead
+from corral.registry.revisions.schemas import RevisionRead
+from corral.runners.schemas import RegistrationTokenCreate, RegistrationTokenCreated, RunnerRead, RunnerUpdate
+from corral.schemas import Page
+from corral.scores.schemas import Comparison, Leaderboard
+from corral.tokens.schemas import TokenCreate, TokenCreated, TokenRead
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from app.client.calls import RETRIED_STATUSES, Call
-from app.client.errors import ApiError, ProblemDocument, ServerUnreachable
+from corral.client.calls import RETRIED_STATUSES, Call
+from corral.client.errors import ApiError, ProblemDocument, ServerUnreachable
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 60.0

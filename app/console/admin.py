@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
-from app.console.output import emit_json, table
-from app.web.formatting import gib
+from corral.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
+from corral.console.output import emit_json, table
+from corral.web.formatting import gib
 
 runners_cli = typer.Typer(help="Runner machines (admin).", no_args_is_help=True, rich_markup_mode=None)
 tokens_cli = typer.Typer(
@@ -55,8 +55,8 @@ def _devices(shape: dict[str, object]) -> str:
 
 
 def _set_state(reference: str, state: str, server: str | None, token: str | None) -> None:
-    from app.client import ApiError
-    from app.runners.schemas import RunnerUpdate
+    from corral.client import ApiError
+    from corral.runners.schemas import RunnerUpdate
 
     with connect(server, token) as client:
         try:
@@ -98,7 +98,7 @@ def runners_registration_token(
     token: TokenOption = None,
 ) -> None:
     """A single-use token for `corral-runner register` on a new machine; printed once, on stdout."""
-    from app.runners.schemas import RegistrationTokenCreate
+    from corral.runners.schemas import RegistrationTokenCreate
 
     with connect(server, token) as client:
         body = RegistrationTokenCreate.model_validate({"labels": label or [], "expires_in_seconds": expires_in})
@@ -152,7 +152,7 @@ def tokens_create(
     as_json: JsonOption = False,
 ) -> None:
     """Issue a token; its secret is printed once, on stdout."""
-    from app.tokens.schemas import TokenCreate
+    from corral.tokens.schemas import TokenCreate
 
     with connect(server, token) as client:  # the body is checked in there too: a bad scope is one line
         created = client.create_token(

@@ -5,9 +5,9 @@ from typing import Annotated, Literal
 
 import typer
 
-from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
-from app.console.output import emit_json, fields, table
-from app.web.formatting import architecture_words, gib, parameter_limit, parameters, score
+from corral.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
+from corral.console.output import emit_json, fields, table
+from corral.web.formatting import architecture_words, gib, parameter_limit, parameters, score
 
 models_cli = typer.Typer(help="Models in the registry.", no_args_is_help=True, rich_markup_mode=None)
 leaderboard_cli = typer.Typer(help="Score tables of a suite.", no_args_is_help=True, rich_markup_mode=None)

@@ -2,7 +2,7 @@
 
 import typer
 
-from app.console import admin, browse, evaluations, gate, login
+from corral.console import admin, browse, evaluations, gate, login
 
 
 def install(cli: typer.Typer) -> None:

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from app.console.profile import Target, resolve
+from corral.console.profile import Target, resolve
 
 if TYPE_CHECKING:  # the client imports the server's schemas: loaded by the command that needs it, not by --help
-    from app.client import Corral
+    from corral.client import Corral
 
 ServerOption = Annotated[
     str | None,
@@ -35,7 +35,7 @@ def connect(server: str | None, token: str | None, *, retries: int = 1) -> Itera
     """A client for the chosen server; a CorralError inside the block ends the command with its one line."""
     from pydantic import ValidationError
 
-    from app.client import Corral, CorralError
+    from corral.client import Corral, CorralError
 
     target: Target = resolve(server, token)
     try:

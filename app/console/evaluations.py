@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
-from app.console.gate import job_words
-from app.console.output import emit_json, fields, on_terminal, table
-from app.web.formatting import score
+from corral.console.common import JsonOption, LimitOption, ServerOption, TokenOption, connect, fail
+from corral.console.gate import job_words
+from corral.console.output import emit_json, fields, on_terminal, table
+from corral.web.formatting import score
 
 if TYPE_CHECKING:
-    from app.client import Corral
-    from app.evaluations.schemas import EvaluationRead, JobRead
+    from corral.client import Corral
+    from corral.evaluations.schemas import EvaluationRead, JobRead
 
 TERMINAL = {"succeeded", "partial", "failed", "canceled"}
 FOLLOW_SECONDS = 2.0
@@ -48,7 +48,7 @@ def request(
     as_json: JsonOption = False,
 ) -> None:
     """Request an evaluation (deduplicated: the same request finds the same evaluation) and print its id."""
-    from app.evaluations.schemas import EvaluationCreate
+    from corral.evaluations.schemas import EvaluationCreate
 
     if sum(value is not None for value in (revision, ref, alias)) != 1:
         fail("give exactly one of --revision, --ref or --alias", code=2)
@@ -120,7 +120,7 @@ def _show(evaluation: "EvaluationRead") -> None:
 def _watch(client: "Corral", evaluation_id: str) -> "EvaluationRead":
     """Until the evaluation ends: progress bars on a terminal, a line per change otherwise; a server that goes
     away for a while (a restart) is waited for."""
-    from app.client import ServerUnreachable
+    from corral.client import ServerUnreachable
 
     def fetch() -> "EvaluationRead | None":
         try:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.console.profile import resolve
+from corral.console.profile import resolve
 
 if TYPE_CHECKING:  # the client imports the server's schemas: loaded by the command, not by --help
-    from app.client import Corral
-    from app.evaluations.schemas import EvaluationCreate, EvaluationRead, JobRead
-    from app.scores.schemas import Comparison, TaskDelta
+    from corral.client import Corral
+    from corral.evaluations.schemas import EvaluationCreate, EvaluationRead, JobRead
+    from corral.scores.schemas import Comparison, TaskDelta
 
 # Exit statuses of `corral eval run`, for CI scripts to tell outcomes apart.
 PASSED, EVALUATION_FAILED, REGRESSION, TIMED_OUT, ERROR = 0, 1, 2, 3, 4
@@ -125,7 +125,7 @@ def job_words(job: JobRead) -> str:
 def _poll(client: Corral, evaluation_id: str, progress: Callable[[str], None]) -> EvaluationRead | None:
     """The evaluation now, or None while the server is away (restarting, behind a proxy answering 502-504): the
     wait goes on until its timeout, as `gh run watch` does."""
-    from app.client import ApiError, ServerUnreachable
+    from corral.client import ApiError, ServerUnreachable
 
     try:
         return client.evaluation(evaluation_id)
@@ -242,8 +242,8 @@ def eval_run(
         raise typer.BadParameter("--format is markdown or json")
     from pydantic import ValidationError
 
-    from app.client import Corral, CorralError
-    from app.evaluations.schemas import EvaluationCreate
+    from corral.client import Corral, CorralError
+    from corral.evaluations.schemas import EvaluationCreate
 
     target = resolve(server, token)
     fields: dict[str, object] = {"model": model, "suite": suite, "precision": precision, "limit": limit}

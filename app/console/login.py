@@ -5,9 +5,9 @@ from typing import Annotated
 
 import typer
 
-from app.console.common import ServerOption, TokenOption, connect, fail
-from app.console.output import fields
-from app.console.profile import DEFAULT_SERVER, Login, forget_login, login_path, resolve, save_login
+from corral.console.common import ServerOption, TokenOption, connect, fail
+from corral.console.output import fields
+from corral.console.profile import DEFAULT_SERVER, Login, forget_login, login_path, resolve, save_login
 
 
 def login(

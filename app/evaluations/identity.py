@@ -6,7 +6,7 @@ Batch size, priority and labels are left out on purpose: they change how and whe
 import hashlib
 import json
 
-from app.documents import EvaluationConfig
+from corral.documents import EvaluationConfig
 
 __all__ = ["EvaluationConfig", "config_hash"]
 

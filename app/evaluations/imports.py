@@ -5,21 +5,21 @@ import uuid
 from pydantic import JsonValue, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.documents import StoredRequirements
-from app.errors import UnprocessableEntity
-from app.evaluations import repository, state
-from app.evaluations.identity import EvaluationConfig, config_hash
-from app.evaluations.schemas import ResultsImport
-from app.registry.repository import model_by_repo_id
-from app.registry.revisions.service import RevisionService
-from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
-from app.results.repository import canonical_json, new_result, record_scores
-from app.suites import repository as suites
-from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationJob
-from app.tables.base import utcnow
-from app.wire.enums import EvaluationState, JobState
-from app.wire.generation import GenerationSettings
+from corral.documents import StoredRequirements
+from corral.errors import UnprocessableEntity
+from corral.evaluations import repository, state
+from corral.evaluations.identity import EvaluationConfig, config_hash
+from corral.evaluations.schemas import ResultsImport
+from corral.registry.repository import model_by_repo_id
+from corral.registry.revisions.service import RevisionService
+from corral.results.ingest import ResultsError, finite_document, parse_scores, task_tree
+from corral.results.repository import canonical_json, new_result, record_scores
+from corral.suites import repository as suites
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import Evaluation, EvaluationJob
+from corral.tables.base import utcnow
+from corral.wire.enums import EvaluationState, JobState
+from corral.wire.generation import GenerationSettings
 
 
 def imported_generation_settings(recorded: JsonValue) -> GenerationSettings | None:

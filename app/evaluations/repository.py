@@ -9,10 +9,19 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.documents import EvaluationConfig
-from app.errors import NotFound
-from app.tables import AttemptLogChunk, Evaluation, EvaluationJob, JobAttempt, JobResult, Model, Revision, SuiteVersion
-from app.wire.enums import AttemptState, EvaluationState, FailureCategory, JobState
+from corral.documents import EvaluationConfig
+from corral.errors import NotFound
+from corral.tables import (
+    AttemptLogChunk,
+    Evaluation,
+    EvaluationJob,
+    JobAttempt,
+    JobResult,
+    Model,
+    Revision,
+    SuiteVersion,
+)
+from corral.wire.enums import AttemptState, EvaluationState, FailureCategory, JobState
 
 # The claim order: priority first, then age (and a fixed order among equals).
 CLAIM_ORDER = (EvaluationJob.priority.desc(), EvaluationJob.queued_at, EvaluationJob.shard_index, EvaluationJob.id)

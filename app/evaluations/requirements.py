@@ -3,10 +3,10 @@ KV cache sized for the suite's context (capped at the model's own context length
 
 from dataclasses import replace
 
-from app.hardware import fit
-from app.hardware.estimator import architecture_of
-from app.hardware.fit import MemoryNeed
-from app.tables import Model
+from corral.hardware import fit
+from corral.hardware.estimator import architecture_of
+from corral.hardware.fit import MemoryNeed
+from corral.tables import Model
 
 BATCH_NOTE = "Batch size 1 for the KV cache; `auto` grows into spare memory."
 

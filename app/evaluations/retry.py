@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from app.config import Settings
-from app.runners.matching import Capacity, Need
-from app.wire.enums import FailureCategory
+from corral.config import Settings
+from corral.runners.matching import Capacity, Need
+from corral.wire.enums import FailureCategory
 
 MAX_BACKOFF_SECONDS = 86400
 RETRYABLE = frozenset({FailureCategory.INFRASTRUCTURE, FailureCategory.LEASE_EXPIRED})

@@ -3,17 +3,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from app.db import SessionDep
-from app.errors import NotFound
-from app.evaluations import repository
-from app.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSort, EvaluationSummary, QueueView
-from app.evaluations.service import EvaluationService
-from app.fields import RepoId, Slug
-from app.pagination import PageDep
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import PUBLISH, READ, Principal
-from app.tables import JobAttempt
-from app.wire.enums import EvaluationState
+from corral.db import SessionDep
+from corral.errors import NotFound
+from corral.evaluations import repository
+from corral.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSort, EvaluationSummary, QueueView
+from corral.evaluations.service import EvaluationService
+from corral.fields import RepoId, Slug
+from corral.pagination import PageDep
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import PUBLISH, READ, Principal
+from corral.tables import JobAttempt
+from corral.wire.enums import EvaluationState
 
 router = APIRouter(prefix="/v1", tags=["evaluations"], responses=COMMON_ERRORS)
 IdempotencyKey = Annotated[

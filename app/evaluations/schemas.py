@@ -4,10 +4,10 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StringConstraints, model_validator
 
-from app.fields import AliasName, CommitSha, RepoId, Slug, Tag
-from app.schemas import ConfigField, Integer, JsonField, ProgressField, ReadModel, SummaryField, WriteModel
-from app.wire.enums import AttemptState, EvaluationState, JobState
-from app.wire.generation import Backend, GenerationSettings, backend_refusal
+from corral.fields import AliasName, CommitSha, RepoId, Slug, Tag
+from corral.schemas import ConfigField, Integer, JsonField, ProgressField, ReadModel, SummaryField, WriteModel
+from corral.wire.enums import AttemptState, EvaluationState, JobState
+from corral.wire.generation import Backend, GenerationSettings, backend_refusal
 
 EvaluationPrecision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 HubRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\w./-]+$")]

@@ -6,29 +6,29 @@ import uuid
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import SYSTEM_CLOCK, Clock
-from app.config import Settings
-from app.db import release_connection, serialize
-from app.documents import StoredRequirements
-from app.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
-from app.evaluations import repository, state
-from app.evaluations.identity import EvaluationConfig, config_hash
-from app.evaluations.requirements import evaluation_memory
-from app.evaluations.schemas import EvaluationCreate, EvaluationRead
-from app.evaluations.views import EvaluationViews, closest_miss
-from app.evaluations.wakeups import QueueSignal, announce_work
-from app.hub.errors import refuse_when_the_hub_is_full
-from app.hub.sync import resolve_ref
-from app.registry.repository import model_by_repo_id
-from app.registry.revisions.service import RevisionService, needs_hub_token
-from app.runners.matching import Need
-from app.runners.repository import capable, registered_runners
-from app.security import Principal
-from app.suites import repository as suites
-from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationJob, Model, Revision, SuiteVersion
-from app.wire.enums import EvaluationState, JobState
-from app.wire.protocol import TRUSTED_CODE_LABEL
+from corral.clock import SYSTEM_CLOCK, Clock
+from corral.config import Settings
+from corral.db import release_connection, serialize
+from corral.documents import StoredRequirements
+from corral.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
+from corral.evaluations import repository, state
+from corral.evaluations.identity import EvaluationConfig, config_hash
+from corral.evaluations.requirements import evaluation_memory
+from corral.evaluations.schemas import EvaluationCreate, EvaluationRead
+from corral.evaluations.views import EvaluationViews, closest_miss
+from corral.evaluations.wakeups import QueueSignal, announce_work
+from corral.hub.errors import refuse_when_the_hub_is_full
+from corral.hub.sync import resolve_ref
+from corral.registry.repository import model_by_repo_id
+from corral.registry.revisions.service import RevisionService, needs_hub_token
+from corral.runners.matching import Need
+from corral.runners.repository import capable, registered_runners
+from corral.security.access import Principal
+from corral.suites import repository as suites
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import Evaluation, EvaluationJob, Model, Revision, SuiteVersion
+from corral.wire.enums import EvaluationState, JobState
+from corral.wire.protocol import TRUSTED_CODE_LABEL
 
 # Evaluations an identical request is answered with; failed and canceled ones do not block a new run.
 DEDUPE_STATES = (EvaluationState.QUEUED, EvaluationState.RUNNING, EvaluationState.SUCCEEDED)

@@ -17,19 +17,19 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import changes
-from app.config import Settings
-from app.db import serialize
-from app.errors import Conflict
-from app.evaluations import repository
-from app.evaluations.retry import after_failure
-from app.evaluations.wakeups import QueueSignal, announce_work
-from app.results.repository import summarize_scores
-from app.runners.matching import Capacity, Need
-from app.runners.repository import registered_runners
-from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, EvaluationJob, JobAttempt
-from app.wire.enums import AttemptState, EvaluationState, FailureCategory, JobState
+from corral import changes
+from corral.config import Settings
+from corral.db import serialize
+from corral.errors import Conflict
+from corral.evaluations import repository
+from corral.evaluations.retry import after_failure
+from corral.evaluations.wakeups import QueueSignal, announce_work
+from corral.results.repository import summarize_scores
+from corral.runners.matching import Capacity, Need
+from corral.runners.repository import registered_runners
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import Evaluation, EvaluationJob, JobAttempt
+from corral.wire.enums import AttemptState, EvaluationState, FailureCategory, JobState
 
 TERMINAL_EVALUATION_STATES = (
     EvaluationState.SUCCEEDED,

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import SYSTEM_CLOCK, Clock
-from app.evaluations import repository
-from app.evaluations.schemas import (
+from corral.clock import SYSTEM_CLOCK, Clock
+from corral.evaluations import repository
+from corral.evaluations.schemas import (
     AttemptRead,
     EvaluationRead,
     EvaluationRequirements,
@@ -18,12 +18,12 @@ from app.evaluations.schemas import (
     QueueEntry,
     QueueView,
 )
-from app.pagination import PageRequest, paginate
-from app.runners.matching import Capacity, Need, gib
-from app.runners.repository import capable, registered_runners
-from app.runners.schemas import ONLINE_WITHIN_SECONDS
-from app.tables import Evaluation, EvaluationJob, JobAttempt, Runner
-from app.wire.enums import EvaluationState, JobState, RunnerState
+from corral.pagination import PageRequest, paginate
+from corral.runners.matching import Capacity, Need, gib
+from corral.runners.repository import capable, registered_runners
+from corral.runners.schemas import ONLINE_WITHIN_SECONDS
+from corral.tables import Evaluation, EvaluationJob, JobAttempt, Runner
+from corral.wire.enums import EvaluationState, JobState, RunnerState
 
 SORT_COLUMNS = {"created_at": Evaluation.created_at}
 

@@ -11,7 +11,7 @@ import contextlib
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.listener import Listener
+from corral.listener import Listener
 
 CHANNEL = "corral_jobs"
 

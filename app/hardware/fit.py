@@ -21,9 +21,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.hardware import estimator
-from app.hardware.estimator import Architecture
-from app.tables.types import floordiv, wide_integer
+from corral.hardware import estimator
+from corral.hardware.estimator import Architecture
+from corral.tables.types import floordiv, wide_integer
 
 GIB = 2**30
 DEFAULT_CONTEXT_TOKENS = 4096  # where a question names no context and the model states none

@@ -9,7 +9,7 @@ stores its weights (its fp8 tensors, their scales and the layers kept in 16 bits
 
 from dataclasses import dataclass
 
-from app.documents import (
+from corral.documents import (
     Llama4Components,
     Llama4VisionEncoder,
     MllamaComponents,
@@ -17,7 +17,7 @@ from app.documents import (
     ModelComponents,
     Quantization,
 )
-from app.hardware.estimator import PRECISION_BITS, UNQUANTIZED_PRECISION, Architecture
+from corral.hardware.estimator import PRECISION_BITS, UNQUANTIZED_PRECISION, Architecture
 
 UNQUANTIZED_BYTES = PRECISION_BITS[UNQUANTIZED_PRECISION] // 8
 MLLAMA_IMAGE_TOKENS = 8  # MllamaTextModel embeds vocab_size + 8 rows: the image tokens

@@ -1,13 +1,13 @@
 from fastapi import APIRouter, Depends, Request, Response
 
-from app.hardware.catalog import accelerators
-from app.hardware.estimator import Architecture
-from app.hardware.parameters import dense_parameter_count
-from app.hardware.schemas import AcceleratorRead, ArchitectureInput, HardwareRequirements
-from app.hardware.service import requirements_report
-from app.schemas import COMMON_ERRORS, problem_responses
-from app.security import READ
-from app.viewcache import json_view
+from corral.hardware.catalog import accelerators
+from corral.hardware.estimator import Architecture
+from corral.hardware.parameters import dense_parameter_count
+from corral.hardware.schemas import AcceleratorRead, ArchitectureInput, HardwareRequirements
+from corral.hardware.service import requirements_report
+from corral.schemas import COMMON_ERRORS, problem_responses
+from corral.security.access import READ
+from corral.viewcache import json_view
 
 router = APIRouter(prefix="/v1", tags=["hardware"], responses=COMMON_ERRORS)
 

@@ -2,9 +2,9 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, StrictBool, model_validator
 
-from app.fields import ContextLength, Count, ParameterCount
-from app.hardware.estimator import Precision
-from app.schemas import Integer, ReadModel, WriteModel
+from corral.fields import ContextLength, Count, ParameterCount
+from corral.hardware.estimator import Precision
+from corral.schemas import Integer, ReadModel, WriteModel
 
 GB = 10**9
 GIB = 2**30

@@ -1,10 +1,10 @@
 """Requirements reports: the estimator's arithmetic, laid out per precision, method and accelerator; whether it
 fits is the fit rule's answer (app/hardware/fit.py)."""
 
-from app.hardware import estimator, fit
-from app.hardware.catalog import accelerators
-from app.hardware.estimator import Architecture
-from app.hardware.schemas import AcceleratorFit, Bytes, HardwareRequirements, Inference, TrainingEstimate
+from corral.hardware import estimator, fit
+from corral.hardware.catalog import accelerators
+from corral.hardware.estimator import Architecture
+from corral.hardware.schemas import AcceleratorFit, Bytes, HardwareRequirements, Inference, TrainingEstimate
 
 
 def requirements_report(

@@ -19,9 +19,9 @@ from functools import cache, cached_property, partial
 from types import ModuleType
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
-from app.config import Settings
-from app.documents import JsonObject
-from app.outbound import Bulkhead, DeadlinePassed, Saturated
+from corral.config import Settings
+from corral.documents import JsonObject
+from corral.outbound import Bulkhead, DeadlinePassed, Saturated
 
 if TYPE_CHECKING:  # imported at the first Hub call (app.hub.client.hub), not by every server worker at start
     import httpx2

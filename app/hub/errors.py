@@ -1,5 +1,5 @@
-from app.errors import ProblemError
-from app.hub.client import HubClient, HubError, HubUnavailable
+from corral.errors import ProblemError
+from corral.hub.client import HubClient, HubError, HubUnavailable
 
 
 def hub_problem(error: HubError) -> ProblemError:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tables import License, Model
+from corral.tables import License, Model
 
 
 async def take_lease(session: AsyncSession, repo_id: str, now: datetime, lease: timedelta) -> bool:

@@ -1,19 +1,24 @@
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, status
 
-from app.db import SessionDep, release_connection
-from app.hub.client import CommitRecord, HubClient, HubError
-from app.hub.errors import hub_problem, refuse_when_the_hub_is_full
-from app.hub.schemas import HubCommit, SyncResult
-from app.hub.sync import sync_in_request
-from app.registry.models.router import RepoIdDep
-from app.registry.repository import require_model
-from app.schemas import COMMON_ERRORS, problem_responses
-from app.security import PUBLISH, READ_OUTBOUND
+from corral.db import SessionDep, release_connection
+from corral.hub.client import CommitRecord, HubClient, HubError
+from corral.hub.errors import hub_problem, refuse_when_the_hub_is_full
+from corral.hub.schemas import HubCommit, SyncResult
+from corral.hub.service import HubSyncService, fetch_in_thread
+from corral.hub.sync import sync_in_request
+from corral.registry.models.router import RepoIdDep
+from corral.registry.models.schemas import ModelCreate, ModelRead
+from corral.registry.models.service import ModelService
+from corral.registry.repository import require_model
+from corral.schemas import COMMON_ERRORS, problem_responses
+from corral.security.access import PUBLISH, READ_OUTBOUND
 
 router = APIRouter(prefix="/v1/models/{owner}/{name}", tags=["hub"], responses=COMMON_ERRORS)
+# POST /v1/models lives here, beside the models' own routes in the API, because registering from the Hub reads it.
+registration = APIRouter(prefix="/v1/models", tags=["models"], responses=COMMON_ERRORS)
 HUB_ERRORS = problem_responses(404, 409, 502, 503)
 Revision = Annotated[
     str, Query(min_length=1, max_length=200, pattern=r"^[\w./-]+$", description="Branch, tag or commit sha on the Hub.")
@@ -83,3 +88,46 @@ async def fetch_commits(
         _commits.pop(next(iter(_commits)))  # the oldest entry
     _commits[key] = (now + COMMITS_CACHE_SECONDS, commits)
     return commits
+
+
+@registration.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(PUBLISH)],
+    responses=problem_responses(404, 409, 415, 502, 503),
+)
+async def create_model(
+    body: ModelCreate,
+    session: SessionDep,
+    request: Request,
+    revision: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\w./-]+$",
+            description="Hub revision to sync when registering from the Hub.",
+        ),
+    ] = "main",
+) -> ModelRead:
+    """Register a model by its Hub repo id; with no `kind`, everything else is read from the Hub."""
+    if body.kind is not None:
+        return await ModelService(session).create(body)
+    # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync. The
+    # token check may have read the database: its connection goes back before the Hub is asked.
+    refuse_when_the_hub_is_full(request.app.state.hub_client)
+    await release_connection(session)
+    try:
+        fetch = await fetch_in_thread(
+            request.app.state.hub_client,
+            body.repo_id,
+            revision,
+            deadline_seconds=request.app.state.settings.hub_request_deadline_seconds,
+        )
+    except HubError as error:
+        raise hub_problem(error) from None
+    extra = body.model_dump(exclude_unset=True, exclude={"repo_id", "kind"})
+    await HubSyncService(session, request.app.state.settings).register(
+        body.repo_id, fetch, revision=revision, extra=extra
+    )
+    return await ModelService(session).get(body.repo_id)

@@ -2,8 +2,8 @@
 
 from pydantic import Field
 
-from app.registry.models.schemas import HubState
-from app.schemas import ReadModel
+from corral.registry.models.schemas import HubState
+from corral.schemas import ReadModel
 
 
 class SyncResult(ReadModel):

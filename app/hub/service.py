@@ -10,21 +10,21 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.documents import JsonObject
-from app.errors import Conflict
-from app.fields import ALIAS_PATTERN
-from app.hub import repository
-from app.hub.client import HubClient, HubError, HubFetch
-from app.hub.schemas import SyncResult
-from app.hub.snapshot import HubSnapshot, disagreements, hub_facts, snapshot
-from app.registry.models.schemas import ModelCreate, hub_state
-from app.registry.models.service import ModelService, complete_architecture, effective_license
-from app.registry.repository import model_by_repo_id, require_model
-from app.registry.revisions.service import RevisionService
-from app.tables import Revision
-from app.tables.base import utcnow
-from app.wire.enums import ModelKind
+from corral.config import Settings
+from corral.documents import JsonObject
+from corral.errors import Conflict
+from corral.fields import ALIAS_PATTERN
+from corral.hub import repository
+from corral.hub.client import HubClient, HubError, HubFetch
+from corral.hub.schemas import SyncResult
+from corral.hub.snapshot import HubSnapshot, disagreements, hub_facts, snapshot
+from corral.registry.models.schemas import ModelCreate, hub_state
+from corral.registry.models.service import ModelService, complete_architecture, effective_license
+from corral.registry.repository import model_by_repo_id, require_model
+from corral.registry.revisions.service import RevisionService
+from corral.tables import Revision
+from corral.tables.base import utcnow
+from corral.wire.enums import ModelKind
 
 ALIASABLE = re.compile(ALIAS_PATTERN)  # a branch named like an alias gets one, moved on each new commit
 LEASE = timedelta(minutes=5)

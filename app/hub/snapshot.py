@@ -2,9 +2,9 @@
 
 from typing import Any, TypeAlias, TypedDict, cast
 
-from app.documents import HubDisagreement, JsonObject
-from app.hub.client import CHAT_TEMPLATE_FILES, WEIGHT_SUFFIXES, HubFetch
-from app.tables import License, Model
+from corral.documents import HubDisagreement, JsonObject
+from corral.hub.client import CHAT_TEMPLATE_FILES, WEIGHT_SUFFIXES, HubFetch
+from corral.tables import License, Model
 
 ModelFacts: TypeAlias = dict[str, int | bool | str]  # model field -> value, as the registry accepts it
 

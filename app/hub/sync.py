@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker, release_connection
-from app.errors import Conflict
-from app.hub import repository
-from app.hub.client import HubClient, HubError
-from app.hub.errors import hub_problem
-from app.hub.schemas import SyncResult
-from app.hub.service import LEASE, HubSyncService, fetch_in_thread
-from app.registry.repository import model_by_repo_id
-from app.tables.base import utcnow
+from corral.config import Settings
+from corral.db import create_engine, create_sessionmaker, release_connection
+from corral.errors import Conflict
+from corral.hub import repository
+from corral.hub.client import HubClient, HubError
+from corral.hub.errors import hub_problem
+from corral.hub.schemas import SyncResult
+from corral.hub.service import LEASE, HubSyncService, fetch_in_thread
+from corral.registry.repository import model_by_repo_id
+from corral.tables.base import utcnow
 
 log = logging.getLogger("corral.hub")
 

@@ -12,18 +12,18 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.config import Settings
-from app.db import SessionDep
-from app.errors import UNAVAILABLE, ServiceUnavailable, database_unavailable
-from app.evaluations import repository
-from app.metrics import CONTENT_TYPE, Metrics
-from app.migrate import VERSION_TABLE, current_revision, head_revision
-from app.ops.schemas import Health, Readiness
-from app.runners import repository as runners_repository
-from app.runners.service import to_read
-from app.schemas import problem_responses
-from app.security import OPEN_ROUTE, READ
-from app.wire.enums import RunnerState
+from corral.config import Settings
+from corral.db import SessionDep
+from corral.errors import UNAVAILABLE, ServiceUnavailable, database_unavailable
+from corral.evaluations import repository
+from corral.metrics import CONTENT_TYPE, Metrics
+from corral.migrate import VERSION_TABLE, current_revision, head_revision
+from corral.ops.schemas import Health, Readiness
+from corral.runners import repository as runners_repository
+from corral.runners.service import to_read
+from corral.schemas import problem_responses
+from corral.security.access import OPEN_ROUTE, READ
+from corral.wire.enums import RunnerState
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("corral.ops")

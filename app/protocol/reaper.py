@@ -5,10 +5,10 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.clock import SYSTEM_CLOCK, Clock
-from app.config import Settings
-from app.evaluations.wakeups import QueueSignal
-from app.protocol.service import ProtocolService
+from corral.clock import SYSTEM_CLOCK, Clock
+from corral.config import Settings
+from corral.evaluations.wakeups import QueueSignal
+from corral.protocol.service import ProtocolService
 
 log = logging.getLogger("corral.queue")
 

@@ -10,19 +10,19 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.changes import UNTRACKED
-from app.config import Settings
-from app.documents import EvaluationConfig, StoredRequirements
-from app.errors import Conflict, Forbidden, NotFound, ProblemError
-from app.evaluations.repository import CLAIM_ORDER
-from app.hardware.fit import Placement
-from app.runners.matching import Capacity
-from app.suites import repository as suites
-from app.suites.schemas import SuiteDefinition
-from app.tables import AttemptLogChunk, Evaluation, EvaluationJob, JobAttempt, JobResult, Revision, Runner
-from app.tokens.credentials import hash_token, secret_matches
-from app.wire.enums import AttemptState, JobState
-from app.wire.protocol import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
+from corral.changes import UNTRACKED
+from corral.config import Settings
+from corral.documents import EvaluationConfig, StoredRequirements
+from corral.errors import Conflict, Forbidden, NotFound, ProblemError
+from corral.evaluations.repository import CLAIM_ORDER
+from corral.hardware.fit import Placement
+from corral.runners.matching import Capacity
+from corral.suites import repository as suites
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import AttemptLogChunk, Evaluation, EvaluationJob, JobAttempt, JobResult, Revision, Runner
+from corral.tokens.credentials import hash_token, secret_matches
+from corral.wire.enums import AttemptState, JobState
+from corral.wire.protocol import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 _last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at

@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from app.db import SessionDep
-from app.documents import AcceleratorRecord
-from app.errors import Forbidden
-from app.protocol.service import ProtocolService, claim_once
-from app.schemas import COMMON_ERRORS, problem_responses
-from app.security import RUNNER, Principal
-from app.wire.protocol import (
+from corral.db import SessionDep
+from corral.documents import AcceleratorRecord
+from corral.errors import Forbidden
+from corral.protocol.service import ProtocolService, claim_once
+from corral.schemas import COMMON_ERRORS, problem_responses
+from corral.security.access import RUNNER, Principal
+from corral.wire.protocol import (
     LEASE_HEADER,
     ClaimedJob,
     ClaimRequest,

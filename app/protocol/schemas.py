@@ -3,7 +3,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import JsonField
+from corral.schemas import JsonField
 
 
 class LmEvalResults(BaseModel):

@@ -16,26 +16,26 @@ from datetime import timedelta
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.clock import SYSTEM_CLOCK, Clock
-from app.config import Settings
-from app.db import serialize, sqlite_writer_lock
-from app.documents import AcceleratorRecord
-from app.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RangeNotSatisfiable, UnprocessableEntity
-from app.evaluations import state
-from app.evaluations.state import Settled
-from app.evaluations.wakeups import QueueSignal
-from app.hardware import fit
-from app.hardware.fit import MemoryNeed
-from app.protocol import repository
-from app.protocol.repository import attempt_of, live, refusal, refused, touch_runner
-from app.protocol.schemas import LmEvalResults
-from app.results.ingest import ResultsError, finite_document, parse_scores, task_tree
-from app.results.repository import canonical_json, new_result, record_scores
-from app.runners.matching import Capacity
-from app.tables import Evaluation, EvaluationJob, JobAttempt
-from app.tokens.credentials import hash_token
-from app.wire.enums import AttemptState, EvaluationState, FailureCategory, RunnerState
-from app.wire.protocol import (
+from corral.clock import SYSTEM_CLOCK, Clock
+from corral.config import Settings
+from corral.db import serialize, sqlite_writer_lock
+from corral.documents import AcceleratorRecord
+from corral.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, RangeNotSatisfiable, UnprocessableEntity
+from corral.evaluations import state
+from corral.evaluations.state import Settled
+from corral.evaluations.wakeups import QueueSignal
+from corral.hardware import fit
+from corral.hardware.fit import MemoryNeed
+from corral.protocol import repository
+from corral.protocol.repository import attempt_of, live, refusal, refused, touch_runner
+from corral.protocol.schemas import LmEvalResults
+from corral.results.ingest import ResultsError, finite_document, parse_scores, task_tree
+from corral.results.repository import canonical_json, new_result, record_scores
+from corral.runners.matching import Capacity
+from corral.tables import Evaluation, EvaluationJob, JobAttempt
+from corral.tokens.credentials import hash_token
+from corral.wire.enums import AttemptState, EvaluationState, FailureCategory, RunnerState
+from corral.wire.protocol import (
     ClaimedJob,
     Failure,
     FailureReply,

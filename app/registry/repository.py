@@ -8,8 +8,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.errors import NotFound, UnprocessableEntity
-from app.tables import Alias, Family, License, Model, Revision
+from corral.errors import NotFound, UnprocessableEntity
+from corral.tables import Alias, Family, License, Model, Revision
 
 SluggedT = TypeVar("SluggedT", License, Family)
 

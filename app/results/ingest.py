@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.documents import JsonObject
-from app.suites.schemas import SuiteDefinition
+from corral.documents import JsonObject
+from corral.suites.schemas import SuiteDefinition
 
 # Metrics that are proportions: a value outside [0, 1] is a broken document, not a score.
 PROPORTIONS = frozenset(

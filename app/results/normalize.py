@@ -20,9 +20,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app.documents import ScoreSummary, TaskSummary
-from app.results.ingest import PROPORTIONS
-from app.suites.schemas import SuiteDefinition, SuiteTask
+from corral.documents import ScoreSummary, TaskSummary
+from corral.results.ingest import PROPORTIONS
+from corral.suites.schemas import SuiteDefinition, SuiteTask
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.documents import JsonObject, ScoreSummary
-from app.results.ingest import ParsedScore, json_object
-from app.results.normalize import summarize
-from app.suites.schemas import SuiteDefinition
-from app.tables import EvaluationJob, JobAttempt, JobResult, Runner, Score
+from corral.documents import JsonObject, ScoreSummary
+from corral.results.ingest import ParsedScore, json_object
+from corral.results.normalize import summarize
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import EvaluationJob, JobAttempt, JobResult, Runner, Score
 
 
 async def record_scores(

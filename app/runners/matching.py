@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, false, literal, or_
 
-from app.documents import AcceleratorRecord
-from app.hardware import fit
-from app.hardware.fit import GIB, Devices, MemoryNeed, Placement, gib
-from app.tables import EvaluationJob, Runner
-from app.tables.types import json_array_subset
+from corral.documents import AcceleratorRecord
+from corral.hardware import fit
+from corral.hardware.fit import GIB, Devices, MemoryNeed, Placement, gib
+from corral.tables import EvaluationJob, Runner
+from corral.tables.types import json_array_subset
 
 __all__ = ["GIB", "Capacity", "Need", "gib"]
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.runners.matching import Capacity, Need
-from app.tables import RegistrationToken, Runner
-from app.tables.types import json_array_contains
-from app.wire.enums import RunnerState
+from corral.runners.matching import Capacity, Need
+from corral.tables import RegistrationToken, Runner
+from corral.tables.types import json_array_contains
+from corral.wire.enums import RunnerState
 
 
 async def registered_runners(session: AsyncSession) -> list[Runner]:

@@ -3,11 +3,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.db import SessionDep
-from app.errors import Forbidden
-from app.fields import Tag
-from app.pagination import PageDep
-from app.runners.schemas import (
+from corral.db import SessionDep
+from corral.errors import Forbidden
+from corral.fields import Tag
+from corral.pagination import PageDep
+from corral.runners.schemas import (
     RegistrationTokenCreate,
     RegistrationTokenCreated,
     RunnerCreate,
@@ -18,10 +18,10 @@ from app.runners.schemas import (
     RunnerUpdate,
     RunnerWithToken,
 )
-from app.runners.service import RunnerService, to_read
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import ADMIN, OPEN_ROUTE, RUNNER, Principal
-from app.wire.enums import RunnerState
+from corral.runners.service import RunnerService, to_read
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import ADMIN, OPEN_ROUTE, RUNNER, Principal
+from corral.wire.enums import RunnerState
 
 router = APIRouter(prefix="/v1", tags=["runners"], responses=COMMON_ERRORS)
 CREATED = {"status_code": status.HTTP_201_CREATED, "responses": problem_responses(409, 415)}

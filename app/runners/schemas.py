@@ -4,10 +4,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from app.fields import Tag
-from app.schemas import Integer, NotNull, ReadModel, WriteModel
-from app.wire.enums import RunnerState
-from app.wire.protocol import Accelerator, Capabilities, RunnerCreate, RunnerRegister, RunnerReport
+from corral.fields import Tag
+from corral.schemas import Integer, NotNull, ReadModel, WriteModel
+from corral.wire.enums import RunnerState
+from corral.wire.protocol import Accelerator, Capabilities, RunnerCreate, RunnerRegister, RunnerReport
 
 __all__ = ["Accelerator", "Capabilities", "RunnerCreate", "RunnerRegister", "RunnerReport"]
 

@@ -5,10 +5,10 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound, Unauthorized
-from app.pagination import PageRequest, SortColumn, paginate
-from app.runners import repository
-from app.runners.schemas import (
+from corral.errors import Conflict, NotFound, Unauthorized
+from corral.pagination import PageRequest, SortColumn, paginate
+from corral.runners import repository
+from corral.runners.schemas import (
     ONLINE_WITHIN_SECONDS,
     Capabilities,
     RegistrationTokenCreate,
@@ -20,12 +20,12 @@ from app.runners.schemas import (
     RunnerUpdate,
     RunnerWithToken,
 )
-from app.tables import RegistrationToken, Runner
-from app.tables.base import utcnow
-from app.tokens.credentials import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
-from app.tokens.repository import TokenRepository
-from app.tokens.service import TokenService
-from app.wire.enums import RunnerState, Scope
+from corral.tables import RegistrationToken, Runner
+from corral.tables.base import utcnow
+from corral.tokens.credentials import REGISTRATION_PREFIX, REGISTRATION_SHAPE, generate_token, secret_matches
+from corral.tokens.repository import TokenRepository
+from corral.tokens.service import TokenService
+from corral.wire.enums import RunnerState, Scope
 
 SORT_COLUMNS: dict[str, SortColumn] = {"name": Runner.name, "created_at": Runner.created_at}
 

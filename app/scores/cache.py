@@ -10,7 +10,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from app import changes
+from corral import changes
 
 _entries: dict[Hashable, tuple[float, int, Any]] = {}
 _building: dict[Hashable, asyncio.Lock] = {}

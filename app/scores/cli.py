@@ -33,11 +33,11 @@ def results_import(
     """Import lm-eval results produced elsewhere as a finished evaluation (idempotent)."""
     import asyncio
 
-    from app.config import SettingsError, load_settings
-    from app.db import in_unit_of_work
-    from app.errors import ProblemError
-    from app.evaluations.imports import ImportService
-    from app.evaluations.schemas import ResultsImport
+    from corral.config import SettingsError, load_settings
+    from corral.db import in_unit_of_work
+    from corral.errors import ProblemError
+    from corral.evaluations.imports import ImportService
+    from corral.evaluations.schemas import ResultsImport
 
     try:
         settings = load_settings()

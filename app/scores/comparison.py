@@ -4,13 +4,13 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.documents import EvaluationConfig, ScoreSummary
-from app.errors import NotFound, UnprocessableEntity
-from app.evaluations.repository import load_evaluation
-from app.registry.repository import model_by_repo_id
-from app.scores import repository
-from app.scores.schemas import Comparison, ScoreHistoryEntry, SettingDifference, TaskDelta, TaskScore
-from app.wire.enums import EvaluationState
+from corral.documents import EvaluationConfig, ScoreSummary
+from corral.errors import NotFound, UnprocessableEntity
+from corral.evaluations.repository import load_evaluation
+from corral.registry.repository import model_by_repo_id
+from corral.scores import repository
+from corral.scores.schemas import Comparison, ScoreHistoryEntry, SettingDifference, TaskDelta, TaskScore
+from corral.wire.enums import EvaluationState
 
 SIGNIFICANCE = 1.96  # two-sided 95 %
 # A partial evaluation has scores for some tasks: it can be compared and exported, never ranked.

@@ -7,8 +7,8 @@ import io
 import json
 from collections.abc import Sequence
 
-from app.errors import BadRequest
-from app.scores.leaderboard import RankedRow
+from corral.errors import BadRequest
+from corral.scores.leaderboard import RankedRow
 
 
 def encode_cursor(sort: str, offset: int) -> str:

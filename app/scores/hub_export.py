@@ -5,15 +5,15 @@ import uuid
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import release_connection
-from app.errors import Conflict
-from app.evaluations.repository import load_evaluation
-from app.hub.client import HubClient, HubError
-from app.hub.errors import hub_problem
-from app.scores import repository
-from app.scores.comparison import SCORED_STATES
-from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation
+from corral.db import release_connection
+from corral.errors import Conflict
+from corral.evaluations.repository import load_evaluation
+from corral.hub.client import HubClient, HubError
+from corral.hub.errors import hub_problem
+from corral.scores import repository
+from corral.scores.comparison import SCORED_STATES
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import Evaluation
 
 
 class HubExportService:

@@ -7,13 +7,13 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import changes
-from app.errors import UnprocessableEntity
-from app.hardware import fit
-from app.hardware.catalog import accelerators
-from app.hardware.estimator import architecture_of
-from app.scores import cache, repository
-from app.scores.repository import LeaderboardQuery
+from corral import changes
+from corral.errors import UnprocessableEntity
+from corral.hardware import fit
+from corral.hardware.catalog import accelerators
+from corral.hardware.estimator import architecture_of
+from corral.scores import cache, repository
+from corral.scores.repository import LeaderboardQuery
 
 FIXED_SORTS = {"average", "parameters", "model", "evaluated_at"}
 

@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.documents import AcceleratorRecord, JsonObject
-from app.errors import NotFound
-from app.evaluations.repository import load_evaluation
-from app.results.ingest import json_object
-from app.results.repository import result_of_shard, results_of
-from app.scores.schemas import JobProvenance, Provenance, Seeds
+from corral.documents import AcceleratorRecord, JsonObject
+from corral.errors import NotFound
+from corral.evaluations.repository import load_evaluation
+from corral.results.ingest import json_object
+from corral.results.repository import result_of_shard, results_of
+from corral.scores.schemas import JobProvenance, Provenance, Seeds
 
 # torch.utils.collect_env's report, as lm-eval stores it in `pretty_env_info`: "Name: value" lines, where the
 # GPU line may continue with one "GPU n: ..." line per device.

@@ -8,13 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.documents import EvaluationConfig, ScoreSummary
-from app.errors import NotFound
-from app.suites import repository as suites
-from app.suites.schemas import SuiteDefinition
-from app.tables import Evaluation, Family, License, Model, Revision, SuiteVersion
-from app.tables.types import json_array_contains
-from app.wire.enums import EvaluationState, ModelKind
+from corral.documents import EvaluationConfig, ScoreSummary
+from corral.errors import NotFound
+from corral.suites import repository as suites
+from corral.suites.schemas import SuiteDefinition
+from corral.tables import Evaluation, Family, License, Model, Revision, SuiteVersion
+from corral.tables.types import json_array_contains
+from corral.wire.enums import EvaluationState, ModelKind
 
 
 @dataclass(frozen=True)

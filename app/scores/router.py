@@ -6,25 +6,25 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import SessionDep
-from app.evaluations.imports import ImportService
-from app.evaluations.schemas import ResultsImport
-from app.fields import Slug, Tag
-from app.hardware.estimator import Precision
-from app.hub.errors import refuse_when_the_hub_is_full
-from app.pagination import PageDep, PageRequest
-from app.registry.models.router import RepoIdDep
-from app.routing import public_url
-from app.schemas import COMMON_ERRORS, problem_responses
-from app.scores.comparison import ComparisonService
-from app.scores.formats import decode_cursor, encode_cursor, to_csv, to_markdown
-from app.scores.hub_export import HubExportService
-from app.scores.leaderboard import LeaderboardFilters, LeaderboardService
-from app.scores.provenance import evaluation_provenance, stored_document
-from app.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, Provenance, ScoreHistoryEntry
-from app.security import PUBLISH, READ, Principal
-from app.viewcache import view
-from app.wire.enums import ModelKind
+from corral.db import SessionDep
+from corral.evaluations.imports import ImportService
+from corral.evaluations.schemas import ResultsImport
+from corral.fields import Slug, Tag
+from corral.hardware.estimator import Precision
+from corral.hub.errors import refuse_when_the_hub_is_full
+from corral.pagination import PageDep, PageRequest
+from corral.registry.models.router import RepoIdDep
+from corral.routing import public_url
+from corral.schemas import COMMON_ERRORS, problem_responses
+from corral.scores.comparison import ComparisonService
+from corral.scores.formats import decode_cursor, encode_cursor, to_csv, to_markdown
+from corral.scores.hub_export import HubExportService
+from corral.scores.leaderboard import LeaderboardFilters, LeaderboardService
+from corral.scores.provenance import evaluation_provenance, stored_document
+from corral.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, Provenance, ScoreHistoryEntry
+from corral.security.access import PUBLISH, READ, Principal
+from corral.viewcache import view
+from corral.wire.enums import ModelKind
 
 router = APIRouter(prefix="/v1", tags=["scores"], responses=COMMON_ERRORS)
 TABLES = {

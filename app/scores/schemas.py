@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic reads it on Python 3.11
 
-from app.schemas import AS_OBJECT, AS_WRITTEN, ConfigField, ReadModel
+from corral.schemas import AS_OBJECT, AS_WRITTEN, ConfigField, ReadModel
 
 LeaderboardFormat = Literal["json", "csv", "markdown"]
 

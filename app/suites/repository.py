@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tables import SuiteVersion
+from corral.tables import SuiteVersion
 
 
 async def version(session: AsyncSession, name: str, version: str | None) -> SuiteVersion | None:

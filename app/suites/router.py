@@ -2,12 +2,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.db import SessionDep
-from app.pagination import PageDep
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import READ
-from app.suites.schemas import SuiteRead, SuiteSort, SuiteSummary, SuiteVersionRead
-from app.suites.service import SuiteService
+from corral.db import SessionDep
+from corral.pagination import PageDep
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import READ
+from corral.suites.schemas import SuiteRead, SuiteSort, SuiteSummary, SuiteVersionRead
+from corral.suites.service import SuiteService
 
 router = APIRouter(prefix="/v1/suites", tags=["suites"], responses=COMMON_ERRORS, dependencies=[Depends(READ)])
 SuiteName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]

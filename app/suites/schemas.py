@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas import JsonField, ReadModel
-from app.wire.protocol import TaskName
+from corral.schemas import JsonField, ReadModel
+from corral.wire.protocol import TaskName
 
 Bound = Annotated[float, Field(ge=0.0, lt=1.0)]
 

@@ -9,13 +9,13 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound
-from app.pagination import PageRequest, paginate
-from app.suites import repository
-from app.suites.schemas import SuiteDefinition, SuiteRead, SuiteSummary, SuiteVersionRead
-from app.tables import SuiteVersion
+from corral.errors import NotFound
+from corral.pagination import PageRequest, paginate
+from corral.suites import repository
+from corral.suites.schemas import SuiteDefinition, SuiteRead, SuiteSummary, SuiteVersionRead
+from corral.tables import SuiteVersion
 
-SUITES_DIR = Path(str(files("evals"))) / "suites"
+SUITES_DIR = Path(str(files("corral_runner"))) / "suites"
 
 
 class SuiteFileError(Exception):

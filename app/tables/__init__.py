@@ -1,8 +1,8 @@
 """Every ORM model, imported here so Alembic and relationships see the whole schema."""
 
-from app.tables.api_token import ApiToken
-from app.tables.base import Base
-from app.tables.evaluation import (
+from corral.tables.api_token import ApiToken
+from corral.tables.base import Base
+from corral.tables.evaluation import (
     AttemptLogChunk,
     Evaluation,
     EvaluationJob,
@@ -10,15 +10,15 @@ from app.tables.evaluation import (
     JobResult,
     Score,
 )
-from app.tables.registry import (
+from corral.tables.registry import (
     Alias,
     Family,
     License,
     Model,
     Revision,
 )
-from app.tables.runner import RegistrationToken, Runner
-from app.tables.suite import SuiteVersion
+from corral.tables.runner import RegistrationToken, Runner
+from corral.tables.suite import SuiteVersion
 
 __all__ = [
     "Alias",

@@ -4,8 +4,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.wire.enums import Scope
+from corral.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from corral.wire.enums import Scope
 
 
 class ApiToken(IdMixin, TimestampMixin, Base):

@@ -6,11 +6,11 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.documents import AttemptProgress, EvaluationConfig, ScoreSummary, StoredRequirements
-from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.runner import Runner
-from app.tables.types import JsonDocument
-from app.wire.enums import AttemptState, EvaluationState, JobState
+from corral.documents import AttemptProgress, EvaluationConfig, ScoreSummary, StoredRequirements
+from corral.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from corral.tables.runner import Runner
+from corral.tables.types import JsonDocument
+from corral.wire.enums import AttemptState, EvaluationState, JobState
 
 
 class Evaluation(IdMixin, TimestampMixin, Base):

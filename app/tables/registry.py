@@ -16,10 +16,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.documents import HubDisagreement, JsonObject, ModelComponents
-from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.types import JsonDocument
-from app.wire.enums import Lineage, ModelKind, ModelStatus
+from corral.documents import HubDisagreement, JsonObject, ModelComponents
+from corral.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from corral.tables.types import JsonDocument
+from corral.wire.enums import Lineage, ModelKind, ModelStatus
 
 
 class License(IdMixin, TimestampMixin, Base):

@@ -4,10 +4,10 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.documents import AcceleratorRecord
-from app.tables.base import Base, IdMixin, TimestampMixin, checked_enum
-from app.tables.types import JsonDocument
-from app.wire.enums import RunnerState
+from corral.documents import AcceleratorRecord
+from corral.tables.base import Base, IdMixin, TimestampMixin, checked_enum
+from corral.tables.types import JsonDocument
+from corral.wire.enums import RunnerState
 
 
 class Runner(IdMixin, TimestampMixin, Base):

@@ -1,9 +1,9 @@
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.documents import JsonObject
-from app.tables.base import Base, IdMixin, TimestampMixin
-from app.tables.types import JsonDocument
+from corral.documents import JsonObject
+from corral.tables.base import Base, IdMixin, TimestampMixin
+from corral.tables.types import JsonDocument
 
 
 class SuiteVersion(IdMixin, TimestampMixin, Base):

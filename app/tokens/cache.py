@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from app import changes
-from app.tables import ApiToken
-from app.wire.enums import Scope
+from corral import changes
+from corral.tables import ApiToken
+from corral.wire.enums import Scope
 
 MAX_ENTRIES = 10_000  # beyond this the oldest half goes: a bound on memory, not a policy
 

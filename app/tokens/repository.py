@@ -4,11 +4,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.changes import UNTRACKED
-from app.pagination import PageRequest, paginate
-from app.tables import ApiToken
-from app.tokens.cache import TokenRecord
-from app.wire.enums import Scope
+from corral.changes import UNTRACKED
+from corral.pagination import PageRequest, paginate
+from corral.tables import ApiToken
+from corral.tokens.cache import TokenRecord
+from corral.wire.enums import Scope
 
 SORT_COLUMNS = {"created_at": ApiToken.created_at, "name": ApiToken.name}
 

@@ -4,8 +4,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from app.schemas import IsoDateTime, ReadModel, WriteModel
-from app.wire.enums import Scope
+from corral.schemas import IsoDateTime, ReadModel, WriteModel
+from corral.wire.enums import Scope
 
 TokenSort = Literal["created_at", "-created_at", "name", "-name"]
 # Runner tokens come from runner registration, bound to their runner; they cannot be asked for here.

@@ -5,14 +5,14 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest, NotFound
-from app.pagination import PageRequest
-from app.tables import ApiToken
-from app.tables.base import utcnow
-from app.tokens.credentials import generate_token, token_refusal
-from app.tokens.repository import TokenRepository
-from app.tokens.schemas import TokenCreated, TokenRead
-from app.wire.enums import Scope
+from corral.errors import BadRequest, NotFound
+from corral.pagination import PageRequest
+from corral.tables import ApiToken
+from corral.tables.base import utcnow
+from corral.tokens.credentials import generate_token, token_refusal
+from corral.tokens.repository import TokenRepository
+from corral.tokens.schemas import TokenCreated, TokenRead
+from corral.wire.enums import Scope
 
 
 def to_read(token: ApiToken, now: datetime) -> TokenRead:

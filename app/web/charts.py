@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from app.web.formatting import parameters as human_parameters
-from app.web.formatting import score as fmt
+from corral.web.formatting import parameters as human_parameters
+from corral.web.formatting import score as fmt
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f"]
 # The phrase that opens each chart's element: `<svg ... width="100%"` lets CSS size it, the viewBox keeps its shape.

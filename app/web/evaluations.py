@@ -8,16 +8,16 @@ from datetime import datetime
 
 from fastapi import Request, Response
 
-from app.db import SessionDep
-from app.documents import AttemptProgress
-from app.evaluations import repository as evaluations
-from app.evaluations.service import EvaluationService
-from app.pagination import PageRequest
-from app.scores import repository as scores
-from app.scores.provenance import evaluation_provenance
-from app.web.leaderboard import task_tooltip
-from app.web.pages import PAGE_METHODS, page_router, render, suite_names
-from app.wire.enums import EvaluationState, JobState
+from corral.db import SessionDep
+from corral.documents import AttemptProgress
+from corral.evaluations import repository as evaluations
+from corral.evaluations.service import EvaluationService
+from corral.pagination import PageRequest
+from corral.scores import repository as scores
+from corral.scores.provenance import evaluation_provenance
+from corral.web.leaderboard import task_tooltip
+from corral.web.pages import PAGE_METHODS, page_router, render, suite_names
+from corral.wire.enums import EvaluationState, JobState
 
 router = page_router()
 RUNNING_SHOWN = 200

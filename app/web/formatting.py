@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI imports this module at start-up: no schemas loaded for a type
-    from app.registry.models.schemas import ModelRead
+    from corral.registry.models.schemas import ModelRead
 
 # Decimal units, as model names use them (Llama 3.1 8B has 8.03e9 parameters).
 _UNITS = (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3))

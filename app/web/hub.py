@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import Query, Request
 from fastapi.responses import RedirectResponse
 
-from app.fields import CommitSha
-from app.registry.models.router import RepoIdDep
-from app.web.pages import PAGE_METHODS, page_router
+from corral.fields import CommitSha
+from corral.registry.models.router import RepoIdDep
+from corral.web.pages import PAGE_METHODS, page_router
 
 router = page_router()
 

@@ -7,18 +7,18 @@ from fastapi import Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import SessionDep
-from app.fields import Slug
-from app.hardware.estimator import PRECISION_BITS
-from app.registry import repository as registry
-from app.scores import repository as scores
-from app.scores.leaderboard import LeaderboardFilters, LeaderboardService, RankedRow
-from app.suites.schemas import SuiteTask
-from app.viewcache import view
-from app.web import formatting
-from app.web.charts import Point, scatter
-from app.web.pages import PAGE_METHODS, page_router, render, suite_names
-from app.wire.enums import ModelKind
+from corral.db import SessionDep
+from corral.fields import Slug
+from corral.hardware.estimator import PRECISION_BITS
+from corral.registry import repository as registry
+from corral.scores import repository as scores
+from corral.scores.leaderboard import LeaderboardFilters, LeaderboardService, RankedRow
+from corral.suites.schemas import SuiteTask
+from corral.viewcache import view
+from corral.web import formatting
+from corral.web.charts import Point, scatter
+from corral.web.pages import PAGE_METHODS, page_router, render, suite_names
+from corral.wire.enums import ModelKind
 
 router = page_router()
 FIXED_COLUMNS = [

@@ -6,27 +6,27 @@ from urllib.parse import urlencode
 
 from fastapi import Query, Request, Response
 
-from app.db import SessionDep
-from app.errors import Conflict
-from app.hardware.catalog import accelerators
-from app.hardware.estimator import PRECISION_BITS
-from app.hardware.fit import DEFAULT_CONTEXT_TOKENS
-from app.hardware.schemas import HardwareRequirements
-from app.pagination import PageRequest
-from app.registry import repository as registry
-from app.registry.licenses.service import LicenseService
-from app.registry.models.router import RepoIdDep
-from app.registry.models.search import ModelFilters
-from app.registry.models.service import ModelService
-from app.registry.revisions.service import RevisionService
-from app.scores import repository as scores
-from app.scores.comparison import ComparisonService
-from app.viewcache import PAGES, REGISTRY, view
-from app.web import formatting
-from app.web.charts import Bar, bars
-from app.web.leaderboard import licence_slugs, task_tooltip
-from app.web.pages import PAGE_METHODS, page_router, render, suite_names
-from app.wire.enums import ModelKind
+from corral.db import SessionDep
+from corral.errors import Conflict
+from corral.hardware.catalog import accelerators
+from corral.hardware.estimator import PRECISION_BITS
+from corral.hardware.fit import DEFAULT_CONTEXT_TOKENS
+from corral.hardware.schemas import HardwareRequirements
+from corral.pagination import PageRequest
+from corral.registry import repository as registry
+from corral.registry.licenses.service import LicenseService
+from corral.registry.models.router import RepoIdDep
+from corral.registry.models.search import ModelFilters
+from corral.registry.models.service import ModelService
+from corral.registry.revisions.service import RevisionService
+from corral.scores import repository as scores
+from corral.scores.comparison import ComparisonService
+from corral.viewcache import PAGES, REGISTRY, view
+from corral.web import formatting
+from corral.web.charts import Bar, bars
+from corral.web.leaderboard import licence_slugs, task_tooltip
+from corral.web.pages import PAGE_METHODS, page_router, render, suite_names
+from corral.wire.enums import ModelKind
 
 router = page_router()
 INDEX_PAGE = 100

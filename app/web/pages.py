@@ -16,10 +16,10 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ProblemError
-from app.security import READ
-from app.suites import repository as suites
-from app.web import formatting
+from corral.errors import ProblemError
+from corral.security.access import READ
+from corral.suites import repository as suites
+from corral.web import formatting
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 templates.env.filters.update(

@@ -10,7 +10,7 @@ pages.py         what they share: templates, READ on every route, GET and HEAD, 
 
 from fastapi import APIRouter
 
-from app.web import evaluations, hub, leaderboard, models, runners
+from corral.web import evaluations, hub, leaderboard, models, runners
 
 router = APIRouter()
 for group in (leaderboard, models, evaluations, runners, hub):

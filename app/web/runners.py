@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from app.db import SessionDep
-from app.documents import AcceleratorRecord
-from app.evaluations import repository as evaluations
-from app.runners.repository import registered_runners
-from app.runners.schemas import ONLINE_WITHIN_SECONDS, RunnerRead
-from app.runners.service import to_read
-from app.web import formatting
-from app.web.pages import PAGE_METHODS, page_router, render, suite_names
+from corral.db import SessionDep
+from corral.documents import AcceleratorRecord
+from corral.evaluations import repository as evaluations
+from corral.runners.repository import registered_runners
+from corral.runners.schemas import ONLINE_WITHIN_SECONDS, RunnerRead
+from corral.runners.service import to_read
+from corral.web import formatting
+from corral.web.pages import PAGE_METHODS, page_router, render, suite_names
 
 router = page_router()
 

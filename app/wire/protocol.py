@@ -15,9 +15,9 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, field_validator
 
-from app.wire.base import AS_OBJECT, Integer, JsonObject, Reply, Request
-from app.wire.enums import RunnerState
-from app.wire.generation import Backend, GenerationArguments
+from corral.wire.base import AS_OBJECT, Integer, JsonObject, Reply, Request
+from corral.wire.enums import RunnerState
+from corral.wire.generation import Backend, GenerationArguments
 
 LEASE_HEADER = "Corral-Lease-Token"
 # The label an admin gives runners that may run a trusted revision's own code; such evaluations need it.

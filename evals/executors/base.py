@@ -7,9 +7,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from evals.executors.settings import ClusterExecutor
-from evals.jobdir import JobDirectory
-from evals.protocol import Accelerator, JobPlacement
+from corral_runner.executors.settings import ClusterExecutor
+from corral_runner.jobdir import JobDirectory
+from corral_runner.protocol import Accelerator, JobPlacement
 
 JOB_PREFIX = "corral-"
 

@@ -13,11 +13,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from urllib3.exceptions import HTTPError
 
-from evals.executors.base import EngineError, EngineJob, EngineUnreachable, Pace, Submission, job_name, shapes
-from evals.executors.kubernetes_states import ended, job_phase, labels_of, name_of, pod_phase, said
-from evals.executors.settings import KubernetesExecutor
-from evals.jobdir import JobDirectory
-from evals.protocol import Accelerator
+from corral_runner.executors.base import EngineError, EngineJob, EngineUnreachable, Pace, Submission, job_name, shapes
+from corral_runner.executors.kubernetes_states import ended, job_phase, labels_of, name_of, pod_phase, said
+from corral_runner.executors.settings import KubernetesExecutor
+from corral_runner.jobdir import JobDirectory
+from corral_runner.protocol import Accelerator
 
 log = logging.getLogger("corral.runner.kubernetes")
 
@@ -188,7 +188,7 @@ class Kubernetes:
         return client.V1Container(
             name=CONTAINER,
             image=settings.image,
-            command=[settings.python, "-m", "evals.cluster_job", str(job.directory.spec)],
+            command=[settings.python, "-m", "corral_runner.cluster_job", str(job.directory.spec)],
             working_dir=str(folder),
             env=self._env(job),
             resources=client.V1ResourceRequirements(limits=gpus or None, requests=gpus or None),

@@ -3,7 +3,7 @@
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from evals.executors.base import Phase
+from corral_runner.executors.base import Phase
 
 # A pod waiting for one of these will wait for ever: the Job failed, and the reason told.
 HOPELESS = {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"}

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.config import RunnerConfig
-from evals.executors.base import EngineJob, Pace, Phase, Submission, job_name
-from evals.jobdir import JobDirectory
-from evals.model_args import model_key
-from evals.protocol import Accelerator
+from corral_runner.config import RunnerConfig
+from corral_runner.executors.base import EngineJob, Pace, Phase, Submission, job_name
+from corral_runner.jobdir import JobDirectory
+from corral_runner.model_args import model_key
+from corral_runner.protocol import Accelerator
 
 log = logging.getLogger("corral.runner")
 AGENT_PID = "CORRAL_AGENT_PID"
@@ -35,7 +35,7 @@ class Worker:
     def __init__(self, key: str, env: dict[str, str], log_path: Path, hidden: list[Path]) -> None:
         self.key = key  # jobs with this key can run here (evals.model_args.model_key, and the Hub token's need)
         self.idle_since = time.monotonic()
-        command = [sys.executable, "-m", "evals.lm_eval_worker", "--worker"]
+        command = [sys.executable, "-m", "corral_runner.lm_eval_worker", "--worker"]
         command += [argument for path in hidden for argument in ("--hide", str(path))]
         with log_path.open("ab") as output:  # what the worker prints between jobs
             self.process = subprocess.Popen(

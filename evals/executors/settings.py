@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.wire.generation import Backend
+from corral.wire.generation import Backend
 
 __all__ = ["Backend"]
 

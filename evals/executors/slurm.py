@@ -9,7 +9,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from evals.executors.base import (
+from corral_runner.executors.base import (
     JOB_PREFIX,
     EngineError,
     EngineJob,
@@ -20,9 +20,9 @@ from evals.executors.base import (
     job_name,
     shapes,
 )
-from evals.executors.settings import SlurmExecutor
-from evals.jobdir import JobDirectory
-from evals.protocol import Accelerator
+from corral_runner.executors.settings import SlurmExecutor
+from corral_runner.jobdir import JobDirectory
+from corral_runner.protocol import Accelerator
 
 log = logging.getLogger("corral.runner.slurm")
 COMMAND_SECONDS = 60
@@ -224,7 +224,7 @@ class Slurm:
     def batch_script(self, job: Submission) -> Path:
         """The job's batch script, beside its spec: the setup lines, then the one-job entry point."""
         settings = self.settings
-        entry = [settings.python, "-m", "evals.cluster_job", str(job.directory.spec)]
+        entry = [settings.python, "-m", "corral_runner.cluster_job", str(job.directory.spec)]
         if settings.container_image:
             mounts = f"{settings.work_dir}:{settings.work_dir}"
             entry = [

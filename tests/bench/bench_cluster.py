@@ -31,11 +31,11 @@ from typing import Any
 
 import httpx
 
-from evals.client import ServerClient
-from evals.config import RunnerConfig
-from evals.loop import RunnerLoop
-from evals.protocol import HeartbeatReply, Progress
-from evals.tiny import build_tiny_llama
+from corral_runner.client import ServerClient
+from corral_runner.config import RunnerConfig
+from corral_runner.loop import RunnerLoop
+from corral_runner.protocol import HeartbeatReply, Progress
+from corral_runner.tiny import build_tiny_llama
 from tests.bench import standin_slurm
 from tests.support import slurm
 from tests.support.cluster import AGENT, REPO, TEST_GPU, ClusterRunner, wait_for

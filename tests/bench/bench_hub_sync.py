@@ -19,11 +19,11 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from app import migrate
-from app.catalog.loader import load_catalog
-from app.db import create_engine, create_sessionmaker, in_unit_of_work
-from app.hub.client import HubClient
-from app.hub.service import HubSyncService, fetch_in_thread
+from corral import migrate
+from corral.catalog.loader import load_catalog
+from corral.db import create_engine, create_sessionmaker, in_unit_of_work
+from corral.hub.client import HubClient
+from corral.hub.service import HubSyncService, fetch_in_thread
 from tests.support.checkpoints import TinyLlama, checkpoint_files
 from tests.support.databases import make_settings
 from tests.support.fake_hub import FakeHub, llama_repo

@@ -21,15 +21,15 @@ import httpx
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import migrate
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.results.normalize import summarize
-from app.suites.schemas import SuiteDefinition
-from app.suites.service import load_suites
-from app.tables import Evaluation, Model, Revision, SuiteVersion
-from app.tables.base import utcnow
-from app.wire.enums import EvaluationState, ModelKind, ModelStatus
+from corral import migrate
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.results.normalize import summarize
+from corral.suites.schemas import SuiteDefinition
+from corral.suites.service import load_suites
+from corral.tables import Evaluation, Model, Revision, SuiteVersion
+from corral.tables.base import utcnow
+from corral.wire.enums import EvaluationState, ModelKind, ModelStatus
 from tests.bench.bench_queue import free_port, summary
 from tests.bench.rawhttp import Connection
 from tests.support.databases import (
@@ -177,7 +177,7 @@ def main() -> None:
             "CORRAL_HUB_ENDPOINT": "http://127.0.0.1:9",
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)], env=env
+            [sys.executable, "-m", "corral", "serve", "--port", str(port), "--workers", str(args.workers)], env=env
         )
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base, server)

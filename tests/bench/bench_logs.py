@@ -25,18 +25,18 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
-from app.console.evaluations import FOLLOW_SECONDS, LOG_POLL_SECONDS
-from app.wire.protocol import JobPlacement
-from evals.attempt import Attempt, HeldAttempt, StateFiles
-from evals.client import ServerClient
-from evals.loop import TICK_SECONDS
+from corral.config import Settings
+from corral.console.evaluations import FOLLOW_SECONDS, LOG_POLL_SECONDS
+from corral.wire.protocol import JobPlacement
+from corral_runner.attempt import Attempt, HeldAttempt, StateFiles
+from corral_runner.client import ServerClient
+from corral_runner.loop import TICK_SECONDS
 from tests.support.server import OFFLINE, ROOT, Server
 
 HEARTBEAT_SECONDS = float(Settings.model_fields["heartbeat_seconds"].default)
 SHA = "1" * 40
 FOLLOWER = (
-    "import sys, app.console.evaluations as follow; from app.cli import main; "
+    "import sys, corral.console.evaluations as follow; from corral.cli import main; "
     "follow.LOG_POLL_SECONDS = float(sys.argv[1]); follow.FOLLOW_SECONDS = float(sys.argv[2]); "
     "sys.argv = ['corral', 'eval', 'logs', '--follow', *sys.argv[3:]]; main()"
 )

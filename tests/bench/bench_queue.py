@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import migrate
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.tokens.service import TokenService
-from app.wire.enums import Scope
+from corral import migrate
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.tokens.service import TokenService
+from corral.wire.enums import Scope
 from tests.bench.rawhttp import Answer, Connection
 from tests.support.databases import (
     create_postgres_database,
@@ -211,7 +211,7 @@ def main() -> None:
             "CORRAL_HUB_ENDPOINT": "http://127.0.0.1:9",
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(args.workers)],
+            [sys.executable, "-m", "corral", "serve", "--port", str(port), "--workers", str(args.workers)],
             cwd=ROOT,
             env=env,
         )

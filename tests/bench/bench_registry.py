@@ -22,19 +22,19 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import migrate
-from app.catalog.loader import load_catalog
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.registry.models.schemas import ModelCreate
-from app.registry.models.service import ModelService
-from app.registry.revisions.schemas import RevisionCreate
-from app.registry.revisions.service import RevisionService
-from app.runners.schemas import RunnerCreate
-from app.runners.service import RunnerService
-from app.suites.service import load_suites
-from app.tokens.service import TokenService
-from app.wire.enums import Scope
+from corral import migrate
+from corral.catalog.loader import load_catalog
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.registry.models.schemas import ModelCreate
+from corral.registry.models.service import ModelService
+from corral.registry.revisions.schemas import RevisionCreate
+from corral.registry.revisions.service import RevisionService
+from corral.runners.schemas import RunnerCreate
+from corral.runners.service import RunnerService
+from corral.suites.service import load_suites
+from corral.tokens.service import TokenService
+from corral.wire.enums import Scope
 from tests.bench.bench_queue import free_port, summary
 from tests.bench.rawhttp import Connection
 from tests.support.databases import (
@@ -150,7 +150,7 @@ def run_database(label: str, url: str, args: argparse.Namespace, hello_port: int
         "CORRAL_LOG_LEVEL": "WARNING",
         "CORRAL_HUB_ENDPOINT": "http://127.0.0.1:9",
     }
-    server = serve([sys.executable, "-m", "app", "serve", "--port", str(port)], env, port, ROOT)
+    server = serve([sys.executable, "-m", "corral", "serve", "--port", str(port)], env, port, ROOT)
     try:
         print(f"\n{label}: corral serve (1 worker), catalog + {args.models} models, {args.runners} runners")
         latencies, seconds = asyncio.run(load(hello_port, "/healthz", args.seconds))

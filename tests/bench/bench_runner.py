@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evals.tiny import build_tiny_llama
+from corral_runner.tiny import build_tiny_llama
 from tests.test_runner_e2e import OFFLINE, ROOT, Server, prepare
 
 TASKS_DIR = ROOT / "evals" / "tasks" / "smoke"
@@ -81,7 +81,7 @@ def agent(server: Server, admin: dict[str, str], config: Path, limit: int, seeds
         }
         httpx.post(f"{server.url}/v1/evaluations", json=body, headers=admin).raise_for_status()
     subprocess.run(
-        [sys.executable, "-m", "evals", "run", "--config", str(config), "--until-idle", mode],
+        [sys.executable, "-m", "corral_runner", "run", "--config", str(config), "--until-idle", mode],
         cwd=ROOT,
         env={**os.environ, **OFFLINE},
         check=True,

@@ -90,7 +90,7 @@ class Tally:
 
 
 def corral(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "app", *args], env=env, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "corral", *args], env=env, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
     return done.stdout.strip()
@@ -107,7 +107,7 @@ def free_port() -> int:
 def serve(env: dict[str, str], cwd: Path, *extra: str) -> tuple["subprocess.Popen[bytes]", str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), *extra],
+        [sys.executable, "-m", "corral", "serve", "--port", str(port), *extra],
         env=env,
         cwd=cwd,
         stdout=subprocess.DEVNULL,

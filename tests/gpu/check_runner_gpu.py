@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from evals import hardware
-from evals.lm_eval_worker import environment, peak_memory
-from evals.tiny import build_tiny_llama
+from corral_runner import hardware
+from corral_runner.lm_eval_worker import environment, peak_memory
+from corral_runner.tiny import build_tiny_llama
 
 
 def main(output: Path) -> int:

@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta
 
-from app.clock import Clock
-from app.tables.base import utcnow
+from corral.clock import Clock
+from corral.tables.base import utcnow
 
 
 class ManualClock(Clock):

@@ -18,7 +18,7 @@ REPO = "corral-test/tiny"
 SHA = "1" * 40
 GIB = 2**30
 TEST_GPU = {"kind": "nvidia-test-gpu", "memory_bytes": 8 * GIB}
-AGENT = [sys.executable, "-m", "evals"]
+AGENT = [sys.executable, "-m", "corral_runner"]
 # Short leases and no retry delay: the faults play out in seconds.
 SERVER_SETTINGS = {
     "CORRAL_HEARTBEAT_SECONDS": "1",
@@ -96,7 +96,7 @@ class ClusterRunner:
             [
                 sys.executable,
                 "-m",
-                "evals",
+                "corral_runner",
                 "register",
                 "--server",
                 self.server.url,

@@ -16,8 +16,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from app import migrate
-from app.config import Settings
+from corral import migrate
+from corral.config import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get("CORRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("CORRAL_REQUIRE_POSTGRES") == "1"

@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.db import in_unit_of_work
-from app.suites.service import load_suites
-from app.tables import Evaluation, EvaluationJob, Model, Revision, Runner, SuiteVersion
-from app.tables.base import utcnow
-from app.wire.enums import EvaluationState, JobState, ModelKind, ModelStatus, RunnerState
+from corral.config import Settings
+from corral.db import in_unit_of_work
+from corral.suites.service import load_suites
+from corral.tables import Evaluation, EvaluationJob, Model, Revision, Runner, SuiteVersion
+from corral.tables.base import utcnow
+from corral.wire.enums import EvaluationState, JobState, ModelKind, ModelStatus, RunnerState
 
 GIB = 2**30
 HARNESS = "0.4.13"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.suites.schemas import SuiteDefinition
+from corral.suites.schemas import SuiteDefinition
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "oll"
 MODELS = ("EleutherAI/pythia-160m", "EleutherAI/pythia-12b")

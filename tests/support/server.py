@@ -54,7 +54,7 @@ class Server:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env
+            [sys.executable, "-m", "corral", "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env
         )
         wait_until_ready(self.url, self.process)
 
@@ -66,7 +66,7 @@ class Server:
 
     def corral(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "app", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True
+            [sys.executable, "-m", "corral", *args], cwd=self.workdir, env=self.env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()

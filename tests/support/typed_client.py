@@ -3,7 +3,7 @@
 import httpx
 from fastapi.testclient import TestClient
 
-from app.client import Corral
+from corral.client import Corral
 
 
 def typed_client(client: TestClient, headers: dict[str, str] | None = None) -> Corral:

@@ -2,14 +2,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.db import SessionDep
-from app.fields import Slug
-from app.pagination import PageDep
-from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilySort, FamilyUpdate
-from app.registry.families.service import FamilyService
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import PUBLISH, READ
-from app.viewcache import REGISTRY, json_view
+from corral.db import SessionDep
+from corral.fields import Slug
+from corral.pagination import PageDep
+from corral.registry.families.schemas import FamilyCreate, FamilyRead, FamilySort, FamilyUpdate
+from corral.registry.families.service import FamilyService
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import PUBLISH, READ
+from corral.viewcache import REGISTRY, json_view
 
 router = APIRouter(prefix="/v1/families", tags=["families"], responses=COMMON_ERRORS)
 

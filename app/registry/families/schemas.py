@@ -4,8 +4,8 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from app.fields import IsoDate, Name, Note, Slug
-from app.schemas import NotNull, ReadModel, WriteModel
+from corral.fields import IsoDate, Name, Note, Slug
+from corral.schemas import NotNull, ReadModel, WriteModel
 
 FamilySort = Literal["slug", "-slug", "release_date", "-release_date", "created_at", "-created_at"]
 

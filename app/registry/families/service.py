@@ -3,12 +3,12 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
-from app.pagination import PageRequest, SortColumn, SortKey, paginate
-from app.registry import repository
-from app.registry.families.schemas import FamilyCreate, FamilyRead, FamilyUpdate
-from app.registry.repository import by_slug, require_slug
-from app.tables import Family, License
+from corral.errors import Conflict
+from corral.pagination import PageRequest, SortColumn, SortKey, paginate
+from corral.registry import repository
+from corral.registry.families.schemas import FamilyCreate, FamilyRead, FamilyUpdate
+from corral.registry.repository import by_slug, require_slug
+from corral.tables import Family, License
 
 SORT_COLUMNS: dict[str, SortColumn] = {
     "slug": Family.slug,

@@ -2,10 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.db import SessionDep
-from app.fields import Slug
-from app.pagination import PageDep
-from app.registry.licenses.schemas import (
+from corral.db import SessionDep
+from corral.fields import Slug
+from corral.pagination import PageDep
+from corral.registry.licenses.schemas import (
     LicenseCheck,
     LicenseCreate,
     LicenseRead,
@@ -13,10 +13,10 @@ from app.registry.licenses.schemas import (
     LicenseUpdate,
     UseDescription,
 )
-from app.registry.licenses.service import LicenseService
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import PUBLISH, READ
-from app.viewcache import REGISTRY, json_view
+from corral.registry.licenses.service import LicenseService
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import PUBLISH, READ
+from corral.viewcache import REGISTRY, json_view
 
 router = APIRouter(prefix="/v1/licenses", tags=["licenses"], responses=COMMON_ERRORS)
 

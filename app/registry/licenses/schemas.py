@@ -4,8 +4,8 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool
 
-from app.fields import IsoDate, Name, Note, Slug, Url
-from app.schemas import Integer, NotNull, ReadModel, WriteModel
+from corral.fields import IsoDate, Name, Note, Slug, Url
+from corral.schemas import Integer, NotNull, ReadModel, WriteModel
 
 LicenseSort = Literal["slug", "-slug", "created_at", "-created_at"]
 Verdict = Literal["allowed", "needs_permission", "not_permitted"]

@@ -1,12 +1,12 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
-from app.pagination import PageRequest, paginate
-from app.registry import repository
-from app.registry.licenses.schemas import LicenseCheck, LicenseCreate, LicenseUpdate, UseDescription
-from app.registry.licenses.terms import check_use
-from app.registry.repository import by_slug, require_slug
-from app.tables import License
+from corral.errors import Conflict
+from corral.pagination import PageRequest, paginate
+from corral.registry import repository
+from corral.registry.licenses.schemas import LicenseCheck, LicenseCreate, LicenseUpdate, UseDescription
+from corral.registry.licenses.terms import check_use
+from corral.registry.repository import by_slug, require_slug
+from corral.tables import License
 
 SORT_COLUMNS = {"slug": License.slug, "created_at": License.created_at}
 

@@ -4,8 +4,8 @@ Each clause reads one recorded term, so a licence entered through the API (not o
 the same rules. The verdict is the strictest clause outcome.
 """
 
-from app.registry.licenses.schemas import Clause, LicenseCheck, Obligation, UseDescription, Verdict
-from app.tables import License
+from corral.registry.licenses.schemas import Clause, LicenseCheck, Obligation, UseDescription, Verdict
+from corral.tables import License
 
 _SEVERITY: dict[Verdict, int] = {"allowed": 0, "needs_permission": 1, "not_permitted": 2}
 

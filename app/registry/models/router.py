@@ -1,24 +1,21 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.db import SessionDep, release_connection
-from app.fields import Modality, RepoId, RepoSegment, Slug, Tag
-from app.hardware.catalog import accelerators
-from app.hardware.estimator import Precision
-from app.hardware.schemas import HardwareRequirements
-from app.hub.client import HubError
-from app.hub.errors import hub_problem, refuse_when_the_hub_is_full
-from app.hub.service import HubSyncService, fetch_in_thread
-from app.pagination import PageDep
-from app.registry.licenses.schemas import LicenseCheck, UseDescription
-from app.registry.models.schemas import LineageRead, ModelCreate, ModelRead, ModelSort, ModelUpdate
-from app.registry.models.search import ModelFilters
-from app.registry.models.service import ModelService
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import PUBLISH, READ
-from app.viewcache import REGISTRY, REGISTRY_AND_RUNNERS, json_view
-from app.wire.enums import ModelKind, ModelStatus
+from corral.db import SessionDep
+from corral.fields import Modality, RepoId, RepoSegment, Slug, Tag
+from corral.hardware.catalog import accelerators
+from corral.hardware.estimator import Precision
+from corral.hardware.schemas import HardwareRequirements
+from corral.pagination import PageDep
+from corral.registry.licenses.schemas import LicenseCheck, UseDescription
+from corral.registry.models.schemas import LineageRead, ModelRead, ModelSort, ModelUpdate
+from corral.registry.models.search import ModelFilters
+from corral.registry.models.service import ModelService
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import PUBLISH, READ
+from corral.viewcache import REGISTRY, REGISTRY_AND_RUNNERS, json_view
+from corral.wire.enums import ModelKind, ModelStatus
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=COMMON_ERRORS)
 
@@ -91,49 +88,6 @@ async def list_models(
         return Page(items=items, next_cursor=cursor)
 
     return await json_view(request, REGISTRY, build)
-
-
-@router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(PUBLISH)],
-    responses=problem_responses(404, 409, 415, 502, 503),
-)
-async def create_model(
-    body: ModelCreate,
-    session: SessionDep,
-    request: Request,
-    revision: Annotated[
-        str,
-        Query(
-            min_length=1,
-            max_length=200,
-            pattern=r"^[\w./-]+$",
-            description="Hub revision to sync when registering from the Hub.",
-        ),
-    ] = "main",
-) -> ModelRead:
-    """Register a model by its Hub repo id; with no `kind`, everything else is read from the Hub."""
-    if body.kind is not None:
-        return await ModelService(session).create(body)
-    # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync. The
-    # token check may have read the database: its connection goes back before the Hub is asked.
-    refuse_when_the_hub_is_full(request.app.state.hub_client)
-    await release_connection(session)
-    try:
-        fetch = await fetch_in_thread(
-            request.app.state.hub_client,
-            body.repo_id,
-            revision,
-            deadline_seconds=request.app.state.settings.hub_request_deadline_seconds,
-        )
-    except HubError as error:
-        raise hub_problem(error) from None
-    extra = body.model_dump(exclude_unset=True, exclude={"repo_id", "kind"})
-    await HubSyncService(session, request.app.state.settings).register(
-        body.repo_id, fetch, revision=revision, extra=extra
-    )
-    return await ModelService(session).get(body.repo_id)
 
 
 @router.get(

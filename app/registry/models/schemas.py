@@ -4,13 +4,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StrictBool, model_validator
 
-from app.documents import ModelComponents
-from app.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
-from app.schemas import AS_WRITTEN, NotNull, ReadModel, WriteModel
-from app.wire.enums import Lineage, ModelKind, ModelStatus
+from corral.documents import ModelComponents
+from corral.fields import ContextLength, Count, IsoDate, Modality, Name, Note, ParameterCount, RepoId, Slug, Tag
+from corral.schemas import AS_WRITTEN, NotNull, ReadModel, WriteModel
+from corral.wire.enums import Lineage, ModelKind, ModelStatus
 
 if TYPE_CHECKING:  # the table, for an annotation: the client imports these schemas without SQLAlchemy
-    from app.tables import Model
+    from corral.tables import Model
 
 ModelSort = Literal[
     "repo_id",

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import aliased
 
-from app.errors import UnprocessableEntity
-from app.hardware import fit
-from app.hardware.catalog import accelerators
-from app.registry.repository import MODEL_LOADS
-from app.tables import Family, License, Model
-from app.tables.types import json_array_contains
-from app.wire.enums import ModelKind, ModelStatus
+from corral.errors import UnprocessableEntity
+from corral.hardware import fit
+from corral.hardware.catalog import accelerators
+from corral.registry.repository import MODEL_LOADS
+from corral.tables import Family, License, Model
+from corral.tables.types import json_array_contains
+from corral.wire.enums import ModelKind, ModelStatus
 
 
 @dataclass(frozen=True)

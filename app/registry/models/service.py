@@ -4,25 +4,25 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, UnprocessableEntity
-from app.fields import MAX_PARAMETERS
-from app.hardware import fit
-from app.hardware.estimator import architecture_of, stored_precision
-from app.hardware.fit import DEFAULT_CONTEXT_TOKENS
-from app.hardware.parameters import active_parameter_count, parameter_count, quantization_problem, stored_weights
-from app.hardware.schemas import HardwareRequirements
-from app.hardware.service import requirements_report
-from app.pagination import PageRequest, SortColumn, SortKey, paginate
-from app.registry import repository
-from app.registry.licenses.schemas import LicenseCheck, UseDescription
-from app.registry.licenses.terms import check_use
-from app.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate, hub_state
-from app.registry.models.search import ModelFilters, search_statement
-from app.registry.repository import model_by_repo_id, require_model, require_slug
-from app.runners.matching import Capacity, Need
-from app.runners.repository import registered_runners
-from app.tables import Family, License, Model
-from app.wire.enums import Lineage
+from corral.errors import Conflict, UnprocessableEntity
+from corral.fields import MAX_PARAMETERS
+from corral.hardware import fit
+from corral.hardware.estimator import architecture_of, stored_precision
+from corral.hardware.fit import DEFAULT_CONTEXT_TOKENS
+from corral.hardware.parameters import active_parameter_count, parameter_count, quantization_problem, stored_weights
+from corral.hardware.schemas import HardwareRequirements
+from corral.hardware.service import requirements_report
+from corral.pagination import PageRequest, SortColumn, SortKey, paginate
+from corral.registry import repository
+from corral.registry.licenses.schemas import LicenseCheck, UseDescription
+from corral.registry.licenses.terms import check_use
+from corral.registry.models.schemas import LineageEntry, LineageRead, ModelCreate, ModelRead, ModelUpdate, hub_state
+from corral.registry.models.search import ModelFilters, search_statement
+from corral.registry.repository import model_by_repo_id, require_model, require_slug
+from corral.runners.matching import Capacity, Need
+from corral.runners.repository import registered_runners
+from corral.tables import Family, License, Model
+from corral.wire.enums import Lineage
 
 SORT_COLUMNS: dict[str, SortColumn] = {
     "repo_id": Model.repo_id,

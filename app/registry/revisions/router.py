@@ -2,11 +2,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
-from app.db import SessionDep
-from app.fields import AliasName, CommitSha
-from app.pagination import PageDep
-from app.registry.models.router import RepoIdDep
-from app.registry.revisions.schemas import (
+from corral.db import SessionDep
+from corral.fields import AliasName, CommitSha
+from corral.pagination import PageDep
+from corral.registry.models.router import RepoIdDep
+from corral.registry.revisions.schemas import (
     AliasRead,
     AliasSet,
     CodeTrustGrant,
@@ -14,10 +14,10 @@ from app.registry.revisions.schemas import (
     RevisionRead,
     RevisionSort,
 )
-from app.registry.revisions.service import RevisionService
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import ADMIN, PUBLISH, READ, Principal
-from app.viewcache import REGISTRY, json_view
+from corral.registry.revisions.service import RevisionService
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import ADMIN, PUBLISH, READ, Principal
+from corral.viewcache import REGISTRY, json_view
 
 router = APIRouter(
     prefix="/v1/models/{owner}/{name}", tags=["revisions"], responses={**COMMON_ERRORS, **problem_responses(404)}

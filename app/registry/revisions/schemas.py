@@ -4,8 +4,8 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from app.fields import CommitSha
-from app.schemas import JsonField, ReadModel, WriteModel
+from corral.fields import CommitSha
+from corral.schemas import JsonField, ReadModel, WriteModel
 
 RevisionSort = Literal["created_at", "-created_at"]
 

@@ -5,13 +5,13 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound, UnprocessableEntity
-from app.pagination import PageRequest, SortColumn, paginate
-from app.registry import repository
-from app.registry.repository import require_model
-from app.registry.revisions.schemas import AliasRead, CodeTrust, CodeTrustGrant, RevisionCreate, RevisionRead
-from app.tables import Alias, Model, Revision
-from app.tables.base import utcnow
+from corral.errors import Conflict, NotFound, UnprocessableEntity
+from corral.pagination import PageRequest, SortColumn, paginate
+from corral.registry import repository
+from corral.registry.repository import require_model
+from corral.registry.revisions.schemas import AliasRead, CodeTrust, CodeTrustGrant, RevisionCreate, RevisionRead
+from corral.tables import Alias, Model, Revision
+from corral.tables.base import utcnow
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 SORT_COLUMNS: dict[str, SortColumn] = {"created_at": Revision.created_at}

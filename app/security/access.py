@@ -14,16 +14,16 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import changes
-from app.config import Settings
-from app.db import SessionDep, after_commit
-from app.errors import Forbidden, Unauthorized
-from app.tables.base import utcnow
-from app.tokens import cache as token_cache
-from app.tokens.cache import TokenRecord
-from app.tokens.credentials import TOKEN_SHAPE, secret_matches, token_refusal
-from app.tokens.repository import TokenRepository
-from app.wire.enums import Scope
+from corral import changes
+from corral.config import Settings
+from corral.db import SessionDep, after_commit
+from corral.errors import Forbidden, Unauthorized
+from corral.tables.base import utcnow
+from corral.tokens import cache as token_cache
+from corral.tokens.cache import TokenRecord
+from corral.tokens.credentials import TOKEN_SHAPE, secret_matches, token_refusal
+from corral.tokens.repository import TokenRepository
+from corral.wire.enums import Scope
 
 # What each scope may do: admin includes publish, publish includes read; runner is only the runner protocol.
 GRANTS: dict[Scope, frozenset[Scope]] = {

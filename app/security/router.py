@@ -3,13 +3,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.db import SessionDep
-from app.pagination import PageDep
-from app.schemas import COMMON_ERRORS, Page, problem_responses
-from app.security import ADMIN, CallerDep
-from app.tokens.schemas import TokenCreate, TokenCreated, TokenRead, TokenSort
-from app.tokens.service import TokenService
-from app.wire.enums import Scope
+from corral.db import SessionDep
+from corral.pagination import PageDep
+from corral.schemas import COMMON_ERRORS, Page, problem_responses
+from corral.security.access import ADMIN, CallerDep
+from corral.tokens.schemas import TokenCreate, TokenCreated, TokenRead, TokenSort
+from corral.tokens.service import TokenService
+from corral.wire.enums import Scope
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=COMMON_ERRORS)
 
