@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from corral import changes
 from corral.config import Settings
+from corral.state import state_of
 
 T = TypeVar("T")
 log = logging.getLogger("corral.db")
@@ -141,7 +142,7 @@ class LazySession:
 
 async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's session. Services only flush; this commits, or rolls back if the endpoint raised."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    sessionmaker: async_sessionmaker[AsyncSession] = state_of(request).sessionmaker
     lazy = LazySession(sessionmaker)
     try:
         yield cast(AsyncSession, lazy)  # the session's interface, by delegation

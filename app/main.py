@@ -42,6 +42,7 @@ from corral.schemas import Problem
 from corral.scores.router import router as scores_router
 from corral.security.access import ACCESS_EXTENSION, route_access
 from corral.security.router import router as tokens_router
+from corral.state import AppState
 from corral.suites.router import router as suites_router
 from corral.web.router import router as web_router
 
@@ -88,25 +89,30 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     """`clock`: where the queue reads the time (leases, the reaper, backoff); tests pass one they move."""
     settings = settings or load_settings()
     engine = create_engine(settings)
+    hub_client, queue_signal = HubClient(settings), QueueSignal()
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        metrics=Metrics(),
+        clock=clock,
+        parts={HubClient: hub_client, QueueSignal: queue_signal},
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background = []
         if settings.hub_sync_interval_seconds > 0:
             background.append(
-                asyncio.create_task(
-                    background_sync(app.state.sessionmaker, settings, app.state.hub_client), name="hub-sync"
-                )
+                asyncio.create_task(background_sync(state.sessionmaker, settings, hub_client), name="hub-sync")
             )
         if settings.reaper_interval_seconds > 0:
             background.append(
-                asyncio.create_task(
-                    reap_forever(app.state.sessionmaker, settings, app.state.queue_signal, clock), name="reaper"
-                )
+                asyncio.create_task(reap_forever(state.sessionmaker, settings, queue_signal, clock), name="reaper")
             )
         if not settings.is_sqlite:
             listener = Listener()
-            app.state.queue_signal.subscribe(listener)
+            queue_signal.subscribe(listener)
             listener.subscribe(changes.CHANNEL, lambda domain: changes.bump(domain), on_connect=changes.bump)
             background.append(asyncio.create_task(listener.run(settings), name="listener"))
         yield
@@ -127,13 +133,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         generate_unique_id_function=_operation_id,
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.metrics = Metrics()
-    app.state.hub_client = HubClient(settings)
-    app.state.queue_signal = QueueSignal()
-    app.state.clock = clock
+    app.state.corral = state
 
     install_problem_handlers(app)
     # Matched in this order, one route after another: the runner protocol (most requests by far) and the probes
@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
 
     app.add_middleware(
         ServiceMiddleware,
-        metrics=app.state.metrics,
+        metrics=state.metrics,
         max_bytes=settings.max_request_bytes,
         fast=kept_response(settings),
     )
@@ -181,7 +181,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema["components"]["schemas"].setdefault(
         "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     )
-    settings: Settings = app.state.settings
+    settings = app.state.corral.settings
     operations = {
         (mounted.path_format, method.lower()): mounted.route
         for mounted in api_routes(app)

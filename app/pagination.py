@@ -21,6 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from corral.config import Settings
 from corral.errors import BadRequest
+from corral.state import state_of
 
 RowT = TypeVar("RowT")
 
@@ -38,7 +39,7 @@ async def page_request(
         int | None, Query(ge=1, description="Items per page; capped by the server (CORRAL_PAGE_LIMIT_MAX).")
     ] = None,
 ) -> PageRequest:
-    settings: Settings = request.app.state.settings
+    settings: Settings = state_of(request).settings
     chosen = settings.page_limit_default if limit is None else limit
     return PageRequest(cursor=cursor, limit=min(chosen, settings.page_limit_max))
 

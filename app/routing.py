@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path
 
+from corral.state import state_of
+
 
 class MountedRoute(NamedTuple):
     path: str  # as routed, convertors included: /v1/tokens/{token_id:uuid}
@@ -45,5 +47,5 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def public_url(request: Request) -> str:
     """Where people reach this service (CORRAL_PUBLIC_URL behind a proxy, else the request's own base URL)."""
-    configured: str | None = request.app.state.settings.public_url
+    configured: str | None = state_of(request).settings.public_url
     return (configured or str(request.base_url)).rstrip("/")

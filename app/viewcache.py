@@ -18,6 +18,7 @@ from fastapi import Request, Response
 from pydantic import BaseModel, TypeAdapter
 
 from corral import changes
+from corral.state import state_of
 
 MAX_VIEWS = 2048  # beyond this the oldest half goes
 REGISTRY = ("registry",)
@@ -60,7 +61,7 @@ async def view(request: Request, domains: tuple[str, ...], build: Callable[[], A
         return existing.response()
     seen = changes.generations(domains)  # before the reads: a change committed meanwhile makes the view stale
     built = await build()
-    seconds: float = request.app.state.settings.view_cache_seconds
+    seconds: float = state_of(request).settings.view_cache_seconds
     if built.status_code != 200 or seconds <= 0:
         return built
     view = KeptView(

@@ -242,6 +242,18 @@ def test_a_hub_ref_is_resolved_at_request_time(
             assert model["hub"]["status"] == "ok"  # a wrong ref says nothing about the model's own sync
             assert client.post("/v1/models/acme/tiny-instruct/sync", headers=publish_headers).status_code == 200
 
+            # The Hub failing while a ref is resolved is a failed sync like any other: recorded on the model,
+            # with its lease given back (the next sync is not a 409).
+            hub.fail_next("acme/tiny-instruct", 500, times=50)
+            failing = client.post("/v1/evaluations", json=body, headers=publish_headers)
+            assert failing.status_code == 502, failing.text
+            model = client.get("/v1/models/acme/tiny-instruct").json()
+            assert model["hub"]["status"] == "error", model["hub"]
+            assert model["hub"]["last_error"], model["hub"]
+            hub.failures.clear()
+            assert client.post("/v1/models/acme/tiny-instruct/sync", headers=publish_headers).status_code == 200
+            assert client.get("/v1/models/acme/tiny-instruct").json()["hub"]["status"] == "ok"
+
 
 @pytest.mark.usefixtures("suites")
 def test_values_the_database_cannot_hold_are_refused(

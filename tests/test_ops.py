@@ -78,7 +78,7 @@ def test_engine_is_disposed_on_shutdown(settings: Settings) -> None:
 
 
 async def _pool_checked_out(app) -> int:
-    return int(app.state.engine.pool.checkedout())
+    return int(app.state.corral.engine.pool.checkedout())
 
 
 def test_metrics_follow_the_read_rule(settings: Settings, issue_token: Any) -> None:
@@ -109,7 +109,7 @@ def test_database_errors_never_log_their_parameters(
     """A database error's message names the statement, never the values bound to it (lease-token hashes)."""
 
     async def failing_statement() -> None:
-        async with client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        async with client.app.state.corral.sessionmaker() as session:  # type: ignore[attr-defined]
             await session.execute(text("SELECT * FROM no_such_table WHERE secret = :secret"), {"secret": "s3cr3t"})
 
     with pytest.raises(DBAPIError) as raised:

@@ -137,7 +137,8 @@ def test_leaderboard_shows_names_sizes_and_links(client: TestClient, sized: dict
     assert "<td>instruct</td>" in row
     assert "<td>llama3.1</td>" in row  # the family's licence
     hub = client.get("/hub/acme/b70", follow_redirects=False)
-    assert (hub.status_code, hub.headers["location"]) == (307, f"{client.app.state.settings.hub_endpoint}/acme/b70")  # type: ignore[attr-defined]
+    endpoint = client.app.state.corral.settings.hub_endpoint  # type: ignore[attr-defined]
+    assert (hub.status_code, hub.headers["location"]) == (307, f"{endpoint}/acme/b70")
     assert "https://" not in page  # every Hub link goes through /hub: the page names no other origin
     # The chart: readable ticks and named points.
     assert "<title>acme/b8 (bf16): 8.0 B parameters, average" in page

@@ -3,14 +3,16 @@
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from corral.documents import EvaluationConfig
+from corral.documents import EvaluationConfig, StoredRequirements
 from corral.errors import NotFound
+from corral.runners.matching import Capacity
 from corral.tables import (
     AttemptLogChunk,
     Evaluation,
@@ -25,6 +27,87 @@ from corral.wire.enums import AttemptState, EvaluationState, FailureCategory, Jo
 
 # The claim order: priority first, then age (and a fixed order among equals).
 CLAIM_ORDER = (EvaluationJob.priority.desc(), EvaluationJob.queued_at, EvaluationJob.shard_index, EvaluationJob.id)
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """What the claim statement returns: the job and what the claimed document needs of its evaluation."""
+
+    job_id: uuid.UUID
+    attempt_number: int
+    evaluation_id: uuid.UUID
+    available_at: datetime
+    required_memory_bytes: int
+    required_device_bytes: int
+    backend: str
+    tasks: list[str]
+    shard_index: int
+    config: EvaluationConfig
+    batch_size: str
+    suite_version_id: uuid.UUID
+    requirements: StoredRequirements
+    sha: str
+    code_trusted_at: datetime | None
+
+
+async def add_attempt(session: AsyncSession, values: dict[str, object]) -> None:
+    """The claim's attempt, as one INSERT (nothing of the ORM's unit of work is needed for it)."""
+    await session.execute(insert(JobAttempt).values(**values))
+
+
+async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -> ClaimedRow | None:
+    """The claim: one statement moves the best claimable job this capacity holds from queued to running."""
+    candidate = (
+        select(EvaluationJob.id)
+        .where(EvaluationJob.state == JobState.QUEUED, EvaluationJob.available_at <= now, *capacity.job_filter())
+        .order_by(*CLAIM_ORDER)
+        .limit(1)  # inside the subquery: the UPDATE can never take more than one row
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+        .scalar_subquery()
+    )
+    claimed = (
+        await session.execute(
+            update(EvaluationJob)
+            .where(EvaluationJob.id == candidate, EvaluationJob.state == JobState.QUEUED)
+            .values(
+                state=JobState.RUNNING,
+                attempt_count=EvaluationJob.attempt_count + 1,
+                started_at=func.coalesce(EvaluationJob.started_at, now),
+                updated_at=now,
+            )
+            .returning(
+                EvaluationJob.id,
+                EvaluationJob.attempt_count,
+                EvaluationJob.evaluation_id,
+                EvaluationJob.available_at,
+                EvaluationJob.required_memory_bytes,
+                EvaluationJob.required_device_bytes,
+                EvaluationJob.backend,
+                EvaluationJob.tasks,
+                EvaluationJob.shard_index,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if claimed is None:
+        return None
+    # What the claimed document needs of the job's evaluation (SQLite's RETURNING cannot carry a correlated
+    # subquery, so it is one more read, by primary key).
+    evaluation = (
+        await session.execute(
+            select(
+                Evaluation.config,
+                Evaluation.batch_size,
+                Evaluation.suite_version_id,
+                Evaluation.requirements,
+                Revision.sha,
+                Revision.code_trusted_at,
+            )
+            .join(Revision, Revision.id == Evaluation.revision_id)
+            .where(Evaluation.id == claimed.evaluation_id)
+        )
+    ).one()
+    return ClaimedRow(*claimed, *evaluation)
 
 
 async def load_evaluation(session: AsyncSession, evaluation_id: uuid.UUID, *, lock: bool = False) -> Evaluation:

@@ -8,10 +8,13 @@ from corral.errors import NotFound
 from corral.evaluations import repository
 from corral.evaluations.schemas import EvaluationCreate, EvaluationRead, EvaluationSort, EvaluationSummary, QueueView
 from corral.evaluations.service import EvaluationService
+from corral.evaluations.wakeups import QueueSignal
 from corral.fields import RepoId, Slug
+from corral.hub.sync import HubSync
 from corral.pagination import PageDep
 from corral.schemas import COMMON_ERRORS, Page, problem_responses
 from corral.security.access import PUBLISH, READ, Principal
+from corral.state import state_of
 from corral.tables import JobAttempt
 from corral.wire.enums import EvaluationState
 
@@ -29,7 +32,7 @@ IdempotencyKey = Annotated[
 
 
 async def _service(request: Request, session: SessionDep) -> EvaluationService:
-    return EvaluationService(session, request.app.state.settings, request.app.state.clock)
+    return EvaluationService(session, state_of(request).settings, state_of(request).clock)
 
 
 ServiceDep = Annotated[EvaluationService, Depends(_service)]
@@ -60,8 +63,8 @@ async def request_evaluation(
         body,
         principal=principal,
         idempotency_key=idempotency_key,
-        request=request,
-        signal=request.app.state.queue_signal,
+        hub=HubSync.of(state_of(request)),
+        signal=state_of(request).part(QueueSignal),
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -3,22 +3,22 @@
 import hashlib
 import uuid
 
-from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.clock import SYSTEM_CLOCK, Clock
 from corral.config import Settings
 from corral.db import release_connection, serialize
 from corral.documents import StoredRequirements
-from corral.errors import Conflict, NotFound, ProblemError, UnprocessableEntity
+from corral.errors import Conflict, NotFound, UnprocessableEntity
 from corral.evaluations import repository, state
 from corral.evaluations.identity import EvaluationConfig, config_hash
 from corral.evaluations.requirements import evaluation_memory
 from corral.evaluations.schemas import EvaluationCreate, EvaluationRead
 from corral.evaluations.views import EvaluationViews, closest_miss
 from corral.evaluations.wakeups import QueueSignal, announce_work
-from corral.hub.errors import refuse_when_the_hub_is_full
-from corral.hub.sync import resolve_ref
+from corral.hub.client import HubError, HubNotFound
+from corral.hub.errors import hub_problem, refuse_when_the_hub_is_full
+from corral.hub.sync import HubSync
 from corral.registry.repository import model_by_repo_id
 from corral.registry.revisions.service import RevisionService, needs_hub_token
 from corral.runners.matching import Need
@@ -47,12 +47,12 @@ class EvaluationService:
         *,
         principal: Principal,
         idempotency_key: str | None,
-        request: Request,
+        hub: HubSync,
         signal: QueueSignal,
     ) -> tuple[EvaluationRead, bool]:
         """Returns the evaluation and whether this request created it."""
         if body.ref is not None:  # a ref is resolved on the Hub: refused at once if it has no slot free
-            refuse_when_the_hub_is_full(request.app.state.hub_client)
+            refuse_when_the_hub_is_full(hub.client)
         fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
         if idempotency_key is not None and (earlier := await self._replay(principal, idempotency_key, fingerprint)):
             return earlier, False
@@ -60,7 +60,7 @@ class EvaluationService:
         if model is None:
             raise UnprocessableEntity(f"No model {body.model!r} is registered.", field="model")
         suite_row = await self._suite(body.suite, body.suite_version)
-        revision = await self._resolve_revision(model, body, request)
+        revision = await self._resolve_revision(model, body, hub)
         suite = SuiteDefinition.model_validate(suite_row.definition)
         harness_version = body.harness_version or self.settings.harness_version
         config = EvaluationConfig(
@@ -161,19 +161,17 @@ class EvaluationService:
         await state.cancel(self.session, evaluation_id, principal.name, self.clock.now())
         return await self.views.read(evaluation_id)
 
-    async def _resolve_revision(self, model: Model, body: EvaluationCreate, request: Request) -> Revision:
+    async def _resolve_revision(self, model: Model, body: EvaluationCreate, hub: HubSync) -> Revision:
         revisions = RevisionService(self.session)
         if body.ref is not None:
-            app_state = request.app.state
             await release_connection(self.session)  # no connection held while the Hub takes its time
+            deadline = self.settings.hub_request_deadline_seconds
             try:
-                sha = await resolve_ref(
-                    app_state.sessionmaker, self.settings, app_state.hub_client, model.repo_id, body.ref
-                )
-            except ProblemError as problem:
-                if problem.status != 404:
-                    raise  # the Hub unreachable or failing: 502/503 as for any sync
-                raise UnprocessableEntity(problem.detail, field="ref") from None
+                sha = (await hub.sync(model.repo_id, body.ref, ref=True, deadline_seconds=deadline)).sha
+            except HubNotFound as error:
+                raise UnprocessableEntity(error.message, field="ref") from None
+            except HubError as error:
+                raise hub_problem(error) from None  # the Hub unreachable or failing: 502/503 as for any sync
             revision = await revisions.by_sha(model, sha)
             field, label = "ref", body.ref
         elif body.alias is not None:

@@ -107,10 +107,42 @@ async def scored(session: AsyncSession, evaluation: Evaluation, suite: SuiteDefi
     await session.flush()
 
 
-async def claimed(session: AsyncSession, evaluation_id: uuid.UUID, now: datetime) -> None:
-    """A job of the evaluation was claimed: a queued evaluation is running, unless its lock is held (whoever
-    holds it decides its state, and `refresh` derives it from the jobs then)."""
-    await repository.start_unless_locked(session, evaluation_id, now)
+@dataclass(frozen=True, slots=True)
+class NewAttempt:
+    """The attempt a claim starts: its id, its runner, its lease token's hash and when the lease lapses."""
+
+    id: uuid.UUID
+    runner_id: uuid.UUID
+    lease_token_hash: str
+    lease_expires_at: datetime
+
+
+async def claim(
+    session: AsyncSession, capacity: Capacity, attempt: NewAttempt, now: datetime
+) -> repository.ClaimedRow | None:
+    """The claim: the best claimable job this capacity holds moves from queued to running with its new running
+    attempt, and a queued evaluation starts, unless its lock is held (whoever holds it decides its state, and
+    `refresh` derives it from the jobs then)."""
+    claimed = await repository.claim_next(session, capacity, now)
+    if claimed is None:
+        return None
+    await repository.add_attempt(
+        session,
+        {
+            "id": attempt.id,
+            "job_id": claimed.job_id,
+            "runner_id": attempt.runner_id,
+            "number": claimed.attempt_number,
+            "lease_token_hash": attempt.lease_token_hash,
+            "state": AttemptState.RUNNING,
+            "claimed_at": now,
+            "lease_expires_at": attempt.lease_expires_at,
+            "progress": {},
+            "log_bytes": 0,
+        },
+    )
+    await repository.start_unless_locked(session, claimed.evaluation_id, now)
+    return claimed
 
 
 async def end_attempt(

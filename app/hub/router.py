@@ -1,4 +1,5 @@
 import time
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -7,14 +8,14 @@ from corral.db import SessionDep, release_connection
 from corral.hub.client import CommitRecord, HubClient, HubError
 from corral.hub.errors import hub_problem, refuse_when_the_hub_is_full
 from corral.hub.schemas import HubCommit, SyncResult
-from corral.hub.service import HubSyncService, fetch_in_thread
-from corral.hub.sync import sync_in_request
+from corral.hub.sync import HubSync
 from corral.registry.models.router import RepoIdDep
 from corral.registry.models.schemas import ModelCreate, ModelRead
 from corral.registry.models.service import ModelService
 from corral.registry.repository import require_model
 from corral.schemas import COMMON_ERRORS, problem_responses
 from corral.security.access import PUBLISH, READ_OUTBOUND
+from corral.state import state_of
 
 router = APIRouter(prefix="/v1/models/{owner}/{name}", tags=["hub"], responses=COMMON_ERRORS)
 # POST /v1/models lives here, beside the models' own routes in the API, because registering from the Hub reads it.
@@ -26,8 +27,16 @@ Revision = Annotated[
 
 
 async def hub_client(request: Request) -> HubClient:
-    client: HubClient = request.app.state.hub_client
+    client: HubClient = state_of(request).part(HubClient)
     return client
+
+
+async def answered(sync: Awaitable[SyncResult]) -> SyncResult:
+    """A sync's result, or the Hub's failure as the problem a client is answered with."""
+    try:
+        return await sync
+    except HubError as error:
+        raise hub_problem(error) from None
 
 
 @router.post("/sync", dependencies=[Depends(PUBLISH)], responses=HUB_ERRORS)
@@ -38,9 +47,11 @@ async def sync_model(
     revision: Revision = "main",
 ) -> SyncResult:
     """Sync a registered model from the Hub: record the commit as a revision, move the branch alias."""
-    refuse_when_the_hub_is_full(request.app.state.hub_client)
+    hub = HubSync.of(state_of(request))
+    refuse_when_the_hub_is_full(hub.client)
     await require_model(session, model)
-    return await sync_in_request(session, request, model, revision)
+    await release_connection(session)  # no connection held while the Hub takes its time
+    return await answered(hub.sync(model, revision, deadline_seconds=hub.settings.hub_request_deadline_seconds))
 
 
 @router.get("/hub/commits", dependencies=[Depends(READ_OUTBOUND)], responses={**HUB_ERRORS, **problem_responses(401)})
@@ -59,7 +70,7 @@ async def list_hub_commits(
         await require_model(session, model)
         await release_connection(session)  # no connection held while the Hub takes its time
         try:
-            deadline = request.app.state.settings.hub_request_deadline_seconds
+            deadline = state_of(request).settings.hub_request_deadline_seconds
             commits = await fetch_commits(client, model, revision, limit, deadline)
         except HubError as error:
             raise hub_problem(error) from None
@@ -115,19 +126,10 @@ async def create_model(
         return await ModelService(session).create(body)
     # Registration from the Hub: read first (nothing is written if the Hub fails), then create and sync. The
     # token check may have read the database: its connection goes back before the Hub is asked.
-    refuse_when_the_hub_is_full(request.app.state.hub_client)
+    hub = HubSync.of(state_of(request))
+    refuse_when_the_hub_is_full(hub.client)
     await release_connection(session)
-    try:
-        fetch = await fetch_in_thread(
-            request.app.state.hub_client,
-            body.repo_id,
-            revision,
-            deadline_seconds=request.app.state.settings.hub_request_deadline_seconds,
-        )
-    except HubError as error:
-        raise hub_problem(error) from None
     extra = body.model_dump(exclude_unset=True, exclude={"repo_id", "kind"})
-    await HubSyncService(session, request.app.state.settings).register(
-        body.repo_id, fetch, revision=revision, extra=extra
-    )
+    deadline = hub.settings.hub_request_deadline_seconds
+    await answered(hub.sync(body.repo_id, revision, register=extra, deadline_seconds=deadline))
     return await ModelService(session).get(body.repo_id)

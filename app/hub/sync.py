@@ -1,21 +1,23 @@
-"""Hub sync outside a request's unit of work: the lease that keeps replicas apart, and the background pass."""
+"""Hub sync, one path for every caller (HubSync), outside any request's unit of work: the lease that keeps
+replicas apart, the failure record, and the background pass."""
 
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from corral.config import Settings
-from corral.db import create_engine, create_sessionmaker, release_connection
+from corral.db import create_engine, create_sessionmaker
 from corral.errors import Conflict
 from corral.hub import repository
-from corral.hub.client import HubClient, HubError
-from corral.hub.errors import hub_problem
+from corral.hub.client import HubClient, HubError, HubNotFound
 from corral.hub.schemas import SyncResult
 from corral.hub.service import LEASE, HubSyncService, fetch_in_thread
 from corral.registry.repository import model_by_repo_id
+from corral.state import AppState
 from corral.tables.base import utcnow
 
 log = logging.getLogger("corral.hub")
@@ -47,23 +49,57 @@ async def record_failure(
         await session.commit()
 
 
-async def sync_one(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, client: HubClient, repo_id: str, revision: str
-) -> SyncResult | HubError:
-    """Fetch (no writes), then apply in one unit of work. The caller holds the lease."""
-    try:
-        fetch = await fetch_in_thread(client, repo_id, revision)
-    except HubError as error:
-        await record_failure(sessionmaker, settings, repo_id, error)
-        return error
-    try:
-        async with sessionmaker() as session:
-            result = await HubSyncService(session, settings).apply(repo_id, fetch, revision=revision)
-            await session.commit()
-            return result
-    except Exception:
-        await release(sessionmaker, repo_id)
-        raise
+@dataclass(frozen=True, slots=True)
+class HubSync:
+    """The one way a model is synced from the Hub, whoever asks (a route, the CLI, the background pass, a
+    registration, a ref to resolve): under the model's lease, fetched with no database connection held, applied
+    in a unit of work of its own, and a failure recorded on the model."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings
+    client: HubClient
+
+    @classmethod
+    def of(cls, state: AppState) -> "HubSync":
+        return cls(state.sessionmaker, state.settings, state.part(HubClient))
+
+    async def sync(
+        self,
+        repo_id: str,
+        revision: str,
+        *,
+        register: dict[str, Any] | None = None,
+        ref: bool = False,
+        deadline_seconds: float | None = None,
+    ) -> SyncResult:
+        """Sync a registered model, or with `register` (the stated fields) create it from the Hub. `ref`: the
+        revision is a caller's branch or tag to resolve, whose absence from the Hub says nothing of the model.
+        Raises Conflict when another sync holds the model, HubError when the Hub fails (recorded)."""
+        if register is None and not await claim(self.sessionmaker, repo_id):
+            raise Conflict(f"A sync of {repo_id} is already running.")
+        # A model not yet registered has no row to lease: its unique repo id keeps two registrations apart, and
+        # a failure has no model to be recorded on (the caller answers it).
+        try:
+            fetch = await fetch_in_thread(self.client, repo_id, revision, deadline_seconds=deadline_seconds)
+        except HubError as error:
+            if register is None and not (ref and isinstance(error, HubNotFound)):
+                await record_failure(self.sessionmaker, self.settings, repo_id, error)
+            elif register is None:
+                await release(self.sessionmaker, repo_id)
+            raise
+        try:
+            async with self.sessionmaker() as session:
+                service = HubSyncService(session, self.settings)
+                if register is None:
+                    result = await service.apply(repo_id, fetch, revision=revision)
+                else:
+                    result = await service.register(repo_id, fetch, revision=revision, extra=register)
+                await session.commit()
+                return result
+        except Exception:
+            if register is None:
+                await release(self.sessionmaker, repo_id)
+            raise
 
 
 async def due_models(sessionmaker: async_sessionmaker[AsyncSession], limit: int) -> Sequence[tuple[str, str]]:
@@ -78,11 +114,16 @@ async def sync_due_models(
     """One background pass: claim what is due, fetch with bounded concurrency, apply each on its own."""
     gate = asyncio.Semaphore(settings.hub_sync_concurrency)
 
+    hub = HubSync(sessionmaker, settings, client)
+
     async def run(repo_id: str, ref: str) -> SyncResult | HubError | None:
         async with gate:
-            if not await claim(sessionmaker, repo_id):
+            try:
+                return await hub.sync(repo_id, ref)
+            except Conflict:
                 return None  # another replica has it
-            return await sync_one(sessionmaker, settings, client, repo_id, ref)
+            except HubError as error:
+                return error
 
     outcomes = await asyncio.gather(*(run(repo_id, ref) for repo_id, ref in await due_models(sessionmaker, limit)))
     return [outcome for outcome in outcomes if outcome is not None]
@@ -106,69 +147,12 @@ async def background_sync(
 
 
 async def sync_from_hub(settings: Settings, repo_id: str, revision: str) -> SyncResult:
-    """The command line's sync: register from the Hub if new, else sync under the lease. Raises HubError."""
+    """The command line's sync: register from the Hub if new, else sync. Raises HubError."""
     engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
-    client = HubClient(settings)
+    hub = HubSync(create_sessionmaker(engine), settings, HubClient(settings))
     try:
-        async with sessionmaker() as session:
+        async with hub.sessionmaker() as session:
             known = await model_by_repo_id(session, repo_id) is not None
-        if known:
-            if not await claim(sessionmaker, repo_id):
-                raise Conflict(f"A sync of {repo_id} is already running.")
-            outcome = await sync_one(sessionmaker, settings, client, repo_id, revision)
-            if isinstance(outcome, HubError):
-                raise outcome
-            return outcome
-        fetch = await fetch_in_thread(client, repo_id, revision)
-        async with sessionmaker() as session:
-            result = await HubSyncService(session, settings).register(repo_id, fetch, revision=revision, extra={})
-            await session.commit()
-            return result
+        return await hub.sync(repo_id, revision, register=None if known else {})
     finally:
         await engine.dispose()
-
-
-async def sync_in_request(session: AsyncSession, request: Request, repo_id: str, revision: str) -> SyncResult:
-    """Sync a registered model inside a request: lease, fetch (no writes held), apply in the request's unit."""
-    sessionmaker = request.app.state.sessionmaker
-    await release_connection(session)  # no connection held while the Hub takes its time
-    if not await claim(sessionmaker, repo_id):
-        raise Conflict(f"A sync of {repo_id} is already running.")
-    try:
-        settings: Settings = request.app.state.settings
-        fetch = await fetch_in_thread(
-            request.app.state.hub_client, repo_id, revision, deadline_seconds=settings.hub_request_deadline_seconds
-        )
-    except HubError as error:
-        await record_failure(sessionmaker, request.app.state.settings, repo_id, error)
-        raise hub_problem(error) from None
-    try:
-        return await HubSyncService(session, request.app.state.settings).apply(repo_id, fetch, revision=revision)
-    except Exception:
-        await session.rollback()  # first, so that SQLite's write lock is free for the release
-        await release(sessionmaker, repo_id)
-        raise
-
-
-async def resolve_ref(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, client: HubClient, repo_id: str, ref: str
-) -> str:
-    """A branch or tag's commit, through a sync in its own committed unit of work: the revision is recorded
-    whatever the caller does next, and the lease is always given back. A ref the Hub does not know changes
-    nothing (it says nothing about the model's own sync)."""
-    if not await claim(sessionmaker, repo_id):
-        raise Conflict(f"A sync of {repo_id} is already running.")
-    try:
-        fetch = await fetch_in_thread(client, repo_id, ref, deadline_seconds=settings.hub_request_deadline_seconds)
-    except HubError as error:
-        await release(sessionmaker, repo_id)
-        raise hub_problem(error) from None
-    try:
-        async with sessionmaker() as session:
-            result = await HubSyncService(session, settings).apply(repo_id, fetch, revision=ref)
-            await session.commit()
-            return result.sha
-    except Exception:
-        await release(sessionmaker, repo_id)
-        raise

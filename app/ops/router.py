@@ -23,6 +23,7 @@ from corral.runners import repository as runners_repository
 from corral.runners.service import to_read
 from corral.schemas import problem_responses
 from corral.security.access import OPEN_ROUTE, READ
+from corral.state import state_of
 from corral.wire.enums import RunnerState
 
 router = APIRouter(tags=["operations"])
@@ -43,14 +44,14 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Readiness:
     """Readiness: the database answers, takes a write, and its schema is at this build's head."""
     head = head_revision()  # read once per process, at the first readiness check
-    settings: Settings = request.app.state.settings
+    settings: Settings = state_of(request).settings
     sqlite = settings.is_sqlite
     if settings.sqlite_file is not None and _free_bytes(settings.sqlite_file.parent) < FREE_SPACE_FLOOR:
         # Caught before a write fails: SQLite may still rewrite its WAL in place when the disk has no room left.
         detail, seconds = UNAVAILABLE["disk full"]
         raise ServiceUnavailable(detail, retry_after=seconds, reason="disk full")
     try:
-        async with request.app.state.engine.connect() as connection:
+        async with state_of(request).engine.connect() as connection:
             revision = await current_revision(connection)
             busy_ms = round(settings.sqlite_busy_timeout_seconds * 1000)
             writes = await _write_probe(connection, sqlite=sqlite, busy_ms=busy_ms)
@@ -107,7 +108,7 @@ async def _write_probe(connection: AsyncConnection, *, sqlite: bool, busy_ms: in
 )
 async def metrics(request: Request, session: SessionDep) -> Response:
     """Prometheus metrics: requests and latency by route, queue depth, runners by state, claim wait."""
-    collected: Metrics = request.app.state.metrics
+    collected: Metrics = state_of(request).metrics
     try:
         jobs = await repository.jobs_by_state(session)
         runners = Counter(

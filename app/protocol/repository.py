@@ -3,51 +3,27 @@ job's document, and the small per-process caches that keep hot paths short."""
 
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, String, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.changes import UNTRACKED
 from corral.config import Settings
-from corral.documents import EvaluationConfig, StoredRequirements
 from corral.errors import Conflict, Forbidden, NotFound, ProblemError
-from corral.evaluations.repository import CLAIM_ORDER
+from corral.evaluations.repository import ClaimedRow
 from corral.hardware.fit import Placement
-from corral.runners.matching import Capacity
 from corral.suites import repository as suites
 from corral.suites.schemas import SuiteDefinition
-from corral.tables import AttemptLogChunk, Evaluation, EvaluationJob, JobAttempt, JobResult, Revision, Runner
+from corral.tables import AttemptLogChunk, Evaluation, EvaluationJob, JobAttempt, JobResult, Runner
 from corral.tokens.credentials import hash_token, secret_matches
-from corral.wire.enums import AttemptState, JobState
+from corral.wire.enums import AttemptState
 from corral.wire.protocol import ClaimedJob, ClaimedTask, JobPlacement, JobSettings, ResultStored
 
 CONTACT_WRITE_SECONDS = 10  # last_contact_at is written at most this often per runner
 _last_touch: dict[uuid.UUID, float] = {}  # runner id -> when this process last wrote its last_contact_at
 _suites: dict[uuid.UUID, SuiteDefinition] = {}  # suite versions are immutable: parsed once per process
-
-
-@dataclass(frozen=True)
-class ClaimedRow:
-    """What the claim statement returns: the job and what the claimed document needs of its evaluation."""
-
-    job_id: uuid.UUID
-    attempt_number: int
-    evaluation_id: uuid.UUID
-    available_at: datetime
-    required_memory_bytes: int
-    required_device_bytes: int
-    backend: str
-    tasks: list[str]
-    shard_index: int
-    config: EvaluationConfig
-    batch_size: str
-    suite_version_id: uuid.UUID
-    requirements: StoredRequirements
-    sha: str
-    code_trusted_at: datetime | None
 
 
 def lease_conditions(attempt_id: Any, runner_id: Any, lease_hash: Any, now: Any) -> list[ColumnElement[bool]]:
@@ -95,66 +71,6 @@ async def running_attempts(session: AsyncSession, runner_id: uuid.UUID) -> int:
         select(func.count()).where(JobAttempt.runner_id == runner_id, JobAttempt.state == AttemptState.RUNNING)
     )
     return int(count or 0)
-
-
-async def add_attempt(session: AsyncSession, values: dict[str, object]) -> None:
-    """The claim's attempt, as one INSERT (nothing of the ORM's unit of work is needed for it)."""
-    await session.execute(insert(JobAttempt).values(**values))
-
-
-async def claim_next(session: AsyncSession, capacity: Capacity, now: datetime) -> ClaimedRow | None:
-    """The claim: one statement moves the best claimable job this capacity holds from queued to running."""
-    candidate = (
-        select(EvaluationJob.id)
-        .where(EvaluationJob.state == JobState.QUEUED, EvaluationJob.available_at <= now, *capacity.job_filter())
-        .order_by(*CLAIM_ORDER)
-        .limit(1)  # inside the subquery: the UPDATE can never take more than one row
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
-        .scalar_subquery()
-    )
-    claimed = (
-        await session.execute(
-            update(EvaluationJob)
-            .where(EvaluationJob.id == candidate, EvaluationJob.state == JobState.QUEUED)
-            .values(
-                state=JobState.RUNNING,
-                attempt_count=EvaluationJob.attempt_count + 1,
-                started_at=func.coalesce(EvaluationJob.started_at, now),
-                updated_at=now,
-            )
-            .returning(
-                EvaluationJob.id,
-                EvaluationJob.attempt_count,
-                EvaluationJob.evaluation_id,
-                EvaluationJob.available_at,
-                EvaluationJob.required_memory_bytes,
-                EvaluationJob.required_device_bytes,
-                EvaluationJob.backend,
-                EvaluationJob.tasks,
-                EvaluationJob.shard_index,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    ).first()
-    if claimed is None:
-        return None
-    # What the claimed document needs of the job's evaluation (SQLite's RETURNING cannot carry a correlated
-    # subquery, so it is one more read, by primary key).
-    evaluation = (
-        await session.execute(
-            select(
-                Evaluation.config,
-                Evaluation.batch_size,
-                Evaluation.suite_version_id,
-                Evaluation.requirements,
-                Revision.sha,
-                Revision.code_trusted_at,
-            )
-            .join(Revision, Revision.id == Evaluation.revision_id)
-            .where(Evaluation.id == claimed.evaluation_id)
-        )
-    ).one()
-    return ClaimedRow(*claimed, *evaluation)
 
 
 async def renew_lease(

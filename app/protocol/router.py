@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from corral.db import SessionDep
 from corral.documents import AcceleratorRecord
 from corral.errors import Forbidden
+from corral.evaluations.wakeups import QueueSignal
 from corral.protocol.service import ProtocolService, claim_once
 from corral.schemas import COMMON_ERRORS, problem_responses
 from corral.security.access import RUNNER, Principal
+from corral.state import state_of
 from corral.wire.protocol import (
     LEASE_HEADER,
     ClaimedJob,
@@ -43,8 +45,8 @@ RunnerId = Annotated[uuid.UUID, Depends(_runner_id)]
 
 
 async def _service(request: Request, session: SessionDep) -> ProtocolService:
-    state = request.app.state
-    return ProtocolService(session, state.settings, state.queue_signal, state.clock)
+    state = state_of(request)
+    return ProtocolService(session, state.settings, state.part(QueueSignal), state.clock)
 
 
 ServiceDep = Annotated[ProtocolService, Depends(_service)]
@@ -66,9 +68,9 @@ async def claim_job(
     body: ClaimRequest | None = None,
 ) -> ClaimedJob | None:
     """Claim the next job this runner can hold, waiting up to `wait` seconds for one."""
-    settings = request.app.state.settings
-    signal = request.app.state.queue_signal
-    sessionmaker = request.app.state.sessionmaker
+    settings = state_of(request).settings
+    signal = state_of(request).part(QueueSignal)
+    sessionmaker = state_of(request).sessionmaker
     # A long-poll must not hold a transaction (or a pooled connection) while it waits: each try is its own
     # unit of work, and the request's own session (used to authenticate) is committed first.
     await session.commit()
@@ -85,9 +87,9 @@ async def claim_job(
     try:
         while True:
             ticket = signal.ticket()  # taken before the try, so a wake-up during it is not lost
-            claim = await claim_once(sessionmaker, settings, signal, runner_id, request.app.state.clock, free)
+            claim = await claim_once(sessionmaker, settings, signal, runner_id, state_of(request).clock, free)
             if claim is not None:
-                request.app.state.metrics.claim_wait.observe(claim.waited_seconds)
+                state_of(request).metrics.claim_wait.observe(claim.waited_seconds)
                 return claim.job
             remaining = deadline - time.monotonic()
             if remaining <= 0:

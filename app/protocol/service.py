@@ -105,32 +105,16 @@ class ProtocolService:
         if await repository.running_attempts(self.session, runner_id) >= runner.max_concurrent_jobs:
             return None
         capacity = Capacity.of(runner, free)
-        claimed = await repository.claim_next(self.session, capacity, now)
+        lease_token = secrets.token_urlsafe(32)
+        attempt = state.NewAttempt(uuid.uuid4(), runner_id, hash_token(lease_token), now + self.lease)
+        claimed = await state.claim(self.session, capacity, attempt, now)
         if claimed is None:
             return None
-        lease_token = secrets.token_urlsafe(32)
-        attempt_id, expires = uuid.uuid4(), now + self.lease
-        await repository.add_attempt(
-            self.session,
-            {
-                "id": attempt_id,
-                "job_id": claimed.job_id,
-                "runner_id": runner_id,
-                "number": claimed.attempt_number,
-                "lease_token_hash": hash_token(lease_token),
-                "state": AttemptState.RUNNING,
-                "claimed_at": now,
-                "lease_expires_at": expires,
-                "progress": {},
-                "log_bytes": 0,
-            },
-        )
-        await state.claimed(self.session, claimed.evaluation_id, now)
         _, placement = fit.best_shape(
             capacity.shapes, MemoryNeed(claimed.required_memory_bytes, claimed.required_device_bytes), claimed.backend
         )
         job = await repository.claimed_job(
-            self.session, self.settings, claimed, attempt_id, expires, lease_token, placement
+            self.session, self.settings, claimed, attempt.id, attempt.lease_expires_at, lease_token, placement
         )
         return Claim(job=job, waited_seconds=max(0.0, (now - claimed.available_at).total_seconds()))
 

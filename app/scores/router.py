@@ -11,6 +11,7 @@ from corral.evaluations.imports import ImportService
 from corral.evaluations.schemas import ResultsImport
 from corral.fields import Slug, Tag
 from corral.hardware.estimator import Precision
+from corral.hub.client import HubClient
 from corral.hub.errors import refuse_when_the_hub_is_full
 from corral.pagination import PageDep, PageRequest
 from corral.registry.models.router import RepoIdDep
@@ -23,6 +24,7 @@ from corral.scores.leaderboard import LeaderboardFilters, LeaderboardService
 from corral.scores.provenance import evaluation_provenance, stored_document
 from corral.scores.schemas import Comparison, Leaderboard, LeaderboardFormat, Provenance, ScoreHistoryEntry
 from corral.security.access import PUBLISH, READ, Principal
+from corral.state import state_of
 from corral.viewcache import view
 from corral.wire.enums import ModelKind
 
@@ -97,7 +99,7 @@ async def _leaderboard(
     sort: str,
     format: LeaderboardFormat,
 ) -> Response:
-    settings = request.app.state.settings
+    settings = state_of(request).settings
     offset = decode_cursor(page.cursor, sort)
     board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
     if format == "csv":
@@ -178,11 +180,11 @@ async def open_hub_pull_request(
     principal: Annotated[Principal | None, Depends(PUBLISH)],
 ) -> dict[str, str]:
     """Open a pull request on the model's Hub repo adding the scores as `.eval_results` (needs a Hub token)."""
-    refuse_when_the_hub_is_full(request.app.state.hub_client)
-    settings = request.app.state.settings
+    refuse_when_the_hub_is_full(state_of(request).part(HubClient))
+    settings = state_of(request).settings
     url = await HubExportService(session).hub_pull_request(
         evaluation_id,
-        request.app.state.hub_client,
+        state_of(request).part(HubClient),
         has_token=settings.hub_token is not None,
         base_url=public_url(request),
         deadline_seconds=settings.hub_request_deadline_seconds,

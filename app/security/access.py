@@ -18,6 +18,7 @@ from corral import changes
 from corral.config import Settings
 from corral.db import SessionDep, after_commit
 from corral.errors import Forbidden, Unauthorized
+from corral.state import state_of
 from corral.tables.base import utcnow
 from corral.tokens import cache as token_cache
 from corral.tokens.cache import TokenRecord
@@ -61,7 +62,7 @@ async def authenticate(request: Request, session: SessionDep, credentials: Beare
     if match is None:
         raise Unauthorized("The bearer token is not a Corral token (crl_...).")
     key_id = match.group(1)
-    settings: Settings = request.app.state.settings
+    settings: Settings = state_of(request).settings
     record = token_cache.cached(key_id)
     if record is None:
         seen = changes.generation("tokens")  # before the read: a change committed meanwhile makes it stale
@@ -138,7 +139,7 @@ class Access:
         return self.anonymous or (self.scope == Scope.READ and settings.public_reads)
 
     async def __call__(self, request: Request, principal: PrincipalDep) -> Principal | None:
-        settings: Settings = request.app.state.settings
+        settings: Settings = state_of(request).settings
         if principal is None:
             if self.anonymous_allowed(settings):
                 return None

@@ -15,6 +15,7 @@ from corral.evaluations.service import EvaluationService
 from corral.pagination import PageRequest
 from corral.scores import repository as scores
 from corral.scores.provenance import evaluation_provenance
+from corral.state import state_of
 from corral.web.leaderboard import task_tooltip
 from corral.web.pages import PAGE_METHODS, page_router, render, suite_names
 from corral.wire.enums import EvaluationState, JobState
@@ -24,7 +25,7 @@ RUNNING_SHOWN = 200
 
 
 def _service(request: Request, session: SessionDep) -> EvaluationService:
-    return EvaluationService(session, request.app.state.settings, request.app.state.clock)
+    return EvaluationService(session, state_of(request).settings, state_of(request).clock)
 
 
 @router.api_route("/evaluations/{evaluation_id}", methods=PAGE_METHODS)

@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse
 
 from corral.fields import CommitSha
 from corral.registry.models.router import RepoIdDep
+from corral.state import state_of
 from corral.web.pages import PAGE_METHODS, page_router
 
 router = page_router()
@@ -19,6 +20,6 @@ async def hub_link(
 ) -> RedirectResponse:
     """The model's page on the Hub, or its files at one commit: a redirect."""
     # Only validated repo segments and a sha reach the URL, and only ever on the Hub's host: no open redirect.
-    endpoint: str = request.app.state.settings.hub_endpoint.rstrip("/")
+    endpoint: str = state_of(request).settings.hub_endpoint.rstrip("/")
     target = f"{endpoint}/{model}" + (f"/tree/{revision}" if revision else "")
     return RedirectResponse(target, status_code=307)

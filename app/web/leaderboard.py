@@ -13,6 +13,7 @@ from corral.hardware.estimator import PRECISION_BITS
 from corral.registry import repository as registry
 from corral.scores import repository as scores
 from corral.scores.leaderboard import LeaderboardFilters, LeaderboardService, RankedRow
+from corral.state import state_of
 from corral.suites.schemas import SuiteTask
 from corral.viewcache import view
 from corral.web import formatting
@@ -84,7 +85,7 @@ async def leaderboard_page(
             max_parameters=limit,
         )
         definition = await scores.latest_suite(session, suite)  # 404 names the known suites
-        settings = request.app.state.settings
+        settings = state_of(request).settings
         board = await LeaderboardService(session).leaderboard(suite, filters, sort, settings.leaderboard_cache_seconds)
         needle = q.strip().lower()
         rows: list[RankedRow] = [row for row in board.rows if needle in row["model"].lower()]
