@@ -41,6 +41,12 @@ class EvaluationConfig(TypedDict):
     trust_remote_code: NotRequired[bool]
 
 
+def is_sample(config: EvaluationConfig) -> bool:
+    """Whether a run read only part of each task (a `limit`: a count or a fraction of the documents). A sample's
+    numbers are its own: it is never ranked, never a baseline, never exported to the Hub."""
+    return config["limit"] is not None
+
+
 class StoredRequirements(TypedDict):
     """What an evaluation was sized at when it was requested (app/hardware/fit.py), and what else its runner
     must bring."""

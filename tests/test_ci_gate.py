@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from corral.config import Settings
-from corral.console.gate import EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
+from corral.console.gate import ERROR, EVALUATION_FAILED, PASSED, REGRESSION, TIMED_OUT, GateError, run_gate
 from corral.evaluations.schemas import EvaluationCreate
 from tests.support.evaluations import lease, load_shipped_suites, make_model, make_runner, sha_of
 from tests.support.typed_client import typed_client
@@ -42,9 +42,10 @@ def gate(client: TestClient, revision: str, **options: Any) -> tuple[int, list[s
     printed: list[str] = []
     progress: list[str] = []
     settings = {"wait": True, "timeout": 5.0, "poll_seconds": 0.01, "baseline": None, "max_drop": 1.0}
+    limit = options.pop("limit", None)
     code = run_gate(
         typed_client(client),
-        EvaluationCreate(model=REPO, revision=revision, suite="smoke", precision="fp32"),
+        EvaluationCreate(model=REPO, revision=revision, suite="smoke", precision="fp32", limit=limit),
         output_format=options.pop("output_format", "markdown"),
         echo=printed.append,
         progress=progress.append,
@@ -195,3 +196,29 @@ def test_gate_checks_the_baseline_first_and_says_when_a_drop_cannot_be_judged(
     mc_row = next(line for line in printed[0].splitlines() if line.startswith("| corral_smoke_mc"))
     assert "+0.00 (no stderr: not judged for significance)" in mc_row
     assert "corral_smoke_gen -30.00 (no stderr: not judged for significance)" in progress[-1]
+
+
+def test_a_sample_is_never_a_baseline_and_a_baseline_with_other_settings_is_refused(
+    client: TestClient, settings: Settings, admin_headers: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    baseline_sha, candidate_sha, runner = two_revisions_and_a_runner(client, settings, admin_headers, publish_headers)
+    # The baseline revision has only a 7-sample run: it is no baseline, and the gate says why.
+    gate(client, baseline_sha, wait=False, limit=7)
+    finish_jobs(client, runner, smoke_results(mc=0.9, gen=0.8))
+    with pytest.raises(GateError, match="1 sample run with a limit skipped"):
+        gate(client, candidate_sha, baseline=f"{REPO}@{baseline_sha}")
+
+    # A complete run of it is; a 7-sample candidate against it is refused, naming the limit, unless asked for.
+    gate(client, baseline_sha, wait=False)
+    finish_jobs(client, runner, smoke_results(mc=0.9, gen=0.8))
+    gate(client, candidate_sha, wait=False, limit=7)
+    finish_jobs(client, runner, smoke_results(mc=0.9, gen=0.8))
+    code, printed, progress = gate(client, candidate_sha, baseline=f"{REPO}@{baseline_sha}", limit=7)
+    assert code == ERROR
+    assert "limit None → 7" in progress[-1], progress
+    assert "Δ vs baseline" not in printed[0]  # the table alone: no delta against other settings
+    code, printed, _ = gate(
+        client, candidate_sha, baseline=f"{REPO}@{baseline_sha}", limit=7, allow_different_settings=True
+    )
+    assert code == PASSED
+    assert "Δ vs baseline" in printed[0]

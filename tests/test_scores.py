@@ -419,3 +419,49 @@ def test_every_leaderboard_filter_selects_exactly_its_rows(
     unknown = client.get("/v1/leaderboards/openllm-v2", params={"fits_on": "nvidia-nothing"})
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "fits_on"
+
+
+def test_a_sample_run_is_marked_and_never_ranked_exported_or_shown_as_the_models_score(
+    client: TestClient, scored: dict[str, str], publish_headers: dict[str, str]
+) -> None:
+    """A run with a `limit` read part of each task: it finishes last here and must not take the row of its
+    revision, and a revision with nothing but a sample has no row."""
+    repo, sha = "acme/small", scored["acme/small"]
+    full = import_results(client, publish_headers, repo, sha, openllm_results(0.4))
+    assert full.status_code == 201, full.text
+    sampled = openllm_results(0.9)
+    sampled["config"]["limit"] = 3
+    sample = import_results(client, publish_headers, repo, sha, sampled)
+    assert sample.status_code == 201, sample.text
+    fraction = openllm_results(0.8)
+    fraction["config"]["limit"] = 0.5
+    assert import_results(client, publish_headers, "acme/medium", scored["acme/medium"], fraction).status_code == 201
+    full_id, sample_id = full.json()["evaluation_id"], sample.json()["evaluation_id"]
+
+    board = client.get("/v1/leaderboards/openllm-v2").json()["items"]
+    assert [(row["model"], row["evaluation_id"]) for row in board] == [(repo, full_id)]
+    assert board[0]["tasks"]["leaderboard_ifeval"]["raw"] == pytest.approx(0.4)
+    csv_rows = list(csv.DictReader(io.StringIO(client.get("/v1/leaderboards/openllm-v2?format=csv").text)))
+    assert [row["model"] for row in csv_rows] == [repo]
+
+    read = client.get(f"/v1/evaluations/{sample_id}").json()
+    assert (read["sample"], read["config"]["limit"]) == (True, 3)
+    assert client.get(f"/v1/evaluations/{full_id}").json()["sample"] is False
+    listed = client.get("/v1/evaluations", params={"model": repo}).json()["items"]
+    assert {item["id"]: item["sample"] for item in listed} == {full_id: False, sample_id: True}
+    history = client.get(f"/v1/models/{repo}/scores").json()
+    assert {entry["evaluation_id"]: entry["sample"] for entry in history} == {full_id: False, sample_id: True}
+
+    exported = client.get(f"/v1/evaluations/{sample_id}/hub-export")
+    assert exported.status_code == 409
+    assert "limit=3" in exported.json()["detail"]
+    assert client.get(f"/v1/evaluations/{full_id}/hub-export").status_code == 200
+
+    assert 'id="sample"' in client.get(f"/evaluations/{sample_id}").text
+    assert 'id="sample"' not in client.get(f"/evaluations/{full_id}").text
+    model_page = client.get(f"/models/{repo}").text
+    assert "sample (limit), not ranked" in model_page
+    latest = model_page.split("Latest:", 1)[1].split("</p>", 1)[0]  # the chart: the complete run, not the sample
+    full_average = client.get(f"/v1/evaluations/{full_id}").json()["average"]
+    assert f"average {full_average:.2f}" in latest, latest
+    assert f"average {read['average']:.2f}" not in latest

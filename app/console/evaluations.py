@@ -85,7 +85,17 @@ def list_evaluations(
         return
     table(
         ["id", "model", "revision", "suite", "state", "requested"],
-        [(e.id, e.model, e.revision[:12], e.suite, e.state.value, f"{e.created_at:%Y-%m-%d %H:%M}") for e in found],
+        [
+            (
+                e.id,
+                e.model,
+                e.revision[:12],
+                e.suite + (" (sample)" if e.sample else ""),
+                e.state.value,
+                f"{e.created_at:%Y-%m-%d %H:%M}",
+            )
+            for e in found
+        ],
     )
 
 
@@ -96,6 +106,10 @@ def _show(evaluation: "EvaluationRead") -> None:
             ("model", f"{evaluation.model}@{evaluation.revision[:12]}"),
             ("suite", f"{evaluation.suite} ({evaluation.suite_version})"),
             ("state", evaluation.state.value),
+            (
+                "sample",
+                f"limit {evaluation.config['limit']}: never ranked, never a baseline" if evaluation.sample else None,
+            ),
             ("average", score(evaluation.average) if evaluation.average is not None else None),
             ("failure", evaluation.failure_message),
         ]

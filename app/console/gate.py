@@ -29,9 +29,14 @@ class GateError(Exception):
     """Something the gate cannot get past: a usage error, or no baseline to compare with."""
 
 
+# What must match between a run and its baseline for a difference in scores to mean a difference in the model.
+MATCHED_SETTINGS = ("suite_version", "limit", "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "precision")
+
+
 def find_baseline(client: Corral, spec: str, wanted: EvaluationCreate, *, allow_partial: bool) -> EvaluationRead:
-    """The newest succeeded evaluation of REPO@REF (sha or alias) on the suite, with the same precision and chat
-    template; a partial one (some tasks missing) only when allowed."""
+    """The newest complete succeeded evaluation of REPO@REF (sha or alias) on the suite, with the same precision
+    and chat template; a partial one (some tasks missing) only when allowed. A sample (a `limit` run) is never a
+    baseline."""
     if "@" not in spec:
         raise GateError(f"--baseline must be REPO@SHA or REPO@ALIAS, not {spec!r}")
     repo, ref = spec.rsplit("@", 1)
@@ -43,15 +48,30 @@ def find_baseline(client: Corral, spec: str, wanted: EvaluationCreate, *, allow_
         for summary in client.evaluations(model=repo, suite=wanted.suite, state=state)
         if summary.revision == sha
     ]
+    samples = 0
     for summary in sorted(found, key=lambda summary: summary.created_at, reverse=True):
+        if summary.sample:
+            samples += 1
+            continue
         evaluation = client.evaluation(str(summary.id))
         config = evaluation.config
         if (config["precision"], config["apply_chat_template"]) == (wanted.precision, wanted.apply_chat_template):
             return evaluation
     kind = "succeeded or partial" if allow_partial else "succeeded"
+    skipped = f" ({samples} sample run{'s' if samples != 1 else ''} with a limit skipped: never a baseline)"
     raise GateError(
-        f"no {kind} {wanted.suite} evaluation of {repo}@{sha[:12]} with the same precision and chat template"
+        f"no complete {kind} {wanted.suite} evaluation of {repo}@{sha[:12]} with the same precision and chat "
+        f"template" + (skipped if samples else "")
     )
+
+
+def unmatched(comparison: Comparison) -> list[str]:
+    """The settings that differ between the baseline and the run, as `name base → candidate`."""
+    return [
+        f"{name} {difference['base']!r} → {difference['candidate']!r}"
+        for name, difference in comparison.config_differences.items()
+        if name in MATCHED_SETTINGS
+    ]
 
 
 def failing(comparison: Comparison | None, max_drop: float) -> list[TaskDelta]:
@@ -169,6 +189,7 @@ def run_gate(
     echo: Callable[[str], None],
     progress: Callable[[str], None],
     allow_partial_baseline: bool = False,
+    allow_different_settings: bool = False,
 ) -> int:
     """Request (deduplicated, retry-safe), wait, print the table, and say whether CI should pass."""
     reference = None
@@ -191,6 +212,13 @@ def run_gate(
         echo(evaluation.model_dump_json() if output_format == "json" else markdown_table(evaluation, None))
         return EVALUATION_FAILED
     comparison = client.compare(str(reference.id), str(evaluation.id)) if reference is not None else None
+    if comparison is not None and (differences := unmatched(comparison)) and not allow_different_settings:
+        echo(evaluation.model_dump_json() if output_format == "json" else markdown_table(evaluation, None))
+        progress(
+            f"the baseline {reference.id} ran with other settings ({'; '.join(differences)}): its scores say "  # type: ignore[union-attr]
+            "nothing about this run's; pass --allow-different-settings to compare anyway"
+        )
+        return ERROR
     if output_format == "json":
         shown = {"evaluation": evaluation.model_dump(mode="json"), "comparison": None}
         shown["comparison"] = comparison.model_dump(mode="json") if comparison else None
@@ -234,6 +262,10 @@ def eval_run(
     allow_partial_baseline: Annotated[
         bool, typer.Option(help="Take a partial baseline run (some tasks missing) when no complete one exists.")
     ] = False,
+    allow_different_settings: Annotated[
+        bool,
+        typer.Option(help="Compare with a baseline run with another limit, suite version, few-shot or template."),
+    ] = False,
     max_drop: Annotated[float, typer.Option(help="Normalized points a task may drop before failing.")] = 1.0,
     output_format: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
 ) -> None:
@@ -263,6 +295,7 @@ def eval_run(
                 max_drop=max_drop,
                 output_format=output_format,
                 allow_partial_baseline=allow_partial_baseline,
+                allow_different_settings=allow_different_settings,
                 echo=typer.echo,
                 progress=lambda line: typer.echo(line, err=True),
             )

@@ -135,6 +135,9 @@ class JobRead(ReadModel):
     waiting_for: str | None = Field(description="Why a queued job is not running yet.")
 
 
+SAMPLE = "True when the run read only a `limit` of each task: its numbers are a sample, never ranked, never a baseline."
+
+
 class EvaluationRead(ReadModel):
     id: uuid.UUID
     model: str
@@ -143,6 +146,7 @@ class EvaluationRead(ReadModel):
     suite_version: str
     config_hash: str = Field(description="SHA-256 over everything that changes scores; identical requests share it.")
     config: ConfigField
+    sample: bool = Field(description=SAMPLE)
     batch_size: str
     priority: int
     state: EvaluationState
@@ -166,6 +170,7 @@ class EvaluationSummary(ReadModel):
     suite: str
     suite_version: str
     config_hash: str
+    sample: bool = Field(description=SAMPLE)
     state: EvaluationState
     priority: int
     created_at: datetime

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.clock import SYSTEM_CLOCK, Clock
+from corral.documents import is_sample
 from corral.evaluations import repository
 from corral.evaluations.schemas import (
     AttemptRead,
@@ -48,6 +49,7 @@ class EvaluationViews:
             suite_version=suite.version,
             config_hash=evaluation.config_hash,
             config=evaluation.config,
+            sample=is_sample(evaluation.config),
             batch_size=evaluation.batch_size,
             priority=evaluation.priority,
             state=evaluation.state,
@@ -89,6 +91,7 @@ class EvaluationViews:
                 suite=evaluation.config["suite"],
                 suite_version=evaluation.config["suite_version"],
                 config_hash=evaluation.config_hash,
+                sample=is_sample(evaluation.config),
                 state=evaluation.state,
                 priority=evaluation.priority,
                 created_at=evaluation.created_at,

@@ -4,7 +4,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.documents import EvaluationConfig, ScoreSummary
+from corral.documents import EvaluationConfig, ScoreSummary, is_sample
 from corral.errors import NotFound, UnprocessableEntity
 from corral.evaluations.repository import load_evaluation
 from corral.registry.repository import model_by_repo_id
@@ -96,6 +96,7 @@ class ComparisonService:
                 suite_version=version,
                 precision=evaluation.config["precision"],
                 chat_template=bool(evaluation.config["apply_chat_template"]),
+                sample=is_sample(evaluation.config),
                 average=evaluation.average,
                 tasks=task_scores(evaluation.summary),
                 finished_at=evaluation.finished_at,

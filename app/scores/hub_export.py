@@ -6,6 +6,7 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.db import release_connection
+from corral.documents import is_sample
 from corral.errors import Conflict
 from corral.evaluations.repository import load_evaluation
 from corral.hub.client import HubClient, HubError
@@ -25,6 +26,11 @@ class HubExportService:
         evaluation = await load_evaluation(self.session, evaluation_id)
         if evaluation.state not in SCORED_STATES or evaluation.summary is None:
             raise Conflict(f"Evaluation {evaluation_id} has no scores yet ({evaluation.state.value}).")
+        if is_sample(evaluation.config):
+            raise Conflict(
+                f"Evaluation {evaluation_id} ran with limit={evaluation.config['limit']} (a sample of each task): "
+                "only complete runs are exported to the Hub."
+            )
         suite = await repository.suite_of(self.session, evaluation.suite_version_id)
         source_url = f"{base_url.rstrip('/')}/v1/evaluations/{evaluation.id}"
         return hub_exports(evaluation, suite, export_format, source_url)

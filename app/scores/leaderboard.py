@@ -1,4 +1,5 @@
-"""Leaderboards: the latest successful run per revision, precision and chat template, ranked, from a cache."""
+"""Leaderboards: the latest complete successful run per revision, precision and chat template, ranked, from a
+cache."""
 
 import json
 import uuid
@@ -8,6 +9,7 @@ from typing import TypedDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral import changes
+from corral.documents import is_sample
 from corral.errors import UnprocessableEntity
 from corral.hardware import fit
 from corral.hardware.catalog import accelerators
@@ -127,6 +129,8 @@ class LeaderboardService:
         seen: set[tuple[uuid.UUID, str, bool]] = set()
         for scored in await repository.scored_runs(self.session, query):
             config = scored.config
+            if is_sample(config):
+                continue  # a sample's numbers are not the model's: it never takes (or hides) a row
             chat = bool(config["apply_chat_template"])
             settings_class = (scored.revision_id, config["precision"], chat)
             if settings_class in seen:

@@ -76,6 +76,7 @@ class ScoreHistoryEntry(ReadModel):
     suite_version: str
     precision: str
     chat_template: bool
+    sample: bool = Field(description="Read only a `limit` of each task: never ranked.")
     average: float | None
     tasks: dict[str, TaskScore]
     finished_at: datetime | None

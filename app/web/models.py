@@ -133,7 +133,7 @@ async def model_page(model: RepoIdDep, request: Request, session: SessionDep) ->
         hardware, short_tokens = await _hardware(service, model)
         revisions, _ = await RevisionService(session).list_page(model, sort="-created_at", page=PageRequest(None, 50))
         history = await ComparisonService(session).history(model, None)
-        latest = history[0] if history else None
+        latest = next((entry for entry in history if not entry.sample), None)  # a sample is not the model's score
         chart = ""
         if latest is not None:
             tasks = {task.name: task for task in (await scores.latest_suite(session, latest.suite)).tasks}
