@@ -17,6 +17,7 @@ import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS_FILE = ROOT / "tests" / "mutation" / "units.toml"
@@ -34,6 +35,15 @@ LINKED = {
 }
 INSTALLED = {"app/": "corral/", "evals/": "corral_runner/", "migrations/": "corral_migrations/"}
 
+
+class Unit(TypedDict):
+    """A unit of tests/mutation/units.toml."""
+
+    modules: list[str]
+    tests: list[str]
+    functions: NotRequired[dict[str, list[str]]]  # module -> the functions of it that are mutated (default: all)
+
+
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), grouped the way a score counts them.
 KILLED = {1, 3, 36, -24, 24, 152, 255, 37}  # a test failed, the tests timed out, or mypy rejected the mutant
 SURVIVED = {0}
@@ -45,7 +55,7 @@ def source_digest(module: str) -> str:
     return hashlib.sha256((ROOT / module).read_bytes()).hexdigest()
 
 
-def mutmut_section(unit: dict[str, list[str]]) -> str:
+def mutmut_section(unit: Unit) -> str:
     lines = [
         "",
         "[tool.mutmut]",
@@ -61,7 +71,7 @@ def mutmut_section(unit: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def prepare(name: str, unit: dict[str, list[str]]) -> Path:
+def prepare(name: str, unit: Unit) -> Path:
     folder = WORK / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -119,14 +129,34 @@ def score(module: str, results: dict[str, int | None], equivalent: dict[str, str
     }
 
 
-def run_unit(name: str, unit: dict[str, list[str]], jobs: int, equivalent: dict[str, str]) -> dict[str, object]:
+def mutant_patterns(unit: Unit) -> list[str]:
+    """mutmut's names of the unit's mutants: every mutant of a module, or of the functions listed for it."""
+    patterns = []
+    for module in unit["modules"]:
+        ran_as = module_name(installed(module))
+        listed = unit.get("functions", {}).get(module)
+        patterns += [f"{ran_as}.x_{function}__mutmut_*" for function in listed] if listed else [f"{ran_as}.*"]
+    return patterns
+
+
+def listed(unit: Unit, module: str, results: dict[str, int | None]) -> dict[str, int | None]:
+    """The results of the module's mutants the unit measures (all of them, or those of its listed functions)."""
+    functions = unit.get("functions", {}).get(module)
+    if not functions:
+        return results
+    prefix = module_name(module)
+    wanted = tuple(f"{prefix}.x_{function}__mutmut_" for function in functions)
+    return {name: code for name, code in results.items() if name.startswith(wanted)}
+
+
+def run_unit(name: str, unit: Unit, jobs: int, equivalent: dict[str, str]) -> dict[str, object]:
     folder = prepare(name, unit)
     started = time.monotonic()
     log = folder / "run.log"
     mutmut = Path(sys.executable).with_name("mutmut")
     with log.open("w") as output:
         completed = subprocess.run(
-            [str(mutmut), "run", "--max-children", str(jobs)],
+            [str(mutmut), "run", "--max-children", str(jobs), *(mutant_patterns(unit) if "functions" in unit else [])],
             cwd=folder,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -136,7 +166,10 @@ def run_unit(name: str, unit: dict[str, list[str]], jobs: int, equivalent: dict[
     seconds = round(time.monotonic() - started)
     if completed.returncode != 0:
         raise SystemExit(f"mutmut failed on unit {name} (exit {completed.returncode}); see {log}")
-    modules = {module: score(module, mutant_results(folder, module), equivalent) for module in unit["modules"]}
+    modules = {
+        module: score(module, listed(unit, module, mutant_results(folder, module)), equivalent)
+        for module in unit["modules"]
+    }
     return {"tests": unit["tests"], "seconds": seconds, "modules": modules}
 
 
@@ -173,7 +206,7 @@ def main() -> int:
 
     config = tomllib.loads(UNITS_FILE.read_text())
     threshold: float = config["threshold"]
-    units: dict[str, dict[str, list[str]]] = config["units"]
+    units: dict[str, Unit] = config["units"]
     equivalent: dict[str, str] = tomllib.loads(EQUIVALENT_FILE.read_text()).get("equivalent", {})
     unknown = sorted(set(arguments.units) - set(units))
     if unknown:
@@ -184,7 +217,10 @@ def main() -> int:
         for name in arguments.units or [name for name in units if name in scores]:
             folder, unit = WORK / name, units[name]
             measured: dict[str, dict[str, object]] = scores[name]["modules"]  # type: ignore[assignment]
-            modules = {module: score(module, mutant_results(folder, module), equivalent) for module in unit["modules"]}
+            modules = {
+                module: score(module, listed(unit, module, mutant_results(folder, module)), equivalent)
+                for module in unit["modules"]
+            }
             for module, counts in modules.items():  # the source as it was measured, not as it is now
                 counts["source_sha256"] = measured[module]["source_sha256"]
             scores[name] = {"tests": unit["tests"], "seconds": scores[name]["seconds"], "modules": modules}
@@ -201,8 +237,8 @@ def main() -> int:
         )
 
     print(table(scores, threshold))
-    for unit in scores.values():
-        for module, counts in unit["modules"].items():  # type: ignore[attr-defined]
+    for measured_unit in scores.values():
+        for module, counts in measured_unit["modules"].items():  # type: ignore[attr-defined]
             for mutant in counts["surviving"]:
                 print(f"survived: {mutant}  ({module})")
     for module in stale(scores):

@@ -176,7 +176,7 @@ def test_gate_checks_the_baseline_first_and_says_when_a_drop_cannot_be_judged(
     baseline_sha, candidate_sha, runner = two_revisions_and_a_runner(client, settings, admin_headers, publish_headers)
 
     # A typo in --baseline stops the gate before anything is requested.
-    with pytest.raises(GateError, match="no succeeded smoke evaluation"):
+    with pytest.raises(GateError, match="no complete succeeded smoke evaluation"):
         gate(client, candidate_sha, baseline=f"{REPO}@{baseline_sha}")
     assert client.get("/v1/evaluations").json()["items"] == []
 

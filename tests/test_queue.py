@@ -79,8 +79,10 @@ def test_protocol_end_to_end(
     client = queue_client
     sha = make_model(client, publish_headers)
     _, runner = make_runner(client, admin_headers, "cpu-1", memory_gib=8, max_concurrent_jobs=2)
+    # A complete run (no limit): its scores rank, which the view-cache check below needs (a sample never ranks;
+    # the limit's way to the runner is walked in tests/test_request_fields.py).
     evaluation = request_smoke(
-        client, publish_headers, sha, limit=4, apply_chat_template=True, num_fewshot=2, gen_kwargs={"temperature": 0}
+        client, publish_headers, sha, apply_chat_template=True, num_fewshot=2, gen_kwargs={"temperature": 0}
     )
 
     first = claim(client, runner)
@@ -93,7 +95,7 @@ def test_protocol_end_to_end(
     )
     assert first["tasks"] == [{"name": "corral_smoke_mc", "num_fewshot": 2}]
     assert first["settings"]["apply_chat_template"] is True
-    assert first["settings"]["limit"] == 4
+    assert first["settings"]["limit"] is None
     assert (first["settings"]["num_fewshot"], first["settings"]["gen_kwargs"]) == (2, {"temperature": 0})
     assert first["heartbeat_seconds"] == 15
     assert first["attempt_number"] == 1

@@ -142,7 +142,7 @@ def test_partial_results_are_partial_and_no_baseline_unless_asked(
     assert client.get("/v1/leaderboards/openllm-v2").json()["items"] == []  # never ranked
     # A partial run is not taken as a CI baseline, unless the gate is told to.
     wanted = EvaluationCreate(model=REPO, revision=sha, suite="openllm-v2", precision="bf16")
-    with pytest.raises(GateError, match="no succeeded"):
+    with pytest.raises(GateError, match="no complete succeeded"):
         find_baseline(typed_client(client, publish_headers), f"{REPO}@{sha}", wanted, allow_partial=False)
     partial = find_baseline(typed_client(client, publish_headers), f"{REPO}@{sha}", wanted, allow_partial=True)
     assert str(partial.id) == evaluation["id"]

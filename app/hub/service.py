@@ -6,7 +6,7 @@ model's sync bookkeeping.
 
 import re
 from datetime import timedelta
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,7 +45,7 @@ class HubSyncService:
         self.session = session
         self.settings = settings
 
-    async def register(self, repo_id: str, fetch: HubFetch, *, revision: str, extra: dict[str, Any]) -> SyncResult:
+    async def register(self, repo_id: str, fetch: HubFetch, *, revision: str, extra: dict[str, object]) -> SyncResult:
         """Create a model from the Hub's metadata (what the body did not state), then apply the fetch."""
         if await model_by_repo_id(self.session, repo_id) is not None:
             raise Conflict(f"Model {repo_id!r} is registered already; POST .../sync to refresh it.")

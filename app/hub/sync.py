@@ -5,7 +5,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -68,7 +67,7 @@ class HubSync:
         repo_id: str,
         revision: str,
         *,
-        register: dict[str, Any] | None = None,
+        register: dict[str, object] | None = None,
         ref: bool = False,
         deadline_seconds: float | None = None,
     ) -> SyncResult:
