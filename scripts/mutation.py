@@ -17,7 +17,7 @@ import time
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS_FILE = ROOT / "tests" / "mutation" / "units.toml"
@@ -41,7 +41,6 @@ class Unit(TypedDict):
 
     modules: list[str]
     tests: list[str]
-    functions: NotRequired[dict[str, list[str]]]  # module -> the functions of it that are mutated (default: all)
 
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), grouped the way a score counts them.
@@ -129,26 +128,6 @@ def score(module: str, results: dict[str, int | None], equivalent: dict[str, str
     }
 
 
-def mutant_patterns(unit: Unit) -> list[str]:
-    """mutmut's names of the unit's mutants: every mutant of a module, or of the functions listed for it."""
-    patterns = []
-    for module in unit["modules"]:
-        ran_as = module_name(installed(module))
-        listed = unit.get("functions", {}).get(module)
-        patterns += [f"{ran_as}.x_{function}__mutmut_*" for function in listed] if listed else [f"{ran_as}.*"]
-    return patterns
-
-
-def listed(unit: Unit, module: str, results: dict[str, int | None]) -> dict[str, int | None]:
-    """The results of the module's mutants the unit measures (all of them, or those of its listed functions)."""
-    functions = unit.get("functions", {}).get(module)
-    if not functions:
-        return results
-    prefix = module_name(module)
-    wanted = tuple(f"{prefix}.x_{function}__mutmut_" for function in functions)
-    return {name: code for name, code in results.items() if name.startswith(wanted)}
-
-
 def run_unit(name: str, unit: Unit, jobs: int, equivalent: dict[str, str]) -> dict[str, object]:
     folder = prepare(name, unit)
     started = time.monotonic()
@@ -156,7 +135,7 @@ def run_unit(name: str, unit: Unit, jobs: int, equivalent: dict[str, str]) -> di
     mutmut = Path(sys.executable).with_name("mutmut")
     with log.open("w") as output:
         completed = subprocess.run(
-            [str(mutmut), "run", "--max-children", str(jobs), *(mutant_patterns(unit) if "functions" in unit else [])],
+            [str(mutmut), "run", "--max-children", str(jobs)],
             cwd=folder,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -166,10 +145,7 @@ def run_unit(name: str, unit: Unit, jobs: int, equivalent: dict[str, str]) -> di
     seconds = round(time.monotonic() - started)
     if completed.returncode != 0:
         raise SystemExit(f"mutmut failed on unit {name} (exit {completed.returncode}); see {log}")
-    modules = {
-        module: score(module, listed(unit, module, mutant_results(folder, module)), equivalent)
-        for module in unit["modules"]
-    }
+    modules = {module: score(module, mutant_results(folder, module), equivalent) for module in unit["modules"]}
     return {"tests": unit["tests"], "seconds": seconds, "modules": modules}
 
 
@@ -217,10 +193,7 @@ def main() -> int:
         for name in arguments.units or [name for name in units if name in scores]:
             folder, unit = WORK / name, units[name]
             measured: dict[str, dict[str, object]] = scores[name]["modules"]  # type: ignore[assignment]
-            modules = {
-                module: score(module, listed(unit, module, mutant_results(folder, module)), equivalent)
-                for module in unit["modules"]
-            }
+            modules = {module: score(module, mutant_results(folder, module), equivalent) for module in unit["modules"]}
             for module, counts in modules.items():  # the source as it was measured, not as it is now
                 counts["source_sha256"] = measured[module]["source_sha256"]
             scores[name] = {"tests": unit["tests"], "seconds": scores[name]["seconds"], "modules": modules}
