@@ -14,8 +14,17 @@ if TYPE_CHECKING:  # Alembic is imported by the commands that migrate, not by ev
     from alembic.config import Config
 
 VERSION_TABLE = "alembic_version"
-# The migrations install as the package corral_migrations (the repository's migrations/): found, not imported.
-MIGRATIONS_DIR = Path(next(iter(find_spec("corral_migrations").submodule_search_locations or [])))  # type: ignore[union-attr]
+
+
+def _migrations_dir() -> Path:
+    """Where the package corral_migrations (the repository's migrations/) is installed: found, not imported."""
+    spec = find_spec("corral_migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the package corral_migrations is not installed: reinstall Corral")
+    return Path(spec.submodule_search_locations[0])
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def alembic_config(settings: Settings) -> "Config":

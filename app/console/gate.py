@@ -215,7 +215,7 @@ def run_gate(
     if comparison is not None and (differences := unmatched(comparison)) and not allow_different_settings:
         echo(evaluation.model_dump_json() if output_format == "json" else markdown_table(evaluation, None))
         progress(
-            f"the baseline {reference.id} ran with other settings ({'; '.join(differences)}): its scores say "  # type: ignore[union-attr]
+            f"the baseline {comparison.base} ran with other settings ({'; '.join(differences)}): its scores say "
             "nothing about this run's; pass --allow-different-settings to compare anyway"
         )
         return ERROR
